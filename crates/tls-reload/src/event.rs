@@ -1,0 +1,244 @@
+//! What a reload attempt reports: to its caller, to subscribers and in the
+//! status snapshot.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use tokio::sync::mpsc;
+
+use crate::config::ClientAuth;
+use crate::error::Error;
+use crate::info::CertInfo;
+
+/// What started a reload attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Trigger {
+    /// The initial load when the acceptor was built.
+    Startup,
+    /// A file-system event in a watched directory.
+    Watch,
+    /// The periodic poll.
+    Poll,
+    /// A signal such as SIGHUP.
+    Signal,
+    /// An administrative API call.
+    Api,
+    /// Any other caller of `reload_now`.
+    Manual,
+}
+
+impl Trigger {
+    /// The lower-case name used in logs, metrics labels and audit events.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Startup => "startup",
+            Self::Watch => "watch",
+            Self::Poll => "poll",
+            Self::Signal => "signal",
+            Self::Api => "api",
+            Self::Manual => "manual",
+        }
+    }
+}
+
+impl fmt::Display for Trigger {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How the watcher currently notices changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum WatcherMode {
+    /// No watcher runs; reloads happen only through `reload_now`.
+    Off,
+    /// File-system events, with the periodic poll as a safety net.
+    Events,
+    /// Periodic polling only (chosen, or because events are unavailable).
+    Polling,
+}
+
+impl WatcherMode {
+    /// The lower-case name used in logs and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Off => "off",
+            Self::Events => "events",
+            Self::Polling => "polling",
+        }
+    }
+
+    pub(crate) fn from_u8(v: u8) -> Self {
+        match v {
+            1 => Self::Events,
+            2 => Self::Polling,
+            _ => Self::Off,
+        }
+    }
+
+    pub(crate) fn to_u8(self) -> u8 {
+        match self {
+            Self::Off => 0,
+            Self::Events => 1,
+            Self::Polling => 2,
+        }
+    }
+}
+
+impl fmt::Display for WatcherMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A new config was swapped in.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Reloaded {
+    /// What started the reload.
+    pub trigger: Trigger,
+    /// Generation of the new config (the previous one plus one).
+    pub generation: u64,
+    /// The leaf served before.
+    pub previous: CertInfo,
+    /// The leaf served from now on.
+    pub current: CertInfo,
+    /// The client CA certificates trusted from now on.
+    pub client_ca: Vec<CertInfo>,
+    /// Whether the client CA, CRLs or client-auth mode changed; if so, no
+    /// session from before can resume.
+    pub trust_changed: bool,
+    /// When the swap happened.
+    pub at: SystemTime,
+}
+
+/// A reload attempt failed; the served config is untouched.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct ReloadFailure {
+    /// What started the attempt.
+    pub trigger: Trigger,
+    /// Why it failed.
+    pub error: Error,
+    /// Generation of the config that is still served.
+    pub served_generation: u64,
+    /// When the attempt ended.
+    pub at: SystemTime,
+}
+
+/// The watcher could not use file-system events and polls instead.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Degraded {
+    /// Why events are unavailable, with the path concerned.
+    pub reason: String,
+    /// The poll interval now relied on.
+    pub poll_interval: std::time::Duration,
+    /// When it happened.
+    pub at: SystemTime,
+}
+
+/// One outcome, as delivered to subscribers.
+///
+/// Unchanged attempts (`touch`, an unrelated file, a kubelet resync) are not
+/// events: nothing happened.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum ReloadEvent {
+    /// A new config is served.
+    Reloaded(Arc<Reloaded>),
+    /// An attempt failed. Repeated failures on the same file content are
+    /// reported once.
+    Failed(Arc<ReloadFailure>),
+    /// The watcher fell back to polling. Reported once per watcher.
+    Degraded(Arc<Degraded>),
+}
+
+/// What a successful `reload_now` did.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum ReloadOutcome {
+    /// A new config is served.
+    Reloaded(Arc<Reloaded>),
+    /// The files are byte-for-byte what is served: nothing was swapped.
+    Unchanged {
+        /// Generation still served.
+        generation: u64,
+    },
+}
+
+impl ReloadOutcome {
+    /// The generation served after this outcome.
+    pub fn generation(&self) -> u64 {
+        match self {
+            Self::Reloaded(r) => r.generation,
+            Self::Unchanged { generation } => *generation,
+        }
+    }
+}
+
+/// A stream of [`ReloadEvent`]s, from [`ReloadableAcceptor::subscribe`].
+///
+/// Every event is delivered, in order, however slowly it is read; drop the
+/// subscription to stop receiving.
+///
+/// [`ReloadableAcceptor::subscribe`]: crate::ReloadableAcceptor::subscribe
+#[derive(Debug)]
+pub struct Subscription {
+    pub(crate) rx: mpsc::UnboundedReceiver<ReloadEvent>,
+}
+
+impl Subscription {
+    /// Waits for the next event. `None` once the acceptor and its watcher
+    /// are gone.
+    pub async fn recv(&mut self) -> Option<ReloadEvent> {
+        self.rx.recv().await
+    }
+
+    /// The next event if one is waiting.
+    pub fn try_recv(&mut self) -> Option<ReloadEvent> {
+        self.rx.try_recv().ok()
+    }
+}
+
+/// The result of the most recent reload attempt that changed something or
+/// failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LastAttempt {
+    /// When it ended.
+    pub at: SystemTime,
+    /// What started it.
+    pub trigger: Trigger,
+    /// `None` on success, the error text on failure.
+    pub error: Option<String>,
+}
+
+/// A snapshot of what is served and how reloading has gone.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct TlsStatus {
+    /// Generation of the served config; 1 is the initial load.
+    pub generation: u64,
+    /// The served leaf.
+    pub cert: CertInfo,
+    /// Number of certificates in the served chain, leaf included.
+    pub chain_len: usize,
+    /// The trusted client CA certificates.
+    pub client_ca: Vec<CertInfo>,
+    /// The client authentication mode.
+    pub client_auth: ClientAuth,
+    /// When the served config was loaded.
+    pub loaded_at: SystemTime,
+    /// The last attempt that swapped or failed.
+    pub last_attempt: Option<LastAttempt>,
+    /// Successful swaps since start (the initial load excluded).
+    pub reloads_succeeded: u64,
+    /// Failed attempts since start, counting each retry.
+    pub reloads_failed: u64,
+    /// How changes are noticed.
+    pub watcher: WatcherMode,
+}

@@ -1,0 +1,164 @@
+//! What a certificate says about itself: the facts operators compare when
+//! they ask "which certificate is being served?".
+
+use std::fmt::Write as _;
+use std::net::IpAddr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use x509_parser::extensions::GeneralName;
+use x509_parser::prelude::{FromDer, X509Certificate};
+
+/// Facts parsed from one X.509 certificate.
+///
+/// The fingerprint is formatted as `openssl x509 -noout -fingerprint -sha256`
+/// prints it (upper-case hex pairs joined by colons), so it can be compared
+/// with the output of that command or of `kubectl get secret ... | openssl`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CertInfo {
+    /// SHA-256 of the DER encoding, `AB:CD:...`.
+    pub fingerprint_sha256: String,
+    /// Serial number, upper-case hex without separators, as
+    /// `openssl x509 -serial` prints it.
+    pub serial: String,
+    /// Subject distinguished name, RFC 4514 style (`CN=localhost`).
+    pub subject: String,
+    /// Issuer distinguished name.
+    pub issuer: String,
+    /// DNS names from the subjectAltName extension.
+    pub dns_names: Vec<String>,
+    /// IP addresses from the subjectAltName extension.
+    pub ip_addresses: Vec<IpAddr>,
+    /// Start of validity.
+    pub not_before: SystemTime,
+    /// End of validity.
+    pub not_after: SystemTime,
+}
+
+impl CertInfo {
+    /// Parses a DER certificate.
+    ///
+    /// # Errors
+    ///
+    /// Returns the parser's message when `der` is not one well-formed X.509
+    /// certificate.
+    pub fn from_der(der: &[u8]) -> Result<Self, String> {
+        let (rest, cert) = X509Certificate::from_der(der).map_err(|e| e.to_string())?;
+        if !rest.is_empty() {
+            return Err(format!("{} trailing bytes after the certificate", rest.len()));
+        }
+        let mut dns_names = Vec::new();
+        let mut ip_addresses = Vec::new();
+        if let Ok(Some(san)) = cert.subject_alternative_name() {
+            for name in &san.value.general_names {
+                match name {
+                    GeneralName::DNSName(dns) => dns_names.push((*dns).to_owned()),
+                    GeneralName::IPAddress(bytes) => {
+                        if let Some(ip) = ip_from_bytes(bytes) {
+                            ip_addresses.push(ip);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let validity = cert.validity();
+        Ok(Self {
+            fingerprint_sha256: fingerprint_sha256(der),
+            serial: hex_upper(cert.tbs_certificate.raw_serial(), ""),
+            subject: cert.subject().to_string(),
+            issuer: cert.issuer().to_string(),
+            dns_names,
+            ip_addresses,
+            not_before: unix_to_system_time(validity.not_before.timestamp()),
+            not_after: unix_to_system_time(validity.not_after.timestamp()),
+        })
+    }
+
+    /// Whether the certificate has expired at `now`.
+    pub fn is_expired_at(&self, now: SystemTime) -> bool {
+        now > self.not_after
+    }
+
+    /// Time left until `not_after`, zero once expired.
+    pub fn remaining_at(&self, now: SystemTime) -> Duration {
+        self.not_after.duration_since(now).unwrap_or(Duration::ZERO)
+    }
+
+    /// `not_before` as seconds since the Unix epoch (negative before 1970).
+    pub fn not_before_unix(&self) -> i64 {
+        system_time_to_unix(self.not_before)
+    }
+
+    /// `not_after` as seconds since the Unix epoch.
+    pub fn not_after_unix(&self) -> i64 {
+        system_time_to_unix(self.not_after)
+    }
+}
+
+/// SHA-256 of `der`, formatted as upper-case hex pairs joined by colons.
+pub fn fingerprint_sha256(der: &[u8]) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, der);
+    hex_upper(digest.as_ref(), ":")
+}
+
+fn hex_upper(bytes: &[u8], sep: &str) -> String {
+    let mut out = String::with_capacity(bytes.len() * (2 + sep.len()));
+    for (i, b) in bytes.iter().enumerate() {
+        if i > 0 {
+            out.push_str(sep);
+        }
+        // Writing to a String cannot fail.
+        let _ = write!(out, "{b:02X}");
+    }
+    out
+}
+
+fn ip_from_bytes(bytes: &[u8]) -> Option<IpAddr> {
+    match bytes.len() {
+        4 => <[u8; 4]>::try_from(bytes).ok().map(IpAddr::from),
+        16 => <[u8; 16]>::try_from(bytes).ok().map(IpAddr::from),
+        _ => None,
+    }
+}
+
+fn unix_to_system_time(secs: i64) -> SystemTime {
+    if secs >= 0 {
+        UNIX_EPOCH + Duration::from_secs(secs.unsigned_abs())
+    } else {
+        UNIX_EPOCH - Duration::from_secs(secs.unsigned_abs())
+    }
+}
+
+fn system_time_to_unix(t: SystemTime) -> i64 {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        Err(e) => -i64::try_from(e.duration().as_secs()).unwrap_or(i64::MAX),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fingerprint_is_colon_separated_upper_hex_of_sha256() {
+        // SHA-256("abc") from FIPS 180-2.
+        assert_eq!(
+            fingerprint_sha256(b"abc"),
+            "BA:78:16:BF:8F:01:CF:EA:41:41:40:DE:5D:AE:22:23:B0:03:61:A3:96:17:7A:9C:B4:10:FF:61:F2:00:15:AD"
+        );
+    }
+
+    #[test]
+    fn rejects_bytes_that_are_not_a_certificate() {
+        assert!(CertInfo::from_der(b"not a certificate").is_err());
+    }
+
+    #[test]
+    fn unix_conversion_round_trips_before_and_after_epoch() {
+        for secs in [-86_400_i64, 0, 1_800_000_000] {
+            assert_eq!(system_time_to_unix(unix_to_system_time(secs)), secs);
+        }
+    }
+}

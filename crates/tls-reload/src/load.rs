@@ -1,0 +1,496 @@
+//! Reading the files and turning them into a `rustls::ServerConfig`.
+//!
+//! Reading and parsing are separate steps so that the watcher can hash the
+//! bytes first and skip everything else when nothing changed.
+
+use std::fmt;
+use std::fs::{File, OpenOptions};
+use std::io::Read;
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls::crypto::CryptoProvider;
+use rustls::server::danger::ClientCertVerifier;
+use rustls::server::{
+    ClientHello, ProducesTickets, ResolvesServerCert, ServerSessionMemoryCache,
+    StoresServerSessions, WebPkiClientVerifier,
+};
+use rustls::sign::{CertifiedKey, SigningKey};
+use rustls::{RootCertStore, ServerConfig};
+use rustls_pki_types::pem::{SectionKind, SliceIter};
+use rustls_pki_types::{
+    CertificateDer, CertificateRevocationListDer, PrivateKeyDer, PrivatePkcs1KeyDer,
+    PrivatePkcs8KeyDer, PrivateSec1KeyDer,
+};
+use zeroize::Zeroizing;
+
+use crate::config::{ClientAuth, LoadOptions, TlsFiles};
+use crate::error::{Error, FileRole};
+use crate::info::CertInfo;
+
+/// SHA-256 digest used to recognise content that was seen before.
+pub(crate) type Digest = [u8; 32];
+
+/// The raw bytes of every input, read once per reload attempt.
+pub(crate) struct Inputs {
+    cert: Vec<u8>,
+    /// Zeroed on drop, so key bytes do not linger in freed memory.
+    key: Zeroizing<Vec<u8>>,
+    client_ca: Option<Vec<u8>>,
+    crls: Vec<Vec<u8>>,
+}
+
+impl fmt::Debug for Inputs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Inputs")
+            .field("cert_len", &self.cert.len())
+            .field("key", &"<redacted>")
+            .field("client_ca_len", &self.client_ca.as_ref().map(Vec::len))
+            .field("crls", &self.crls.len())
+            .finish()
+    }
+}
+
+impl Inputs {
+    /// Reads every configured file, each with the size cap.
+    pub(crate) fn read(files: &TlsFiles, limit: u64) -> Result<Self, Error> {
+        Ok(Self {
+            cert: read_capped(FileRole::Certificate, &files.cert, limit)?,
+            key: Zeroizing::new(read_capped(FileRole::PrivateKey, &files.key, limit)?),
+            client_ca: files
+                .client_ca
+                .as_deref()
+                .map(|p| read_capped(FileRole::ClientCa, p, limit))
+                .transpose()?,
+            crls: files
+                .crls
+                .iter()
+                .map(|p| read_capped(FileRole::Crl, p, limit))
+                .collect::<Result<_, _>>()?,
+        })
+    }
+
+    /// Digest of all the bytes: equal digests mean nothing to reload.
+    pub(crate) fn content_hash(&self, mode: ClientAuth) -> Digest {
+        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+        ctx.update(&self.trust_hash(mode));
+        absorb(&mut ctx, b"cert", Some(&self.cert));
+        absorb(&mut ctx, b"key", Some(&self.key));
+        digest_of(ctx)
+    }
+
+    /// Digest of what decides which clients are trusted. When it changes,
+    /// sessions established under the old trust must not resume.
+    pub(crate) fn trust_hash(&self, mode: ClientAuth) -> Digest {
+        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+        absorb(&mut ctx, mode.to_string().as_bytes(), None);
+        absorb(&mut ctx, b"ca", self.client_ca.as_deref());
+        for crl in &self.crls {
+            absorb(&mut ctx, b"crl", Some(crl));
+        }
+        digest_of(ctx)
+    }
+}
+
+fn absorb(ctx: &mut ring::digest::Context, tag: &[u8], bytes: Option<&[u8]>) {
+    // Length-prefix every part so that moving bytes between files changes
+    // the digest.
+    ctx.update(&(tag.len() as u64).to_be_bytes());
+    ctx.update(tag);
+    match bytes {
+        Some(b) => {
+            ctx.update(&[1]);
+            ctx.update(&(b.len() as u64).to_be_bytes());
+            ctx.update(b);
+        }
+        None => ctx.update(&[0]),
+    }
+}
+
+fn digest_of(ctx: ring::digest::Context) -> Digest {
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ctx.finish().as_ref());
+    out
+}
+
+/// Digest of an arbitrary message, used to recognise repeated failures.
+pub(crate) fn digest_str(s: &str) -> Digest {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    ctx.update(s.as_bytes());
+    digest_of(ctx)
+}
+
+/// Reads a whole file, refusing anything that is not a regular file and
+/// anything over `limit` bytes.
+fn read_capped(role: FileRole, path: &Path, limit: u64) -> Result<Vec<u8>, Error> {
+    let read_err = |error| Error::Read {
+        role,
+        path: path.to_owned(),
+        error,
+    };
+    // O_NONBLOCK: opening a FIFO for reading would otherwise block until a
+    // writer appears, stalling the reload task forever. It has no effect on
+    // regular files.
+    let file: File = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(read_err)?;
+    let meta = file.metadata().map_err(read_err)?;
+    let ft = meta.file_type();
+    if !ft.is_file() {
+        let kind = if ft.is_dir() {
+            "directory"
+        } else if ft.is_fifo() {
+            "FIFO"
+        } else if ft.is_socket() {
+            "socket"
+        } else if ft.is_block_device() || ft.is_char_device() {
+            "device"
+        } else {
+            "special file"
+        };
+        return Err(Error::NotAFile {
+            role,
+            path: path.to_owned(),
+            kind,
+        });
+    }
+    let too_large = || Error::TooLarge {
+        role,
+        path: path.to_owned(),
+        limit,
+    };
+    if meta.len() > limit {
+        return Err(too_large());
+    }
+    // Sized up front so the buffer is not reallocated (and copies of a key
+    // left behind) while reading.
+    let capacity = usize::try_from(meta.len()).unwrap_or(0).saturating_add(1);
+    let mut buf = Vec::with_capacity(capacity);
+    file.take(limit.saturating_add(1))
+        .read_to_end(&mut buf)
+        .map_err(read_err)?;
+    if buf.len() as u64 > limit {
+        return Err(too_large());
+    }
+    if buf.iter().all(u8::is_ascii_whitespace) {
+        return Err(Error::Empty {
+            role,
+            path: path.to_owned(),
+        });
+    }
+    Ok(buf)
+}
+
+/// Everything parsed from [`Inputs`], ready to become a server config.
+pub(crate) struct Parsed {
+    pub(crate) certified_key: Arc<CertifiedKey>,
+    pub(crate) cert: CertInfo,
+    pub(crate) client_ca: Vec<CertInfo>,
+    verifier: Option<Arc<dyn ClientCertVerifier>>,
+}
+
+impl Parsed {
+    /// Parses and cross-checks the inputs: PEM syntax, X.509, one supported
+    /// key that matches the leaf, a usable client verifier.
+    pub(crate) fn parse(
+        files: &TlsFiles,
+        inputs: &Inputs,
+        provider: &Arc<CryptoProvider>,
+    ) -> Result<Self, Error> {
+        let chain = parse_chain(FileRole::Certificate, &files.cert, &inputs.cert)?;
+        let cert = leaf_info(FileRole::Certificate, &files.cert, &chain)?;
+        let key = parse_key(&files.key, &inputs.key)?;
+        let certified_key = CertifiedKey::new(chain, key);
+        if certified_key.keys_match().is_err() {
+            return Err(Error::KeyMismatch {
+                cert_path: files.cert.clone(),
+                key_path: files.key.clone(),
+            });
+        }
+
+        let (client_ca, verifier) = match (&files.client_ca, &inputs.client_ca) {
+            (Some(path), Some(bytes)) => {
+                let (infos, verifier) = client_verifier(files, path, bytes, inputs, provider)?;
+                (infos, Some(verifier))
+            }
+            _ => (Vec::new(), None),
+        };
+        Ok(Self {
+            certified_key: Arc::new(certified_key),
+            cert,
+            client_ca,
+            verifier,
+        })
+    }
+
+    /// Builds the server config, reusing `resumption` so that clients can
+    /// resume sessions made under the previous config.
+    pub(crate) fn server_config(
+        &self,
+        provider: &Arc<CryptoProvider>,
+        options: &LoadOptions,
+        resumption: Resumption,
+    ) -> Result<ServerConfig, Error> {
+        let builder = ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()?;
+        let builder = match &self.verifier {
+            Some(v) => builder.with_client_cert_verifier(v.clone()),
+            None => builder.with_no_client_auth(),
+        };
+        let mut config =
+            builder.with_cert_resolver(Arc::new(FixedCert(self.certified_key.clone())));
+        config.alpn_protocols = options.alpn.clone();
+        config.session_storage = resumption.storage;
+        config.ticketer = resumption.ticketer;
+        Ok(config)
+    }
+}
+
+/// The session cache and ticket keys of a config: shared between configs
+/// that trust the same clients, fresh when trust changes.
+pub(crate) struct Resumption {
+    storage: Arc<dyn StoresServerSessions>,
+    ticketer: Arc<dyn ProducesTickets>,
+}
+
+impl Resumption {
+    pub(crate) fn fresh(cache_size: usize) -> Result<Self, Error> {
+        Ok(Self {
+            storage: ServerSessionMemoryCache::new(cache_size),
+            ticketer: rustls::crypto::ring::Ticketer::new()?,
+        })
+    }
+
+    pub(crate) fn of(config: &ServerConfig) -> Self {
+        Self {
+            storage: config.session_storage.clone(),
+            ticketer: config.ticketer.clone(),
+        }
+    }
+}
+
+/// Serves the one certificate of a config, whatever the client asks for.
+#[derive(Debug)]
+struct FixedCert(Arc<CertifiedKey>);
+
+impl ResolvesServerCert for FixedCert {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.clone())
+    }
+}
+
+fn pem_sections(
+    role: FileRole,
+    path: &Path,
+    bytes: &[u8],
+) -> Result<Vec<(SectionKind, Zeroizing<Vec<u8>>)>, Error> {
+    SliceIter::<(SectionKind, Vec<u8>)>::new(bytes)
+        .map(|item| {
+            item.map(|(kind, der)| (kind, Zeroizing::new(der)))
+                .map_err(|e| Error::MalformedPem {
+                    role,
+                    path: path.to_owned(),
+                    detail: pem_error_text(&e),
+                })
+        })
+        .collect()
+}
+
+fn pem_error_text(e: &rustls_pki_types::pem::Error) -> String {
+    use rustls_pki_types::pem::Error as E;
+    match e {
+        E::MissingSectionEnd { end_marker } => {
+            format!("missing {}", String::from_utf8_lossy(end_marker))
+        }
+        E::IllegalSectionStart { line } => format!(
+            "illegal section start line {:?}",
+            String::from_utf8_lossy(&line[..line.len().min(64)])
+        ),
+        E::Base64Decode(_) => "invalid base64 in a PEM section".to_owned(),
+        other => other.to_string(),
+    }
+}
+
+fn no_pem(role: FileRole, path: &Path, bytes: &[u8], expected: &'static str) -> Error {
+    // A DER file starts with a SEQUENCE tag; say so, it is a common mistake.
+    if bytes.first() == Some(&0x30) && !bytes.windows(10).any(|w| w == b"-----BEGIN") {
+        return Error::MalformedPem {
+            role,
+            path: path.to_owned(),
+            detail: format!("binary (DER) data; expected PEM with a {expected} block"),
+        };
+    }
+    Error::NoPemItem {
+        role,
+        path: path.to_owned(),
+        expected,
+    }
+}
+
+fn parse_chain(
+    role: FileRole,
+    path: &Path,
+    bytes: &[u8],
+) -> Result<Vec<CertificateDer<'static>>, Error> {
+    let chain: Vec<CertificateDer<'static>> = pem_sections(role, path, bytes)?
+        .into_iter()
+        .filter(|(kind, _)| *kind == SectionKind::Certificate)
+        .map(|(_, der)| CertificateDer::from(der.to_vec()))
+        .collect();
+    if chain.is_empty() {
+        return Err(no_pem(role, path, bytes, "CERTIFICATE"));
+    }
+    Ok(chain)
+}
+
+fn leaf_info(
+    role: FileRole,
+    path: &Path,
+    chain: &[CertificateDer<'static>],
+) -> Result<CertInfo, Error> {
+    let infos = cert_infos(role, path, chain)?;
+    infos.into_iter().next().ok_or_else(|| Error::NoPemItem {
+        role,
+        path: path.to_owned(),
+        expected: "CERTIFICATE",
+    })
+}
+
+fn cert_infos(
+    role: FileRole,
+    path: &Path,
+    chain: &[CertificateDer<'static>],
+) -> Result<Vec<CertInfo>, Error> {
+    chain
+        .iter()
+        .enumerate()
+        .map(|(index, der)| {
+            CertInfo::from_der(der).map_err(|detail| Error::InvalidCertificate {
+                role,
+                path: path.to_owned(),
+                index,
+                detail,
+            })
+        })
+        .collect()
+}
+
+/// PEM labels of private keys that the ring provider cannot use, with the
+/// reason given to the operator.
+const UNSUPPORTED_KEY_LABELS: &[(&[u8], &str)] = &[
+    (
+        b"-----BEGIN ENCRYPTED PRIVATE KEY-----",
+        "encrypted PKCS#8 keys are not supported; decrypt it (openssl pkcs8 -nocrypt)",
+    ),
+    (
+        b"-----BEGIN DSA PRIVATE KEY-----",
+        "DSA keys are not supported; use ECDSA, Ed25519 or RSA",
+    ),
+    (
+        b"-----BEGIN OPENSSH PRIVATE KEY-----",
+        "OpenSSH-format keys are not supported; use PKCS#8 PEM",
+    ),
+];
+
+fn parse_key(path: &Path, bytes: &[u8]) -> Result<Arc<dyn SigningKey>, Error> {
+    if let Some((_, why)) = UNSUPPORTED_KEY_LABELS
+        .iter()
+        .find(|(label, _)| bytes.windows(label.len()).any(|w| w == *label))
+    {
+        return Err(Error::UnsupportedKey {
+            path: path.to_owned(),
+            detail: (*why).to_owned(),
+        });
+    }
+    let mut keys: Vec<(SectionKind, Zeroizing<Vec<u8>>)> =
+        pem_sections(FileRole::PrivateKey, path, bytes)?
+            .into_iter()
+            .filter(|(kind, _)| {
+                matches!(
+                    kind,
+                    SectionKind::PrivateKey | SectionKind::RsaPrivateKey | SectionKind::EcPrivateKey
+                )
+            })
+            .collect();
+    let (kind, der) = match keys.len() {
+        0 => return Err(no_pem(FileRole::PrivateKey, path, bytes, "PRIVATE KEY")),
+        1 => keys.remove(0),
+        count => {
+            return Err(Error::MultipleKeys {
+                path: path.to_owned(),
+                count,
+            });
+        }
+    };
+    // Borrow the zeroizing buffer: the provider copies what it needs, and
+    // no owned copy of the DER outlives this function.
+    let key_der = match kind {
+        SectionKind::RsaPrivateKey => PrivateKeyDer::Pkcs1(PrivatePkcs1KeyDer::from(&der[..])),
+        SectionKind::EcPrivateKey => PrivateKeyDer::Sec1(PrivateSec1KeyDer::from(&der[..])),
+        _ => PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(&der[..])),
+    };
+    rustls::crypto::ring::sign::any_supported_type(&key_der).map_err(|e| Error::UnsupportedKey {
+        path: path.to_owned(),
+        detail: e.to_string(),
+    })
+}
+
+fn client_verifier(
+    files: &TlsFiles,
+    ca_path: &Path,
+    ca_bytes: &[u8],
+    inputs: &Inputs,
+    provider: &Arc<CryptoProvider>,
+) -> Result<(Vec<CertInfo>, Arc<dyn ClientCertVerifier>), Error> {
+    let role = FileRole::ClientCa;
+    let cas = parse_chain(role, ca_path, ca_bytes)?;
+    let infos = cert_infos(role, ca_path, &cas)?;
+    let mut roots = RootCertStore::empty();
+    for (index, der) in cas.into_iter().enumerate() {
+        roots
+            .add(der)
+            .map_err(|e| Error::InvalidCertificate {
+                role,
+                path: ca_path.to_owned(),
+                index,
+                detail: e.to_string(),
+            })?;
+    }
+
+    let mut crls = Vec::new();
+    for (path, bytes) in files.crls.iter().zip(&inputs.crls) {
+        let found: Vec<_> = pem_sections(FileRole::Crl, path, bytes)?
+            .into_iter()
+            .filter(|(kind, _)| *kind == SectionKind::Crl)
+            .collect();
+        if found.is_empty() {
+            return Err(no_pem(FileRole::Crl, path, bytes, "X509 CRL"));
+        }
+        for (index, (_, der)) in found.into_iter().enumerate() {
+            use x509_parser::prelude::FromDer as _;
+            x509_parser::revocation_list::CertificateRevocationList::from_der(&der).map_err(
+                |e| Error::InvalidCertificate {
+                    role: FileRole::Crl,
+                    path: path.clone(),
+                    index,
+                    detail: format!("invalid CRL: {e}"),
+                },
+            )?;
+            crls.push(CertificateRevocationListDer::from(der.to_vec()));
+        }
+    }
+
+    let mut builder = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .with_crls(crls);
+    if files.client_auth == ClientAuth::Optional {
+        builder = builder.allow_unauthenticated();
+    }
+    let verifier = builder.build().map_err(|e| Error::ClientVerifier {
+        path: ca_path.to_owned(),
+        detail: e.to_string(),
+    })?;
+    Ok((infos, verifier))
+}

@@ -1,0 +1,16 @@
+//! Test support: certificates, a kubelet Secret-volume simulator and TLS
+//! client helpers. Enabled by the `testing` feature; meant for tests and
+//! benchmarks of this crate and of the crates built on it.
+//!
+//! Helpers here panic on failure, as test code does: a broken fixture is a
+//! failed test, with the reason in the message.
+
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+mod client;
+mod kubelet;
+mod pki;
+
+pub use client::{HandshakeInfo, client_config, handshake, serve};
+pub use kubelet::AtomicWriter;
+pub use pki::{Leaf, LeafOptions, TestCa};

@@ -1,0 +1,115 @@
+//! A rustls client and a minimal TLS server for loopback tests.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use rustls::client::ClientConfig;
+use rustls::{HandshakeKind, RootCertStore};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+use tokio_rustls::TlsConnector;
+
+use super::Leaf;
+use crate::ReloadableAcceptor;
+use crate::info::fingerprint_sha256;
+
+/// A client config trusting the CA certificates in `ca_pem`, presenting
+/// `identity` when given. Uses the ring provider.
+///
+/// Session resumption is off, so each handshake shows the certificate
+/// served at that moment (a resumed session reports the certificate of the
+/// original one). Tests of resumption turn it on by setting
+/// `resumption` on a clone of the config.
+pub fn client_config(ca_pem: &str, identity: Option<&Leaf>) -> Arc<ClientConfig> {
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(cert.expect("CA PEM")).expect("add CA");
+    }
+    let builder = ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("protocol versions")
+    .with_root_certificates(roots);
+    let config = match identity {
+        Some(leaf) => builder
+            .with_client_auth_cert(
+                vec![leaf.cert_der.clone()],
+                PrivateKeyDer::from_pem_slice(leaf.key_pem.as_bytes()).expect("client key"),
+            )
+            .expect("client auth cert"),
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = config;
+    config.resumption = rustls::client::Resumption::disabled();
+    Arc::new(config)
+}
+
+/// What one handshake saw.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HandshakeInfo {
+    /// Fingerprint of the leaf the server presented (for a resumed session:
+    /// the leaf of the original session).
+    pub fingerprint: String,
+    /// Full or resumed.
+    pub kind: Option<HandshakeKind>,
+    /// The negotiated ALPN protocol.
+    pub alpn: Option<Vec<u8>>,
+    /// What the server sent before closing.
+    pub reply: Vec<u8>,
+}
+
+/// Connects to `addr` as `localhost`, completes the handshake (which
+/// verifies the chain and that the server holds the leaf's key) and reads
+/// until the server closes, so TLS 1.3 session tickets are received.
+///
+/// # Errors
+///
+/// Any I/O or TLS error, including the server refusing the client
+/// certificate (which a TLS 1.3 client only learns on its first read).
+pub async fn handshake(addr: SocketAddr, config: Arc<ClientConfig>) -> io::Result<HandshakeInfo> {
+    let tcp = TcpStream::connect(addr).await?;
+    let name = ServerName::try_from("localhost").map_err(io::Error::other)?;
+    let mut tls = TlsConnector::from(config).connect(name, tcp).await?;
+    let mut reply = Vec::new();
+    tls.read_to_end(&mut reply).await?;
+    let (_, conn) = tls.get_ref();
+    let fingerprint = conn
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .map(|c| fingerprint_sha256(c))
+        .ok_or_else(|| io::Error::other("no server certificate"))?;
+    Ok(HandshakeInfo {
+        fingerprint,
+        kind: conn.handshake_kind(),
+        alpn: conn.alpn_protocol().map(<[u8]>::to_vec),
+        reply,
+    })
+}
+
+/// Serves `acceptor` on an ephemeral loopback port: each connection is
+/// handshaken, answered with `ok\n` and closed. Failed handshakes cost only
+/// their connection. Abort the returned task to stop.
+pub async fn serve(acceptor: ReloadableAcceptor) -> (SocketAddr, JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
+    let addr = listener.local_addr().expect("local addr");
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                continue;
+            };
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                if let Ok(mut tls) = acceptor.accept(tcp).await {
+                    let _ = tls.write_all(b"ok\n").await;
+                    let _ = tls.shutdown().await;
+                }
+            });
+        }
+    });
+    (addr, task)
+}
