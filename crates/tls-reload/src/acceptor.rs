@@ -88,9 +88,17 @@ impl ReloadableAcceptor {
 
     /// Subscribes to every later outcome: reloads, failures and watcher
     /// degradation.
+    ///
+    /// While the watcher is degraded to polling, a new subscription starts
+    /// with that [`ReloadEvent::Degraded`], so every subscriber learns of it
+    /// exactly once, however late it subscribed.
     pub fn subscribe(&self) -> Subscription {
         let (tx, rx) = mpsc::unbounded_channel();
-        lock(&self.shared.subscribers).push(tx);
+        let mut subscribers = lock(&self.shared.subscribers);
+        if let Some(degraded) = lock(&self.shared.degraded).clone() {
+            let _ = tx.send(ReloadEvent::Degraded(degraded));
+        }
+        subscribers.push(tx);
         Subscription { rx }
     }
 
@@ -234,7 +242,15 @@ impl Builder {
         let inputs = Inputs::read(&self.files, self.load.max_file_size)?;
         let parsed = Parsed::parse(&self.files, &inputs, &provider)?;
         let resumption = Resumption::fresh(self.load.session_cache_size)?;
-        let served = Served::new(&self.files, &self.load, &provider, &inputs, parsed, resumption, 1)?;
+        let served = Served::new(
+            &self.files,
+            &self.load,
+            &provider,
+            &inputs,
+            parsed,
+            resumption,
+            1,
+        )?;
         let now = SystemTime::now();
         if served.cert.is_expired_at(now) {
             tracing::error!(
@@ -255,6 +271,7 @@ impl Builder {
                 succeeded: AtomicU64::new(0),
                 failed: AtomicU64::new(0),
                 last_attempt: Mutex::new(None),
+                degraded: Mutex::new(None),
                 watcher_mode: AtomicU8::new(WatcherMode::Off.to_u8()),
             }),
         })
@@ -337,12 +354,14 @@ pub(crate) struct Shared {
     succeeded: AtomicU64,
     failed: AtomicU64,
     last_attempt: Mutex<Option<LastAttempt>>,
+    /// The current degradation, replayed to new subscribers.
+    degraded: Mutex<Option<Arc<Degraded>>>,
     watcher_mode: AtomicU8,
 }
 
 enum Prepared {
     Unchanged,
-    New(Served),
+    New(Box<Served>),
 }
 
 impl Shared {
@@ -381,7 +400,7 @@ impl Shared {
                     trust_changed: served.trust_hash != previous.trust_hash,
                     at: served.loaded_at,
                 });
-                self.served.store(Arc::new(served));
+                self.served.store(Arc::from(served));
                 self.succeeded.fetch_add(1, Ordering::Relaxed);
                 *lock(&self.last_attempt) = Some(LastAttempt {
                     at: reloaded.at,
@@ -480,28 +499,38 @@ impl Shared {
             served.generation + 1,
         )
         .map_err(fail)?;
-        Ok(Prepared::New(next))
+        Ok(Prepared::New(Box::new(next)))
     }
 
     fn publish(&self, event: ReloadEvent) {
         lock(&self.subscribers).retain(|tx| tx.send(event.clone()).is_ok());
     }
 
+    /// Records and announces a fall-back to polling. Called once per
+    /// degradation: again only after events worked in between.
     pub(crate) fn publish_degraded(&self, reason: String, poll_interval: Duration) {
         tracing::warn!(
             reason = %reason,
             poll_interval = %humantime::format_duration(poll_interval),
             "file-system events unavailable; TLS files are polled instead"
         );
-        self.publish(ReloadEvent::Degraded(Arc::new(Degraded {
+        let degraded = Arc::new(Degraded {
             reason,
             poll_interval,
             at: SystemTime::now(),
-        })));
+        });
+        // Under the subscriber lock, so a concurrent subscribe() sees it
+        // either replayed or published, never both or neither.
+        let mut subscribers = lock(&self.subscribers);
+        *lock(&self.degraded) = Some(degraded.clone());
+        subscribers.retain(|tx| tx.send(ReloadEvent::Degraded(degraded.clone())).is_ok());
     }
 
     pub(crate) fn set_watcher_mode(&self, mode: WatcherMode) {
         self.watcher_mode.store(mode.to_u8(), Ordering::Relaxed);
+        if mode == WatcherMode::Events {
+            *lock(&self.degraded) = None;
+        }
     }
 
     fn watcher_mode(&self) -> WatcherMode {

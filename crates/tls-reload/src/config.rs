@@ -117,10 +117,14 @@ impl TlsFiles {
 
     /// Every configured path, in the order certificate, key, client CA, CRLs.
     pub fn paths(&self) -> impl Iterator<Item = &Path> {
-        [Some(self.cert.as_path()), Some(self.key.as_path()), self.client_ca.as_deref()]
-            .into_iter()
-            .flatten()
-            .chain(self.crls.iter().map(PathBuf::as_path))
+        [
+            Some(self.cert.as_path()),
+            Some(self.key.as_path()),
+            self.client_ca.as_deref(),
+        ]
+        .into_iter()
+        .flatten()
+        .chain(self.crls.iter().map(PathBuf::as_path))
     }
 
     pub(crate) fn check(&self) -> Result<(), crate::Error> {
@@ -129,9 +133,12 @@ impl TlsFiles {
                 "client CA {} given with client auth mode none; use optional or required",
                 ca.display()
             ))),
-            (ClientAuth::Optional | ClientAuth::Required, None) => Err(crate::Error::Settings(
-                format!("client auth mode {} needs a client CA bundle", self.client_auth),
-            )),
+            (ClientAuth::Optional | ClientAuth::Required, None) => {
+                Err(crate::Error::Settings(format!(
+                    "client auth mode {} needs a client CA bundle",
+                    self.client_auth
+                )))
+            }
             _ if !self.crls.is_empty() && self.client_ca.is_none() => Err(crate::Error::Settings(
                 "CRLs need a client CA bundle: they only apply to client certificates".into(),
             )),

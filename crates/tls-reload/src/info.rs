@@ -45,7 +45,10 @@ impl CertInfo {
     pub fn from_der(der: &[u8]) -> Result<Self, String> {
         let (rest, cert) = X509Certificate::from_der(der).map_err(|e| e.to_string())?;
         if !rest.is_empty() {
-            return Err(format!("{} trailing bytes after the certificate", rest.len()));
+            return Err(format!(
+                "{} trailing bytes after the certificate",
+                rest.len()
+            ));
         }
         let mut dns_names = Vec::new();
         let mut ip_addresses = Vec::new();

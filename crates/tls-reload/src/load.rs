@@ -282,11 +282,10 @@ impl ResolvesServerCert for FixedCert {
     }
 }
 
-fn pem_sections(
-    role: FileRole,
-    path: &Path,
-    bytes: &[u8],
-) -> Result<Vec<(SectionKind, Zeroizing<Vec<u8>>)>, Error> {
+/// One decoded PEM section; the DER is zeroed on drop as it may be a key.
+type Section = (SectionKind, Zeroizing<Vec<u8>>);
+
+fn pem_sections(role: FileRole, path: &Path, bytes: &[u8]) -> Result<Vec<Section>, Error> {
     SliceIter::<(SectionKind, Vec<u8>)>::new(bytes)
         .map(|item| {
             item.map(|(kind, der)| (kind, Zeroizing::new(der)))
@@ -303,7 +302,10 @@ fn pem_error_text(e: &rustls_pki_types::pem::Error) -> String {
     use rustls_pki_types::pem::Error as E;
     match e {
         E::MissingSectionEnd { end_marker } => {
-            format!("missing {}", String::from_utf8_lossy(end_marker))
+            format!(
+                "missing the -----END {}----- line (truncated file?)",
+                String::from_utf8_lossy(end_marker)
+            )
         }
         E::IllegalSectionStart { line } => format!(
             "illegal section start line {:?}",
@@ -405,16 +407,15 @@ fn parse_key(path: &Path, bytes: &[u8]) -> Result<Arc<dyn SigningKey>, Error> {
             detail: (*why).to_owned(),
         });
     }
-    let mut keys: Vec<(SectionKind, Zeroizing<Vec<u8>>)> =
-        pem_sections(FileRole::PrivateKey, path, bytes)?
-            .into_iter()
-            .filter(|(kind, _)| {
-                matches!(
-                    kind,
-                    SectionKind::PrivateKey | SectionKind::RsaPrivateKey | SectionKind::EcPrivateKey
-                )
-            })
-            .collect();
+    let mut keys: Vec<Section> = pem_sections(FileRole::PrivateKey, path, bytes)?
+        .into_iter()
+        .filter(|(kind, _)| {
+            matches!(
+                kind,
+                SectionKind::PrivateKey | SectionKind::RsaPrivateKey | SectionKind::EcPrivateKey
+            )
+        })
+        .collect();
     let (kind, der) = match keys.len() {
         0 => return Err(no_pem(FileRole::PrivateKey, path, bytes, "PRIVATE KEY")),
         1 => keys.remove(0),
@@ -450,14 +451,12 @@ fn client_verifier(
     let infos = cert_infos(role, ca_path, &cas)?;
     let mut roots = RootCertStore::empty();
     for (index, der) in cas.into_iter().enumerate() {
-        roots
-            .add(der)
-            .map_err(|e| Error::InvalidCertificate {
-                role,
-                path: ca_path.to_owned(),
-                index,
-                detail: e.to_string(),
-            })?;
+        roots.add(der).map_err(|e| Error::InvalidCertificate {
+            role,
+            path: ca_path.to_owned(),
+            index,
+            detail: e.to_string(),
+        })?;
     }
 
     let mut crls = Vec::new();
@@ -483,8 +482,9 @@ fn client_verifier(
         }
     }
 
-    let mut builder = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-        .with_crls(crls);
+    let mut builder =
+        WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+            .with_crls(crls);
     if files.client_auth == ClientAuth::Optional {
         builder = builder.allow_unauthenticated();
     }

@@ -39,7 +39,10 @@ pub struct Watcher {
 impl fmt::Debug for Watcher {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Watcher")
-            .field("running", &self.task.as_ref().is_some_and(|t| !t.is_finished()))
+            .field(
+                "running",
+                &self.task.as_ref().is_some_and(|t| !t.is_finished()),
+            )
             .finish()
     }
 }
@@ -80,7 +83,10 @@ impl Pending {
         Self { fs, rx, options }
     }
 
-    pub(crate) fn spawn(self, shared: Arc<Shared>) -> Watcher {
+    pub(crate) fn spawn(mut self, shared: Arc<Shared>) -> Watcher {
+        // Report the mode (and any failure to set up events) before
+        // returning, so the status is right as soon as start() returns.
+        self.fs.report(&shared, &self.options);
         let (stop_tx, stop_rx) = oneshot::channel();
         let task = tokio::spawn(run(shared, self, stop_rx));
         Watcher {
@@ -110,20 +116,6 @@ async fn run(shared: Arc<Shared>, pending: Pending, mut stop: oneshot::Receiver<
         mut rx,
         options,
     } = pending;
-    let mut degraded_reported = false;
-    let mut report = |fs: &mut DirWatches, shared: &Shared| {
-        shared.set_watcher_mode(fs.mode());
-        if let Some(reason) = fs.degraded.take() {
-            if !degraded_reported {
-                degraded_reported = true;
-                shared.publish_degraded(reason, options.poll_interval);
-            } else {
-                tracing::debug!(reason = %reason, "file-system watch still unavailable");
-            }
-        }
-    };
-    report(&mut fs, &shared);
-
     let debounce = options.debounce.min(options.max_delay);
     let mut events_open = fs.has_watcher();
     let mut next_poll = Instant::now() + options.poll_interval;
@@ -174,7 +166,7 @@ async fn run(shared: Arc<Shared>, pending: Pending, mut stop: oneshot::Receiver<
                 // Re-establish watches on directories that were deleted and
                 // recreated (or replaced) since the last look.
                 fs.ensure();
-                report(&mut fs, &shared);
+                fs.report(&shared, &options);
 
                 match shared.reload(trigger).await {
                     Ok(_) => retry = None,
@@ -218,6 +210,9 @@ struct DirWatches {
     /// Whether some directory could not be watched for a reason other than
     /// not existing.
     failing: bool,
+    /// Whether the current degradation was announced; reset once events
+    /// work again, so that a later degradation is announced too.
+    announced: bool,
 }
 
 impl DirWatches {
@@ -227,19 +222,21 @@ impl DirWatches {
             dirs: dirs.into_iter().map(|d| (d, None)).collect(),
             degraded: None,
             failing: false,
+            announced: false,
         };
         if options.poll_only {
             return this;
         }
         if options.fail_event_watcher {
-            this.degraded = Some("file-system event watcher unavailable (simulated failure)".into());
+            this.degraded =
+                Some("file-system event watcher unavailable (simulated failure)".into());
             return this;
         }
         let handler = move |res: notify::Result<notify::Event>| {
-            if let Ok(event) = &res {
-                if is_pure_access(&event.kind) {
-                    return;
-                }
+            if let Ok(event) = &res
+                && is_pure_access(&event.kind)
+            {
+                return;
             }
             // Errors (queue overflow among them) also mean "maybe changed".
             let _ = tx.send(());
@@ -260,6 +257,23 @@ impl DirWatches {
             WatcherMode::Events
         } else {
             WatcherMode::Polling
+        }
+    }
+
+    /// Publishes the mode, and announces a degradation once.
+    fn report(&mut self, shared: &Shared, options: &WatchOptions) {
+        let mode = self.mode();
+        shared.set_watcher_mode(mode);
+        if mode == WatcherMode::Events {
+            self.announced = false;
+        }
+        if let Some(reason) = self.degraded.take() {
+            if !self.announced && !options.poll_only {
+                self.announced = true;
+                shared.publish_degraded(reason, options.poll_interval);
+            } else {
+                tracing::debug!(reason = %reason, "file-system watch still unavailable");
+            }
         }
     }
 
@@ -326,11 +340,19 @@ mod tests {
     #[test]
     fn only_reads_and_read_closes_are_ignored() {
         use notify::event::{CreateKind, ModifyKind, RemoveKind, RenameMode};
-        assert!(is_pure_access(&EventKind::Access(AccessKind::Open(AccessMode::Read))));
-        assert!(is_pure_access(&EventKind::Access(AccessKind::Close(AccessMode::Read))));
-        assert!(!is_pure_access(&EventKind::Access(AccessKind::Close(AccessMode::Write))));
+        assert!(is_pure_access(&EventKind::Access(AccessKind::Open(
+            AccessMode::Read
+        ))));
+        assert!(is_pure_access(&EventKind::Access(AccessKind::Close(
+            AccessMode::Read
+        ))));
+        assert!(!is_pure_access(&EventKind::Access(AccessKind::Close(
+            AccessMode::Write
+        ))));
         assert!(!is_pure_access(&EventKind::Create(CreateKind::Any)));
-        assert!(!is_pure_access(&EventKind::Modify(ModifyKind::Name(RenameMode::To))));
+        assert!(!is_pure_access(&EventKind::Modify(ModifyKind::Name(
+            RenameMode::To
+        ))));
         assert!(!is_pure_access(&EventKind::Remove(RemoveKind::Any)));
         assert!(!is_pure_access(&EventKind::Other));
     }

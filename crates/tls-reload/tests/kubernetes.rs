@@ -1,6 +1,8 @@
 //! The update patterns of SPEC §4, each replayed against a live acceptor
 //! and observed through real handshakes.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Test code: a panic is a failed test.
+
 mod common;
 
 use std::fs;
@@ -25,7 +27,10 @@ async fn serves_new_cert_after_kubelet_atomic_update() {
     // The user-visible file is a symlink that kubelet never rewrites.
     let link_before = fs::read_link(fx.volume.path("tls.crt")).unwrap();
     let new = fx.rotate();
-    assert_eq!(fs::read_link(fx.volume.path("tls.crt")).unwrap(), link_before);
+    assert_eq!(
+        fs::read_link(fx.volume.path("tls.crt")).unwrap(),
+        link_before
+    );
 
     let reloaded = expect_reloaded(next_event(&mut events).await);
     assert_eq!(reloaded.trigger, Trigger::Watch);
@@ -79,7 +84,9 @@ async fn serves_new_cert_after_in_place_overwrite() {
     let d = PlainDir::new();
     fs::write(d.cert(), &old.cert_pem).unwrap();
     fs::write(d.key(), &old.key_pem).unwrap();
-    let (acceptor, _watcher) = fast(ReloadableAcceptor::builder(d.files())).start().unwrap();
+    let (acceptor, _watcher) = fast(ReloadableAcceptor::builder(d.files()))
+        .start()
+        .unwrap();
     let addr = listen(&acceptor).await;
     let client = client_config(ca.cert_pem(), None);
     assert_eq!(served(addr, &client).await, old.fingerprint);
@@ -98,7 +105,9 @@ async fn keeps_old_pair_while_only_the_cert_of_a_torn_pair_has_landed() {
     let d = PlainDir::new();
     fs::write(d.cert(), &old.cert_pem).unwrap();
     fs::write(d.key(), &old.key_pem).unwrap();
-    let (acceptor, _watcher) = fast(ReloadableAcceptor::builder(d.files())).start().unwrap();
+    let (acceptor, _watcher) = fast(ReloadableAcceptor::builder(d.files()))
+        .start()
+        .unwrap();
     let mut events = acceptor.subscribe();
     let addr = listen(&acceptor).await;
     let client = client_config(ca.cert_pem(), None);
@@ -112,8 +121,14 @@ async fn keeps_old_pair_while_only_the_cert_of_a_torn_pair_has_landed() {
         tokio::spawn(async move {
             let mut n = 0u32;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let hs = handshake(addr, client.clone()).await.expect("handshake failed");
-                assert!(allowed.contains(&hs.fingerprint), "served {}", hs.fingerprint);
+                let hs = handshake(addr, client.clone())
+                    .await
+                    .expect("handshake failed");
+                assert!(
+                    allowed.contains(&hs.fingerprint),
+                    "served {}",
+                    hs.fingerprint
+                );
                 n += 1;
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
@@ -123,14 +138,21 @@ async fn keeps_old_pair_while_only_the_cert_of_a_torn_pair_has_landed() {
 
     d.replace(&d.cert(), &new.cert_pem);
     let failure = expect_failed(next_event(&mut events).await);
-    assert!(matches!(failure.error, Error::KeyMismatch { .. }), "{}", failure.error);
+    assert!(
+        matches!(failure.error, Error::KeyMismatch { .. }),
+        "{}",
+        failure.error
+    );
     assert_eq!(failure.served_generation, 1);
 
     // The key lands 2 s later. Retries happen meanwhile, but the same
     // failure is reported once.
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(served(addr, &client).await, old.fingerprint);
-    assert!(acceptor.status().reloads_failed >= 2, "retried with backoff");
+    assert!(
+        acceptor.status().reloads_failed >= 2,
+        "retried with backoff"
+    );
     d.replace(&d.key(), &new.key_pem);
 
     let reloaded = expect_reloaded(next_event(&mut events).await);
@@ -147,7 +169,9 @@ async fn recovers_after_files_are_deleted_then_recreated() {
     let d = PlainDir::new();
     fs::write(d.cert(), &old.cert_pem).unwrap();
     fs::write(d.key(), &old.key_pem).unwrap();
-    let (acceptor, _watcher) = fast(ReloadableAcceptor::builder(d.files())).start().unwrap();
+    let (acceptor, _watcher) = fast(ReloadableAcceptor::builder(d.files()))
+        .start()
+        .unwrap();
     let mut events = acceptor.subscribe();
     let addr = listen(&acceptor).await;
     let client = client_config(ca.cert_pem(), None);
@@ -155,8 +179,16 @@ async fn recovers_after_files_are_deleted_then_recreated() {
     fs::remove_file(d.cert()).unwrap();
     fs::remove_file(d.key()).unwrap();
     let failure = expect_failed(next_event(&mut events).await);
-    assert!(matches!(failure.error, Error::Read { .. }), "{}", failure.error);
-    assert!(failure.error.to_string().contains("tls.crt"), "{}", failure.error);
+    assert!(
+        matches!(failure.error, Error::Read { .. }),
+        "{}",
+        failure.error
+    );
+    assert!(
+        failure.error.to_string().contains("tls.crt"),
+        "{}",
+        failure.error
+    );
     assert_eq!(served(addr, &client).await, old.fingerprint);
 
     fs::write(d.key(), &new.key_pem).unwrap();
@@ -180,7 +212,11 @@ async fn rewatches_a_directory_that_was_removed_and_recreated() {
 
     fs::remove_dir_all(&d.dir).unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(served(addr, &client).await, old.fingerprint, "old cert kept");
+    assert_eq!(
+        served(addr, &client).await,
+        old.fingerprint,
+        "old cert kept"
+    );
     fs::create_dir(&d.dir).unwrap();
     fs::write(d.key(), &new.key_pem).unwrap();
     fs::write(d.cert(), &new.cert_pem).unwrap();
@@ -212,12 +248,19 @@ async fn keeps_old_cert_when_kubelet_publishes_garbage_pem() {
 
     fx.volume
         .write(&[
-            ("tls.crt", b"-----BEGIN CERTIFICATE-----\nnot base64 at all!\n-----END CERTIFICATE-----\n"),
+            (
+                "tls.crt",
+                b"-----BEGIN CERTIFICATE-----\nnot base64 at all!\n-----END CERTIFICATE-----\n",
+            ),
             ("tls.key", fx.leaf.key_pem.as_bytes()),
         ])
         .unwrap();
     let failure = expect_failed(next_event(&mut events).await);
-    assert!(matches!(failure.error, Error::MalformedPem { .. }), "{}", failure.error);
+    assert!(
+        matches!(failure.error, Error::MalformedPem { .. }),
+        "{}",
+        failure.error
+    );
     assert_eq!(served(addr, &client).await, old);
     assert_eq!(acceptor.status().generation, 1);
 
@@ -243,7 +286,10 @@ async fn never_serves_a_mismatched_pair() {
         .unwrap();
     let failure = expect_failed(next_event(&mut events).await);
     match &failure.error {
-        Error::KeyMismatch { cert_path, key_path } => {
+        Error::KeyMismatch {
+            cert_path,
+            key_path,
+        } => {
             assert_eq!(cert_path, &fx.volume.path("tls.crt"));
             assert_eq!(key_path, &fx.volume.path("tls.key"));
         }
@@ -268,7 +314,10 @@ async fn client_ca_rotation_refuses_old_ca_clients_and_accepts_new_ones() {
 
     assert!(handshake(addr, old_client.clone()).await.is_ok());
     assert!(handshake(addr, new_client.clone()).await.is_err());
-    assert!(handshake(addr, anonymous.clone()).await.is_err(), "client cert required");
+    assert!(
+        handshake(addr, anonymous.clone()).await.is_err(),
+        "client cert required"
+    );
 
     ca_dir.publish(new_ca.cert_pem());
     let reloaded = expect_reloaded(next_event(&mut events).await);
@@ -306,7 +355,9 @@ async fn serves_new_cert_after_hard_link_then_rename() {
     let d = PlainDir::new();
     fs::write(d.cert(), &old.cert_pem).unwrap();
     fs::write(d.key(), &old.key_pem).unwrap();
-    let (acceptor, _watcher) = fast(ReloadableAcceptor::builder(d.files())).start().unwrap();
+    let (acceptor, _watcher) = fast(ReloadableAcceptor::builder(d.files()))
+        .start()
+        .unwrap();
     let addr = listen(&acceptor).await;
     let client = client_config(ca.cert_pem(), None);
 
@@ -337,7 +388,9 @@ async fn follows_a_symlinked_file_replaced_in_its_directory() {
     fs::write(d.dir.join("key-1.pem"), &old.key_pem).unwrap();
     symlink("cert-1.pem", d.cert()).unwrap();
     symlink("key-1.pem", d.key()).unwrap();
-    let (acceptor, _watcher) = fast(ReloadableAcceptor::builder(d.files())).start().unwrap();
+    let (acceptor, _watcher) = fast(ReloadableAcceptor::builder(d.files()))
+        .start()
+        .unwrap();
     let addr = listen(&acceptor).await;
     let client = client_config(ca.cert_pem(), None);
 

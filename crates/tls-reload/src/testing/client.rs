@@ -29,12 +29,11 @@ pub fn client_config(ca_pem: &str, identity: Option<&Leaf>) -> Arc<ClientConfig>
     for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
         roots.add(cert.expect("CA PEM")).expect("add CA");
     }
-    let builder = ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("protocol versions")
-    .with_root_certificates(roots);
+    let builder =
+        ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .expect("protocol versions")
+            .with_root_certificates(roots);
     let config = match identity {
         Some(leaf) => builder
             .with_client_auth_cert(
@@ -95,7 +94,9 @@ pub async fn handshake(addr: SocketAddr, config: Arc<ClientConfig>) -> io::Resul
 /// handshaken, answered with `ok\n` and closed. Failed handshakes cost only
 /// their connection. Abort the returned task to stop.
 pub async fn serve(acceptor: ReloadableAcceptor) -> (SocketAddr, JoinHandle<()>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind loopback");
     let addr = listener.local_addr().expect("local addr");
     let task = tokio::spawn(async move {
         loop {

@@ -113,7 +113,10 @@ fn timestamp_dir_name() -> String {
         .map(|d| d.subsec_nanos())
         .unwrap_or(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    format!("..{secs}.{:010}", (u64::from(nanos) ^ (n << 32) ^ u64::from(std::process::id())) % 10_000_000_000)
+    format!(
+        "..{secs}.{:010}",
+        (u64::from(nanos) ^ (n << 32) ^ u64::from(std::process::id())) % 10_000_000_000
+    )
 }
 
 #[cfg(test)]
@@ -124,7 +127,11 @@ mod tests {
     fn timestamp_dirs_look_like_kubelets() {
         let name = timestamp_dir_name();
         assert!(name.starts_with("..20"), "{name}");
-        assert_eq!(name.len(), "..2026_11_28_23_49_41.1234567890".len(), "{name}");
+        assert_eq!(
+            name.len(),
+            "..2026_11_28_23_49_41.1234567890".len(),
+            "{name}"
+        );
         assert_ne!(timestamp_dir_name(), timestamp_dir_name());
     }
 
@@ -143,7 +150,10 @@ mod tests {
         w.write(&[("tls.crt", b"two")]).unwrap();
         assert_eq!(fs::read(w.path("tls.crt")).unwrap(), b"two");
         assert!(!tmp.path().join(&first_ts).exists(), "old payload removed");
-        assert!(fs::symlink_metadata(w.path("extra")).is_err(), "dropped file removed");
+        assert!(
+            fs::symlink_metadata(w.path("extra")).is_err(),
+            "dropped file removed"
+        );
         assert!(fs::symlink_metadata(tmp.path().join(DATA_TMP)).is_err());
     }
 }

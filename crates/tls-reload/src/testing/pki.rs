@@ -5,8 +5,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, SerialNumber,
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, DistinguishedName,
+    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose,
+    RevocationReason, RevokedCertParams, SerialNumber,
 };
 use rustls_pki_types::CertificateDer;
 use time::OffsetDateTime;
@@ -86,6 +87,8 @@ pub struct Leaf {
     pub cert_der: CertificateDer<'static>,
     /// SHA-256 fingerprint of the leaf, as `openssl` prints it.
     pub fingerprint: String,
+    /// The serial number's bytes.
+    pub serial: Vec<u8>,
 }
 
 impl fmt::Debug for Leaf {
@@ -175,7 +178,8 @@ impl TestCa {
         params
             .distinguished_name
             .push(DnType::CommonName, options.common_name.as_str());
-        params.serial_number = Some(serial());
+        let serial = serial();
+        params.serial_number = Some(serial.clone());
         params.not_before = offset(options.not_before);
         params.not_after = offset(options.not_after);
         params.use_authority_key_identifier_extension = true;
@@ -191,6 +195,34 @@ impl TestCa {
             key_pem: key.serialize_pem(),
             fingerprint: fingerprint_sha256(cert.der()),
             cert_der: cert.der().clone(),
+            serial: serial.to_bytes(),
         }
+    }
+
+    /// A CRL, PEM, signed by this CA, revoking `revoked`; valid from an hour
+    /// ago for a week.
+    pub fn crl(&self, revoked: &[&Leaf]) -> String {
+        let now = SystemTime::now();
+        let params = CertificateRevocationListParams {
+            this_update: offset(now - Duration::from_secs(3600)),
+            next_update: offset(now + Duration::from_secs(7 * 86_400)),
+            crl_number: serial(),
+            issuing_distribution_point: None,
+            revoked_certs: revoked
+                .iter()
+                .map(|leaf| RevokedCertParams {
+                    serial_number: SerialNumber::from_slice(&leaf.serial),
+                    revocation_time: offset(now - Duration::from_secs(60)),
+                    reason_code: Some(RevocationReason::KeyCompromise),
+                    invalidity_date: None,
+                })
+                .collect(),
+            key_identifier_method: KeyIdMethod::Sha256,
+        };
+        params
+            .signed_by(&self.issuer)
+            .expect("sign CRL")
+            .pem()
+            .expect("CRL PEM")
     }
 }

@@ -31,7 +31,12 @@ impl Fixture {
         let volume = AtomicWriter::new(tmp.path().join("server")).unwrap();
         let ca = TestCa::new("server CA");
         let leaf = ca.server();
-        let fixture = Self { tmp, volume, ca, leaf };
+        let fixture = Self {
+            tmp,
+            volume,
+            ca,
+            leaf,
+        };
         fixture.publish(&fixture.leaf);
         fixture
     }
@@ -100,7 +105,11 @@ pub async fn served(addr: SocketAddr, client: &Arc<ClientConfig>) -> String {
 
 /// Waits until a fresh handshake is served `fingerprint`; returns how long
 /// that took. Every handshake on the way must succeed.
-pub async fn wait_served(addr: SocketAddr, client: &Arc<ClientConfig>, fingerprint: &str) -> Duration {
+pub async fn wait_served(
+    addr: SocketAddr,
+    client: &Arc<ClientConfig>,
+    fingerprint: &str,
+) -> Duration {
     let start = Instant::now();
     loop {
         let got = served(addr, client).await;

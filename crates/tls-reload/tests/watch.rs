@@ -1,0 +1,284 @@
+//! Watcher behaviour: what counts as a change, debounce, polling, retries
+//! and manual reloads.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Test code: a panic is a failed test.
+
+mod common;
+
+use std::fs;
+use std::time::{Duration, Instant};
+
+use common::*;
+use tls_reload::{ReloadEvent, ReloadOutcome, Trigger, WatcherMode};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn touch_and_unrelated_files_cause_no_reload_and_no_event() {
+    let fx = Fixture::new();
+    let (acceptor, _watcher) = fx.builder().start().unwrap();
+    let mut events = acceptor.subscribe();
+    assert_eq!(acceptor.status().watcher, WatcherMode::Events);
+
+    // touch: new mtime, same bytes.
+    let cert = fs::File::options()
+        .append(true)
+        .open(fx.volume.path("tls.crt"))
+        .unwrap();
+    cert.set_modified(std::time::SystemTime::now()).unwrap();
+    drop(cert);
+    // Unrelated files come and go in the same directory.
+    fs::write(fx.volume.dir().join("README"), "unrelated").unwrap();
+    fs::write(fx.volume.dir().join("README"), "changed").unwrap();
+    fs::remove_file(fx.volume.dir().join("README")).unwrap();
+    // A kubelet resync rewrites identical content.
+    fx.publish(&fx.leaf);
+
+    no_event(&mut events, Duration::from_millis(800)).await;
+    let status = acceptor.status();
+    assert_eq!(status.generation, 1);
+    assert_eq!(status.reloads_succeeded, 0);
+    assert_eq!(status.reloads_failed, 0);
+    assert_eq!(status.last_attempt, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_directory_that_never_goes_quiet_still_reloads_within_max_delay() {
+    let mut fx = Fixture::new();
+    let debounce = Duration::from_millis(500);
+    let max_delay = Duration::from_millis(1500);
+    let (acceptor, _watcher) = fx
+        .builder()
+        .debounce(debounce)
+        .max_delay(max_delay)
+        .start()
+        .unwrap();
+    let mut events = acceptor.subscribe();
+    let addr = listen(&acceptor).await;
+    let client = fx.client();
+
+    // Something writes into the directory every 200 ms, forever: the
+    // debounce alone would never fire.
+    let dir = fx.volume.dir().to_owned();
+    let churn = tokio::spawn(async move {
+        for i in 0u64.. {
+            fs::write(dir.join("heartbeat"), i.to_string()).unwrap();
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let start = Instant::now();
+    let new = fx.rotate();
+    let reloaded = expect_reloaded(next_event(&mut events).await);
+    let took = start.elapsed();
+    churn.abort();
+
+    assert_eq!(reloaded.current.fingerprint_sha256, new.fingerprint);
+    assert_eq!(served(addr, &client).await, new.fingerprint);
+    // The burst began before the rotation, so the deadline can only come
+    // sooner; allow scheduling slack on a loaded machine.
+    assert!(
+        took <= max_delay + Duration::from_millis(700),
+        "took {took:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn polls_when_event_watching_is_unavailable_and_says_so_once() {
+    let mut fx = Fixture::new();
+    let poll = Duration::from_millis(400);
+    let builder = fx.builder().poll_interval(poll).fail_event_watcher();
+    let (acceptor, _watcher) = builder.start().unwrap();
+    let mut events = acceptor.subscribe();
+    let addr = listen(&acceptor).await;
+    let client = fx.client();
+
+    // The degradation happened at start, before this subscription: it is
+    // replayed, once, and the status reports it.
+    assert_eq!(acceptor.status().watcher, WatcherMode::Polling);
+    match next_event(&mut events).await {
+        ReloadEvent::Degraded(d) => {
+            assert!(d.reason.contains("unavailable"), "{}", d.reason);
+            assert_eq!(d.poll_interval, poll);
+        }
+        other => panic!("expected the degradation first, got {other:?}"),
+    }
+    let start = Instant::now();
+    let new = fx.rotate();
+    let reloaded = expect_reloaded(next_event(&mut events).await);
+    assert_eq!(reloaded.trigger, Trigger::Poll);
+    assert!(
+        start.elapsed() <= poll + Duration::from_millis(500),
+        "{:?}",
+        start.elapsed()
+    );
+    assert_eq!(served(addr, &client).await, new.fingerprint);
+
+    // No further degraded events while it keeps polling.
+    no_event(&mut events, poll * 3).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_subscriber_learns_of_degradation_exactly_once() {
+    let fx = Fixture::new();
+    let (acceptor, _watcher) = fx
+        .builder()
+        .poll_interval(Duration::from_millis(100))
+        .fail_event_watcher()
+        .start()
+        .unwrap();
+    let mut early = acceptor.subscribe();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut late = acceptor.subscribe();
+    for sub in [&mut early, &mut late] {
+        assert!(matches!(next_event(sub).await, ReloadEvent::Degraded(_)));
+    }
+    // Several polls later: nothing more, for either.
+    no_event(&mut early, Duration::from_millis(500)).await;
+    no_event(&mut late, Duration::from_millis(50)).await;
+    assert_eq!(acceptor.status().watcher, WatcherMode::Polling);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poll_only_is_not_a_degradation() {
+    let fx = Fixture::new();
+    let (acceptor, _watcher) = fx
+        .builder()
+        .poll_interval(Duration::from_millis(100))
+        .poll_only(true)
+        .start()
+        .unwrap();
+    let mut events = acceptor.subscribe();
+    assert_eq!(acceptor.status().watcher, WatcherMode::Polling);
+    no_event(&mut events, Duration::from_millis(400)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_now_reports_reloaded_then_unchanged() {
+    let mut fx = Fixture::new();
+    let acceptor = fx.builder().build().unwrap();
+    assert_eq!(acceptor.status().watcher, WatcherMode::Off);
+    let mut events = acceptor.subscribe();
+
+    match acceptor.reload_now(Trigger::Api).await.unwrap() {
+        ReloadOutcome::Unchanged { generation } => assert_eq!(generation, 1),
+        other => panic!("expected unchanged, got {other:?}"),
+    }
+    let new = fx.rotate();
+    // Without a watcher nothing changes by itself.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(acceptor.status().generation, 1);
+
+    let outcome = acceptor.reload_now(Trigger::Signal).await.unwrap();
+    assert_eq!(outcome.generation(), 2);
+    let reloaded = expect_reloaded(next_event(&mut events).await);
+    assert_eq!(reloaded.trigger, Trigger::Signal);
+    assert_eq!(reloaded.current.fingerprint_sha256, new.fingerprint);
+    let status = acceptor.status();
+    assert_eq!(status.cert.fingerprint_sha256, new.fingerprint);
+    assert_eq!(status.last_attempt.unwrap().trigger, Trigger::Signal);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reports_one_failure_per_distinct_content_but_counts_every_attempt() {
+    let fx = Fixture::new();
+    let acceptor = fx.builder().build().unwrap();
+    let mut events = acceptor.subscribe();
+    fx.volume
+        .write(&[
+            ("tls.crt", b"garbage".as_slice()),
+            ("tls.key", fx.leaf.key_pem.as_bytes()),
+        ])
+        .unwrap();
+
+    for _ in 0..3 {
+        let failure = acceptor.reload_now(Trigger::Api).await.unwrap_err();
+        assert!(
+            failure.error.to_string().contains("tls.crt"),
+            "{}",
+            failure.error
+        );
+    }
+    expect_failed(next_event(&mut events).await);
+    no_event(&mut events, Duration::from_millis(200)).await;
+
+    // Different bad content is a new failure.
+    fx.volume
+        .write(&[
+            ("tls.crt", b"other garbage".as_slice()),
+            ("tls.key", fx.leaf.key_pem.as_bytes()),
+        ])
+        .unwrap();
+    acceptor.reload_now(Trigger::Api).await.unwrap_err();
+    expect_failed(next_event(&mut events).await);
+
+    let status = acceptor.status();
+    assert_eq!(status.reloads_failed, 4);
+    assert_eq!(status.generation, 1);
+    assert!(
+        status
+            .last_attempt
+            .unwrap()
+            .error
+            .unwrap()
+            .contains("tls.crt")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_with_backoff_until_the_files_load() {
+    let fx = Fixture::new();
+    let (acceptor, _watcher) = fx
+        .builder()
+        .retry_backoff(Duration::from_millis(100))
+        .poll_interval(Duration::from_secs(60))
+        .start()
+        .unwrap();
+    let mut events = acceptor.subscribe();
+
+    // The cert lands, the key does not: the watcher fails and retries.
+    let new = fx.ca.server();
+    fx.volume
+        .write(&[
+            ("tls.crt", new.cert_pem.as_bytes()),
+            ("tls.key", fx.leaf.key_pem.as_bytes()),
+        ])
+        .unwrap();
+    expect_failed(next_event(&mut events).await);
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    // 100 + 200 + 400 + 800 ms: about four retries in 1.6 s, not sixteen.
+    let failed = acceptor.status().reloads_failed;
+    assert!((3..=7).contains(&failed), "{failed} attempts");
+
+    // Fix the key behind the watcher's back (no event: same directory
+    // entry, contents swapped through a hard link is not needed; the retry
+    // finds it).
+    fs::write(fx.volume.dir().join("..data").join("tls.key"), &new.key_pem).unwrap();
+    let reloaded = expect_reloaded(next_event(&mut events).await);
+    assert_eq!(reloaded.current.fingerprint_sha256, new.fingerprint);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_subscriber_receives_every_event_in_order() {
+    let mut fx = Fixture::new();
+    let acceptor = fx.builder().build().unwrap();
+    let mut a = acceptor.subscribe();
+    let mut b = acceptor.subscribe();
+    let mut generations = Vec::new();
+    for _ in 0..5 {
+        fx.rotate();
+        generations.push(
+            acceptor
+                .reload_now(Trigger::Manual)
+                .await
+                .unwrap()
+                .generation(),
+        );
+    }
+    assert_eq!(generations, vec![2, 3, 4, 5, 6]);
+    for sub in [&mut a, &mut b] {
+        let mut seen = Vec::new();
+        while let Some(ReloadEvent::Reloaded(r)) = sub.try_recv() {
+            seen.push(r.generation);
+        }
+        assert_eq!(seen, generations);
+    }
+}
