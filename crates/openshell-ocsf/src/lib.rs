@@ -1,0 +1,193 @@
+//! OCSF audit events for TLS certificate reloads.
+//!
+//! The gateway reports every change to its TLS configuration (the first load,
+//! each reload and failed reload, a file watcher that fell back to polling, a
+//! served certificate close to expiry) as an [OCSF] v1.8.0 **Device Config
+//! State Change** event (class_uid 5019, category Discovery, activity Log,
+//! type_uid 501901). This crate is the model of that event and its two
+//! renderings:
+//!
+//! * JSON, one object per line (JSONL), for the audit stream and SIEMs;
+//! * a one-line shorthand for people reading logs.
+//!
+//! It also writes the JSONL to stderr or a file, directly or as a
+//! `tracing` layer, and checks events against the OCSF schema files in tests.
+//!
+//! # Non-goals
+//!
+//! * It is not a general OCSF library: it models one class and only the
+//!   attributes the gateway fills.
+//! * It knows nothing of TLS libraries or certificates: fingerprints,
+//!   serials and dates arrive as the strings the caller computed. No part of
+//!   the API takes key material, and `unmapped` holds only the named TLS
+//!   details of [`TlsReloadDetails`].
+//! * It does not ship events anywhere; a log collector reads the JSONL.
+//!
+//! # Design
+//!
+//! [`DeviceConfigStateChange`] stores only what can vary; class, category
+//! and type uids, and every caption next to an id, are written from the ids,
+//! so an event cannot be inconsistent. The enums ([`SeverityId`],
+//! [`StatusId`], [`StateId`], [`ActivityId`], [`DeviceTypeId`]) hold the
+//! OCSF values and captions and serialize as integers. Events are made by an
+//! [`EventBuilder`] that cannot fail; the TLS constructors preset it:
+//!
+//! | constructor | `metadata.event_code` | severity | status | state | message |
+//! | --- | --- | --- | --- | --- | --- |
+//! | [`tls_loaded`] | `tls_loaded` | Informational | Success | Enabled | `TLS certificate config loaded` |
+//! | [`tls_reloaded`] | `tls_reloaded` | Informational | Success | Enabled | `TLS certificate config reloaded successfully` |
+//! | [`tls_reload_failed`] | `tls_reload_failed` | Medium | Failure | Unknown | `TLS certificate config reload failed` |
+//! | [`tls_watcher_degraded`] | `tls_watcher_degraded` | Low | Failure | Unknown | `TLS config watcher degraded to polling` |
+//! | [`tls_cert_expiring`] | `tls_cert_expiring` | Medium | Success | Enabled | `Served TLS certificate is close to expiry` |
+//!
+//! The error of a failed reload, and the reason of a degraded watcher, go in
+//! `status_detail`. A start with an expired leaf is a [`tls_loaded`] event
+//! raised to [`SeverityId::High`]. TLS details go under `unmapped.tls`, with
+//! the names listed at [`TlsReloadDetails`].
+//!
+//! # Example
+//!
+//! Build a reload event and print both renderings (a fixed time makes the
+//! output reproducible; without it the builder uses the current time):
+//!
+//! ```
+//! use std::time::{Duration, UNIX_EPOCH};
+//!
+//! use openshell_ocsf::{
+//!     Device, DeviceConfigStateChange, EventSource, Product, TlsReloadDetails, Trigger,
+//! };
+//!
+//! # fn main() -> Result<(), openshell_ocsf::Error> {
+//! // Once per process.
+//! let source = EventSource::new(
+//!     Product::new("openshell-gateway", "OpenShell", "0.1.0"),
+//!     Device::new("gateway-0"),
+//! );
+//!
+//! // Per reload.
+//! let details = TlsReloadDetails::new()
+//!     .trigger(Trigger::Watch)
+//!     .generation(3)
+//!     .previous_fingerprint("9A:77:10:5B:2E:C4:D1:08:3F")
+//!     .new_fingerprint("4F:01:C3:8E:2A:19:B7:60:D5")
+//!     .serial("1A2B3C")
+//!     .not_after("2026-03-01T00:00:00Z")
+//!     .cert_path("/etc/openshell-tls/server/tls.crt")
+//!     .key_path("/etc/openshell-tls/server/tls.key");
+//! let event = DeviceConfigStateChange::tls_reloaded(&source, details)
+//!     .time(UNIX_EPOCH + Duration::from_millis(1_767_225_600_000))
+//!     .build();
+//!
+//! println!("{event}");
+//! assert_eq!(
+//!     event.to_string(),
+//!     "CONFIG:RELOADED [INFO] TLS certificate config reloaded successfully \
+//!      [fingerprint:4F:01:C3:8E:2A:19:B7:60:.. generation:3 trigger:watch]",
+//! );
+//!
+//! let line = event.to_json()?;
+//! println!("{line}");
+//! assert!(line.starts_with(r#"{"time":1767225600000,"class_uid":5019,"#));
+//! assert!(line.contains(r#""type_uid":501901"#));
+//! assert!(line.contains(r#""unmapped":{"tls":{"previous_fingerprint":"9A:77"#));
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Shorthand format
+//!
+//! [`DeviceConfigStateChange`] implements `Display` as one line:
+//!
+//! ```text
+//! CONFIG:<TAG> [<SEV>] <message>[ [<key>:<value> <key>:<value> ...]]
+//! ```
+//!
+//! * `TAG` comes from `metadata.event_code`: `LOADED`, `RELOADED`, `FAILED`,
+//!   `DEGRADED`, `EXPIRING`; for other events, `FAILED` when the status is
+//!   Failure, else `CHANGED`.
+//! * `SEV` is the severity: `UNK`, `INFO`, `LOW`, `MED`, `HIGH`, `CRIT`,
+//!   `FATAL`, `OTHER`.
+//! * `message` has control characters escaped (`\n`), so the line stays one
+//!   line; without a message the class name is used.
+//! * The bracket lists, in this order and each only when set:
+//!   `error:` (FAILED), `reason:` (DEGRADED) or `detail:` (others) with
+//!   `status_detail`, always quoted; `fingerprint:` with the new
+//!   fingerprint, cut after 8 colon-separated groups and marked `..`;
+//!   `not_after:` (EXPIRING only); `generation:`; `trigger:`. The brackets
+//!   are left out when the list is empty.
+//! * Quoted values and values holding a space, quote, bracket or control
+//!   character are written as escaped, double-quoted strings.
+//!
+//! ```text
+//! CONFIG:RELOADED [INFO] TLS certificate config reloaded successfully [fingerprint:4F:01:C3:8E:2A:19:B7:60:.. generation:3 trigger:watch]
+//! CONFIG:FAILED [MED] TLS certificate config reload failed [error:"private key does not match certificate" generation:3 trigger:watch]
+//! CONFIG:LOADED [INFO] TLS certificate config loaded [fingerprint:4F:01:C3 generation:1 trigger:startup]
+//! CONFIG:DEGRADED [LOW] TLS config watcher degraded to polling [reason:"inotify watch limit reached"]
+//! CONFIG:EXPIRING [MED] Served TLS certificate is close to expiry [fingerprint:4F:01:C3 not_after:2026-03-01T00:00:00Z generation:3]
+//! ```
+//!
+//! # Writing the audit stream
+//!
+//! With `tracing`, log each event with [`emit`] and add an [`OcsfLayer`];
+//! keep the audit stream out of the ordinary logs by filtering the
+//! [`OCSF_TARGET`] out of the log layer:
+//!
+//! ```
+//! use openshell_ocsf::{OCSF_TARGET, OcsfLayer, OcsfSink};
+//! use tracing_subscriber::filter::{EnvFilter, filter_fn};
+//! use tracing_subscriber::prelude::*;
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let logs = tracing_subscriber::fmt::layer()
+//!     .with_filter(filter_fn(|meta| meta.target() != OCSF_TARGET))
+//!     // An EnvFilter belongs here, on the log layer only (see Known problems).
+//!     .with_filter(EnvFilter::new("info"));
+//! let audit = OcsfLayer::new(OcsfSink::stderr()); // or OcsfSink::file(path)?
+//! let subscriber = tracing_subscriber::registry().with(logs).with(audit);
+//! let _guard = tracing::subscriber::set_default(subscriber); // `.init()` in main
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Without `tracing`, write to an [`OcsfSink`] with [`OcsfSink::write`].
+//!
+//! # Testing against the schema
+//!
+//! [`schema::Schema`] loads the OCSF schema files and validates event JSON;
+//! [`schema::default_schema_dir`] finds the shared v1.8.0 files when they
+//! are present. Other crates' tests use it to check the lines they emit.
+//!
+//! # Known problems
+//!
+//! * A filter on the whole subscriber (`registry().with(EnvFilter)` or
+//!   `fmt().with_env_filter(..)`) also filters the audit events: with
+//!   `RUST_LOG=warn` the INFO-level [`emit`] never reaches the
+//!   [`OcsfLayer`]. Attach such filters to the log layer with `with_filter`.
+//! * [`emit`] with no subscriber interested in [`OCSF_TARGET`] drops the
+//!   event silently; a process that must not lose audit events writes to an
+//!   [`OcsfSink`] directly and handles the error.
+//!
+//! [OCSF]: https://schema.ocsf.io/1.8.0/classes/device_config_state_change
+//! [`tls_loaded`]: DeviceConfigStateChange::tls_loaded
+//! [`tls_reloaded`]: DeviceConfigStateChange::tls_reloaded
+//! [`tls_reload_failed`]: DeviceConfigStateChange::tls_reload_failed
+//! [`tls_watcher_degraded`]: DeviceConfigStateChange::tls_watcher_degraded
+//! [`tls_cert_expiring`]: DeviceConfigStateChange::tls_cert_expiring
+
+#![deny(missing_docs)]
+
+mod builder;
+mod enums;
+mod error;
+mod event;
+pub mod schema;
+mod shorthand;
+mod sink;
+mod tls;
+
+pub use crate::builder::EventBuilder;
+pub use crate::enums::{ActivityId, DeviceTypeId, SeverityId, StateId, StatusId};
+pub use crate::error::Error;
+pub use crate::event::{Device, DeviceConfigStateChange, EventSource, OCSF_VERSION, Product};
+pub use crate::sink::{OCSF_JSON_FIELD, OCSF_TARGET, OcsfLayer, OcsfSink, emit};
+pub use crate::tls::{TlsReloadDetails, Trigger};

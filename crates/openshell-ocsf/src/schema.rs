@@ -1,0 +1,1005 @@
+//! Validation of event JSON against OCSF schema files.
+//!
+//! [`Schema::load`] reads a directory laid out as the OCSF schema export:
+//!
+//! ```text
+//! VERSION                       e.g. 1.8.0
+//! classes/<name>.json           one class, with its inherited attributes
+//! objects/<name>.json           one object
+//! ```
+//!
+//! The class files hold the resolved attribute set of the class (the base
+//! event's attributes included), so no `extends` chain is followed.
+//!
+//! [`Schema::validate`] checks one event, given as a `serde_json::Value`:
+//!
+//! * the class is one the directory defines (by `class_uid`);
+//! * every required attribute is present, taking profiles into account (see
+//!   below), at the top level and in every object whose file was loaded
+//!   (`metadata`, `metadata.product`, `device`, ...);
+//! * no attribute the class or object does not define (source-specific data
+//!   belongs under `unmapped`, which is not checked);
+//! * each value has the JSON type of its OCSF type (`timestamp_t` and
+//!   `long_t` are integers, `integer_t` a 32-bit integer, `boolean_t` a
+//!   boolean, `object_t` an object, arrays where `is_array`, and the
+//!   string-based types strings);
+//! * each enum attribute holds a value of its `enum`, and its sibling string
+//!   (`severity` for `severity_id`, ...) is that value's caption unless the
+//!   value is 99 (Other), whose caption the source defines;
+//! * object constraints (`at_least_one`, `just_one`) hold;
+//! * `type_uid == class_uid * 100 + activity_id`;
+//! * `metadata.version` is the schema's `VERSION`.
+//!
+//! Objects without a file in the directory (e.g. `metadata.reporter`) are
+//! only checked to be objects.
+//!
+//! # Profiles
+//!
+//! A class file lists the attributes of every profile the class supports,
+//! with the requirement they have *inside* that profile: in class 5019,
+//! `osint` (profile `osint`) and `cloud` (profile `cloud`) say `required`.
+//! Such an attribute carries a non-empty `profiles` list and is required only
+//! when the event declares one of those profiles in `metadata.profiles`; an
+//! event that declares no profile need not have it. An attribute whose
+//! `profiles` is absent or `null` belongs to the class itself and is always
+//! as required as it says: class 5019 overrides the base event's `device`
+//! (profile `host`, recommended) with `profiles: null`, required.
+//!
+//! # Example
+//!
+//! ```
+//! use openshell_ocsf::schema::{Schema, default_schema_dir};
+//! # fn main() -> Result<(), openshell_ocsf::Error> {
+//! // The schema files live outside the repository; skip when absent.
+//! let Some(dir) = default_schema_dir() else { return Ok(()) };
+//! let schema = Schema::load(&dir)?;
+//! let event = serde_json::json!({ "class_uid": 5019 });
+//! let violations = schema.validate(&event).unwrap_err();
+//! assert!(violations.iter().any(|v| v.to_string().contains("time")));
+//! # Ok(())
+//! # }
+//! ```
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use crate::error::Error;
+
+/// The OCSF v1.8.0 schema directory shared beside this repository
+/// (`<repository>/../shared/ocsf/v1.8.0`), when it exists.
+///
+/// The location is fixed relative to this crate's source directory at
+/// compile time, so it answers the same from this crate's tests and from the
+/// tests of the crates that depend on it. `None` in a fresh clone without the
+/// shared directory: tests then skip schema validation and say so.
+pub fn default_schema_dir() -> Option<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/ocsf/v1.8.0");
+    fs::canonicalize(dir).ok().filter(|dir| dir.is_dir())
+}
+
+// === impl Schema ===
+
+/// The classes and objects of an OCSF schema directory.
+#[derive(Clone, Debug)]
+pub struct Schema {
+    version: String,
+    classes: BTreeMap<u64, Definition>,
+    objects: BTreeMap<String, Definition>,
+}
+
+/// A class or object file; only the keys validation uses are read.
+#[derive(Clone, Debug, Deserialize)]
+struct Definition {
+    name: String,
+    uid: Option<u64>,
+    #[serde(default)]
+    attributes: BTreeMap<String, Attribute>,
+    #[serde(default)]
+    constraints: Constraints,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+struct Constraints {
+    #[serde(default)]
+    at_least_one: Vec<String>,
+    #[serde(default)]
+    just_one: Vec<String>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+struct Attribute {
+    #[serde(rename = "type")]
+    type_name: String,
+    #[serde(default)]
+    requirement: Option<String>,
+    #[serde(default)]
+    is_array: bool,
+    #[serde(rename = "enum", default)]
+    values: Option<BTreeMap<String, EnumValue>>,
+    #[serde(default)]
+    sibling: Option<String>,
+    #[serde(default)]
+    object_type: Option<String>,
+    // Absent and `null` both mean "not from a profile".
+    #[serde(default)]
+    profiles: Option<Vec<String>>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+struct EnumValue {
+    #[serde(default)]
+    caption: Option<String>,
+}
+
+impl Attribute {
+    fn is_required(&self, declared: &BTreeSet<String>) -> bool {
+        if self.requirement.as_deref() != Some("required") {
+            return false;
+        }
+        match &self.profiles {
+            Some(profiles) if !profiles.is_empty() => profiles.iter().any(|p| declared.contains(p)),
+            _ => true,
+        }
+    }
+}
+
+impl Schema {
+    /// Reads `VERSION`, `classes/*.json` and `objects/*.json` under `dir`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ReadSchema`] when a file or directory cannot be read,
+    /// [`Error::ParseSchema`] when a file is not a class or object definition
+    /// (a class file must have a `uid`).
+    pub fn load(dir: impl AsRef<Path>) -> Result<Self, Error> {
+        let dir = dir.as_ref();
+        let version_path = dir.join("VERSION");
+        let version = fs::read_to_string(&version_path)
+            .map_err(|source| Error::ReadSchema {
+                path: version_path,
+                source,
+            })?
+            .trim()
+            .to_owned();
+        let mut classes = Vec::new();
+        for path in json_files(&dir.join("classes"))? {
+            let text = read(&path)?;
+            classes.push((path, text));
+        }
+        let mut objects = Vec::new();
+        for path in json_files(&dir.join("objects"))? {
+            let text = read(&path)?;
+            objects.push((path, text));
+        }
+        Self::parse(version, &classes, &objects)
+    }
+
+    fn parse(
+        version: String,
+        classes: &[(PathBuf, String)],
+        objects: &[(PathBuf, String)],
+    ) -> Result<Self, Error> {
+        let mut schema = Self {
+            version,
+            classes: BTreeMap::new(),
+            objects: BTreeMap::new(),
+        };
+        for (path, text) in classes {
+            let class = definition(path, text)?;
+            let uid = class.uid.ok_or_else(|| Error::ParseSchema {
+                path: path.clone(),
+                source: serde::de::Error::custom("class definition has no `uid`"),
+            })?;
+            schema.classes.insert(uid, class);
+        }
+        for (path, text) in objects {
+            let object = definition(path, text)?;
+            schema.objects.insert(object.name.clone(), object);
+        }
+        Ok(schema)
+    }
+
+    /// The schema version, from the `VERSION` file.
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
+    /// Checks `event` against the schema; see the module docs for what is
+    /// checked.
+    ///
+    /// # Errors
+    ///
+    /// Every violation found, in the order found.
+    pub fn validate(&self, event: &Value) -> Result<(), Vec<Violation>> {
+        let mut check = Check {
+            schema: self,
+            declared_profiles: declared_profiles(event),
+            violations: Vec::new(),
+        };
+        check.event(event);
+        if check.violations.is_empty() {
+            Ok(())
+        } else {
+            Err(check.violations)
+        }
+    }
+}
+
+fn json_files(dir: &Path) -> Result<Vec<PathBuf>, Error> {
+    let read_error = |source| Error::ReadSchema {
+        path: dir.to_owned(),
+        source,
+    };
+    let mut files = Vec::new();
+    for entry in fs::read_dir(dir).map_err(read_error)? {
+        let path = entry.map_err(read_error)?.path();
+        if path.extension().is_some_and(|ext| ext == "json") {
+            files.push(path);
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+fn read(path: &Path) -> Result<String, Error> {
+    fs::read_to_string(path).map_err(|source| Error::ReadSchema {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+fn definition(path: &Path, text: &str) -> Result<Definition, Error> {
+    serde_json::from_str(text).map_err(|source| Error::ParseSchema {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+fn declared_profiles(event: &Value) -> BTreeSet<String> {
+    event
+        .pointer("/metadata/profiles")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .map(str::to_owned)
+        .collect()
+}
+
+// === impl Violation ===
+
+/// One way an event breaks the schema; `path` is the attribute, dotted from
+/// the event root (`metadata.product.name`, `metadata.profiles[0]`), empty
+/// for the event itself.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Violation {
+    /// A required attribute is absent (or `null`).
+    MissingRequired {
+        /// The attribute.
+        path: String,
+    },
+    /// The class or object defines no such attribute.
+    UnknownAttribute {
+        /// The attribute.
+        path: String,
+    },
+    /// The value has the wrong JSON type, or an integer is out of range.
+    WrongType {
+        /// The attribute.
+        path: String,
+        /// What the OCSF type requires, e.g. `integer`.
+        expected: &'static str,
+        /// What arrived, e.g. `string`.
+        found: &'static str,
+    },
+    /// An enum attribute holds a value its `enum` does not list.
+    NotInEnum {
+        /// The attribute.
+        path: String,
+        /// The value, as text.
+        value: String,
+    },
+    /// A sibling string is not the caption of its id.
+    SiblingMismatch {
+        /// The sibling attribute, e.g. `severity`.
+        path: String,
+        /// The caption of the id.
+        expected: String,
+        /// What arrived.
+        found: String,
+    },
+    /// An object constraint does not hold.
+    ConstraintUnmet {
+        /// The object.
+        path: String,
+        /// `at_least_one` or `just_one`.
+        constraint: &'static str,
+        /// The attributes it names.
+        attributes: Vec<String>,
+    },
+    /// No class file has this `class_uid`.
+    UnknownClass {
+        /// The `class_uid` that arrived.
+        class_uid: u64,
+    },
+    /// `type_uid` is not `class_uid * 100 + activity_id`.
+    TypeUidMismatch {
+        /// `class_uid * 100 + activity_id`.
+        expected: u64,
+        /// The `type_uid` that arrived.
+        found: u64,
+    },
+    /// `metadata.version` is not the schema's version.
+    VersionMismatch {
+        /// The schema's version.
+        expected: String,
+        /// The `metadata.version` that arrived.
+        found: String,
+    },
+}
+
+impl Violation {
+    /// The attribute the violation is about (empty for the event itself).
+    pub fn path(&self) -> &str {
+        match self {
+            Self::MissingRequired { path }
+            | Self::UnknownAttribute { path }
+            | Self::WrongType { path, .. }
+            | Self::NotInEnum { path, .. }
+            | Self::SiblingMismatch { path, .. }
+            | Self::ConstraintUnmet { path, .. } => path,
+            Self::UnknownClass { .. } => "class_uid",
+            Self::TypeUidMismatch { .. } => "type_uid",
+            Self::VersionMismatch { .. } => "metadata.version",
+        }
+    }
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::MissingRequired { path } => write!(f, "{path}: required attribute is missing"),
+            Self::UnknownAttribute { path } => {
+                write!(f, "{path}: not defined by the schema (use `unmapped`)")
+            }
+            Self::WrongType {
+                path,
+                expected,
+                found,
+            } => write!(f, "{path}: expected {expected}, found {found}"),
+            Self::NotInEnum { path, value } => write!(f, "{path}: {value} is not in the enum"),
+            Self::SiblingMismatch {
+                path,
+                expected,
+                found,
+            } => write!(f, "{path}: expected caption {expected:?}, found {found:?}"),
+            Self::ConstraintUnmet {
+                path,
+                constraint,
+                attributes,
+            } => {
+                let object = if path.is_empty() { "event" } else { path };
+                write!(f, "{object}: {constraint} of {attributes:?} not met")
+            }
+            Self::UnknownClass { class_uid } => {
+                write!(f, "class_uid: no class {class_uid} in the schema")
+            }
+            Self::TypeUidMismatch { expected, found } => write!(
+                f,
+                "type_uid: expected {expected} (class_uid * 100 + activity_id), found {found}"
+            ),
+            Self::VersionMismatch { expected, found } => {
+                write!(
+                    f,
+                    "metadata.version: expected {expected:?}, found {found:?}"
+                )
+            }
+        }
+    }
+}
+
+// === impl Check ===
+
+/// One validation run.
+struct Check<'a> {
+    schema: &'a Schema,
+    declared_profiles: BTreeSet<String>,
+    violations: Vec<Violation>,
+}
+
+/// The JSON shape an OCSF type maps to.
+#[derive(Clone, Copy)]
+enum JsonType {
+    Int32,
+    Int64,
+    Number,
+    Boolean,
+    String,
+    Object,
+    Any,
+}
+
+impl JsonType {
+    fn of(ocsf_type: &str) -> Self {
+        match ocsf_type {
+            "integer_t" | "port_t" => Self::Int32,
+            "long_t" | "timestamp_t" => Self::Int64,
+            "float_t" => Self::Number,
+            "boolean_t" => Self::Boolean,
+            "object_t" => Self::Object,
+            "json_t" => Self::Any,
+            // Every other OCSF scalar type (hostname_t, ip_t, datetime_t,
+            // uuid_t, ...) is a refinement of string_t.
+            _ => Self::String,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Int32 => "32-bit integer",
+            Self::Int64 => "integer",
+            Self::Number => "number",
+            Self::Boolean => "boolean",
+            Self::String => "string",
+            Self::Object => "object",
+            Self::Any => "any JSON value",
+        }
+    }
+
+    fn matches(self, value: &Value) -> bool {
+        match self {
+            Self::Int32 => value.as_i64().is_some_and(|n| i32::try_from(n).is_ok()),
+            // u64 above i64::MAX is no OCSF long either.
+            Self::Int64 => value.is_i64(),
+            Self::Number => value.is_number(),
+            Self::Boolean => value.is_boolean(),
+            Self::String => value.is_string(),
+            Self::Object => value.is_object(),
+            Self::Any => true,
+        }
+    }
+}
+
+fn json_kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(n) if n.is_f64() => "fractional number",
+        Value::Number(_) => "integer",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+fn join(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{path}.{key}")
+    }
+}
+
+fn present(value: Option<&Value>) -> bool {
+    value.is_some_and(|v| !v.is_null())
+}
+
+/// An enum key as the schema writes it: integers and strings as text.
+fn enum_key(value: &Value) -> Option<String> {
+    match value {
+        Value::Number(n) => Some(n.to_string()),
+        Value::String(s) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+impl Check<'_> {
+    fn report(&mut self, violation: Violation) {
+        self.violations.push(violation);
+    }
+
+    fn event(&mut self, event: &Value) {
+        let Some(fields) = event.as_object() else {
+            self.report(Violation::WrongType {
+                path: String::new(),
+                expected: "object",
+                found: json_kind(event),
+            });
+            return;
+        };
+        let class_uid = match fields.get("class_uid") {
+            None | Some(Value::Null) => {
+                self.report(Violation::MissingRequired {
+                    path: "class_uid".to_owned(),
+                });
+                return;
+            }
+            Some(value) => match value.as_u64() {
+                Some(uid) => uid,
+                None => {
+                    self.report(Violation::WrongType {
+                        path: "class_uid".to_owned(),
+                        expected: "integer",
+                        found: json_kind(value),
+                    });
+                    return;
+                }
+            },
+        };
+        let schema = self.schema;
+        let Some(class) = schema.classes.get(&class_uid) else {
+            self.report(Violation::UnknownClass { class_uid });
+            return;
+        };
+        self.object("", class, fields);
+
+        let activity_id = fields.get("activity_id").and_then(Value::as_u64);
+        let type_uid = fields.get("type_uid").and_then(Value::as_u64);
+        if let (Some(activity_id), Some(found)) = (activity_id, type_uid) {
+            let expected = class_uid * 100 + activity_id;
+            if found != expected {
+                self.report(Violation::TypeUidMismatch { expected, found });
+            }
+        }
+
+        if let Some(found) = event.pointer("/metadata/version").and_then(Value::as_str)
+            && found != schema.version
+        {
+            self.report(Violation::VersionMismatch {
+                expected: schema.version.clone(),
+                found: found.to_owned(),
+            });
+        }
+    }
+
+    fn object(&mut self, path: &str, definition: &Definition, fields: &Map<String, Value>) {
+        for (name, attribute) in &definition.attributes {
+            if attribute.is_required(&self.declared_profiles) && !present(fields.get(name)) {
+                self.report(Violation::MissingRequired {
+                    path: join(path, name),
+                });
+            }
+        }
+
+        for (key, value) in fields {
+            let key_path = join(path, key);
+            match definition.attributes.get(key) {
+                Some(attribute) => self.value(&key_path, attribute, value),
+                None => self.report(Violation::UnknownAttribute { path: key_path }),
+            }
+        }
+
+        let constraints = &definition.constraints;
+        let count = |names: &[String]| names.iter().filter(|n| present(fields.get(*n))).count();
+        if !constraints.at_least_one.is_empty() && count(&constraints.at_least_one) == 0 {
+            self.report(Violation::ConstraintUnmet {
+                path: path.to_owned(),
+                constraint: "at_least_one",
+                attributes: constraints.at_least_one.clone(),
+            });
+        }
+        if !constraints.just_one.is_empty() && count(&constraints.just_one) != 1 {
+            self.report(Violation::ConstraintUnmet {
+                path: path.to_owned(),
+                constraint: "just_one",
+                attributes: constraints.just_one.clone(),
+            });
+        }
+
+        for (name, attribute) in &definition.attributes {
+            self.sibling(path, name, attribute, fields);
+        }
+    }
+
+    /// The sibling string of an enum id must be its caption, except for 99
+    /// (Other), where the source supplies it.
+    fn sibling(
+        &mut self,
+        path: &str,
+        name: &str,
+        attribute: &Attribute,
+        fields: &Map<String, Value>,
+    ) {
+        let (Some(values), Some(sibling)) = (&attribute.values, &attribute.sibling) else {
+            return;
+        };
+        let (Some(id), Some(found)) = (
+            fields.get(name).and_then(enum_key),
+            fields.get(sibling).and_then(Value::as_str),
+        ) else {
+            return;
+        };
+        if id == "99" {
+            return;
+        }
+        let Some(expected) = values.get(&id).and_then(|v| v.caption.as_deref()) else {
+            return;
+        };
+        if found != expected {
+            self.report(Violation::SiblingMismatch {
+                path: join(path, sibling),
+                expected: expected.to_owned(),
+                found: found.to_owned(),
+            });
+        }
+    }
+
+    fn value(&mut self, path: &str, attribute: &Attribute, value: &Value) {
+        if attribute.is_array {
+            match value.as_array() {
+                Some(items) => {
+                    for (index, item) in items.iter().enumerate() {
+                        self.scalar(&format!("{path}[{index}]"), attribute, item);
+                    }
+                }
+                None => self.report(Violation::WrongType {
+                    path: path.to_owned(),
+                    expected: "array",
+                    found: json_kind(value),
+                }),
+            }
+        } else {
+            self.scalar(path, attribute, value);
+        }
+    }
+
+    fn scalar(&mut self, path: &str, attribute: &Attribute, value: &Value) {
+        let expected = JsonType::of(&attribute.type_name);
+        if !expected.matches(value) {
+            self.report(Violation::WrongType {
+                path: path.to_owned(),
+                expected: expected.name(),
+                found: json_kind(value),
+            });
+            return;
+        }
+        if let Some(values) = &attribute.values
+            && let Some(key) = enum_key(value)
+            && !values.contains_key(&key)
+        {
+            self.report(Violation::NotInEnum {
+                path: path.to_owned(),
+                value: key,
+            });
+        }
+        if let (Some(fields), Some(object_type)) = (value.as_object(), &attribute.object_type) {
+            let schema = self.schema;
+            if let Some(definition) = schema.objects.get(object_type) {
+                self.object(path, definition, fields);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The validator's rules, on a small made-up schema so that they are
+    //! tested whether or not the shared OCSF files are present.
+
+    use serde_json::json;
+
+    use super::*;
+
+    const CLASS: &str = r#"{
+        "name": "widget_change", "uid": 9,
+        "attributes": {
+            "time": {"type": "timestamp_t", "requirement": "required"},
+            "class_uid": {"type": "integer_t", "requirement": "required", "enum": {"9": {"caption": "Widget Change"}}},
+            "activity_id": {"type": "integer_t", "requirement": "required", "sibling": "activity_name",
+                            "enum": {"1": {"caption": "Log"}, "99": {"caption": "Other"}}},
+            "activity_name": {"type": "string_t", "requirement": "optional"},
+            "type_uid": {"type": "long_t", "requirement": "required"},
+            "count": {"type": "integer_t", "requirement": "optional"},
+            "labels": {"type": "string_t", "requirement": "optional", "is_array": true},
+            "metadata": {"type": "object_t", "requirement": "required", "object_type": "metadata"},
+            "device": {"type": "object_t", "requirement": "required", "object_type": "device", "profiles": null},
+            "cloud": {"type": "object_t", "requirement": "required", "object_type": "cloud", "profiles": ["cloud"]},
+            "unmapped": {"type": "object_t", "requirement": "optional", "object_type": "object"}
+        }
+    }"#;
+    const METADATA: &str = r#"{
+        "name": "metadata",
+        "attributes": {
+            "version": {"type": "string_t", "requirement": "required"},
+            "product": {"type": "object_t", "requirement": "required", "object_type": "product"},
+            "profiles": {"type": "string_t", "requirement": "optional", "is_array": true}
+        }
+    }"#;
+    const PRODUCT: &str = r#"{
+        "name": "product", "constraints": {"at_least_one": ["name", "uid"]},
+        "attributes": {
+            "name": {"type": "string_t", "requirement": "recommended"},
+            "uid": {"type": "string_t", "requirement": "recommended"}
+        }
+    }"#;
+    const DEVICE: &str = r#"{
+        "name": "device",
+        "attributes": {"hostname": {"type": "hostname_t", "requirement": "recommended"}}
+    }"#;
+
+    fn schema() -> Schema {
+        let file = |name: &str, text: &str| (PathBuf::from(name), text.to_owned());
+        Schema::parse(
+            "1.8.0".to_owned(),
+            &[file("widget_change.json", CLASS)],
+            &[
+                file("metadata.json", METADATA),
+                file("product.json", PRODUCT),
+                file("device.json", DEVICE),
+            ],
+        )
+        .unwrap()
+    }
+
+    fn valid() -> Value {
+        json!({
+            "time": 1_700_000_000_000_i64,
+            "class_uid": 9,
+            "activity_id": 1,
+            "activity_name": "Log",
+            "type_uid": 901,
+            "metadata": {"version": "1.8.0", "product": {"name": "p"}},
+            "device": {"hostname": "h"},
+            "unmapped": {"anything": [1, "two"]}
+        })
+    }
+
+    /// Sorted by path, so that the order does not depend on how
+    /// `serde_json` orders object keys.
+    fn violations(event: &Value) -> Vec<Violation> {
+        let mut found = schema().validate(event).err().unwrap_or_default();
+        found.sort_by_key(|v| (v.path().to_owned(), v.to_string()));
+        found
+    }
+
+    #[test]
+    fn accepts_a_valid_event() {
+        assert_eq!(schema().validate(&valid()), Ok(()));
+    }
+
+    #[test]
+    fn reports_missing_required_attributes_at_every_level() {
+        let mut event = valid();
+        event.as_object_mut().unwrap().remove("time");
+        event["metadata"].as_object_mut().unwrap().remove("product");
+        assert_eq!(
+            violations(&event),
+            [
+                Violation::MissingRequired {
+                    path: "metadata.product".into()
+                },
+                Violation::MissingRequired {
+                    path: "time".into()
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn profile_attribute_is_required_only_when_the_profile_is_declared() {
+        assert_eq!(schema().validate(&valid()), Ok(()));
+        let mut event = valid();
+        event["metadata"]["profiles"] = json!(["cloud"]);
+        assert_eq!(
+            violations(&event),
+            [Violation::MissingRequired {
+                path: "cloud".into()
+            }]
+        );
+    }
+
+    #[test]
+    fn null_profiles_means_always_required() {
+        let mut event = valid();
+        event.as_object_mut().unwrap().remove("device");
+        assert_eq!(
+            violations(&event),
+            [Violation::MissingRequired {
+                path: "device".into()
+            }]
+        );
+    }
+
+    #[test]
+    fn reports_wrong_json_types() {
+        let mut event = valid();
+        event["time"] = json!("2024-01-01T00:00:00Z");
+        event["count"] = json!(1.5);
+        event["labels"] = json!(["a", 2]);
+        event["device"]["hostname"] = json!(7);
+        assert_eq!(
+            violations(&event),
+            [
+                Violation::WrongType {
+                    path: "count".into(),
+                    expected: "32-bit integer",
+                    found: "fractional number"
+                },
+                Violation::WrongType {
+                    path: "device.hostname".into(),
+                    expected: "string",
+                    found: "integer"
+                },
+                Violation::WrongType {
+                    path: "labels[1]".into(),
+                    expected: "string",
+                    found: "integer"
+                },
+                Violation::WrongType {
+                    path: "time".into(),
+                    expected: "integer",
+                    found: "string"
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn integer_t_must_fit_in_32_bits() {
+        let mut event = valid();
+        event["count"] = json!(i64::from(i32::MAX) + 1);
+        assert!(matches!(
+            violations(&event).as_slice(),
+            [Violation::WrongType { path, .. }] if path == "count"
+        ));
+    }
+
+    #[test]
+    fn reports_values_outside_the_enum() {
+        let mut event = valid();
+        event["activity_id"] = json!(2);
+        event["type_uid"] = json!(902);
+        assert_eq!(
+            violations(&event),
+            [Violation::NotInEnum {
+                path: "activity_id".into(),
+                value: "2".into()
+            }]
+        );
+    }
+
+    #[test]
+    fn sibling_must_be_the_caption_except_for_other() {
+        let mut event = valid();
+        event["activity_name"] = json!("Collect");
+        assert_eq!(
+            violations(&event),
+            [Violation::SiblingMismatch {
+                path: "activity_name".into(),
+                expected: "Log".into(),
+                found: "Collect".into()
+            }]
+        );
+        event["activity_id"] = json!(99);
+        event["type_uid"] = json!(999);
+        assert_eq!(schema().validate(&event), Ok(()));
+    }
+
+    #[test]
+    fn reports_type_uid_that_is_not_class_times_100_plus_activity() {
+        let mut event = valid();
+        event["type_uid"] = json!(902);
+        assert_eq!(
+            violations(&event),
+            [Violation::TypeUidMismatch {
+                expected: 901,
+                found: 902
+            }]
+        );
+    }
+
+    #[test]
+    fn reports_attributes_the_schema_does_not_define() {
+        let mut event = valid();
+        event["fingerprint"] = json!("4F:01");
+        event["metadata"]["product"]["color"] = json!("red");
+        assert_eq!(
+            violations(&event),
+            [
+                Violation::UnknownAttribute {
+                    path: "fingerprint".into()
+                },
+                Violation::UnknownAttribute {
+                    path: "metadata.product.color".into()
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn reports_unmet_at_least_one_constraint() {
+        let mut event = valid();
+        event["metadata"]["product"] = json!({});
+        assert_eq!(
+            violations(&event),
+            [Violation::ConstraintUnmet {
+                path: "metadata.product".into(),
+                constraint: "at_least_one",
+                attributes: vec!["name".into(), "uid".into()]
+            }]
+        );
+    }
+
+    #[test]
+    fn reports_metadata_version_other_than_the_schema_version() {
+        let mut event = valid();
+        event["metadata"]["version"] = json!("1.7.0");
+        assert_eq!(
+            violations(&event),
+            [Violation::VersionMismatch {
+                expected: "1.8.0".into(),
+                found: "1.7.0".into()
+            }]
+        );
+    }
+
+    #[test]
+    fn reports_unknown_or_missing_class() {
+        assert_eq!(
+            violations(&json!({"class_uid": 5019})),
+            [Violation::UnknownClass { class_uid: 5019 }]
+        );
+        assert_eq!(
+            violations(&json!({})),
+            [Violation::MissingRequired {
+                path: "class_uid".into()
+            }]
+        );
+        assert!(matches!(
+            violations(&json!([])).as_slice(),
+            [Violation::WrongType {
+                expected: "object",
+                found: "array",
+                ..
+            }]
+        ));
+    }
+
+    #[test]
+    fn class_file_without_uid_is_a_parse_error_naming_the_file() {
+        let err = Schema::parse(
+            "1.8.0".to_owned(),
+            &[(
+                PathBuf::from("classes/bad.json"),
+                r#"{"name": "bad"}"#.to_owned(),
+            )],
+            &[],
+        )
+        .unwrap_err();
+        let message = err.to_string();
+        assert!(message.contains("classes/bad.json"), "{message}");
+        assert!(message.contains("uid"), "{message}");
+    }
+
+    #[test]
+    fn load_of_a_missing_directory_names_the_version_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = Schema::load(dir.path().join("nope")).unwrap_err();
+        assert!(
+            matches!(&err, Error::ReadSchema { path, .. } if path.ends_with("nope/VERSION")),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn load_reads_version_classes_and_objects_from_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir(dir.path().join("classes")).unwrap();
+        fs::create_dir(dir.path().join("objects")).unwrap();
+        fs::write(dir.path().join("VERSION"), "1.8.0\n").unwrap();
+        fs::write(dir.path().join("classes/widget_change.json"), CLASS).unwrap();
+        fs::write(dir.path().join("objects/metadata.json"), METADATA).unwrap();
+        fs::write(dir.path().join("objects/product.json"), PRODUCT).unwrap();
+        fs::write(dir.path().join("objects/device.json"), DEVICE).unwrap();
+        fs::write(dir.path().join("objects/README.md"), "not json").unwrap();
+        let schema = Schema::load(dir.path()).unwrap();
+        assert_eq!(schema.version(), "1.8.0");
+        assert_eq!(schema.validate(&valid()), Ok(()));
+    }
+}

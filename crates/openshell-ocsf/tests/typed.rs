@@ -1,0 +1,364 @@
+//! The OCSF v1.8.0 facts about class 5019, encoded here so they are checked
+//! on every run, with or without the shared schema files (`schema.rs` checks
+//! these same tables against the files when they are present).
+
+#![allow(clippy::unwrap_used, reason = "test helpers: a panic is a failed test")]
+
+mod common;
+
+use openshell_ocsf::{
+    ActivityId, DeviceConfigStateChange, DeviceTypeId, OCSF_VERSION, SeverityId, StateId, StatusId,
+    TlsReloadDetails, Trigger,
+};
+use serde_json::json;
+
+use common::{REQUIRED, TIME_MS, at, every_builder_event, every_constructor, json, source};
+
+fn table<T: Copy>(
+    all: &[T],
+    id: impl Fn(T) -> u8,
+    caption: impl Fn(T) -> &'static str,
+) -> Vec<(u8, &'static str)> {
+    all.iter().map(|&v| (id(v), caption(v))).collect()
+}
+
+#[test]
+fn class_is_device_config_state_change_in_discovery() {
+    assert_eq!(DeviceConfigStateChange::CLASS_UID, 5019);
+    assert_eq!(
+        DeviceConfigStateChange::CLASS_NAME,
+        "Device Config State Change"
+    );
+    assert_eq!(DeviceConfigStateChange::CATEGORY_UID, 5);
+    assert_eq!(DeviceConfigStateChange::CATEGORY_NAME, "Discovery");
+    assert_eq!(OCSF_VERSION, "1.8.0");
+}
+
+#[test]
+fn severity_ids_and_captions_are_those_of_ocsf_1_8_0() {
+    assert_eq!(
+        table(SeverityId::ALL, SeverityId::id, SeverityId::caption),
+        [
+            (0, "Unknown"),
+            (1, "Informational"),
+            (2, "Low"),
+            (3, "Medium"),
+            (4, "High"),
+            (5, "Critical"),
+            (6, "Fatal"),
+            (99, "Other"),
+        ]
+    );
+}
+
+#[test]
+fn status_ids_and_captions_are_those_of_ocsf_1_8_0() {
+    assert_eq!(
+        table(StatusId::ALL, StatusId::id, StatusId::caption),
+        [
+            (0, "Unknown"),
+            (1, "Success"),
+            (2, "Failure"),
+            (99, "Other")
+        ]
+    );
+}
+
+#[test]
+fn state_ids_and_captions_are_those_of_class_5019() {
+    assert_eq!(
+        table(StateId::ALL, StateId::id, StateId::caption),
+        [
+            (0, "Unknown"),
+            (1, "Disabled"),
+            (2, "Enabled"),
+            (99, "Other")
+        ]
+    );
+}
+
+#[test]
+fn activity_ids_and_captions_are_those_of_class_5019() {
+    assert_eq!(
+        table(ActivityId::ALL, ActivityId::id, ActivityId::caption),
+        [(0, "Unknown"), (1, "Log"), (2, "Collect"), (99, "Other")]
+    );
+}
+
+#[test]
+fn device_type_ids_and_captions_are_those_of_ocsf_1_8_0() {
+    assert_eq!(
+        table(DeviceTypeId::ALL, DeviceTypeId::id, DeviceTypeId::caption),
+        [
+            (0, "Unknown"),
+            (1, "Server"),
+            (2, "Desktop"),
+            (3, "Laptop"),
+            (4, "Tablet"),
+            (5, "Mobile"),
+            (6, "Virtual"),
+            (7, "IOT"),
+            (8, "Browser"),
+            (9, "Firewall"),
+            (10, "Switch"),
+            (11, "Hub"),
+            (12, "Router"),
+            (13, "IDS"),
+            (14, "IPS"),
+            (15, "Load Balancer"),
+            (99, "Other"),
+        ]
+    );
+}
+
+#[test]
+fn type_uid_is_class_uid_times_100_plus_activity_id() {
+    let expected = [
+        (ActivityId::Unknown, 501_900),
+        (ActivityId::Log, 501_901),
+        (ActivityId::Collect, 501_902),
+        (ActivityId::Other, 501_999),
+    ];
+    for (activity, type_uid) in expected {
+        let event = DeviceConfigStateChange::builder(&source())
+            .activity(activity)
+            .build();
+        assert_eq!(event.type_uid(), type_uid);
+        let value = json(&event);
+        assert_eq!(value["type_uid"], type_uid);
+        assert_eq!(value["class_uid"], 5019);
+        assert_eq!(value["activity_id"], activity.id());
+        assert_eq!(
+            value["type_name"],
+            format!("Device Config State Change: {}", activity.caption())
+        );
+    }
+}
+
+#[test]
+fn tls_events_are_activity_log_type_501901() {
+    for (name, event) in every_constructor() {
+        assert_eq!(event.activity_id(), ActivityId::Log, "{name}");
+        assert_eq!(json(&event)["type_uid"], 501_901, "{name}");
+    }
+}
+
+#[test]
+fn every_event_has_the_required_attributes_with_their_ocsf_json_types() {
+    for event in every_builder_event() {
+        let value = json(&event);
+        for attribute in REQUIRED {
+            assert!(
+                value.get(attribute).is_some(),
+                "{attribute} missing in {value}"
+            );
+        }
+        for id in [
+            "time",
+            "class_uid",
+            "category_uid",
+            "activity_id",
+            "type_uid",
+            "severity_id",
+            "status_id",
+            "state_id",
+        ] {
+            assert!(value[id].is_i64(), "{id} is not an integer in {value}");
+        }
+        assert_eq!(value["class_uid"], 5019);
+        assert_eq!(value["category_uid"], 5);
+        assert_eq!(
+            value["type_uid"].as_i64().unwrap(),
+            value["class_uid"].as_i64().unwrap() * 100 + value["activity_id"].as_i64().unwrap()
+        );
+        assert_eq!(value["metadata"]["version"], "1.8.0");
+        assert!(value["metadata"]["product"]["name"].is_string());
+        assert!(value["metadata"]["product"]["vendor_name"].is_string());
+        assert!(value["metadata"]["product"]["version"].is_string());
+        assert!(value["device"]["hostname"].is_string());
+        assert!(value["device"]["type_id"].is_i64());
+        assert!(value.get("metadata").unwrap().get("profiles").is_none());
+    }
+}
+
+#[test]
+fn every_caption_is_written_beside_its_id() {
+    for event in every_builder_event() {
+        let value = json(&event);
+        assert_eq!(value["class_name"], "Device Config State Change");
+        assert_eq!(value["category_name"], "Discovery");
+        assert_eq!(value["severity"], event.severity_id().caption());
+        assert_eq!(value["status"], event.status_id().caption());
+        assert_eq!(value["state"], event.state_id().caption());
+        assert_eq!(value["activity_name"], event.activity_id().caption());
+        assert_eq!(value["device"]["type"], event.device().type_id.caption());
+    }
+}
+
+#[test]
+fn time_is_the_given_system_time_in_integer_milliseconds() {
+    let event = DeviceConfigStateChange::builder(&source())
+        .time(at())
+        .build();
+    assert_eq!(event.time_ms(), TIME_MS);
+    assert_eq!(json(&event)["time"], json!(TIME_MS));
+}
+
+#[test]
+fn reload_success_is_informational_success_with_the_spec_message() {
+    let event = DeviceConfigStateChange::tls_reloaded(&source(), TlsReloadDetails::new()).build();
+    assert_eq!(event.severity_id(), SeverityId::Informational);
+    assert_eq!(event.status_id(), StatusId::Success);
+    assert_eq!(event.state_id(), StateId::Enabled);
+    assert_eq!(
+        event.message(),
+        Some("TLS certificate config reloaded successfully")
+    );
+    assert_eq!(event.status_detail(), None);
+    assert_eq!(event.event_code(), Some("tls_reloaded"));
+}
+
+#[test]
+fn reload_failure_is_medium_failure_with_the_error_in_status_detail() {
+    let event = DeviceConfigStateChange::tls_reload_failed(
+        &source(),
+        TlsReloadDetails::new().generation(3),
+        "reading certificate /etc/tls/tls.crt: permission denied",
+    )
+    .build();
+    assert_eq!(event.severity_id(), SeverityId::Medium);
+    assert_eq!(event.status_id(), StatusId::Failure);
+    assert_eq!(
+        event.status_detail(),
+        Some("reading certificate /etc/tls/tls.crt: permission denied")
+    );
+    assert_eq!(
+        event.message(),
+        Some("TLS certificate config reload failed")
+    );
+    assert_eq!(event.event_code(), Some("tls_reload_failed"));
+    let value = json(&event);
+    assert_eq!(value["severity_id"], 3);
+    assert_eq!(value["status_id"], 2);
+    assert_eq!(value["unmapped"]["tls"]["generation"], 3);
+}
+
+#[test]
+fn each_constructor_sets_its_documented_classification() {
+    let expected = [
+        (
+            "loaded",
+            "tls_loaded",
+            SeverityId::Informational,
+            StatusId::Success,
+            StateId::Enabled,
+        ),
+        (
+            "loaded with expired leaf",
+            "tls_loaded",
+            SeverityId::High,
+            StatusId::Success,
+            StateId::Enabled,
+        ),
+        (
+            "reloaded",
+            "tls_reloaded",
+            SeverityId::Informational,
+            StatusId::Success,
+            StateId::Enabled,
+        ),
+        (
+            "reload failed",
+            "tls_reload_failed",
+            SeverityId::Medium,
+            StatusId::Failure,
+            StateId::Unknown,
+        ),
+        (
+            "watcher degraded",
+            "tls_watcher_degraded",
+            SeverityId::Low,
+            StatusId::Failure,
+            StateId::Unknown,
+        ),
+        (
+            "cert expiring",
+            "tls_cert_expiring",
+            SeverityId::Medium,
+            StatusId::Success,
+            StateId::Enabled,
+        ),
+    ];
+    let events = every_constructor();
+    assert_eq!(events.len(), expected.len());
+    for ((name, event), (want_name, code, severity, status, state)) in events.iter().zip(expected) {
+        assert_eq!(*name, want_name);
+        assert_eq!(event.event_code(), Some(code), "{name}");
+        assert_eq!(event.severity_id(), severity, "{name}");
+        assert_eq!(event.status_id(), status, "{name}");
+        assert_eq!(event.state_id(), state, "{name}");
+    }
+}
+
+#[test]
+fn startup_with_an_expired_leaf_is_a_high_severity_event() {
+    let (_, event) = every_constructor()
+        .into_iter()
+        .find(|(name, _)| *name == "loaded with expired leaf")
+        .unwrap();
+    let value = json(&event);
+    assert_eq!(value["severity_id"], 4);
+    assert_eq!(value["severity"], "High");
+    assert_eq!(
+        value["status_detail"],
+        "served certificate expired at 2025-12-01T00:00:00Z"
+    );
+    assert_eq!(value["unmapped"]["tls"]["trigger"], "startup");
+}
+
+#[test]
+fn tls_details_go_under_unmapped_tls_with_stable_names() {
+    let event = DeviceConfigStateChange::tls_reloaded(&source(), common::reload_details()).build();
+    let value = json(&event);
+    assert_eq!(
+        value["unmapped"],
+        json!({
+            "tls": {
+                "previous_fingerprint": common::PREVIOUS_FINGERPRINT,
+                "new_fingerprint": common::NEW_FINGERPRINT,
+                "serial": "1A2B3C4D",
+                "not_after": "2026-03-01T00:00:00Z",
+                "generation": 3,
+                "trigger": "watch",
+                "cert_path": "/etc/openshell-tls/server/tls.crt",
+                "key_path": "/etc/openshell-tls/server/tls.key",
+                "client_ca_path": "/etc/openshell-tls/client-ca/ca.crt",
+                "crl_paths": ["/etc/openshell-tls/crl/a.pem", "/etc/openshell-tls/crl/b.pem"]
+            }
+        })
+    );
+}
+
+#[test]
+fn events_without_tls_details_have_no_unmapped() {
+    let event = DeviceConfigStateChange::tls_watcher_degraded(&source(), "inotify failed").build();
+    assert!(json(&event).get("unmapped").is_none());
+}
+
+#[test]
+fn every_trigger_is_written_by_name() {
+    for (trigger, name) in [
+        (Trigger::Watch, "watch"),
+        (Trigger::Poll, "poll"),
+        (Trigger::Signal, "signal"),
+        (Trigger::Api, "api"),
+        (Trigger::Startup, "startup"),
+    ] {
+        let event = DeviceConfigStateChange::tls_reloaded(
+            &source(),
+            TlsReloadDetails::new().trigger(trigger),
+        )
+        .build();
+        assert_eq!(json(&event)["unmapped"]["tls"]["trigger"], name);
+    }
+}
