@@ -15,8 +15,8 @@ use tokio::sync::mpsc;
 use crate::config::{LoadOptions, TlsFiles, WatchOptions};
 use crate::error::Error;
 use crate::event::{
-    Degraded, LastAttempt, ReloadEvent, ReloadFailure, ReloadOutcome, Reloaded, Subscription,
-    TlsStatus, Trigger, WatcherMode,
+    Degraded, LastAttempt, ReloadCount, ReloadEvent, ReloadFailure, ReloadOutcome, Reloaded,
+    Subscription, TlsStatus, Trigger, WatcherMode,
 };
 use crate::info::CertInfo;
 use crate::load::{Digest, Inputs, Parsed, Resumption, digest_str};
@@ -116,6 +116,17 @@ impl ReloadableAcceptor {
             reloads_succeeded: self.shared.succeeded.load(Ordering::Relaxed),
             reloads_failed: self.shared.failed.load(Ordering::Relaxed),
             watcher: self.shared.watcher_mode(),
+            by_trigger: Trigger::ALL
+                .iter()
+                .map(|&trigger| {
+                    let [ok, failed] = &self.shared.by_trigger[trigger.index()];
+                    ReloadCount {
+                        trigger,
+                        succeeded: ok.load(Ordering::Relaxed),
+                        failed: failed.load(Ordering::Relaxed),
+                    }
+                })
+                .collect(),
         }
     }
 
@@ -270,6 +281,7 @@ impl Builder {
                 subscribers: Mutex::new(Vec::new()),
                 succeeded: AtomicU64::new(0),
                 failed: AtomicU64::new(0),
+                by_trigger: Default::default(),
                 last_attempt: Mutex::new(None),
                 degraded: Mutex::new(None),
                 watcher_mode: AtomicU8::new(WatcherMode::Off.to_u8()),
@@ -353,6 +365,8 @@ pub(crate) struct Shared {
     subscribers: Mutex<Vec<mpsc::UnboundedSender<ReloadEvent>>>,
     succeeded: AtomicU64,
     failed: AtomicU64,
+    /// `[succeeded, failed]` per trigger, indexed by `Trigger::index`.
+    by_trigger: [[AtomicU64; 2]; Trigger::ALL.len()],
     last_attempt: Mutex<Option<LastAttempt>>,
     /// The current degradation, replayed to new subscribers.
     degraded: Mutex<Option<Arc<Degraded>>>,
@@ -402,6 +416,7 @@ impl Shared {
                 });
                 self.served.store(Arc::from(served));
                 self.succeeded.fetch_add(1, Ordering::Relaxed);
+                self.by_trigger[trigger.index()][0].fetch_add(1, Ordering::Relaxed);
                 *lock(&self.last_attempt) = Some(LastAttempt {
                     at: reloaded.at,
                     trigger,
@@ -420,6 +435,7 @@ impl Shared {
             }
             Err((error, id)) => {
                 self.failed.fetch_add(1, Ordering::Relaxed);
+                self.by_trigger[trigger.index()][1].fetch_add(1, Ordering::Relaxed);
                 let failure = Arc::new(ReloadFailure {
                     trigger,
                     error,

@@ -30,6 +30,27 @@ pub enum Trigger {
 }
 
 impl Trigger {
+    /// Every trigger, in declaration order.
+    pub const ALL: [Trigger; 6] = [
+        Self::Startup,
+        Self::Watch,
+        Self::Poll,
+        Self::Signal,
+        Self::Api,
+        Self::Manual,
+    ];
+
+    pub(crate) fn index(self) -> usize {
+        match self {
+            Self::Startup => 0,
+            Self::Watch => 1,
+            Self::Poll => 2,
+            Self::Signal => 3,
+            Self::Api => 4,
+            Self::Manual => 5,
+        }
+    }
+
     /// The lower-case name used in logs, metrics labels and audit events.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -241,4 +262,19 @@ pub struct TlsStatus {
     pub reloads_failed: u64,
     /// How changes are noticed.
     pub watcher: WatcherMode,
+    /// Swaps and failures by trigger (unchanged attempts are not counted),
+    /// one entry per trigger in [`Trigger::ALL`] order.
+    pub by_trigger: Vec<ReloadCount>,
+}
+
+/// Reload attempts that swapped or failed, for one trigger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ReloadCount {
+    /// What started the attempts.
+    pub trigger: Trigger,
+    /// Attempts that swapped in a new config.
+    pub succeeded: u64,
+    /// Attempts that failed.
+    pub failed: u64,
 }

@@ -99,8 +99,8 @@ pub use acceptor::{Builder, ReloadableAcceptor};
 pub use config::{ClientAuth, TlsFiles};
 pub use error::{Error, FileRole};
 pub use event::{
-    Degraded, LastAttempt, ReloadEvent, ReloadFailure, ReloadOutcome, Reloaded, Subscription,
-    TlsStatus, Trigger, WatcherMode,
+    Degraded, LastAttempt, ReloadCount, ReloadEvent, ReloadFailure, ReloadOutcome, Reloaded,
+    Subscription, TlsStatus, Trigger, WatcherMode,
 };
 pub use info::{CertInfo, fingerprint_sha256};
 pub use watch::Watcher;

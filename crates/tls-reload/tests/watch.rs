@@ -175,6 +175,22 @@ async fn reload_now_reports_reloaded_then_unchanged() {
     let status = acceptor.status();
     assert_eq!(status.cert.fingerprint_sha256, new.fingerprint);
     assert_eq!(status.last_attempt.unwrap().trigger, Trigger::Signal);
+    let by_signal = status
+        .by_trigger
+        .iter()
+        .find(|c| c.trigger == Trigger::Signal)
+        .unwrap();
+    assert_eq!((by_signal.succeeded, by_signal.failed), (1, 0));
+    let by_api = status
+        .by_trigger
+        .iter()
+        .find(|c| c.trigger == Trigger::Api)
+        .unwrap();
+    assert_eq!(
+        (by_api.succeeded, by_api.failed),
+        (0, 0),
+        "unchanged is not counted"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

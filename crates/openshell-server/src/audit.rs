@@ -1,0 +1,199 @@
+//! Turns TLS reload outcomes into OCSF events (JSONL on the audit stream,
+//! shorthand in the logs) and watches the served certificate's expiry.
+
+use std::time::{Duration, SystemTime};
+
+use openshell_ocsf::{
+    Device, DeviceConfigStateChange, EventSource, Product, SeverityId, TlsReloadDetails,
+    Trigger as OcsfTrigger,
+};
+use tls_reload::{
+    CertInfo, Degraded, ReloadEvent, ReloadFailure, ReloadableAcceptor, Reloaded, TlsFiles,
+    TlsStatus, Trigger,
+};
+use tokio_util::sync::CancellationToken;
+
+/// A served certificate this close to its notAfter is reported.
+pub(crate) const EXPIRY_WARNING: Duration = Duration::from_secs(7 * 86_400);
+const EXPIRY_CHECK_EVERY: Duration = Duration::from_secs(3600);
+
+/// Who the events are about.
+pub(crate) fn source() -> EventSource {
+    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "unknown".to_owned());
+    EventSource::new(
+        Product::new("openshell-gateway", "OpenShell", env!("CARGO_PKG_VERSION")),
+        Device::new(hostname),
+    )
+}
+
+fn trigger(t: Trigger) -> OcsfTrigger {
+    match t {
+        Trigger::Startup => OcsfTrigger::Startup,
+        Trigger::Watch => OcsfTrigger::Watch,
+        Trigger::Poll => OcsfTrigger::Poll,
+        Trigger::Signal => OcsfTrigger::Signal,
+        // The library's catch-all is an administrative call here too.
+        _ => OcsfTrigger::Api,
+    }
+}
+
+fn with_files(details: TlsReloadDetails, files: &TlsFiles) -> TlsReloadDetails {
+    let mut d = details
+        .cert_path(files.cert_path())
+        .key_path(files.key_path());
+    if let Some(ca) = files.client_ca_path() {
+        d = d.client_ca_path(ca);
+    }
+    if !files.crl_paths().is_empty() {
+        d = d.crl_paths(files.crl_paths().iter().map(|p| p.as_path()));
+    }
+    d
+}
+
+fn cert_details(cert: &CertInfo) -> TlsReloadDetails {
+    TlsReloadDetails::new()
+        .new_fingerprint(&cert.fingerprint_sha256)
+        .serial(&cert.serial)
+        .not_after(humantime::format_rfc3339_seconds(cert.not_after).to_string())
+}
+
+/// The event for the initial load; High severity when the leaf has expired.
+pub(crate) fn loaded_event(
+    source: &EventSource,
+    status: &TlsStatus,
+    files: &TlsFiles,
+) -> DeviceConfigStateChange {
+    let details = with_files(cert_details(&status.cert), files)
+        .generation(status.generation)
+        .trigger(OcsfTrigger::Startup);
+    let builder = DeviceConfigStateChange::tls_loaded(source, details);
+    if status.cert.is_expired_at(SystemTime::now()) {
+        builder
+            .severity(SeverityId::High)
+            .status_detail(format!(
+                "serving an expired certificate (notAfter {}) until a valid one is written",
+                humantime::format_rfc3339_seconds(status.cert.not_after)
+            ))
+            .build()
+    } else {
+        builder.build()
+    }
+}
+
+pub(crate) fn reloaded_event(
+    source: &EventSource,
+    r: &Reloaded,
+    files: &TlsFiles,
+) -> DeviceConfigStateChange {
+    let details = with_files(cert_details(&r.current), files)
+        .previous_fingerprint(&r.previous.fingerprint_sha256)
+        .generation(r.generation)
+        .trigger(trigger(r.trigger));
+    DeviceConfigStateChange::tls_reloaded(source, details).build()
+}
+
+pub(crate) fn failed_event(
+    source: &EventSource,
+    f: &ReloadFailure,
+    served: &CertInfo,
+    files: &TlsFiles,
+) -> DeviceConfigStateChange {
+    // The fingerprint stays the served one: nothing new is served.
+    let details = with_files(TlsReloadDetails::new(), files)
+        .previous_fingerprint(&served.fingerprint_sha256)
+        .generation(f.served_generation)
+        .trigger(trigger(f.trigger));
+    DeviceConfigStateChange::tls_reload_failed(source, details, &f.error).build()
+}
+
+pub(crate) fn degraded_event(source: &EventSource, d: &Degraded) -> DeviceConfigStateChange {
+    DeviceConfigStateChange::tls_watcher_degraded(
+        source,
+        format!(
+            "{}; polling every {}",
+            d.reason,
+            humantime::format_duration(d.poll_interval)
+        ),
+    )
+    .build()
+}
+
+pub(crate) fn expiring_event(
+    source: &EventSource,
+    status: &TlsStatus,
+    files: &TlsFiles,
+) -> DeviceConfigStateChange {
+    let details = with_files(cert_details(&status.cert), files).generation(status.generation);
+    DeviceConfigStateChange::tls_cert_expiring(source, details).build()
+}
+
+fn publish(event: &DeviceConfigStateChange) {
+    openshell_ocsf::emit(event);
+    // The shorthand for people reading the logs; the JSONL above goes to
+    // the audit stream.
+    tracing::info!(target: "openshell::audit", "{event}");
+}
+
+/// Emits the startup event, then one event per reload outcome and an
+/// expiry warning once per served certificate, until `stop`.
+pub(crate) async fn run(
+    acceptor: ReloadableAcceptor,
+    mut events: tls_reload::Subscription,
+    stop: CancellationToken,
+) {
+    let source = source();
+    let files = acceptor.files().clone();
+    let status = acceptor.status();
+    publish(&loaded_event(&source, &status, &files));
+    let mut warned_for: Option<String> = None;
+    check_expiry(&source, &acceptor, &files, &mut warned_for);
+
+    let mut hourly = tokio::time::interval(EXPIRY_CHECK_EVERY);
+    hourly.tick().await;
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = hourly.tick() => check_expiry(&source, &acceptor, &files, &mut warned_for),
+            event = events.recv() => {
+                let Some(event) = event else { return };
+                match event {
+                    ReloadEvent::Reloaded(r) => {
+                        publish(&reloaded_event(&source, &r, &files));
+                        check_expiry(&source, &acceptor, &files, &mut warned_for);
+                    }
+                    ReloadEvent::Failed(f) => {
+                        let served = acceptor.status().cert;
+                        publish(&failed_event(&source, &f, &served, &files));
+                    }
+                    ReloadEvent::Degraded(d) => publish(&degraded_event(&source, &d)),
+                    _ => {}
+                }
+            }
+        }
+    }
+}
+
+fn check_expiry(
+    source: &EventSource,
+    acceptor: &ReloadableAcceptor,
+    files: &TlsFiles,
+    warned_for: &mut Option<String>,
+) {
+    let status = acceptor.status();
+    let remaining = status.cert.remaining_at(SystemTime::now());
+    if remaining <= EXPIRY_WARNING && warned_for.as_deref() != Some(&status.cert.fingerprint_sha256)
+    {
+        tracing::warn!(
+            fingerprint = %status.cert.fingerprint_sha256,
+            remaining = %humantime::format_duration(Duration::from_secs(remaining.as_secs())),
+            "served TLS certificate expires soon"
+        );
+        publish(&expiring_event(source, &status, files));
+        *warned_for = Some(status.cert.fingerprint_sha256.clone());
+    }
+}

@@ -1,0 +1,256 @@
+//! Startup, serving and shutdown of one gateway.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tls_reload::{ReloadableAcceptor, Trigger, Watcher};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tonic::service::Routes;
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+
+use crate::accept::{self, Limits};
+use crate::config::{Config, TlsMode};
+use crate::error::{Error, Result};
+use crate::grpc_api::{GatewayApi, pb};
+use crate::state::State;
+
+/// ALPN offered on the main port: gRPC needs h2, curl and browsers may use
+/// either.
+const ALPN: [&str; 2] = ["h2", "http/1.1"];
+
+/// A gateway whose TLS material is loaded and whose ports are bound, ready
+/// to [`serve`](Self::serve).
+pub struct Gateway {
+    config: Config,
+    listener: TcpListener,
+    health_listener: Option<TcpListener>,
+    state: Arc<State>,
+    watcher: Option<Watcher>,
+    grpc: Routes,
+    health: HealthReporter,
+    stop: CancellationToken,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway")
+            .field("bind", &self.listener.local_addr().ok())
+            .field("tls", &self.state.tls)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Gateway {
+    /// Loads the TLS files (failing fast with the file and cause), starts
+    /// the watcher, and binds the ports.
+    ///
+    /// # Errors
+    ///
+    /// Invalid TLS files, or an address that cannot be bound.
+    pub async fn bind(config: Config) -> Result<Self> {
+        let (acceptor, watcher) = match &config.tls {
+            TlsMode::Disabled => {
+                tracing::warn!("TLS is disabled: serving plaintext");
+                (None, None)
+            }
+            TlsMode::Files { files, reload } => {
+                let builder = ReloadableAcceptor::builder(files.clone()).alpn(ALPN);
+                match reload {
+                    Some(r) => {
+                        let (acceptor, watcher) =
+                            builder.debounce(r.debounce).poll_interval(r.poll).start()?;
+                        (Some(acceptor), Some(watcher))
+                    }
+                    None => (Some(builder.build()?), None),
+                }
+            }
+        };
+        let listener = bind(config.bind).await?;
+        let health_listener = match config.health_bind {
+            Some(addr) => Some(bind(addr).await?),
+            None => None,
+        };
+
+        let state = Arc::new(State::new(acceptor));
+        let (health, health_service) = tonic_health::server::health_reporter();
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .map_err(|e| Error::Reflection(e.to_string()))?;
+        let grpc = Routes::new(health_service)
+            .add_service(reflection)
+            .add_service(pb::gateway_server::GatewayServer::new(GatewayApi {
+                state: state.clone(),
+            }))
+            .prepare();
+
+        let stop = CancellationToken::new();
+        if let Some(acceptor) = &state.tls {
+            tokio::spawn(crate::audit::run(
+                acceptor.clone(),
+                acceptor.subscribe(),
+                stop.clone(),
+            ));
+        }
+        Ok(Self {
+            config,
+            listener,
+            health_listener,
+            state,
+            watcher,
+            grpc,
+            health,
+            stop,
+        })
+    }
+
+    /// The address of the main (TLS) port.
+    ///
+    /// # Errors
+    ///
+    /// As `getsockname`.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// The address of the plaintext health port, if any.
+    pub fn health_addr(&self) -> Option<SocketAddr> {
+        self.health_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+    }
+
+    /// The reloadable acceptor (`None` with TLS disabled).
+    pub fn acceptor(&self) -> Option<&ReloadableAcceptor> {
+        self.state.tls.as_ref()
+    }
+
+    /// Serves until `shutdown` completes, then stops accepting, lets open
+    /// connections finish within the shutdown grace period, stops the
+    /// watcher and returns.
+    ///
+    /// # Errors
+    ///
+    /// None at present; the signature leaves room for fatal serving errors.
+    pub async fn serve(self, shutdown: impl Future<Output = ()>) -> Result<()> {
+        let Self {
+            config,
+            listener,
+            health_listener,
+            state,
+            watcher,
+            grpc,
+            health,
+            stop,
+        } = self;
+        for service in ["", "openshell.gateway.v1.Gateway"] {
+            health
+                .set_service_status(service, ServingStatus::Serving)
+                .await;
+        }
+        state.set_ready(true);
+
+        let tracker = TaskTracker::new();
+        let limits = Limits {
+            handshake_timeout: config.handshake_timeout,
+            max_age: config.max_connection_age,
+            max_age_grace: config.max_connection_age_grace,
+        };
+        let main = tokio::spawn(accept::serve_main(
+            listener,
+            state.clone(),
+            grpc,
+            limits,
+            stop.clone(),
+            tracker.clone(),
+        ));
+        // The health port outlives the drain so probes keep answering
+        // (readiness says "not ready" meanwhile).
+        let health_stop = CancellationToken::new();
+        let health_task = health_listener
+            .map(|l| tokio::spawn(accept::serve_health(l, state.clone(), health_stop.clone())));
+
+        shutdown.await;
+        tracing::info!(grace = ?config.shutdown_grace, "shutting down: draining connections");
+        state.set_ready(false);
+        for service in ["", "openshell.gateway.v1.Gateway"] {
+            health
+                .set_service_status(service, ServingStatus::NotServing)
+                .await;
+        }
+        stop.cancel();
+        let _ = main.await;
+        tracker.close();
+        if tokio::time::timeout(config.shutdown_grace, tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                open = tracker.len(),
+                "grace period over: closing remaining connections"
+            );
+        }
+        health_stop.cancel();
+        if let Some(task) = health_task {
+            let _ = task.await;
+        }
+        if let Some(watcher) = watcher {
+            watcher.shutdown().await;
+        }
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|error| Error::Bind { addr, error })
+}
+
+/// Runs a gateway with process signals: SIGHUP reloads the TLS files,
+/// SIGTERM and SIGINT drain and stop. In `--dev` mode, prints how to connect.
+///
+/// # Errors
+///
+/// Any startup error of [`Gateway::bind`], or failing to install signal
+/// handlers.
+pub async fn run(config: Config) -> Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).map_err(Error::Signals)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(Error::Signals)?;
+    let mut hup = signal(SignalKind::hangup()).map_err(Error::Signals)?;
+
+    let dev_dir = config.dev_state_dir.clone();
+    let gateway = Gateway::bind(config).await?;
+    let addr = gateway.local_addr().map_err(|error| Error::Bind {
+        addr: ([0, 0, 0, 0], 0).into(),
+        error,
+    })?;
+    tracing::info!(%addr, health = ?gateway.health_addr(), tls = gateway.acceptor().is_some(), "listening");
+    if let Some(dir) = dev_dir {
+        crate::dev::print_banner(&dir, addr);
+    }
+
+    if let Some(acceptor) = gateway.acceptor().cloned() {
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                tracing::info!("SIGHUP: reloading TLS files");
+                // The outcome is logged and audited by the subscriber.
+                let _ = acceptor.reload_now(Trigger::Signal).await;
+            }
+        });
+    }
+    let shutdown = async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM"),
+            _ = int.recv() => tracing::info!("SIGINT"),
+        }
+    };
+    gateway.serve(shutdown).await
+}

@@ -1,0 +1,118 @@
+//! The `openshell.gateway.v1.Gateway` service.
+
+use std::sync::Arc;
+use std::time::UNIX_EPOCH;
+
+use tls_reload::{CertInfo, ClientAuth, ReloadOutcome, Trigger};
+use tonic::{Request, Response, Status};
+
+use crate::state::State;
+
+/// Generated protobuf types, server and client of the gateway API.
+#[allow(missing_docs, clippy::all)]
+pub mod pb {
+    tonic::include_proto!("openshell.gateway.v1");
+
+    /// The encoded descriptors, for server reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        tonic::include_file_descriptor_set!("gateway_descriptor");
+}
+
+/// What the TLS layer established about the peer of a connection; attached
+/// to every request on it.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct PeerIdentity {
+    /// Fingerprint of the client certificate, when the client presented one
+    /// (it was verified: rustls refuses unverifiable ones).
+    pub(crate) client_cert: Option<String>,
+}
+
+pub(crate) struct GatewayApi {
+    pub(crate) state: Arc<State>,
+}
+
+#[tonic::async_trait]
+impl pb::gateway_server::Gateway for GatewayApi {
+    async fn get_tls_status(
+        &self,
+        _request: Request<pb::GetTlsStatusRequest>,
+    ) -> Result<Response<pb::TlsStatus>, Status> {
+        let Some(tls) = &self.state.tls else {
+            return Ok(Response::new(pb::TlsStatus::default()));
+        };
+        let s = tls.status();
+        Ok(Response::new(pb::TlsStatus {
+            tls_enabled: true,
+            generation: s.generation,
+            certificate: Some(cert(&s.cert)),
+            chain_length: u32::try_from(s.chain_len).unwrap_or(u32::MAX),
+            client_ca: s.client_ca.iter().map(cert).collect(),
+            client_auth: s.client_auth.to_string(),
+            loaded_at_unix_ms: unix_ms(s.loaded_at),
+            last_reload: s.last_attempt.map(|a| pb::LastReload {
+                at_unix_ms: unix_ms(a.at),
+                trigger: a.trigger.to_string(),
+                success: a.error.is_none(),
+                error: a.error.unwrap_or_default(),
+            }),
+            reloads_succeeded: s.reloads_succeeded,
+            reloads_failed: s.reloads_failed,
+            watcher_mode: s.watcher.to_string(),
+        }))
+    }
+
+    async fn reload_tls(
+        &self,
+        request: Request<pb::ReloadTlsRequest>,
+    ) -> Result<Response<pb::ReloadTlsResponse>, Status> {
+        let Some(tls) = &self.state.tls else {
+            return Err(Status::failed_precondition(
+                "TLS is disabled on this gateway",
+            ));
+        };
+        if tls.files().client_auth() != ClientAuth::None {
+            let verified = request
+                .extensions()
+                .get::<PeerIdentity>()
+                .is_some_and(|p| p.client_cert.is_some());
+            if !verified {
+                return Err(Status::unauthenticated(
+                    "ReloadTls requires a verified client certificate",
+                ));
+            }
+        }
+        match tls.reload_now(Trigger::Api).await {
+            Ok(outcome) => {
+                let changed = matches!(outcome, ReloadOutcome::Reloaded(_));
+                let s = tls.status();
+                Ok(Response::new(pb::ReloadTlsResponse {
+                    changed,
+                    generation: outcome.generation(),
+                    certificate: Some(cert(&s.cert)),
+                }))
+            }
+            Err(failure) => Err(Status::failed_precondition(format!(
+                "reload failed, still serving generation {}: {}",
+                failure.served_generation, failure.error
+            ))),
+        }
+    }
+}
+
+fn cert(c: &CertInfo) -> pb::Certificate {
+    pb::Certificate {
+        fingerprint_sha256: c.fingerprint_sha256.clone(),
+        serial: c.serial.clone(),
+        subject: c.subject.clone(),
+        issuer: c.issuer.clone(),
+        dns_names: c.dns_names.clone(),
+        ip_addresses: c.ip_addresses.iter().map(ToString::to_string).collect(),
+        not_before_unix: c.not_before_unix(),
+        not_after_unix: c.not_after_unix(),
+    }
+}
+
+fn unix_ms(t: std::time::SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}

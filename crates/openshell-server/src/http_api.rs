@@ -1,0 +1,123 @@
+//! The HTTP routes of the TLS port: health, readiness, metrics and TLS
+//! status. The plaintext health port serves the first two only.
+
+use std::sync::Arc;
+use std::time::UNIX_EPOCH;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use serde_json::json;
+use tls_reload::CertInfo;
+use tonic::body::Body;
+
+use crate::state::State;
+
+/// Which routes a port serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Routes {
+    /// Everything: the TLS port.
+    All,
+    /// `/healthz` and `/readyz` only: the plaintext probe port.
+    HealthOnly,
+}
+
+pub(crate) fn handle<B>(req: &Request<B>, state: &Arc<State>, routes: Routes) -> Response<Body> {
+    let path = req.uri().path();
+    let known = match routes {
+        Routes::All => matches!(path, "/healthz" | "/readyz" | "/metrics" | "/v1/tls"),
+        Routes::HealthOnly => matches!(path, "/healthz" | "/readyz"),
+    };
+    if !known {
+        return text(StatusCode::NOT_FOUND, "not found\n");
+    }
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        let mut resp = text(StatusCode::METHOD_NOT_ALLOWED, "only GET\n");
+        resp.headers_mut()
+            .insert(header::ALLOW, header::HeaderValue::from_static("GET, HEAD"));
+        return resp;
+    }
+    match path {
+        "/healthz" => text(StatusCode::OK, "ok\n"),
+        "/readyz" if state.is_ready() => text(StatusCode::OK, "ready\n"),
+        "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
+        "/metrics" => {
+            let status = state.tls.as_ref().map(|t| t.status());
+            let page = state.metrics.render(status.as_ref());
+            respond(
+                StatusCode::OK,
+                "text/plain; version=0.0.4; charset=utf-8",
+                page,
+            )
+        }
+        _ => respond(
+            StatusCode::OK,
+            "application/json",
+            tls_json(state).to_string() + "\n",
+        ),
+    }
+}
+
+/// The body of `/v1/tls`.
+pub(crate) fn tls_json(state: &State) -> serde_json::Value {
+    let Some(tls) = &state.tls else {
+        return json!({ "tls_enabled": false });
+    };
+    let s = tls.status();
+    let ms = |t: std::time::SystemTime| {
+        t.duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64)
+    };
+    json!({
+        "tls_enabled": true,
+        "generation": s.generation,
+        "certificate": cert_json(&s.cert),
+        "chain_length": s.chain_len,
+        "client_auth": s.client_auth.to_string(),
+        "client_ca": s.client_ca.iter().map(cert_json).collect::<Vec<_>>(),
+        "loaded_at": humantime::format_rfc3339_seconds(s.loaded_at).to_string(),
+        "loaded_at_unix_ms": ms(s.loaded_at),
+        "last_reload": s.last_attempt.as_ref().map(|a| json!({
+            "at": humantime::format_rfc3339_seconds(a.at).to_string(),
+            "trigger": a.trigger.as_str(),
+            "success": a.error.is_none(),
+            "error": a.error,
+        })),
+        "reloads_succeeded": s.reloads_succeeded,
+        "reloads_failed": s.reloads_failed,
+        "watcher_mode": s.watcher.as_str(),
+        "files": {
+            "cert": tls.files().cert_path(),
+            "key": tls.files().key_path(),
+            "client_ca": tls.files().client_ca_path(),
+            "crls": tls.files().crl_paths(),
+        },
+    })
+}
+
+fn cert_json(c: &CertInfo) -> serde_json::Value {
+    json!({
+        "fingerprint_sha256": c.fingerprint_sha256,
+        "serial": c.serial,
+        "subject": c.subject,
+        "issuer": c.issuer,
+        "dns_names": c.dns_names,
+        "ip_addresses": c.ip_addresses.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "not_before": humantime::format_rfc3339_seconds(c.not_before).to_string(),
+        "not_after": humantime::format_rfc3339_seconds(c.not_after).to_string(),
+    })
+}
+
+pub(crate) fn text(status: StatusCode, body: &'static str) -> Response<Body> {
+    respond(status, "text/plain; charset=utf-8", body.to_owned())
+}
+
+fn respond(status: StatusCode, content_type: &'static str, body: String) -> Response<Body> {
+    let mut resp = Response::new(Body::new(Full::new(Bytes::from(body))));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(content_type),
+    );
+    resp
+}

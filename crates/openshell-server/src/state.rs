@@ -1,0 +1,34 @@
+//! What every connection of one gateway shares.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tls_reload::ReloadableAcceptor;
+
+use crate::metrics::Metrics;
+
+/// Shared by the accept loops, the HTTP routes and the gRPC services.
+#[derive(Debug)]
+pub(crate) struct State {
+    /// `None` when TLS is disabled.
+    pub(crate) tls: Option<ReloadableAcceptor>,
+    pub(crate) metrics: Metrics,
+    ready: AtomicBool,
+}
+
+impl State {
+    pub(crate) fn new(tls: Option<ReloadableAcceptor>) -> Self {
+        Self {
+            tls,
+            metrics: Metrics::default(),
+            ready: AtomicBool::new(false),
+        }
+    }
+
+    pub(crate) fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Relaxed);
+    }
+}
