@@ -261,12 +261,13 @@ impl Config {
     }
 
     /// Resolves the command line, its environment variables and the TOML
-    /// file. In `--dev` mode this also creates the development certificates.
+    /// file. In `--dev` mode the certificate paths point into the state
+    /// directory; [`run`](crate::run) creates the files.
     ///
     /// # Errors
     ///
-    /// An unreadable or invalid TOML file, an invalid duration, TLS enabled
-    /// without a certificate and key, or a failure creating dev files.
+    /// An unreadable or invalid TOML file, an invalid duration, or TLS
+    /// enabled without a certificate and key.
     pub fn from_cli(cli: Cli) -> Result<Self> {
         let file = match &cli.config {
             Some(path) => read_file_config(path)?,
@@ -312,7 +313,8 @@ impl Config {
                 Some(d) => d,
                 None => crate::dev::default_state_dir()?,
             };
-            let generated = crate::dev::ensure_files(&dir)?;
+            // Generated in `run`, once logging is up.
+            let generated = crate::dev::DevFiles::in_dir(&dir);
             cert.get_or_insert(generated.server_cert);
             key.get_or_insert(generated.server_key);
             if client_ca.is_none() {

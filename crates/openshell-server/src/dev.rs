@@ -30,7 +30,7 @@ pub struct DevFiles {
 }
 
 impl DevFiles {
-    fn in_dir(dir: &Path) -> Self {
+    pub(crate) fn in_dir(dir: &Path) -> Self {
         Self {
             ca_cert: dir.join("ca.crt"),
             server_cert: dir.join("tls.crt"),

@@ -227,6 +227,9 @@ pub async fn run(config: Config) -> Result<()> {
     let mut hup = signal(SignalKind::hangup()).map_err(Error::Signals)?;
 
     let dev_dir = config.dev_state_dir.clone();
+    if let Some(dir) = &dev_dir {
+        crate::dev::ensure_files(dir)?;
+    }
     let gateway = Gateway::bind(config).await?;
     let addr = gateway.local_addr().map_err(|error| Error::Bind {
         addr: ([0, 0, 0, 0], 0).into(),

@@ -11,6 +11,6 @@ mod client;
 mod kubelet;
 mod pki;
 
-pub use client::{HandshakeInfo, client_config, handshake, serve};
+pub use client::{HandshakeInfo, client_config, handshake, serve, served_fingerprint};
 pub use kubelet::AtomicWriter;
 pub use pki::{Leaf, LeafOptions, TestCa};

@@ -90,6 +90,25 @@ pub async fn handshake(addr: SocketAddr, config: Arc<ClientConfig>) -> io::Resul
     })
 }
 
+/// Connects to `addr` as `localhost`, completes the handshake and returns
+/// the fingerprint of the leaf the server presented, without reading: for
+/// servers (HTTP, gRPC) that wait for the client to speak first.
+///
+/// # Errors
+///
+/// Any I/O or TLS error of the handshake.
+pub async fn served_fingerprint(addr: SocketAddr, config: Arc<ClientConfig>) -> io::Result<String> {
+    let tcp = TcpStream::connect(addr).await?;
+    let name = ServerName::try_from("localhost").map_err(io::Error::other)?;
+    let tls = TlsConnector::from(config).connect(name, tcp).await?;
+    tls.get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .map(|c| fingerprint_sha256(c))
+        .ok_or_else(|| io::Error::other("no server certificate"))
+}
+
 /// Serves `acceptor` on an ephemeral loopback port: each connection is
 /// handshaken, answered with `ok\n` and closed. Failed handshakes cost only
 /// their connection. Abort the returned task to stop.

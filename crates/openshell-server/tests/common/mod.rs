@@ -1,0 +1,209 @@
+//! Test support for the gateway: clients for its TLS port (gRPC and HTTP/1.1
+//! and HTTP/2), and an in-process gateway on loopback.
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use openshell_server::{Config, Gateway};
+use rustls::ClientConfig;
+use rustls_pki_types::ServerName;
+use tls_reload::TlsFiles;
+use tls_reload::testing::{AtomicWriter, Leaf, TestCa, client_config};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_rustls::TlsConnector;
+use tonic::transport::{Channel, Endpoint};
+
+/// A client config for the gateway with the given ALPN.
+pub fn tls(ca: &TestCa, identity: Option<&Leaf>, alpn: &[&str]) -> Arc<ClientConfig> {
+    let mut c = (*client_config(ca.cert_pem(), identity)).clone();
+    c.alpn_protocols = alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
+    Arc::new(c)
+}
+
+/// A gRPC channel over TLS (HTTP/2) to `addr`, verifying against `config`.
+pub async fn grpc(
+    addr: SocketAddr,
+    config: Arc<ClientConfig>,
+) -> Result<Channel, tonic::transport::Error> {
+    let connector = TlsConnector::from(config);
+    Endpoint::from_static("http://localhost")
+        .connect_with_connector(tower::service_fn(move |_uri| {
+            let connector = connector.clone();
+            async move {
+                let tcp = TcpStream::connect(addr).await?;
+                let tls = connector
+                    .connect(ServerName::try_from("localhost").unwrap(), tcp)
+                    .await?;
+                Ok::<_, std::io::Error>(TokioIo::new(tls))
+            }
+        }))
+        .await
+}
+
+/// HTTP version to use in [`get`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Http {
+    One,
+    Two,
+}
+
+/// `GET path` over TLS with the given HTTP version; returns status,
+/// content type and body.
+pub async fn get(
+    addr: SocketAddr,
+    ca: &TestCa,
+    version: Http,
+    path: &str,
+) -> (u16, String, String) {
+    let alpn = match version {
+        Http::One => "http/1.1",
+        Http::Two => "h2",
+    };
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let tls = TlsConnector::from(tls(ca, None, &[alpn]))
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap();
+    let io = TokioIo::new(tls);
+    let req = http::Request::get(format!("https://localhost{path}"))
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let resp = match version {
+        Http::One => {
+            let (mut send, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
+            tokio::spawn(conn);
+            send.send_request(req).await.unwrap()
+        }
+        Http::Two => {
+            let (mut send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+                .await
+                .unwrap();
+            tokio::spawn(conn);
+            send.send_request(req).await.unwrap()
+        }
+    };
+    let status = resp.status().as_u16();
+    let ct = resp
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, ct, String::from_utf8(body.to_vec()).unwrap())
+}
+
+/// A Secret volume with a server certificate, and a client CA volume.
+pub struct Pki {
+    pub tmp: tempfile::TempDir,
+    pub server_ca: TestCa,
+    pub client_ca: TestCa,
+    pub volume: AtomicWriter,
+    pub ca_volume: AtomicWriter,
+    pub leaf: Leaf,
+}
+
+impl Pki {
+    pub fn new() -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let server_ca = TestCa::new("server CA");
+        let client_ca = TestCa::new("client CA");
+        let volume = AtomicWriter::new(tmp.path().join("server")).unwrap();
+        let ca_volume = AtomicWriter::new(tmp.path().join("client-ca")).unwrap();
+        let leaf = server_ca.server();
+        let pki = Self {
+            tmp,
+            server_ca,
+            client_ca,
+            volume,
+            ca_volume,
+            leaf,
+        };
+        pki.publish(&pki.leaf);
+        pki.ca_volume
+            .write(&[("ca.crt", pki.client_ca.cert_pem().as_bytes())])
+            .unwrap();
+        pki
+    }
+
+    pub fn publish(&self, leaf: &Leaf) {
+        self.volume
+            .write(&[
+                ("tls.crt", leaf.cert_pem.as_bytes()),
+                ("tls.key", leaf.key_pem.as_bytes()),
+                ("ca.crt", self.server_ca.cert_pem().as_bytes()),
+            ])
+            .unwrap();
+    }
+
+    pub fn rotate(&mut self) -> Leaf {
+        let leaf = self.server_ca.server();
+        self.publish(&leaf);
+        self.leaf = leaf.clone();
+        leaf
+    }
+
+    pub fn files(&self) -> TlsFiles {
+        TlsFiles::new(self.volume.path("tls.crt"), self.volume.path("tls.key"))
+    }
+
+    pub fn mtls_files(&self, mode: tls_reload::ClientAuth) -> TlsFiles {
+        self.files().client_ca(self.ca_volume.path("ca.crt"), mode)
+    }
+
+    /// A config with test timings on an ephemeral loopback port.
+    pub fn config(&self, files: TlsFiles) -> Config {
+        let mut config = Config::with_tls("127.0.0.1:0".parse().unwrap(), files);
+        if let openshell_server::TlsMode::Files {
+            reload: Some(r), ..
+        } = &mut config.tls
+        {
+            r.debounce = Duration::from_millis(50);
+        }
+        config.shutdown_grace = Duration::from_secs(2);
+        config
+    }
+}
+
+/// A gateway serving in this process until `stop` is sent or dropped.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub health: Option<SocketAddr>,
+    pub acceptor: Option<tls_reload::ReloadableAcceptor>,
+    stop: Option<oneshot::Sender<()>>,
+    pub task: JoinHandle<openshell_server::Result<()>>,
+}
+
+impl Running {
+    pub async fn start(config: Config) -> Self {
+        let gateway = Gateway::bind(config).await.unwrap();
+        let addr = gateway.local_addr().unwrap();
+        let health = gateway.health_addr();
+        let acceptor = gateway.acceptor().cloned();
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(gateway.serve(async move {
+            let _ = rx.await;
+        }));
+        Self {
+            addr,
+            health,
+            acceptor,
+            stop: Some(tx),
+            task,
+        }
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        (&mut self.task).await.unwrap().unwrap();
+    }
+}
