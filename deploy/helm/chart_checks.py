@@ -1,0 +1,541 @@
+#!/usr/bin/env python3
+"""Checks on the openshell Helm chart, run by deploy/helm/test.sh.
+
+Each case lints the chart (`helm lint --strict`) and renders it (`helm
+template`) with a real helm binary, then asserts on the rendered objects: TLS
+Secrets mounted as whole directories (never subPath, which kubelet never
+updates), the gateway's args pointing at the mounted files, probes on the
+plaintext health port, a locked-down security context, and the cert-manager
+chain. Negative cases must fail to render with a clear message. Every check
+prints one PASS or FAIL line; the last line is the tally.
+
+Usage: chart_checks.py --helm PATH --chart DIR
+"""
+
+import argparse
+import json
+import re
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+RELEASE = "openshell"
+NAMESPACE = "openshell"
+TLS_DIR = "/etc/openshell-tls"
+SERVER_DIR = f"{TLS_DIR}/server"
+CLIENT_CA_DIR = f"{TLS_DIR}/client-ca"
+CRL_DIR = f"{TLS_DIR}/crl"
+HEALTH_PORT = 8081
+TLS_PORT = 8080
+NONROOT_UID = 65532
+
+# The gateway's flags (SPEC §6.1, `openshell-gateway --help`): value flags take
+# `--flag=value`, switches take no value.
+VALUE_FLAGS = {
+    "--bind", "--health-bind", "--tls-cert", "--tls-key", "--tls-client-ca",
+    "--tls-client-auth", "--tls-crl", "--tls-reload-debounce", "--tls-reload-poll",
+    "--log-format", "--ocsf-log", "--max-connection-age", "--max-connection-age-grace",
+    "--handshake-timeout", "--shutdown-grace",
+}
+SWITCHES = {"--disable-tls", "--no-tls-reload"}
+TLS_ONLY_FLAGS = {
+    "--tls-cert", "--tls-key", "--tls-client-ca", "--tls-client-auth", "--tls-crl",
+    "--tls-reload-debounce", "--tls-reload-poll", "--no-tls-reload",
+}
+CERT_MANAGER_KINDS = {"Certificate", "Issuer", "ClusterIssuer"}
+
+# Kubernetes versions whose JSON schemas (kubernetes-validate, strict: unknown
+# fields rejected) the rendered core objects must satisfy.
+K8S_VERSIONS = ("1.29.0", "1.35.0")
+
+# cert-manager's validation: duration >= 1h, renewBefore >= 5m and < duration.
+CM_MIN_DURATION = 3600.0
+CM_MIN_RENEW_BEFORE = 300.0
+
+
+class Tally:
+    def __init__(self):
+        self.passed = 0
+        self.failed = 0
+
+    def check(self, case, name, ok, detail=""):
+        if ok:
+            self.passed += 1
+            print(f"PASS [{case}] {name}")
+        else:
+            self.failed += 1
+            print(f"FAIL [{case}] {name}" + (f": {detail}" if detail else ""))
+        return ok
+
+
+@dataclass
+class Case:
+    name: str
+    helm_args: list
+    kind: str = "StatefulSet"
+    replicas: int = 1
+    tls: bool = True
+    cert_manager: bool = True
+    server_secret: str = "openshell-server-tls"
+    client_ca_secret: str | None = "openshell-ca"
+    client_ca_key: str = "ca.crt"
+    client_auth: str | None = "optional"
+    crls: list = field(default_factory=list)
+    reload: bool = True
+    # Extra (name, predicate(objects, args)) checks.
+    extra: list = field(default_factory=list)
+
+
+@dataclass
+class Failing:
+    name: str
+    helm_args: list
+    message: str
+
+
+def go_duration_seconds(text):
+    """Seconds in a Go duration such as 1h, 55m, 1h30m, 200ms."""
+    units = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1, "m": 60, "h": 3600}
+    parts = re.findall(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)", text or "")
+    if not parts or "".join(n + u for n, u in parts) != text:
+        raise ValueError(f"not a Go duration: {text!r}")
+    return sum(float(n) * units[u] for n, u in parts)
+
+
+def run(cmd):
+    return subprocess.run(cmd, capture_output=True, text=True)
+
+
+def parse_args_list(args):
+    """{flag: [values]} for --flag=value args; switches map to [None]."""
+    out = {}
+    bad = []
+    for a in args:
+        if not a.startswith("--"):
+            bad.append(a)
+            continue
+        flag, eq, value = a.partition("=")
+        if flag in VALUE_FLAGS and eq and value:
+            out.setdefault(flag, []).append(value)
+        elif flag in SWITCHES and not eq:
+            out.setdefault(flag, []).append(None)
+        else:
+            bad.append(a)
+    return out, bad
+
+
+def only(flags, flag):
+    values = flags.get(flag, [])
+    return values[0] if len(values) == 1 else None
+
+
+def port_of(bind):
+    return int(bind.rsplit(":", 1)[1]) if bind and ":" in bind else None
+
+
+def walk(node, path=""):
+    """Yields (path, key, value) for every mapping entry in a nested object."""
+    if isinstance(node, dict):
+        for k, v in node.items():
+            yield path, k, v
+            yield from walk(v, f"{path}.{k}")
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield from walk(v, f"{path}[{i}]")
+
+
+def check_case(t, helm, chart, case):
+    c = case.name
+    lint = run([helm, "lint", "--strict", "--namespace", NAMESPACE, str(chart), *case.helm_args])
+    t.check(c, "helm lint --strict", lint.returncode == 0, (lint.stdout + lint.stderr).strip()[-800:])
+    r = run([helm, "template", RELEASE, str(chart), "--namespace", NAMESPACE, *case.helm_args])
+    if not t.check(c, "helm template renders", r.returncode == 0, r.stderr.strip()[-800:]):
+        return
+    text = r.stdout
+    objs = [o for o in yaml.safe_load_all(text) if o]
+    # Comments may say why subPath is not used; no YAML line may use it.
+    code = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
+    t.check(c, "rendered YAML has no subPath anywhere", "subPath" not in code,
+            "kubelet never updates a subPath mount")
+
+    check_k8s_schemas(t, c, objs)
+
+    workloads = [o for o in objs if o["kind"] in ("StatefulSet", "Deployment")]
+    if not t.check(c, f"one {case.kind} with {case.replicas} replica(s)",
+                   len(workloads) == 1 and workloads[0]["kind"] == case.kind
+                   and workloads[0]["spec"]["replicas"] == case.replicas,
+                   [(w["kind"], w["spec"].get("replicas")) for w in workloads]):
+        return
+    w = workloads[0]
+    pod = w["spec"]["template"]["spec"]
+    containers = pod.get("containers", []) + pod.get("initContainers", [])
+    gw = next((x for x in pod["containers"] if x["name"] == "gateway"), None)
+    if not t.check(c, "gateway container present", gw is not None):
+        return
+    t.check(c, "image is repository:tag or pinned by digest",
+            bool(re.match(r"^[^\s:@]+(:\d+)?(/[^\s:@]+)*(:[\w.\-]+)?(@sha256:[a-f0-9]{64})?$", gw["image"])),
+            gw["image"])
+    t.check(c, "no volumeMount in any container uses subPath/subPathExpr",
+            all("subPath" not in m and "subPathExpr" not in m
+                for x in containers for m in x.get("volumeMounts", [])))
+
+    flags, bad = parse_args_list(gw.get("args", []))
+    t.check(c, "args are only the gateway's flags, in --flag=value form", not bad, bad)
+    t.check(c, "no command override (the image ENTRYPOINT runs the gateway)", "command" not in gw)
+    bind, health = only(flags, "--bind"), only(flags, "--health-bind")
+    t.check(c, f"--bind on port {TLS_PORT}", port_of(bind) == TLS_PORT, bind)
+    t.check(c, f"--health-bind on port {HEALTH_PORT}", port_of(health) == HEALTH_PORT, health)
+    t.check(c, "gateway TLS port is not the health port",
+            port_of(bind) is not None and port_of(bind) != port_of(health))
+    cports = {p["name"]: p["containerPort"] for p in gw.get("ports", [])}
+    t.check(c, "container ports: gateway=--bind port, health=--health-bind port",
+            cports.get("gateway") == port_of(bind) and cports.get("health") == port_of(health), cports)
+
+    def resolve(port):
+        return cports.get(port) if isinstance(port, str) else port
+
+    for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
+        get = (gw.get(probe) or {}).get("httpGet") or {}
+        t.check(c, f"{probe} is httpGet {path} on the plaintext health port {HEALTH_PORT}",
+                get.get("path") == path and resolve(get.get("port")) == HEALTH_PORT
+                and get.get("scheme", "HTTP") == "HTTP", get)
+
+    psc = pod.get("securityContext") or {}
+    sc = gw.get("securityContext") or {}
+    t.check(c, f"pod securityContext: runAsNonRoot, runAsUser {NONROOT_UID}, seccomp RuntimeDefault",
+            psc.get("runAsNonRoot") is True and psc.get("runAsUser") == NONROOT_UID
+            and (psc.get("seccompProfile") or {}).get("type") == "RuntimeDefault", psc)
+    t.check(c, "pod fsGroup lets the non-root gateway read its 0400 key",
+            psc.get("fsGroup") == NONROOT_UID, psc.get("fsGroup"))
+    t.check(c, "container securityContext: non-root, readOnlyRootFilesystem, no privilege escalation",
+            sc.get("runAsNonRoot") is True and sc.get("runAsUser", psc.get("runAsUser")) == NONROOT_UID
+            and sc.get("readOnlyRootFilesystem") is True and sc.get("allowPrivilegeEscalation") is False
+            and sc.get("privileged", False) is False, sc)
+    t.check(c, "container capabilities drop ALL, add none",
+            (sc.get("capabilities") or {}).get("drop") == ["ALL"]
+            and not (sc.get("capabilities") or {}).get("add"), sc.get("capabilities"))
+    t.check(c, "no service links (they would inject OPENSHELL_* variables)",
+            pod.get("enableServiceLinks") is False)
+    t.check(c, "no service account token mounted", pod.get("automountServiceAccountToken") is False)
+
+    mounts = {m["mountPath"]: m for m in gw.get("volumeMounts", [])}
+    volumes = {v["name"]: v for v in pod.get("volumes", [])}
+    tmp = mounts.get("/tmp")
+    t.check(c, "/tmp is a writable emptyDir",
+            tmp is not None and "emptyDir" in volumes.get(tmp["name"], {}) and not tmp.get("readOnly"))
+
+    grace = go_duration_seconds(only(flags, "--shutdown-grace") or "0s")
+    t.check(c, "terminationGracePeriodSeconds exceeds --shutdown-grace",
+            pod.get("terminationGracePeriodSeconds", 30) > grace,
+            (pod.get("terminationGracePeriodSeconds"), grace))
+
+    services = [o for o in objs if o["kind"] == "Service"]
+    main_svc = next((s for s in services if s["spec"].get("clusterIP") != "None"), None)
+    if t.check(c, "Service exposes the TLS port 8080 and the health port 8081",
+               main_svc is not None
+               and sorted(p["port"] for p in main_svc["spec"]["ports"]) == [TLS_PORT, HEALTH_PORT]):
+        by_port = {p["port"]: p for p in main_svc["spec"]["ports"]}
+        t.check(c, "Service ports target the matching container ports",
+                resolve(by_port[TLS_PORT]["targetPort"]) == port_of(bind)
+                and resolve(by_port[HEALTH_PORT]["targetPort"]) == port_of(health), by_port)
+        want = "https" if case.tls else "http"
+        t.check(c, f"Service TLS port is named {want}", by_port[TLS_PORT]["name"] == want,
+                by_port[TLS_PORT]["name"])
+        selector = main_svc["spec"]["selector"]
+        labels = w["spec"]["template"]["metadata"]["labels"]
+        t.check(c, "Service selector matches the pod labels",
+                all(labels.get(k) == v for k, v in selector.items()))
+    if case.kind == "StatefulSet":
+        headless = next((s for s in services if s["spec"].get("clusterIP") == "None"), None)
+        t.check(c, "StatefulSet serviceName is a headless Service",
+                headless is not None and w["spec"].get("serviceName") == headless["metadata"]["name"])
+    t.check(c, f"every namespaced object is in namespace {NAMESPACE}",
+            all(o["metadata"].get("namespace") == NAMESPACE for o in objs if o["kind"] != "ClusterIssuer"))
+
+    tls_mounts = {p: m for p, m in mounts.items() if p.startswith(TLS_DIR)}
+    cm_objs = [o for o in objs if o["kind"] in CERT_MANAGER_KINDS]
+
+    if not case.tls:
+        t.check(c, "--disable-tls is passed", "--disable-tls" in flags)
+        t.check(c, "no --tls-* flag is passed", not (set(flags) & TLS_ONLY_FLAGS), sorted(flags))
+        t.check(c, f"nothing is mounted under {TLS_DIR}", not tls_mounts, sorted(tls_mounts))
+        t.check(c, "no Secret volumes", not any("secret" in v for v in volumes.values()))
+        t.check(c, "no cert-manager resources", not cm_objs, [o["kind"] for o in cm_objs])
+    else:
+        t.check(c, "--disable-tls is not passed", "--disable-tls" not in flags)
+        expected_dirs = {SERVER_DIR} | ({CLIENT_CA_DIR} if case.client_ca_secret else set()) \
+            | ({CRL_DIR} if case.crls else set())
+        t.check(c, f"TLS mounts are exactly {sorted(expected_dirs)}",
+                set(tls_mounts) == expected_dirs, sorted(tls_mounts))
+        t.check(c, "TLS mounts are read-only", all(m.get("readOnly") is True for m in tls_mounts.values()))
+
+        def secret_of(path):
+            m = tls_mounts.get(path)
+            return (volumes.get(m["name"]) or {}).get("secret") if m else None
+
+        server = secret_of(SERVER_DIR)
+        t.check(c, f"{SERVER_DIR} is a whole Secret directory ({case.server_secret})",
+                server is not None and server.get("secretName") == case.server_secret
+                and "items" not in server, server)
+        t.check(c, "server key Secret has defaultMode 0400",
+                server is not None and server.get("defaultMode") == 0o400,
+                server and server.get("defaultMode"))
+        t.check(c, f"--tls-cert={SERVER_DIR}/tls.crt", only(flags, "--tls-cert") == f"{SERVER_DIR}/tls.crt")
+        t.check(c, f"--tls-key={SERVER_DIR}/tls.key", only(flags, "--tls-key") == f"{SERVER_DIR}/tls.key")
+        if case.client_ca_secret:
+            ca = secret_of(CLIENT_CA_DIR)
+            t.check(c, f"{CLIENT_CA_DIR} is a Secret directory ({case.client_ca_secret}) with only "
+                       f"its {case.client_ca_key} key, as ca.crt",
+                    ca is not None and ca.get("secretName") == case.client_ca_secret
+                    and ca.get("items") == [{"key": case.client_ca_key, "path": "ca.crt"}], ca)
+            t.check(c, f"--tls-client-ca={CLIENT_CA_DIR}/ca.crt",
+                    only(flags, "--tls-client-ca") == f"{CLIENT_CA_DIR}/ca.crt")
+        else:
+            t.check(c, "no --tls-client-ca without a client CA", "--tls-client-ca" not in flags)
+        t.check(c, f"--tls-client-auth is {case.client_auth}",
+                flags.get("--tls-client-auth", [None]) == [case.client_auth], flags.get("--tls-client-auth"))
+        if case.crls:
+            t.check(c, f"one --tls-crl per CRL key, under {CRL_DIR}",
+                    flags.get("--tls-crl") == [f"{CRL_DIR}/{k}" for k in case.crls], flags.get("--tls-crl"))
+        else:
+            t.check(c, "no --tls-crl", "--tls-crl" not in flags)
+        # Every path argument names a file inside one of the mounted directories.
+        paths = [v for f in ("--tls-cert", "--tls-key", "--tls-client-ca", "--tls-crl")
+                 for v in flags.get(f, [])]
+        t.check(c, "every TLS path arg lies in a mounted directory",
+                all(any(p.startswith(d + "/") and "/" not in p[len(d) + 1:] for d in tls_mounts) for p in paths),
+                paths)
+        if case.reload:
+            t.check(c, "hot reload on: debounce and poll passed, no --no-tls-reload",
+                    "--no-tls-reload" not in flags and only(flags, "--tls-reload-debounce")
+                    and only(flags, "--tls-reload-poll"))
+        else:
+            t.check(c, "--no-tls-reload passed, no debounce/poll",
+                    "--no-tls-reload" in flags and "--tls-reload-debounce" not in flags
+                    and "--tls-reload-poll" not in flags)
+
+        if not case.cert_manager:
+            t.check(c, "no cert-manager resources", not cm_objs, [o["kind"] for o in cm_objs])
+        else:
+            check_cert_manager(t, c, objs, case, server)
+
+    for name, pred in case.extra:
+        try:
+            ok, detail = pred(objs, flags), ""
+        except Exception as e:  # a broken predicate is a failed check, with the reason
+            ok, detail = False, repr(e)
+        t.check(c, name, ok, detail)
+
+
+def check_k8s_schemas(t, c, objs):
+    try:
+        import kubernetes_validate
+    except ImportError as e:
+        t.check(c, "Kubernetes schema validation available", False, f"{e} (test.sh installs it)")
+        return
+    core = [o for o in objs if o["kind"] not in CERT_MANAGER_KINDS]
+    errors = []
+    for version in K8S_VERSIONS:
+        for o in core:
+            try:
+                kubernetes_validate.validate(o, version, strict=True)
+            except Exception as e:  # ValidationError, SchemaNotFoundError, ...
+                errors.append(f"{o['kind']}/{o['metadata']['name']} @ {version}: {getattr(e, 'message', e)}")
+    t.check(c, f"{len(core)} core objects valid against the Kubernetes {' and '.join(K8S_VERSIONS)} schemas (strict)",
+            not errors, errors[:5])
+
+
+def check_cert_manager(t, c, objs, case, server_volume):
+    issuers = {o["metadata"]["name"]: o for o in objs if o["kind"] in ("Issuer", "ClusterIssuer")}
+    certs = [o for o in objs if o["kind"] == "Certificate"]
+    self_signed = [n for n, o in issuers.items() if "selfSigned" in o["spec"]]
+    t.check(c, "a self-signed Issuer", len(self_signed) == 1, self_signed)
+    ca_certs = [x for x in certs if x["spec"].get("isCA") is True]
+    if not t.check(c, "one CA Certificate (isCA) from the self-signed Issuer",
+                   len(ca_certs) == 1 and self_signed
+                   and ca_certs[0]["spec"]["issuerRef"]["name"] == self_signed[0]):
+        return
+    ca_secret = ca_certs[0]["spec"]["secretName"]
+    ca_issuers = [n for n, o in issuers.items() if (o["spec"].get("ca") or {}).get("secretName") == ca_secret]
+    if not t.check(c, "a CA Issuer backed by the CA Certificate's Secret", len(ca_issuers) == 1, ca_issuers):
+        return
+    leafs = {x["spec"]["secretName"]: x for x in certs if not x["spec"].get("isCA")}
+    srv = leafs.get("openshell-server-tls")
+    if t.check(c, "server Certificate writes Secret openshell-server-tls", srv is not None, sorted(leafs)):
+        s = srv["spec"]
+        t.check(c, "server Certificate is issued by the CA Issuer", s["issuerRef"]["name"] == ca_issuers[0])
+        svc = next(o for o in objs if o["kind"] == "Service" and o["spec"].get("clusterIP") != "None")
+        name = svc["metadata"]["name"]
+        want_dns = {name, f"{name}.{NAMESPACE}", f"{name}.{NAMESPACE}.svc",
+                    f"{name}.{NAMESPACE}.svc.cluster.local", "localhost"}
+        t.check(c, "server dnsNames cover the Service names and localhost",
+                want_dns <= set(s.get("dnsNames", [])), sorted(want_dns - set(s.get("dnsNames", []))))
+        t.check(c, "server ipAddresses include 127.0.0.1", "127.0.0.1" in s.get("ipAddresses", []))
+        t.check(c, "server privateKey.rotationPolicy is Always",
+                (s.get("privateKey") or {}).get("rotationPolicy") == "Always")
+        t.check(c, "server Certificate usages include server auth", "server auth" in s.get("usages", []))
+        t.check(c, "the mounted server Secret is the server Certificate's",
+                server_volume is not None and server_volume.get("secretName") == s["secretName"])
+    cli = leafs.get("openshell-client-tls")
+    if t.check(c, "client Certificate writes Secret openshell-client-tls", cli is not None, sorted(leafs)):
+        t.check(c, "client Certificate is a client-auth cert from the CA Issuer",
+                "client auth" in cli["spec"].get("usages", [])
+                and cli["spec"]["issuerRef"]["name"] == ca_issuers[0])
+    if case.client_ca_secret:
+        t.check(c, "the client CA mounted is a Secret that cert-manager writes",
+                case.client_ca_secret in {ca_secret, *leafs}, (case.client_ca_secret, ca_secret))
+    for x in certs:
+        spec = x["spec"]
+        n = x["metadata"]["name"]
+        try:
+            d = go_duration_seconds(spec.get("duration", "2160h"))
+            rb = go_duration_seconds(spec["renewBefore"]) if spec.get("renewBefore") else d / 3
+            ok = d >= CM_MIN_DURATION and rb >= CM_MIN_RENEW_BEFORE and rb < d
+            detail = (spec.get("duration"), spec.get("renewBefore"))
+        except ValueError as e:
+            ok, detail = False, str(e)
+        t.check(c, f"Certificate {n}: duration/renewBefore within cert-manager's limits", ok, detail)
+
+
+def check_failing(t, helm, chart, case):
+    r = run([helm, "template", RELEASE, str(chart), "--namespace", NAMESPACE, *case.helm_args])
+    t.check(case.name, f"render is refused, naming {case.message!r}",
+            r.returncode != 0 and case.message in r.stderr, (r.returncode, r.stderr.strip()[-400:]))
+
+
+def flatten(values, prefix=""):
+    for k, v in values.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v:
+            yield from flatten(v, key + ".")
+        else:
+            yield key, v
+
+
+def check_readme(t, chart):
+    values = yaml.safe_load((chart / "values.yaml").read_text())
+    readme = (chart / "README.md").read_text()
+    rows = dict(re.findall(r"^\| `([^`]+)` \| `([^`]*)` \|", readme, re.M))
+    missing, wrong = [], []
+    for key, default in flatten(values):
+        if key not in rows:
+            missing.append(key)
+        elif rows[key] != json.dumps(default, ensure_ascii=False):
+            wrong.append((key, rows[key], json.dumps(default)))
+    keys = dict(flatten(values))
+    t.check("README", "chart README lists every value", not missing, missing)
+    t.check("README", "chart README defaults match values.yaml", not wrong, wrong)
+    t.check("README", "chart README lists no value that does not exist",
+            not (set(rows) - set(keys)), sorted(set(rows) - set(keys)))
+
+
+def cases(chart):
+    ci = chart / "ci"
+
+    def arg_value(flags, flag):
+        return only(flags, flag)
+
+    def cert(objs, secret):
+        return next(o for o in objs if o["kind"] == "Certificate" and o["spec"]["secretName"] == secret)
+
+    return [
+        Case("default", []),
+        Case("ci/values-skaffold.yaml", ["-f", str(ci / "values-skaffold.yaml")], extra=[
+            ("image from values (skaffold sets repository and tag)",
+             lambda o, f: next(x for x in o if x["kind"] == "StatefulSet")["spec"]["template"]["spec"]
+             ["containers"][0]["image"] == "openshell-gateway:dev"),
+        ]),
+        Case("ci/values-reload-test.yaml",
+             ["-f", str(ci / "values-skaffold.yaml"), "-f", str(ci / "values-reload-test.yaml")],
+             client_auth="required", extra=[
+                 ("server cert lives 1h and renews 55m before expiry",
+                  lambda o, f: (cert(o, "openshell-server-tls")["spec"]["duration"],
+                                cert(o, "openshell-server-tls")["spec"]["renewBefore"]) == ("1h", "55m")),
+                 ("debounce is below 1s",
+                  lambda o, f: go_duration_seconds(arg_value(f, "--tls-reload-debounce")) < 1),
+             ]),
+        Case("ci/values-reload-test.yaml alone", ["-f", str(ci / "values-reload-test.yaml")],
+             client_auth="required"),
+        Case("bring-your-own-secrets",
+             ["--set", "certManager.enabled=false",
+              "--set", "server.tls.existingSecret=gateway-tls",
+              "--set", "server.tls.clientCa.existingSecret=partner-ca",
+              "--set", "server.tls.clientCa.key=bundle.pem",
+              "--set", "server.tls.clientAuth=required"],
+             cert_manager=False, server_secret="gateway-tls", client_ca_secret="partner-ca",
+             client_ca_key="bundle.pem", client_auth="required"),
+        Case("bring-your-own-server-secret-without-client-ca",
+             ["--set", "certManager.enabled=false", "--set", "server.tls.existingSecret=gateway-tls",
+              "--set", "server.tls.clientCa.enabled=false", "--set", "server.tls.clientAuth=none"],
+             cert_manager=False, server_secret="gateway-tls", client_ca_secret=None, client_auth=None),
+        Case("cert-manager-server-secret-as-client-ca",
+             ["--set", "server.tls.clientCa.existingSecret=openshell-server-tls"],
+             client_ca_secret="openshell-server-tls", extra=[
+                 ("cert-manager objects still render", lambda o, f: any(x["kind"] == "Certificate" for x in o)),
+             ]),
+        Case("disable-tls", ["--set", "server.disableTls=true"], tls=False, cert_manager=False,
+             client_ca_secret=None, client_auth=None),
+        Case("disable-tls-without-cert-manager",
+             ["--set", "server.disableTls=true", "--set", "certManager.enabled=false"],
+             tls=False, cert_manager=False, client_ca_secret=None, client_auth=None),
+        Case("deployment-with-crls-and-no-reload",
+             ["--set", "workload.kind=Deployment", "--set", "replicaCount=3",
+              "--set", "server.tls.crl.existingSecret=gateway-crl",
+              "--set", "server.tls.crl.keys={root.crl,intermediate.crl}",
+              "--set", "server.tls.reload.enabled=false",
+              "--set", "podDisruptionBudget.enabled=true"],
+             kind="Deployment", replicas=3, crls=["root.crl", "intermediate.crl"], reload=False, extra=[
+                 ("no headless Service for a Deployment",
+                  lambda o, f: not any(x["kind"] == "Service" and x["spec"].get("clusterIP") == "None" for x in o)),
+                 ("a PodDisruptionBudget", lambda o, f: any(x["kind"] == "PodDisruptionBudget" for x in o)),
+             ]),
+        Case("ipv6-bind-and-age-grace",
+             ["--set", "server.bindAddress=::", "--set", "server.maxConnectionAgeGrace=45s"], extra=[
+                 ("IPv6 bind address is bracketed", lambda o, f: arg_value(f, "--bind") == "[::]:8080"),
+                 ("--max-connection-age-grace passed when set",
+                  lambda o, f: arg_value(f, "--max-connection-age-grace") == "45s"),
+             ]),
+    ]
+
+
+def failing_cases():
+    return [
+        Failing("fail: cert-manager off, no server Secret", ["--set", "certManager.enabled=false"],
+                "server.tls.existingSecret is required"),
+        Failing("fail: cert-manager off, no client CA Secret",
+                ["--set", "certManager.enabled=false", "--set", "server.tls.existingSecret=gateway-tls"],
+                "server.tls.clientCa.existingSecret is required"),
+        Failing("fail: client auth required without a client CA",
+                ["--set", "server.tls.clientCa.enabled=false", "--set", "server.tls.clientAuth=required"],
+                "server.tls.clientAuth=required needs a client CA"),
+        Failing("fail: health port equals TLS port", ["--set", "server.healthPort=8080"],
+                "server.healthPort (8080) must differ from server.port"),
+        Failing("fail: CRL keys without a Secret", ["--set", "server.tls.crl.keys={root.crl}"],
+                "server.tls.crl.keys needs server.tls.crl.existingSecret"),
+        Failing("fail: unknown client-auth mode", ["--set", "server.tls.clientAuth=sometimes"],
+                "clientAuth"),
+        Failing("fail: misspelt value", ["--set", "server.disableTLS=true"], "disableTLS"),
+        Failing("fail: unknown workload kind", ["--set", "workload.kind=DaemonSet"], "kind"),
+    ]
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--helm", required=True)
+    ap.add_argument("--chart", required=True, type=Path)
+    opts = ap.parse_args()
+    t = Tally()
+    for case in cases(opts.chart):
+        check_case(t, opts.helm, opts.chart, case)
+    for case in failing_cases():
+        check_failing(t, opts.helm, opts.chart, case)
+    check_readme(t, opts.chart)
+    print(f"chart-checks: {t.passed} passed, {t.failed} failed")
+    return 1 if t.failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

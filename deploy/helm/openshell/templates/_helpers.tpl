@@ -1,0 +1,170 @@
+{{/*
+Names. The full name is the release name when it already contains the chart
+name ("openshell"), so `helm install openshell` gives objects named openshell.
+*/}}
+{{- define "openshell.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "openshell.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "openshell.headlessName" -}}
+{{- printf "%s-headless" (include "openshell.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "openshell.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "openshell.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "openshell.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: gateway
+{{- end -}}
+
+{{- define "openshell.labels" -}}
+helm.sh/chart: {{ include "openshell.chart" . }}
+{{ include "openshell.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end -}}
+
+{{- define "openshell.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "openshell.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "openshell.image" -}}
+{{- $tag := default .Chart.AppVersion .Values.image.tag -}}
+{{- if .Values.image.digest -}}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" .Values.image.repository $tag -}}
+{{- end -}}
+{{- end -}}
+
+{{/* host:port, with IPv6 addresses in brackets. Argument: (list host port). */}}
+{{- define "openshell.hostPort" -}}
+{{- $host := index . 0 -}}
+{{- $port := index . 1 -}}
+{{- if contains ":" $host -}}
+{{- printf "[%s]:%v" $host $port -}}
+{{- else -}}
+{{- printf "%s:%v" $host $port -}}
+{{- end -}}
+{{- end -}}
+
+{{/* cert-manager resources are rendered only when they would be used. */}}
+{{- define "openshell.certManagerOn" -}}
+{{- if and .Values.certManager.enabled (not .Values.server.disableTls) -}}true{{- end -}}
+{{- end -}}
+
+{{/* Secret with the server tls.crt and tls.key. */}}
+{{- define "openshell.serverSecretName" -}}
+{{- default .Values.certManager.server.secretName .Values.server.tls.existingSecret -}}
+{{- end -}}
+
+{{/* Secret with the client-CA bundle. */}}
+{{- define "openshell.clientCaSecretName" -}}
+{{- default .Values.certManager.ca.secretName .Values.server.tls.clientCa.existingSecret -}}
+{{- end -}}
+
+{{/*
+Fixed paths inside the container. The args name the user-visible files of
+directory mounts; see the volumes in the workload template.
+*/}}
+{{- define "openshell.tlsDir" -}}/etc/openshell-tls{{- end -}}
+
+{{/* Fails the render with a clear message on values that cannot work. */}}
+{{- define "openshell.validate" -}}
+{{- $s := .Values.server -}}
+{{- if eq (int $s.port) (int $s.healthPort) -}}
+{{- fail (printf "server.healthPort (%v) must differ from server.port: the health listener is plaintext and separate from the TLS listener" $s.healthPort) -}}
+{{- end -}}
+{{- if eq (int .Values.service.port) (int .Values.service.healthPort) -}}
+{{- fail "service.healthPort must differ from service.port" -}}
+{{- end -}}
+{{- if not $s.disableTls -}}
+{{- if and (not .Values.certManager.enabled) (not $s.tls.existingSecret) -}}
+{{- fail "server.tls.existingSecret is required when certManager.enabled=false: name a Secret with tls.crt and tls.key (or set server.disableTls=true)" -}}
+{{- end -}}
+{{- if and $s.tls.clientCa.enabled (not .Values.certManager.enabled) (not $s.tls.clientCa.existingSecret) -}}
+{{- fail "server.tls.clientCa.existingSecret is required when certManager.enabled=false and server.tls.clientCa.enabled=true (or set server.tls.clientCa.enabled=false)" -}}
+{{- end -}}
+{{- if and (eq $s.tls.clientAuth "required") (not $s.tls.clientCa.enabled) -}}
+{{- fail "server.tls.clientAuth=required needs a client CA: set server.tls.clientCa.enabled=true" -}}
+{{- end -}}
+{{- if and $s.tls.crl.keys (not $s.tls.crl.existingSecret) -}}
+{{- fail "server.tls.crl.keys needs server.tls.crl.existingSecret" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+Container args: the gateway's own flags, in --flag=value form. Empty values
+are left out so that the binary's defaults apply.
+*/}}
+{{- define "openshell.args" -}}
+{{- $s := .Values.server -}}
+{{- $dir := include "openshell.tlsDir" . -}}
+- {{ printf "--bind=%s" (include "openshell.hostPort" (list $s.bindAddress $s.port)) | quote }}
+- {{ printf "--health-bind=%s" (include "openshell.hostPort" (list $s.bindAddress $s.healthPort)) | quote }}
+{{- if $s.disableTls }}
+- "--disable-tls"
+{{- else }}
+- {{ printf "--tls-cert=%s/server/tls.crt" $dir | quote }}
+- {{ printf "--tls-key=%s/server/tls.key" $dir | quote }}
+{{- if $s.tls.clientCa.enabled }}
+- {{ printf "--tls-client-ca=%s/client-ca/ca.crt" $dir | quote }}
+- {{ printf "--tls-client-auth=%s" $s.tls.clientAuth | quote }}
+{{- end }}
+{{- range $s.tls.crl.keys }}
+- {{ printf "--tls-crl=%s/crl/%s" $dir . | quote }}
+{{- end }}
+{{- if $s.tls.reload.enabled }}
+{{- with $s.tls.reload.debounce }}
+- {{ printf "--tls-reload-debounce=%s" . | quote }}
+{{- end }}
+{{- with $s.tls.reload.poll }}
+- {{ printf "--tls-reload-poll=%s" . | quote }}
+{{- end }}
+{{- else }}
+- "--no-tls-reload"
+{{- end }}
+{{- with $s.handshakeTimeout }}
+- {{ printf "--handshake-timeout=%s" . | quote }}
+{{- end }}
+{{- end }}
+{{- with $s.logFormat }}
+- {{ printf "--log-format=%s" . | quote }}
+{{- end }}
+{{- with $s.ocsfLog }}
+- {{ printf "--ocsf-log=%s" . | quote }}
+{{- end }}
+{{- with $s.maxConnectionAge }}
+- {{ printf "--max-connection-age=%s" . | quote }}
+{{- end }}
+{{- with $s.maxConnectionAgeGrace }}
+- {{ printf "--max-connection-age-grace=%s" . | quote }}
+{{- end }}
+{{- with $s.shutdownGrace }}
+- {{ printf "--shutdown-grace=%s" . | quote }}
+{{- end }}
+{{- range $s.extraArgs }}
+- {{ . | quote }}
+{{- end }}
+{{- end -}}
