@@ -148,11 +148,7 @@ impl Gateway {
             health,
             stop,
         } = self;
-        for service in ["", "openshell.gateway.v1.Gateway"] {
-            health
-                .set_service_status(service, ServingStatus::Serving)
-                .await;
-        }
+        set_health(&health, ServingStatus::Serving).await;
         state.set_ready(true);
 
         let tracker = TaskTracker::new();
@@ -178,11 +174,7 @@ impl Gateway {
         shutdown.await;
         tracing::info!(grace = ?config.shutdown_grace, "shutting down: draining connections");
         state.set_ready(false);
-        for service in ["", "openshell.gateway.v1.Gateway"] {
-            health
-                .set_service_status(service, ServingStatus::NotServing)
-                .await;
-        }
+        set_health(&health, ServingStatus::NotServing).await;
         stop.cancel();
         let _ = main.await;
         tracker.close();
@@ -204,6 +196,13 @@ impl Gateway {
         }
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// Sets the gRPC health of the server as a whole and of the Gateway service.
+async fn set_health(health: &HealthReporter, status: ServingStatus) {
+    for service in ["", "openshell.gateway.v1.Gateway"] {
+        health.set_service_status(service, status).await;
     }
 }
 

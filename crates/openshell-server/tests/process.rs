@@ -16,7 +16,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use openshell_ocsf::schema::{Schema, default_schema_dir};
 use rustls::ClientConfig;
@@ -24,11 +24,11 @@ use rustls_pki_types::ServerName;
 use rustls_pki_types::pem::PemObject;
 use serde_json::Value;
 use tls_reload::testing::client_config;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
-use common::{Http, Pki};
+use common::{Http, Pki, Reply, send};
 
 /// How long the gateway may take to start listening.
 const STARTUP: Duration = Duration::from_secs(10);
@@ -257,59 +257,6 @@ fn trusting(ca_pem: &str, alpn: &str) -> Arc<ClientConfig> {
     let mut config = (*client_config(ca_pem, None)).clone();
     config.alpn_protocols = vec![alpn.as_bytes().to_vec()];
     Arc::new(config)
-}
-
-/// What a request got back.
-struct Reply {
-    status: u16,
-    headers: http::HeaderMap,
-    trailers: Option<http::HeaderMap>,
-    body: String,
-}
-
-impl Reply {
-    /// The `grpc-status` in the headers or trailers, if any.
-    fn grpc_status(&self) -> Option<String> {
-        self.trailers
-            .iter()
-            .chain(std::iter::once(&self.headers))
-            .find_map(|h| h.get("grpc-status"))
-            .map(|v| v.to_str().unwrap().to_owned())
-    }
-}
-
-/// Sends `req` on a new HTTP/1.1 or HTTP/2 (prior knowledge) connection
-/// over `io`.
-async fn send<IO>(io: IO, version: Http, req: http::Request<Full<Bytes>>) -> Reply
-where
-    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let io = TokioIo::new(io);
-    let resp = match version {
-        Http::One => {
-            let (mut send, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
-            tokio::spawn(conn);
-            send.send_request(req).await.unwrap()
-        }
-        Http::Two => {
-            let (mut send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
-                .await
-                .unwrap();
-            tokio::spawn(conn);
-            send.send_request(req).await.unwrap()
-        }
-    };
-    let status = resp.status().as_u16();
-    let headers = resp.headers().clone();
-    let collected = resp.into_body().collect().await.unwrap();
-    let trailers = collected.trailers().cloned();
-    let body = String::from_utf8_lossy(&collected.to_bytes()).into_owned();
-    Reply {
-        status,
-        headers,
-        trailers,
-        body,
-    }
 }
 
 fn get_request(path: &str) -> http::Request<Full<Bytes>> {

@@ -8,13 +8,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use openshell_server::{Config, Gateway};
 use rustls::ClientConfig;
 use rustls_pki_types::ServerName;
 use tls_reload::TlsFiles;
 use tls_reload::testing::{AtomicWriter, Leaf, TestCa, client_config};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -72,10 +73,44 @@ pub async fn get(
         .connect(ServerName::try_from("localhost").unwrap(), tcp)
         .await
         .unwrap();
-    let io = TokioIo::new(tls);
     let req = http::Request::get(format!("https://localhost{path}"))
-        .body(Empty::<Bytes>::new())
+        .body(Full::default())
         .unwrap();
+    let reply = send(tls, version, req).await;
+    let ct = reply
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    (reply.status, ct, reply.body)
+}
+
+/// What a request got back.
+pub struct Reply {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub trailers: Option<http::HeaderMap>,
+    pub body: String,
+}
+
+impl Reply {
+    /// The `grpc-status` in the headers or trailers, if any.
+    pub fn grpc_status(&self) -> Option<String> {
+        self.trailers
+            .iter()
+            .chain(std::iter::once(&self.headers))
+            .find_map(|h| h.get("grpc-status"))
+            .map(|v| v.to_str().unwrap().to_owned())
+    }
+}
+
+/// Sends `req` on a new HTTP/1.1 or HTTP/2 (prior knowledge) connection
+/// over `io`.
+pub async fn send<IO>(io: IO, version: Http, req: http::Request<Full<Bytes>>) -> Reply
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let io = TokioIo::new(io);
     let resp = match version {
         Http::One => {
             let (mut send, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
@@ -91,13 +126,16 @@ pub async fn get(
         }
     };
     let status = resp.status().as_u16();
-    let ct = resp
-        .headers()
-        .get(http::header::CONTENT_TYPE)
-        .map(|v| v.to_str().unwrap().to_owned())
-        .unwrap_or_default();
-    let body = resp.into_body().collect().await.unwrap().to_bytes();
-    (status, ct, String::from_utf8(body.to_vec()).unwrap())
+    let headers = resp.headers().clone();
+    let collected = resp.into_body().collect().await.unwrap();
+    let trailers = collected.trailers().cloned();
+    let body = String::from_utf8_lossy(&collected.to_bytes()).into_owned();
+    Reply {
+        status,
+        headers,
+        trailers,
+        body,
+    }
 }
 
 /// A Secret volume with a server certificate, and a client CA volume.
