@@ -291,7 +291,10 @@ async fn metrics_move_on_reload_success_and_failure_and_the_old_cert_stays() {
     );
     assert_eq!(m0["openshell_tls_watcher_mode{mode=\"off\"}"], 1.0);
     assert!(m0["openshell_tls_handshakes_total{result=\"success\"}"] >= 1.0);
-    let not_after = m0["openshell_tls_cert_not_after_seconds"];
+    assert_eq!(
+        m0["openshell_tls_cert_not_after_seconds"],
+        acceptor.status().cert.not_after_unix() as f64
+    );
 
     let new = pki.server_ca.server();
     pki.publish(&new);
@@ -302,7 +305,18 @@ async fn metrics_move_on_reload_success_and_failure_and_the_old_cert_stays() {
         1.0
     );
     assert_eq!(m1["openshell_tls_config_generation"], 2.0);
-    assert_ne!(m1["openshell_tls_cert_not_after_seconds"], not_after);
+    // The gauges describe the new leaf (two leaves made in the same second
+    // share their notAfter, so compare with the served one, not the old).
+    let status = acceptor.status();
+    assert_eq!(status.cert.fingerprint_sha256, new.fingerprint);
+    assert_eq!(
+        m1["openshell_tls_cert_not_after_seconds"],
+        status.cert.not_after_unix() as f64
+    );
+    assert_eq!(
+        m1["openshell_tls_cert_not_before_seconds"],
+        status.cert.not_before_unix() as f64
+    );
     assert!(
         m1["openshell_tls_last_reload_success_timestamp_seconds"]
             >= m0["openshell_tls_last_reload_success_timestamp_seconds"]
