@@ -267,7 +267,7 @@ impl Builder {
             tracing::error!(
                 path = %self.files.cert.display(),
                 fingerprint = %served.cert.fingerprint_sha256,
-                not_after = %humantime::format_rfc3339_seconds(served.cert.not_after),
+                not_after = %crate::info::format_rfc3339(served.cert.not_after),
                 "serving an expired certificate until a valid one is written"
             );
         }
@@ -490,7 +490,11 @@ impl Shared {
                 }));
             }
             let tolerance = self.load.not_before_tolerance;
-            if parsed.cert.not_before > now + tolerance {
+            // A tolerance too large to add to `now` means no limit.
+            if now
+                .checked_add(tolerance)
+                .is_some_and(|limit| parsed.cert.not_before > limit)
+            {
                 return Err(fail(Error::NotYetValid {
                     path: self.files.cert.clone(),
                     not_before: parsed.cert.not_before,

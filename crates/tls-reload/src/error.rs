@@ -156,7 +156,7 @@ pub enum Error {
     #[error(
         "certificate {} expired at {}; keeping the served certificate",
         path.display(),
-        humantime::format_rfc3339_seconds(*not_after)
+        crate::info::format_rfc3339(*not_after)
     )]
     Expired {
         /// The certificate path.
@@ -170,7 +170,7 @@ pub enum Error {
     #[error(
         "certificate {} is not valid before {} (more than {} from now); keeping the served certificate",
         path.display(),
-        humantime::format_rfc3339_seconds(*not_before),
+        crate::info::format_rfc3339(*not_before),
         humantime::format_duration(*tolerance)
     )]
     NotYetValid {

@@ -105,6 +105,31 @@ pub fn fingerprint_sha256(der: &[u8]) -> String {
     hex_upper(digest.as_ref(), ":")
 }
 
+/// `t` as RFC 3339 in UTC with whole seconds (`2026-11-28T23:49:41Z`).
+///
+/// Unlike common formatters it accepts any time a certificate can carry,
+/// before 1970 and after 9999 included, and never panics.
+pub fn format_rfc3339(t: SystemTime) -> String {
+    let secs = system_time_to_unix(t);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Days to a proleptic Gregorian date (H. Hinnant's civil_from_days).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
 fn hex_upper(bytes: &[u8], sep: &str) -> String {
     let mut out = String::with_capacity(bytes.len() * (2 + sep.len()));
     for (i, b) in bytes.iter().enumerate() {
@@ -156,6 +181,28 @@ mod tests {
     #[test]
     fn rejects_bytes_that_are_not_a_certificate() {
         assert!(CertInfo::from_der(b"not a certificate").is_err());
+    }
+
+    #[test]
+    fn formats_rfc3339_before_and_after_1970_without_panicking() {
+        for (secs, text) in [
+            (0, "1970-01-01T00:00:00Z"),
+            (-1, "1969-12-31T23:59:59Z"),
+            (-631_152_000, "1950-01-01T00:00:00Z"),
+            (951_782_400, "2000-02-29T00:00:00Z"),
+            (1_795_910_981, "2026-11-29T00:09:41Z"),
+            (253_402_300_799, "9999-12-31T23:59:59Z"),
+        ] {
+            assert_eq!(format_rfc3339(unix_to_system_time(secs)), text, "{secs}");
+        }
+        // Agrees with humantime wherever humantime works.
+        for secs in (0..4_000_000_000_i64).step_by(86_399 * 97) {
+            let t = unix_to_system_time(secs);
+            assert_eq!(
+                format_rfc3339(t),
+                humantime::format_rfc3339_seconds(t).to_string()
+            );
+        }
     }
 
     #[test]

@@ -102,5 +102,5 @@ pub use event::{
     Degraded, LastAttempt, ReloadCount, ReloadEvent, ReloadFailure, ReloadOutcome, Reloaded,
     Subscription, TlsStatus, Trigger, WatcherMode,
 };
-pub use info::{CertInfo, fingerprint_sha256};
+pub use info::{CertInfo, fingerprint_sha256, format_rfc3339};
 pub use watch::Watcher;

@@ -302,18 +302,44 @@ fn pem_error_text(e: &rustls_pki_types::pem::Error) -> String {
     use rustls_pki_types::pem::Error as E;
     match e {
         E::MissingSectionEnd { end_marker } => {
-            format!(
-                "missing the -----END {}----- line (truncated file?)",
-                String::from_utf8_lossy(end_marker)
-            )
+            // A label never contains a dash (RFC 7468): from the first one
+            // on, this is what followed the BEGIN line's closing dashes on
+            // the same line (with lost line breaks, the whole key) and is
+            // not quoted.
+            match end_marker.iter().position(|&b| b == b'-') {
+                None => format!(
+                    "missing the -----END {}----- line (truncated file?)",
+                    quoted(end_marker)
+                ),
+                Some(end) => format!(
+                    "the BEGIN line of a {} section has text after its closing dashes (a lost line break?)",
+                    quoted(&end_marker[..end])
+                ),
+            }
         }
-        E::IllegalSectionStart { line } => format!(
-            "illegal section start line {:?}",
-            String::from_utf8_lossy(&line[..line.len().min(64)])
-        ),
+        E::IllegalSectionStart { line } => {
+            // Only the label is quoted: what follows it on the line may be
+            // key material (a key whose first line break was lost).
+            let rest = line.get(b"-----BEGIN ".len()..).unwrap_or_default();
+            match rest.iter().position(|&b| b == b'-') {
+                Some(end) => format!(
+                    "the BEGIN line of a {} section must end with five dashes and nothing after them (a lost line break?)",
+                    quoted(&rest[..end])
+                ),
+                None => "a BEGIN line without its closing dashes".to_owned(),
+            }
+        }
         E::Base64Decode(_) => "invalid base64 in a PEM section".to_owned(),
         other => other.to_string(),
     }
+}
+
+/// Text from a file, for an error message: at most 64 bytes, control
+/// characters escaped, so that the message stays one printable line.
+fn quoted(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(&bytes[..bytes.len().min(64)])
+        .escape_debug()
+        .collect()
 }
 
 fn no_pem(role: FileRole, path: &Path, bytes: &[u8], expected: &'static str) -> Error {
@@ -459,6 +485,7 @@ fn client_verifier(
         })?;
     }
 
+    let roots = Arc::new(roots);
     let mut crls = Vec::new();
     for (path, bytes) in files.crls.iter().zip(&inputs.crls) {
         let found: Vec<_> = pem_sections(FileRole::Crl, path, bytes)?
@@ -478,13 +505,26 @@ fn client_verifier(
                     detail: format!("invalid CRL: {e}"),
                 },
             )?;
-            crls.push(CertificateRevocationListDer::from(der.to_vec()));
+            let crl = CertificateRevocationListDer::from(der.to_vec());
+            // rustls parses CRLs more strictly than x509-parser (trailing
+            // data, CRL number, matching signature algorithms): check each
+            // one the way the verifier will, so that the error names this
+            // file rather than the client CA bundle.
+            WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone())
+                .with_crls([crl.clone()])
+                .build()
+                .map_err(|e| Error::InvalidCertificate {
+                    role: FileRole::Crl,
+                    path: path.clone(),
+                    index,
+                    detail: format!("invalid CRL: {e}"),
+                })?;
+            crls.push(crl);
         }
     }
 
     let mut builder =
-        WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-            .with_crls(crls);
+        WebPkiClientVerifier::builder_with_provider(roots, provider.clone()).with_crls(crls);
     if files.client_auth == ClientAuth::Optional {
         builder = builder.allow_unauthenticated();
     }

@@ -557,3 +557,127 @@ fn debug_output_of_an_acceptor_shows_no_key_material() {
     assert!(!debug.contains(&key_body), "key bytes leaked: {debug}");
     assert!(debug.contains("fingerprint"));
 }
+
+#[test]
+fn a_begin_line_run_into_the_key_quotes_none_of_the_key() {
+    // A key whose first line break was lost: the BEGIN line runs into the
+    // base64. With a SEC1 key (`EC PRIVATE KEY`) the start of that line is
+    // the private scalar, so the error must not quote what follows the
+    // label: it goes to logs and audit events.
+    let f = Files::new();
+    let files = f.valid();
+    let pem = fs::read_to_string(files.key_path()).unwrap();
+    let first_body_line = pem.lines().nth(1).unwrap().to_owned();
+    let key = f.write("joined.key", pem.replacen("-----\n", "-----", 1));
+    let err = f.build_err(TlsFiles::new(files.cert_path(), &key));
+    assert!(matches!(err, Error::MalformedPem { .. }), "{err}");
+    assert_names(&err, &key);
+    let text = err.to_string();
+    assert!(
+        !text.contains(&first_body_line[..12]),
+        "key material in {text:?}"
+    );
+    assert!(text.contains("PRIVATE KEY"), "names the label: {text}");
+}
+
+#[test]
+fn control_characters_of_a_pem_label_are_escaped_in_the_error() {
+    // The label of an unterminated section is echoed in the error; a
+    // vertical tab or an escape sequence in it would break the one-line
+    // error (or drive the terminal that shows the log).
+    let f = Files::new();
+    let files = f.valid();
+    let cert = f.write("odd.crt", "-----BEGIN \x0bCERT\x1b[2J-----\nMAMCAQA=\n");
+    let err = f.build_err(TlsFiles::new(&cert, files.key_path()));
+    assert!(matches!(err, Error::MalformedPem { .. }), "{err}");
+    assert_names(&err, &cert);
+    let text = err.to_string();
+    assert!(!text.chars().any(char::is_control), "{text:?}");
+    assert!(text.contains(r"\u{b}CERT\u{1b}[2J"), "{text}");
+}
+
+#[tokio::test]
+async fn an_expired_replacement_from_before_1970_is_refused_without_panicking() {
+    // UTCTime years 50-69 are 1950-1969. Such a replacement is expired and
+    // must be refused like any other, not panic the reload (and with it
+    // the watcher task or the SIGHUP handler).
+    let f = Files::new();
+    let files = f.valid();
+    let acceptor = ReloadableAcceptor::builder(files).build().unwrap();
+    let served = acceptor.status().cert.fingerprint_sha256;
+    let epoch = SystemTime::UNIX_EPOCH;
+    let old = leaf_valid(&f.ca, epoch - 3650 * DAY, epoch - DAY);
+    f.write("tls.key", &old.key_pem);
+    f.write("tls.crt", &old.cert_pem);
+    let failure = acceptor.reload_now(Trigger::Manual).await.unwrap_err();
+    assert!(
+        matches!(failure.error, Error::Expired { .. }),
+        "{}",
+        failure.error
+    );
+    assert!(failure.error.to_string().contains("expired at"));
+    assert_eq!(acceptor.status().cert.fingerprint_sha256, served);
+}
+
+/// `der` as PEM under `label`.
+fn pem(label: &str, der: &[u8]) -> String {
+    const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut body = String::new();
+    for chunk in der.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |acc, (i, &b)| acc | u32::from(b) << (16 - 8 * i));
+        for i in 0..4 {
+            body.push(if i <= chunk.len() {
+                char::from(B64[(n >> (18 - 6 * i)) as usize & 63])
+            } else {
+                '='
+            });
+        }
+    }
+    let lines: Vec<&str> = body
+        .as_bytes()
+        .chunks(64)
+        .map(|l| std::str::from_utf8(l).unwrap())
+        .collect();
+    format!(
+        "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
+        lines.join("\n")
+    )
+}
+
+#[test]
+fn a_crl_that_rustls_refuses_is_blamed_on_the_crl_file() {
+    // A CRL followed by one stray byte: x509-parser reads the CRL and stops,
+    // rustls refuses the trailing data. The error must name the CRL file,
+    // not the (valid) client CA bundle.
+    let f = Files::new();
+    let files = f.valid();
+    let clients = TestCa::new("clients");
+    let ca = f.write("client-ca.crt", clients.cert_pem());
+    let good = clients.crl(&[]);
+    let mut der =
+        rustls_pki_types::pem::SliceIter::<(rustls_pki_types::pem::SectionKind, Vec<u8>)>::new(
+            good.as_bytes(),
+        )
+        .next()
+        .unwrap()
+        .unwrap()
+        .1;
+    der.push(0);
+    let crl = f.write("clients.crl", pem("X509 CRL", &der));
+    let err = f.build_err(files.client_ca(&ca, ClientAuth::Required).crl(&crl));
+    assert!(
+        matches!(
+            err,
+            Error::InvalidCertificate {
+                role: FileRole::Crl,
+                index: 0,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_names(&err, &crl);
+}
