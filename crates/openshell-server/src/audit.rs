@@ -59,7 +59,7 @@ fn cert_details(cert: &CertInfo) -> TlsReloadDetails {
     TlsReloadDetails::new()
         .new_fingerprint(&cert.fingerprint_sha256)
         .serial(&cert.serial)
-        .not_after(humantime::format_rfc3339_seconds(cert.not_after).to_string())
+        .not_after(tls_reload::format_rfc3339(cert.not_after))
 }
 
 /// The event for the initial load; High severity when the leaf has expired.
@@ -77,7 +77,7 @@ pub(crate) fn loaded_event(
             .severity(SeverityId::High)
             .status_detail(format!(
                 "serving an expired certificate (notAfter {}) until a valid one is written",
-                humantime::format_rfc3339_seconds(status.cert.not_after)
+                tls_reload::format_rfc3339(status.cert.not_after)
             ))
             .build()
     } else {

@@ -75,10 +75,10 @@ pub(crate) fn tls_json(state: &State) -> serde_json::Value {
         "chain_length": s.chain_len,
         "client_auth": s.client_auth.to_string(),
         "client_ca": s.client_ca.iter().map(cert_json).collect::<Vec<_>>(),
-        "loaded_at": humantime::format_rfc3339_seconds(s.loaded_at).to_string(),
+        "loaded_at": tls_reload::format_rfc3339(s.loaded_at),
         "loaded_at_unix_ms": ms(s.loaded_at),
         "last_reload": s.last_attempt.as_ref().map(|a| json!({
-            "at": humantime::format_rfc3339_seconds(a.at).to_string(),
+            "at": tls_reload::format_rfc3339(a.at),
             "trigger": a.trigger.as_str(),
             "success": a.error.is_none(),
             "error": a.error,
@@ -103,8 +103,8 @@ fn cert_json(c: &CertInfo) -> serde_json::Value {
         "issuer": c.issuer,
         "dns_names": c.dns_names,
         "ip_addresses": c.ip_addresses.iter().map(ToString::to_string).collect::<Vec<_>>(),
-        "not_before": humantime::format_rfc3339_seconds(c.not_before).to_string(),
-        "not_after": humantime::format_rfc3339_seconds(c.not_after).to_string(),
+        "not_before": tls_reload::format_rfc3339(c.not_before),
+        "not_after": tls_reload::format_rfc3339(c.not_after),
     })
 }
 

@@ -1,0 +1,269 @@
+//! Load generation: a minimal TLS server over any accept function, and
+//! concurrent client loops that count completed and failed handshakes.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rustls::ClientConfig;
+use rustls_pki_types::ServerName;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+use tokio_rustls::TlsConnector;
+
+/// Serves `listener`: each connection is handshaken with `accept`, answered
+/// with `ok\n` and closed (close_notify, then FIN), as
+/// `tls_reload::testing::serve` does. Abort the handle to stop.
+pub(crate) fn spawn_server<F>(listener: TcpListener, accept: F) -> JoinHandle<()>
+where
+    F: Fn(TcpStream) -> tokio_rustls::Accept<TcpStream> + Send + 'static,
+{
+    tokio::spawn(async move {
+        loop {
+            let tcp = match listener.accept().await {
+                Ok((tcp, _)) => tcp,
+                Err(_) => {
+                    // Out of descriptors or similar: back off, do not spin.
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            };
+            let _ = tcp.set_nodelay(true);
+            let handshake = accept(tcp);
+            tokio::spawn(async move {
+                if let Ok(mut tls) = handshake.await {
+                    let _ = tls.write_all(b"ok\n").await;
+                    let _ = tls.shutdown().await;
+                }
+            });
+        }
+    })
+}
+
+/// A loopback listener on an ephemeral port.
+pub(crate) async fn listen() -> (TcpListener, SocketAddr) {
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind loopback");
+    let addr = listener.local_addr().expect("local addr");
+    (listener, addr)
+}
+
+/// What a client does after its handshake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum After {
+    /// Read until the server closes and expect `ok\n` (the [`spawn_server`]
+    /// protocol): the server's side of the handshake completed too.
+    ReadOk,
+    /// Send close_notify and close (servers that wait for the client, such
+    /// as HTTP and gRPC).
+    Close,
+}
+
+/// Which served certificates are acceptable, and from when: fingerprint to
+/// the index of its publication, and the highest index published so far.
+#[derive(Debug, Default)]
+pub(crate) struct Published {
+    index: HashMap<String, usize>,
+    upto: AtomicUsize,
+}
+
+impl Published {
+    /// Fingerprints in the order they will be published; the first is
+    /// published already.
+    pub(crate) fn new(fingerprints: impl IntoIterator<Item = String>) -> Self {
+        Self {
+            index: fingerprints
+                .into_iter()
+                .enumerate()
+                .map(|(i, f)| (f, i))
+                .collect(),
+            upto: AtomicUsize::new(0),
+        }
+    }
+
+    /// Marks publication `i` as published (call before writing it).
+    pub(crate) fn publish(&self, i: usize) {
+        self.upto.fetch_max(i, Ordering::SeqCst);
+    }
+
+    /// Whether `fingerprint` was published by the time the handshake that
+    /// served it completed.
+    pub(crate) fn allows(&self, fingerprint: &str) -> bool {
+        self.index
+            .get(fingerprint)
+            .is_some_and(|&i| i <= self.upto.load(Ordering::SeqCst))
+    }
+
+    /// The publication index of `fingerprint`.
+    pub(crate) fn index_of(&self, fingerprint: &str) -> Option<usize> {
+        self.index.get(fingerprint).copied()
+    }
+}
+
+/// Counters shared by the client loops of one run.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) ok: AtomicU64,
+    pub(crate) failed: AtomicU64,
+    /// Completed handshakes that served a certificate not (yet) published.
+    pub(crate) mismatched: AtomicU64,
+    /// First error seen, for the report.
+    pub(crate) first_error: Mutex<Option<String>>,
+    /// Publication indexes served, when fingerprints are checked.
+    pub(crate) seen: Mutex<std::collections::HashSet<usize>>,
+}
+
+/// Running client loops.
+pub(crate) struct Clients {
+    stop: Arc<AtomicBool>,
+    pub(crate) counters: Arc<Counters>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// Client-side settings of a run.
+#[derive(Clone)]
+pub(crate) struct ClientSpec {
+    pub(crate) addr: SocketAddr,
+    pub(crate) config: Arc<ClientConfig>,
+    pub(crate) after: After,
+    /// When set, each served fingerprint is checked against it.
+    pub(crate) published: Option<Arc<Published>>,
+    /// The loops end by themselves after this long whatever happens.
+    pub(crate) limit: Duration,
+}
+
+impl Clients {
+    /// Starts `n` loops of handshakes against `spec.addr`.
+    pub(crate) fn start(spec: &ClientSpec, n: usize) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let counters = Arc::new(Counters::default());
+        let deadline = Instant::now() + spec.limit;
+        let tasks = (0..n)
+            .map(|_| {
+                let (stop, counters, spec) = (stop.clone(), counters.clone(), spec.clone());
+                tokio::spawn(async move {
+                    let connector = TlsConnector::from(spec.config.clone());
+                    while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                        match one(&spec, &connector).await {
+                            Ok(fingerprint) => {
+                                counters.ok.fetch_add(1, Ordering::Relaxed);
+                                if let (Some(p), Some(fp)) = (&spec.published, fingerprint) {
+                                    if !p.allows(&fp) {
+                                        counters.mismatched.fetch_add(1, Ordering::Relaxed);
+                                        note(&counters, format!("served unpublished {fp}"));
+                                    }
+                                    if let Some(i) = p.index_of(&fp) {
+                                        counters.seen.lock().expect("seen").insert(i);
+                                    }
+                                }
+                            }
+                            Err(e) => {
+                                counters.failed.fetch_add(1, Ordering::Relaxed);
+                                note(&counters, e.to_string());
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        Self {
+            stop,
+            counters,
+            tasks,
+        }
+    }
+
+    /// Completed handshakes so far.
+    pub(crate) fn ok(&self) -> u64 {
+        self.counters.ok.load(Ordering::Relaxed)
+    }
+
+    /// Stops the loops and waits for them (each finishes its handshake).
+    pub(crate) async fn stop(self) -> Arc<Counters> {
+        self.stop.store(true, Ordering::Relaxed);
+        for task in self.tasks {
+            let abort = task.abort_handle();
+            if tokio::time::timeout(Duration::from_secs(15), task)
+                .await
+                .is_err()
+            {
+                abort.abort();
+            }
+        }
+        self.counters
+    }
+}
+
+fn note(counters: &Counters, error: String) {
+    let mut first = counters.first_error.lock().expect("first error");
+    if first.is_none() {
+        *first = Some(error);
+    }
+}
+
+/// One connection: TCP, TLS handshake (verifying the chain and the
+/// server's signature with the leaf's key), then `spec.after`. Returns the
+/// served fingerprint when it is checked.
+async fn one(spec: &ClientSpec, connector: &TlsConnector) -> io::Result<Option<String>> {
+    let tcp = TcpStream::connect(spec.addr).await?;
+    tcp.set_nodelay(true)?;
+    let name = ServerName::try_from("localhost").map_err(io::Error::other)?;
+    let mut tls = connector.connect(name, tcp).await?;
+    let fingerprint = match &spec.published {
+        Some(_) => Some(
+            tls.get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .map(|c| tls_reload::fingerprint_sha256(c))
+                .ok_or_else(|| io::Error::other("no server certificate"))?,
+        ),
+        None => None,
+    };
+    match spec.after {
+        After::ReadOk => {
+            let mut reply = Vec::with_capacity(8);
+            tls.read_to_end(&mut reply).await?;
+            if reply != b"ok\n" {
+                return Err(io::Error::other(format!("unexpected reply {reply:?}")));
+            }
+        }
+        After::Close => {
+            tls.shutdown().await?;
+        }
+    }
+    Ok(fingerprint)
+}
+
+/// A measured rate.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Rate {
+    pub(crate) per_sec: f64,
+    /// Process CPU per operation over the window, when measurable.
+    pub(crate) cpu_ns_per_op: Option<f64>,
+    /// Share of the machine used by other processes over the window.
+    pub(crate) foreign: Option<f64>,
+}
+
+impl Rate {
+    /// `done` operations over the window `w`.
+    pub(crate) fn of(done: u64, w: &crate::util::Window) -> Self {
+        Self {
+            per_sec: done as f64 / w.elapsed.as_secs_f64(),
+            cpu_ns_per_op: (done > 0).then(|| w.threads_ns as f64 / done as f64),
+            foreign: w.foreign,
+        }
+    }
+}
+
+/// A client config trusting `ca_pem`, resumption off, with `alpn`.
+pub(crate) fn client(ca_pem: &str, alpn: &[&str]) -> Arc<ClientConfig> {
+    let mut c = (*tls_reload::testing::client_config(ca_pem, None)).clone();
+    c.alpn_protocols = alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
+    Arc::new(c)
+}

@@ -1,0 +1,176 @@
+//! Figure 5: memory across many reloads, the cost of one reload, and the
+//! CPU of an idle gateway with its watcher on.
+
+use std::time::{Duration, Instant};
+
+use tls_reload::testing::{AtomicWriter, TestCa};
+use tls_reload::{ReloadOutcome, ReloadableAcceptor, TlsFiles, Trigger};
+
+use crate::gateway::{Running, volume_config};
+use crate::util::{self, Row, Settings};
+
+/// Figure 5a and 5c: RSS before and after many reloads, and the cost of
+/// one reload.
+pub(crate) async fn reloads(s: &Settings) -> Vec<Row> {
+    let n = s.pick(10_000, 200);
+    let warm = s.pick(200, 20);
+    let figure = format!("5. RSS growth across {n} reloads");
+    println!("\n== {figure} (two cert pairs alternating, reload_now each)");
+    let ca = TestCa::new("bench CA");
+    let pair = [ca.server(), ca.server()];
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let writer = AtomicWriter::new(tmp.path().join("server")).expect("volume");
+    writer
+        .write(&util::payload(&pair[0], &ca))
+        .expect("initial write");
+    let acceptor = ReloadableAcceptor::builder(TlsFiles::new(
+        writer.path("tls.crt"),
+        writer.path("tls.key"),
+    ))
+    .build()
+    .expect("acceptor");
+
+    let mut failures = 0u64;
+    let mut first_error = None;
+    let mut costs = Vec::with_capacity(n);
+    let mut trend = Vec::new();
+    let mut rss0 = 0;
+    for i in 0..warm + n {
+        if i == warm {
+            rss0 = util::rss_kib().unwrap_or(0);
+            trend.push(rss0);
+        }
+        let leaf = &pair[(i + 1) % 2];
+        writer
+            .write(&util::payload(leaf, &ca))
+            .expect("kubelet-style write");
+        let t = Instant::now();
+        let outcome = acceptor.reload_now(Trigger::Manual).await;
+        let cost = t.elapsed();
+        match outcome {
+            Ok(ReloadOutcome::Reloaded(r)) if r.current.fingerprint_sha256 == leaf.fingerprint => {}
+            Ok(other) => {
+                failures += 1;
+                first_error.get_or_insert_with(|| format!("unexpected outcome {other:?}"));
+            }
+            Err(e) => {
+                failures += 1;
+                first_error.get_or_insert_with(|| e.error.to_string());
+            }
+        }
+        if i >= warm {
+            costs.push(util::ms(cost));
+            let done = i + 1 - warm;
+            if done.is_multiple_of((n / 4).max(1)) {
+                trend.push(util::rss_kib().unwrap_or(0));
+            }
+        }
+    }
+    let rss1 = util::rss_kib().unwrap_or(0);
+    let growth_kib = rss1 as i64 - rss0 as i64;
+    let trend: Vec<String> = trend
+        .iter()
+        .map(|k| format!("{:.2}", *k as f64 / 1024.0))
+        .collect();
+    println!(
+        "   RSS {:.2} MiB → {:.2} MiB (after {warm} warm-up reloads; every quarter: {} MiB); \
+         reload cost mean {:.3} ms, p50 {:.3}, p99 {:.3}, max {:.3} ms; {failures} failures",
+        rss0 as f64 / 1024.0,
+        rss1 as f64 / 1024.0,
+        trend.join(" → "),
+        util::mean(&costs),
+        util::percentile(&costs, 50.0),
+        util::percentile(&costs, 99.0),
+        util::range(&costs).1,
+    );
+    let error = first_error
+        .map(|e| format!(" (first: {e})"))
+        .unwrap_or_default();
+    vec![
+        Row::check(
+            figure,
+            format!(
+                "{:+.2} MiB ({:.2} → {:.2} MiB){}",
+                growth_kib as f64 / 1024.0,
+                rss0 as f64 / 1024.0,
+                rss1 as f64 / 1024.0,
+                if failures > 0 {
+                    error.clone()
+                } else {
+                    String::new()
+                }
+            ),
+            "< 2 MiB",
+            growth_kib < 2048 && failures == 0,
+        ),
+        Row::info(
+            "5. cost of one reload (reload_now, read+parse+build+swap)",
+            format!(
+                "mean {:.3} ms, p99 {:.3} ms (n={n}, {failures} failures){error}",
+                util::mean(&costs),
+                util::percentile(&costs, 99.0)
+            ),
+        ),
+    ]
+}
+
+/// CPU time of this process over `wall`, as a percentage of one core, by
+/// `/proc/self/stat` (ticks, every thread) and by the threads' schedstat
+/// (nanoseconds, live threads).
+async fn cpu_over(wall: Duration) -> (f64, f64, Duration) {
+    let (c0, n0, t0) = (util::process_cpu(), util::ThreadsCpu::now(), Instant::now());
+    tokio::time::sleep(wall).await;
+    let (c1, n1, elapsed) = (util::process_cpu(), util::ThreadsCpu::now(), t0.elapsed());
+    let cpu = match (c0, c1) {
+        (Some(a), Some(b)) => b.saturating_sub(a),
+        _ => Duration::ZERO,
+    };
+    let ns = n1.since(&n0);
+    let pct = |used: f64| used / elapsed.as_secs_f64() * 100.0;
+    (pct(cpu.as_secs_f64()), pct(ns as f64 / 1e9), cpu)
+}
+
+/// Figure 5b.
+pub(crate) async fn idle_cpu(s: &Settings) -> Vec<Row> {
+    let wall = s.pick(Duration::from_secs(30), Duration::from_secs(2));
+    let base_wall = s.pick(Duration::from_secs(5), Duration::from_millis(500));
+    let figure = format!("5. idle gateway CPU, watcher on, over {} s", wall.as_secs());
+    println!("\n== {figure}");
+    // Let whatever earlier figures left behind (closing sockets, blocking
+    // threads) settle, then measure this process doing nothing.
+    tokio::time::sleep(s.pick(Duration::from_secs(1), Duration::from_millis(100))).await;
+    let (base_pct, base_ns_pct, _) = cpu_over(base_wall).await;
+
+    let ca = TestCa::new("bench CA");
+    let leaf = ca.server();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    // Production timings: debounce 1 s, poll every 30 s.
+    let (_writer, config) = volume_config(tmp.path(), &ca, &leaf, Duration::from_secs(1));
+    let gateway = Running::start(config).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (pct, ns_pct, used) = cpu_over(wall).await;
+    let mode = gateway
+        .acceptor
+        .as_ref()
+        .map(|a| a.status().watcher.to_string())
+        .unwrap_or_default();
+    gateway.stop().await;
+    println!(
+        "   {:.1} ms CPU in {} s = {pct:.3} % of one core (schedstat {ns_pct:.4} %); \
+         same process without gateway over {} ms: {base_pct:.3} % (schedstat {base_ns_pct:.4} %); \
+         watcher mode {mode}; clock tick {} ms",
+        util::ms(used),
+        wall.as_secs(),
+        base_wall.as_millis(),
+        1000 / util::clock_ticks()
+    );
+    vec![Row::check(
+        figure,
+        format!(
+            "{pct:.3} % of one core ({:.0} ms CPU; schedstat {ns_pct:.4} %; baseline without gateway {base_ns_pct:.4} %; watcher {mode})",
+            util::ms(used)
+        ),
+        "< 0.5 %",
+        pct < 0.5,
+    )]
+}

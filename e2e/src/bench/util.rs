@@ -1,0 +1,437 @@
+//! Shared pieces of the benchmark: run settings, the results table,
+//! statistics, `/proc` readers and certificates.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, SystemTime};
+
+use tls_reload::TlsFiles;
+use tls_reload::testing::{Leaf, LeafOptions, TestCa};
+
+/// How this run was asked to behave.
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    /// A few iterations of everything, targets not enforced.
+    pub(crate) smoke: bool,
+    /// Cores the scheduler gives this process.
+    pub(crate) cores: usize,
+    /// Concurrent client loops of the throughput figures.
+    pub(crate) clients: usize,
+}
+
+impl Settings {
+    /// `full` in full mode, `smoke` in smoke mode.
+    pub(crate) fn pick<T>(&self, full: T, smoke: T) -> T {
+        if self.smoke { smoke } else { full }
+    }
+}
+
+/// Outcome of one row of the summary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    Pass,
+    Miss,
+    /// No target: a figure to read, not to judge.
+    Info,
+    /// Could not be measured here.
+    Skipped,
+}
+
+/// One line of the summary table.
+#[derive(Debug, Clone)]
+pub(crate) struct Row {
+    pub(crate) figure: String,
+    pub(crate) value: String,
+    pub(crate) target: String,
+    pub(crate) verdict: Verdict,
+}
+
+impl Row {
+    /// A figure with a target.
+    pub(crate) fn check(
+        figure: impl Into<String>,
+        value: impl Into<String>,
+        target: impl Into<String>,
+        pass: bool,
+    ) -> Self {
+        Self {
+            figure: figure.into(),
+            value: value.into(),
+            target: target.into(),
+            verdict: if pass { Verdict::Pass } else { Verdict::Miss },
+        }
+    }
+
+    /// A figure without a target.
+    pub(crate) fn info(figure: impl Into<String>, value: impl Into<String>) -> Self {
+        Self {
+            figure: figure.into(),
+            value: value.into(),
+            target: "-".into(),
+            verdict: Verdict::Info,
+        }
+    }
+
+    /// A figure that could not be measured, and why.
+    pub(crate) fn skipped(figure: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self {
+            figure: figure.into(),
+            value: format!("skipped: {}", reason.into()),
+            target: "-".into(),
+            verdict: Verdict::Skipped,
+        }
+    }
+}
+
+/// Renders the summary table; in smoke mode the verdicts are marked as not
+/// enforced.
+pub(crate) fn table(rows: &[Row], smoke: bool) -> String {
+    let verdict = |v: Verdict| -> String {
+        let s = match v {
+            Verdict::Pass => "pass",
+            Verdict::Miss => "MISS",
+            Verdict::Info => "info",
+            Verdict::Skipped => "skip",
+        };
+        if smoke && matches!(v, Verdict::Pass | Verdict::Miss) {
+            format!("{s} (smoke, not enforced)")
+        } else {
+            s.to_owned()
+        }
+    };
+    let header = ["figure", "value", "target", "result"];
+    let cells: Vec<[String; 4]> = rows
+        .iter()
+        .map(|r| {
+            [
+                r.figure.clone(),
+                r.value.clone(),
+                r.target.clone(),
+                verdict(r.verdict),
+            ]
+        })
+        .collect();
+    let mut width = header.map(str::len);
+    for c in &cells {
+        for (w, s) in width.iter_mut().zip(c) {
+            *w = (*w).max(s.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let line = |out: &mut String, c: [&str; 4]| {
+        let _ = writeln!(
+            out,
+            "| {:<w0$} | {:<w1$} | {:<w2$} | {:<w3$} |",
+            c[0],
+            c[1],
+            c[2],
+            c[3],
+            w0 = width[0],
+            w1 = width[1],
+            w2 = width[2],
+            w3 = width[3],
+        );
+    };
+    line(&mut out, header);
+    let dashes = width.map(|w| "-".repeat(w));
+    line(&mut out, [&dashes[0], &dashes[1], &dashes[2], &dashes[3]]);
+    for c in &cells {
+        line(&mut out, [&c[0], &c[1], &c[2], &c[3]]);
+    }
+    out
+}
+
+// === statistics ===
+
+/// The median of `values` (mean of the two middle ones for an even count).
+pub(crate) fn median(values: &[f64]) -> f64 {
+    if values.is_empty() {
+        return f64::NAN;
+    }
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// Nearest-rank percentile `p` (0..=100) of `values`.
+pub(crate) fn percentile(values: &[f64], p: f64) -> f64 {
+    if values.is_empty() {
+        return f64::NAN;
+    }
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    let rank = ((p / 100.0) * v.len() as f64).ceil().max(1.0) as usize;
+    v[rank.min(v.len()) - 1]
+}
+
+/// Smallest and largest of `values`.
+pub(crate) fn range(values: &[f64]) -> (f64, f64) {
+    values
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &x| {
+            (lo.min(x), hi.max(x))
+        })
+}
+
+/// Arithmetic mean.
+pub(crate) fn mean(values: &[f64]) -> f64 {
+    if values.is_empty() {
+        return f64::NAN;
+    }
+    values.iter().sum::<f64>() / values.len() as f64
+}
+
+/// Milliseconds of a duration, as a float.
+pub(crate) fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+// === /proc ===
+
+/// Resident set size of this process in KiB (`VmRSS` of
+/// `/proc/self/status`).
+pub(crate) fn rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// User plus system CPU time of this process, all threads (alive or
+/// ended), from `/proc/self/stat`; resolution one clock tick.
+pub(crate) fn process_cpu() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The command name may contain spaces: fields start after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // Field 14 (utime) and 15 (stime) of proc(5); index 0 here is field 3.
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    let ticks = utime + stime;
+    Some(Duration::from_secs_f64(ticks as f64 / clock_ticks() as f64))
+}
+
+/// On-CPU time of each live thread of this process, in nanoseconds, from
+/// `/proc/self/task/*/schedstat`: much finer than [`process_cpu`]. Diff two
+/// snapshots with [`ThreadsCpu::since`]; a thread that ended between them
+/// loses its time within the window (the tokio blocking pool's threads
+/// end after 10 s idle), so prefer windows in which few threads end.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ThreadsCpu(std::collections::HashMap<u32, u64>);
+
+impl ThreadsCpu {
+    pub(crate) fn now() -> Self {
+        let mut map = std::collections::HashMap::new();
+        if let Ok(dir) = std::fs::read_dir("/proc/self/task") {
+            for entry in dir.flatten() {
+                let Some(tid) = entry.file_name().to_str().and_then(|t| t.parse().ok()) else {
+                    continue;
+                };
+                let Ok(s) = std::fs::read_to_string(entry.path().join("schedstat")) else {
+                    continue;
+                };
+                if let Some(ns) = s.split_whitespace().next().and_then(|x| x.parse().ok()) {
+                    map.insert(tid, ns);
+                }
+            }
+        }
+        Self(map)
+    }
+
+    /// CPU time spent since `earlier` by the threads alive now.
+    pub(crate) fn since(&self, earlier: &Self) -> u64 {
+        self.0
+            .iter()
+            .map(|(tid, ns)| ns.saturating_sub(earlier.0.get(tid).copied().unwrap_or(0)))
+            .sum()
+    }
+}
+
+/// Busy and total CPU time of the whole machine, in clock ticks, from the
+/// `cpu` line of `/proc/stat` (steal counts as busy: another tenant had the
+/// core).
+pub(crate) fn machine_ticks() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal (guest is in user).
+    let get = |i: usize| v.get(i).copied().unwrap_or(0);
+    let busy = get(0) + get(1) + get(2) + get(5) + get(6) + get(7);
+    Some((busy, busy + get(3) + get(4)))
+}
+
+/// What the process and the machine did over a measurement window.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Window {
+    pub(crate) elapsed: Duration,
+    /// On-CPU time of this process's threads (schedstat), ns.
+    pub(crate) threads_ns: u64,
+    /// Share of the machine's CPU capacity used by other processes (and
+    /// stolen by the hypervisor) during the window, 0..1.
+    pub(crate) foreign: Option<f64>,
+}
+
+/// The start of a [`Window`].
+pub(crate) struct WindowStart {
+    at: std::time::Instant,
+    threads: ThreadsCpu,
+    own: Option<Duration>,
+    machine: Option<(u64, u64)>,
+}
+
+impl WindowStart {
+    pub(crate) fn now() -> Self {
+        Self {
+            own: process_cpu(),
+            machine: machine_ticks(),
+            threads: ThreadsCpu::now(),
+            at: std::time::Instant::now(),
+        }
+    }
+
+    pub(crate) fn finish(self) -> Window {
+        let elapsed = self.at.elapsed();
+        let threads_ns = ThreadsCpu::now().since(&self.threads);
+        let foreign = match (self.own, process_cpu(), self.machine, machine_ticks()) {
+            (Some(o0), Some(o1), Some((b0, t0)), Some((b1, t1))) if t1 > t0 => {
+                let own_ticks = (o1.saturating_sub(o0)).as_secs_f64() * clock_ticks() as f64;
+                let busy = b1.saturating_sub(b0) as f64;
+                Some(((busy - own_ticks).max(0.0) / (t1 - t0) as f64).min(1.0))
+            }
+            _ => None,
+        };
+        Window {
+            elapsed,
+            threads_ns,
+            foreign,
+        }
+    }
+}
+
+/// `sysconf(_SC_CLK_TCK)`, asked of `getconf` (no unsafe code here); 100,
+/// the Linux default, when that fails.
+pub(crate) fn clock_ticks() -> u64 {
+    static TCK: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *TCK.get_or_init(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .and_then(|s| s.trim().parse().ok())
+            .filter(|&t| t > 0)
+            .unwrap_or(100)
+    })
+}
+
+/// The CPU model from `/proc/cpuinfo`.
+pub(crate) fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, m)| m.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// Processors online, as `nproc` prints it.
+pub(crate) fn nproc() -> String {
+    Command::new("nproc")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|| "?".into())
+}
+
+/// Now, RFC 3339, seconds.
+pub(crate) fn now_rfc3339() -> String {
+    humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
+}
+
+// === certificates ===
+
+/// The key type of a benchmarked leaf.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum KeyKind {
+    EcdsaP256,
+    Rsa2048,
+}
+
+impl KeyKind {
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Self::EcdsaP256 => "ECDSA P-256",
+            Self::Rsa2048 => "RSA-2048",
+        }
+    }
+}
+
+/// An RSA-2048 private key, PKCS#8 PEM, from `openssl genpkey` (ring cannot
+/// generate RSA keys). The error says why when openssl is unavailable.
+pub(crate) fn rsa_key_pem() -> Result<String, String> {
+    let out = Command::new("openssl")
+        .args([
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+        ])
+        .output()
+        .map_err(|e| format!("running `openssl genpkey`: {e} (openssl not installed?)"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "`openssl genpkey` failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    String::from_utf8(out.stdout).map_err(|e| format!("openssl output: {e}"))
+}
+
+/// A server leaf for localhost of the given key type, issued by `ca`.
+pub(crate) fn leaf(ca: &TestCa, kind: KeyKind) -> Result<Leaf, String> {
+    match kind {
+        KeyKind::EcdsaP256 => Ok(ca.server()),
+        KeyKind::Rsa2048 => {
+            let pem = rsa_key_pem()?;
+            let key = rcgen::KeyPair::from_pem(&pem).map_err(|e| format!("RSA key: {e}"))?;
+            Ok(ca.issue_with_key(&LeafOptions::server(), &key))
+        }
+    }
+}
+
+/// `n` distinct ECDSA server leaves.
+pub(crate) fn leaves(ca: &TestCa, n: usize) -> Vec<Leaf> {
+    (0..n).map(|_| ca.server()).collect()
+}
+
+/// Writes `leaf` as `cert.pem` and `key.pem` into `dir` (plain files).
+pub(crate) fn write_plain(dir: &Path, leaf: &Leaf) -> std::io::Result<TlsFiles> {
+    let cert: PathBuf = dir.join("cert.pem");
+    let key: PathBuf = dir.join("key.pem");
+    std::fs::write(&cert, &leaf.cert_pem)?;
+    std::fs::write(&key, &leaf.key_pem)?;
+    Ok(TlsFiles::new(cert, key))
+}
+
+/// The Secret-volume payload kubelet would write for `leaf`.
+pub(crate) fn payload<'a>(leaf: &'a Leaf, ca: &'a TestCa) -> [(&'static str, &'a [u8]); 3] {
+    [
+        ("tls.crt", leaf.cert_pem.as_bytes()),
+        ("tls.key", leaf.key_pem.as_bytes()),
+        ("ca.crt", ca.cert_pem().as_bytes()),
+    ]
+}

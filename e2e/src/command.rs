@@ -1,0 +1,209 @@
+//! Running external programs (`cargo`, `kubectl`, `helm`, `kill`) with a
+//! deadline, turning a failure into an [`Error`] that names the command line
+//! and quotes its standard error.
+
+use std::ffi::OsStr;
+use std::io::{Read, Write};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+
+/// What a finished program printed.
+#[derive(Debug, Clone)]
+pub struct Output {
+    /// Its exit status (always a success when returned by [`run`]).
+    pub status: ExitStatus,
+    /// Standard output, lossily decoded.
+    pub stdout: String,
+    /// Standard error, lossily decoded.
+    pub stderr: String,
+}
+
+/// The command line of `cmd`, for messages: the program and its arguments,
+/// those containing spaces quoted. Environment variables are left out (they
+/// may name credentials).
+pub fn describe(cmd: &Command) -> String {
+    std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(quote)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn quote(arg: &OsStr) -> String {
+    let s = arg.to_string_lossy();
+    if s.is_empty() || s.contains(char::is_whitespace) {
+        format!("'{s}'")
+    } else {
+        s.into_owned()
+    }
+}
+
+/// Runs `cmd` to completion, feeding it `input` on standard input when
+/// given, and returns what it printed.
+///
+/// The program is killed when it has not exited after `within`.
+///
+/// # Errors
+///
+/// [`Error::Spawn`] when it cannot be started, [`Error::Timeout`] when it
+/// is still running after `within`, and [`Error::CommandFailed`] (with its
+/// standard error) when it exits unsuccessfully.
+pub fn run(cmd: &mut Command, input: Option<&[u8]>, within: Duration) -> Result<Output> {
+    let output = run_unchecked(cmd, input, within)?;
+    if output.status.success() {
+        Ok(output)
+    } else {
+        Err(Error::CommandFailed {
+            command: describe(cmd),
+            status: output.status,
+            stderr: output.stderr,
+        })
+    }
+}
+
+/// Like [`run`], but an unsuccessful exit is returned, not an error.
+///
+/// # Errors
+///
+/// [`Error::Spawn`] and [`Error::Timeout`], as for [`run`].
+pub fn run_unchecked(cmd: &mut Command, input: Option<&[u8]>, within: Duration) -> Result<Output> {
+    let command = describe(cmd);
+    cmd.stdin(if input.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let mut child = cmd.spawn().map_err(|source| Error::Spawn {
+        command: command.clone(),
+        source,
+    })?;
+
+    // Pipes are drained by threads so that a chatty program never blocks
+    // on a full pipe while we wait for it.
+    let stdout = child.stdout.take().map(drain);
+    let stderr = child.stderr.take().map(drain);
+    if let (Some(input), Some(mut stdin)) = (input, child.stdin.take()) {
+        // A program that exits without reading its input closes the pipe;
+        // its exit status says what went wrong, not the broken pipe.
+        let _ = stdin.write_all(input);
+    }
+
+    let status = wait_until(&mut child, within, &command)?;
+    let stdout = stdout.map(join).unwrap_or_default();
+    let stderr = stderr.map(join).unwrap_or_default();
+    match status {
+        Some(status) => Ok(Output {
+            status,
+            stdout,
+            stderr,
+        }),
+        None => Err(Error::Timeout {
+            what: format!("`{command}` to finish"),
+            within,
+            detail: format!("stderr so far: {}", stderr.trim()),
+        }),
+    }
+}
+
+/// Waits for `child` until `within`; kills it and returns `None` past that.
+fn wait_until(child: &mut Child, within: Duration, command: &str) -> Result<Option<ExitStatus>> {
+    let deadline = Instant::now() + within;
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return Ok(Some(status)),
+            Ok(None) if Instant::now() >= deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Ok(None);
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) => return Err(Error::io(format!("waiting for `{command}`"), e)),
+        }
+    }
+}
+
+fn drain(mut pipe: impl Read + Send + 'static) -> JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = pipe.read_to_end(&mut buf);
+        String::from_utf8_lossy(&buf).into_owned()
+    })
+}
+
+fn join(handle: JoinHandle<String>) -> String {
+    handle.join().unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn describe_quotes_arguments_with_spaces() {
+        let mut cmd = Command::new("kubectl");
+        cmd.args([
+            "get",
+            "pods",
+            "-o",
+            "jsonpath={.items[*].metadata.name}",
+            "a b",
+        ]);
+        assert_eq!(
+            describe(&cmd),
+            "kubectl get pods -o jsonpath={.items[*].metadata.name} 'a b'"
+        );
+    }
+
+    #[test]
+    fn a_failing_command_is_named_with_its_stderr() {
+        let err = run(
+            Command::new("sh").args(["-c", "echo nope >&2; exit 3"]),
+            None,
+            Duration::from_secs(5),
+        )
+        .unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("sh -c"), "{msg}");
+        assert!(msg.contains("nope"), "{msg}");
+    }
+
+    #[test]
+    fn input_reaches_the_program() {
+        let out = run(
+            &mut Command::new("cat"),
+            Some(b"hello"),
+            Duration::from_secs(5),
+        )
+        .unwrap();
+        assert_eq!(out.stdout, "hello");
+    }
+
+    #[test]
+    fn a_program_past_its_deadline_is_killed() {
+        let started = Instant::now();
+        let err = run(
+            Command::new("sleep").arg("5"),
+            None,
+            Duration::from_millis(200),
+        )
+        .unwrap_err();
+        assert!(matches!(err, Error::Timeout { .. }), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(3));
+    }
+
+    #[test]
+    fn a_missing_program_is_a_spawn_error() {
+        let err = run(
+            &mut Command::new("/nonexistent/openshell-e2e-no-such-program"),
+            None,
+            Duration::from_secs(1),
+        )
+        .unwrap_err();
+        assert!(matches!(err, Error::Spawn { .. }), "{err}");
+    }
+}

@@ -1,0 +1,607 @@
+//! The real `openshell-gateway` binary as a child process: found (and kept
+//! up to date) with cargo, started with JSON logs, its listening address
+//! read from its log, its output and OCSF audit events collected, signalled
+//! with `kill -s`, and killed when dropped.
+
+use std::ffi::OsString;
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::command::{self, describe};
+use crate::error::{Error, Result};
+use crate::ocsf;
+
+/// Environment variable naming a prebuilt gateway binary to test instead
+/// of building one.
+pub const GATEWAY_BIN_ENV: &str = "OPENSHELL_GATEWAY_BIN";
+
+/// The binary's name.
+const BINARY: &str = "openshell-gateway";
+
+/// How long a `cargo build` of the gateway may take on a cold cache.
+const BUILD_TIMEOUT: Duration = Duration::from_secs(20 * 60);
+
+/// How often the harness looks at the child's output while waiting.
+const POLL: Duration = Duration::from_millis(20);
+
+/// The path of the gateway binary to test.
+///
+/// `OPENSHELL_GATEWAY_BIN` when set. Otherwise the workspace's binary,
+/// built with `cargo build -p openshell-server --bin openshell-gateway`
+/// once per test process: cargo returns at once when it is up to date, and
+/// an old binary left in `target/` is never what gets tested. The path is
+/// the one cargo reports; without cargo, an existing
+/// `<workspace>/target/debug/openshell-gateway` (or under
+/// `CARGO_TARGET_DIR`) is used as is.
+///
+/// # Errors
+///
+/// When `OPENSHELL_GATEWAY_BIN` names no file, or the build fails (with
+/// cargo's output).
+pub fn gateway_binary() -> Result<PathBuf> {
+    if let Some(bin) = std::env::var_os(GATEWAY_BIN_ENV) {
+        let bin = PathBuf::from(bin);
+        return if bin.is_file() {
+            Ok(bin)
+        } else {
+            Err(Error::unexpected(
+                GATEWAY_BIN_ENV,
+                format!("{} is not a file", bin.display()),
+            ))
+        };
+    }
+    // One build per process; tests that start together wait for it.
+    static BUILT: Mutex<Option<PathBuf>> = Mutex::new(None);
+    let mut built = BUILT.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(bin) = built.as_ref() {
+        return Ok(bin.clone());
+    }
+    let bin = build()?;
+    *built = Some(bin.clone());
+    Ok(bin)
+}
+
+/// The workspace root: this crate's parent directory.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from(".."))
+}
+
+/// Where a plain `cargo build` puts the binary.
+fn conventional_path() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"));
+    target.join("debug").join(BINARY)
+}
+
+fn build() -> Result<PathBuf> {
+    // Under `cargo test`, CARGO is the cargo that runs us.
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo"));
+    let mut cmd = Command::new(cargo);
+    // `cargo test` gives the test process the variables of the package
+    // under test; passed on, they would reach build scripts that watch
+    // them (ring's watches CARGO_MANIFEST_DIR) and make this build and the
+    // next plain one each rebuild half the dependency tree.
+    for (name, _) in std::env::vars_os() {
+        if is_package_variable(&name.to_string_lossy()) {
+            cmd.env_remove(name);
+        }
+    }
+    cmd.current_dir(workspace_root()).args([
+        "build",
+        "-p",
+        "openshell-server",
+        "--bin",
+        BINARY,
+        "--message-format=json-render-diagnostics",
+    ]);
+    let output = match command::run(&mut cmd, None, BUILD_TIMEOUT) {
+        Ok(output) => output,
+        Err(Error::Spawn { .. }) if conventional_path().is_file() => {
+            return Ok(conventional_path());
+        }
+        Err(e) => return Err(e),
+    };
+    // cargo names the executable it produced; trust that over guessing
+    // the target directory (which a .cargo/config.toml can move).
+    let reported = output.stdout.lines().find_map(|line| {
+        let msg: Value = serde_json::from_str(line).ok()?;
+        (msg["reason"] == "compiler-artifact" && msg["target"]["name"] == BINARY)
+            .then(|| msg["executable"].as_str().map(PathBuf::from))?
+    });
+    let bin = reported.unwrap_or_else(conventional_path);
+    if bin.is_file() {
+        Ok(bin)
+    } else {
+        Err(Error::unexpected(
+            describe(&cmd),
+            format!("succeeded but {} does not exist", bin.display()),
+        ))
+    }
+}
+
+/// Whether `name` is one of the variables cargo sets for the process of
+/// the package it builds or tests, rather than the user's configuration.
+fn is_package_variable(name: &str) -> bool {
+    matches!(
+        name,
+        "CARGO_MANIFEST_DIR"
+            | "CARGO_MANIFEST_PATH"
+            | "CARGO_CRATE_NAME"
+            | "CARGO_BIN_NAME"
+            | "CARGO_PRIMARY_PACKAGE"
+            | "CARGO_TARGET_TMPDIR"
+            | "CARGO_RUSTC_CURRENT_DIR"
+            | "OUT_DIR"
+    ) || name.starts_with("CARGO_PKG_")
+        || name.starts_with("CARGO_BIN_EXE_")
+}
+
+// === impl GatewayCommand ===
+
+/// How to start a gateway: its arguments, environment, OCSF log file and,
+/// optionally, the user it runs as.
+///
+/// The gateway always gets `--log-format json` (the harness reads its
+/// listening address from the log) and `RUST_LOG=info`, and inherits no
+/// `OPENSHELL_*` variable from the test's environment, so a developer's
+/// shell settings cannot change what a test runs.
+#[derive(Debug, Clone, Default)]
+pub struct GatewayCommand {
+    args: Vec<OsString>,
+    envs: Vec<(OsString, OsString)>,
+    ocsf_log: Option<PathBuf>,
+    user: Option<(u32, u32)>,
+}
+
+impl GatewayCommand {
+    /// A gateway with no arguments (it would bind `0.0.0.0:8080`: give it
+    /// at least `--bind 127.0.0.1:0`).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Appends one argument.
+    pub fn arg(mut self, arg: impl Into<OsString>) -> Self {
+        self.args.push(arg.into());
+        self
+    }
+
+    /// Appends arguments.
+    pub fn args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<OsString>,
+    {
+        self.args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    /// Sets an environment variable of the child.
+    pub fn env(mut self, name: impl Into<OsString>, value: impl Into<OsString>) -> Self {
+        self.envs.push((name.into(), value.into()));
+        self
+    }
+
+    /// Writes OCSF events to `path` (`--ocsf-log PATH`), where
+    /// [`GatewayProcess::ocsf_events`] reads them. Without it the events
+    /// go to stderr, and are read from there.
+    pub fn ocsf_log(mut self, path: impl Into<PathBuf>) -> Self {
+        self.ocsf_log = Some(path.into());
+        self
+    }
+
+    /// Runs the gateway as user `uid` and group `gid` instead of the test's
+    /// own user, with no supplementary groups.
+    ///
+    /// Tests of file permissions need this when they run as root (in CI
+    /// containers, say): root reads a file whatever its mode bits, so a
+    /// `chmod 000` would show nothing. Only root can switch users, so
+    /// [`spawn`](Self::spawn) fails when the test runs as anyone else and
+    /// asks for another user. Everything the gateway opens (the binary, the
+    /// TLS files and their directories, the `--ocsf-log` file) must then be
+    /// accessible to that user.
+    ///
+    /// Default: the test's user.
+    pub fn user(mut self, uid: u32, gid: u32) -> Self {
+        self.user = Some((uid, gid));
+        self
+    }
+
+    /// Starts the gateway ([`gateway_binary`]).
+    ///
+    /// # Errors
+    ///
+    /// When the binary cannot be found, built or started (which includes
+    /// asking for another [`user`](Self::user) without being root).
+    pub fn spawn(self) -> Result<GatewayProcess> {
+        let binary = gateway_binary()?;
+        let mut cmd = Command::new(&binary);
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("OPENSHELL_") {
+                cmd.env_remove(name);
+            }
+        }
+        cmd.args(&self.args);
+        if let Some(path) = &self.ocsf_log {
+            cmd.arg("--ocsf-log").arg(path);
+        }
+        cmd.args(["--log-format", "json"])
+            .env("RUST_LOG", "info")
+            .envs(self.envs.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if let Some((uid, gid)) = self.user {
+            // std sets the group first, then drops supplementary groups
+            // (setgroups) before setuid, so nothing of root's remains.
+            cmd.gid(gid).uid(uid);
+        }
+        let mut command = describe(&cmd);
+        if let Some((uid, gid)) = self.user {
+            command.push_str(&format!("  # as uid {uid}, gid {gid}"));
+        }
+        let mut child = cmd.spawn().map_err(|source| Error::Spawn {
+            command: command.clone(),
+            source,
+        })?;
+        let (stdout, stderr) = (Lines::default(), Lines::default());
+        let mut readers = Vec::new();
+        if let Some(pipe) = child.stdout.take() {
+            readers.push(collect(pipe, stdout.clone()));
+        }
+        if let Some(pipe) = child.stderr.take() {
+            readers.push(collect(pipe, stderr.clone()));
+        }
+        Ok(GatewayProcess {
+            child,
+            command,
+            stdout,
+            stderr,
+            readers,
+            status: None,
+            ocsf_log: self.ocsf_log,
+            addr: None,
+        })
+    }
+}
+
+// === impl GatewayProcess ===
+
+/// Lines a reader thread has collected from one of the child's pipes.
+type Lines = Arc<Mutex<Vec<String>>>;
+
+/// A running `openshell-gateway`, killed when dropped so that no process
+/// outlives a failing test. When dropped during a panic, it prints
+/// everything the gateway said, which usually explains the failure.
+#[derive(Debug)]
+pub struct GatewayProcess {
+    child: Child,
+    command: String,
+    stdout: Lines,
+    stderr: Lines,
+    readers: Vec<JoinHandle<()>>,
+    status: Option<ExitStatus>,
+    ocsf_log: Option<PathBuf>,
+    addr: Option<SocketAddr>,
+}
+
+impl GatewayProcess {
+    /// The child's process id. It stays the same as long as the gateway
+    /// has not been restarted: hot reloads do not change it.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The command line it was started with.
+    pub fn command(&self) -> &str {
+        &self.command
+    }
+
+    /// Its standard output so far, one entry per line.
+    pub fn stdout_lines(&self) -> Vec<String> {
+        lock(&self.stdout).clone()
+    }
+
+    /// Its standard error so far (JSON logs, and OCSF events when no
+    /// `--ocsf-log` file was given), one entry per line.
+    pub fn stderr_lines(&self) -> Vec<String> {
+        lock(&self.stderr).clone()
+    }
+
+    /// The JSON log records on stderr (`{"timestamp", "level", "fields",
+    /// "target"}`); OCSF events and other lines are left out.
+    pub fn logs(&self) -> Vec<Value> {
+        lock(&self.stderr)
+            .iter()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| v.get("fields").is_some())
+            .collect()
+    }
+
+    /// How many times it logged `listening`: once per start of the
+    /// serving loop, so more than one means it restarted in place.
+    pub fn listening_count(&self) -> usize {
+        self.logs()
+            .iter()
+            .filter(|l| l["fields"]["message"] == "listening")
+            .count()
+    }
+
+    /// Everything it printed, for failure messages.
+    pub fn output(&self) -> String {
+        format!(
+            "$ {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            self.command,
+            self.stdout_lines().join("\n"),
+            self.stderr_lines().join("\n")
+        )
+    }
+
+    /// Its exit status, if it has exited.
+    ///
+    /// # Errors
+    ///
+    /// When the status cannot be queried.
+    pub fn try_status(&mut self) -> Result<Option<ExitStatus>> {
+        if self.status.is_none() {
+            self.status = self
+                .child
+                .try_wait()
+                .map_err(|e| Error::io(format!("waiting for {}", self.command), e))?;
+        }
+        Ok(self.status)
+    }
+
+    /// Whether it is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.try_status(), Ok(None))
+    }
+
+    /// Waits for the `listening` log record and returns the TLS port's
+    /// address (the `addr` field), for at most `within`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Exited`] when the gateway exits first (a startup error),
+    /// [`Error::Timeout`] when it does not listen in time,
+    /// [`Error::Unexpected`] when the record has no address.
+    pub async fn listening(&mut self, within: Duration) -> Result<SocketAddr> {
+        if let Some(addr) = self.addr {
+            return Ok(addr);
+        }
+        let deadline = Instant::now() + within;
+        loop {
+            let record = self
+                .logs()
+                .into_iter()
+                .find(|l| l["fields"]["message"] == "listening");
+            if let Some(record) = record {
+                let addr = record["fields"]["addr"]
+                    .as_str()
+                    .and_then(|a| a.parse().ok())
+                    .ok_or_else(|| {
+                        Error::unexpected("the gateway's listening record", record.to_string())
+                    })?;
+                self.addr = Some(addr);
+                return Ok(addr);
+            }
+            self.check_running("waiting for it to listen")?;
+            if Instant::now() >= deadline {
+                return Err(Error::Timeout {
+                    what: "the gateway to log `listening`".to_owned(),
+                    within,
+                    detail: self.output(),
+                });
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Waits for a stderr line satisfying `pred`, for at most `within`,
+    /// and returns it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Timeout`] naming `what` (with the gateway's output), or
+    /// [`Error::Exited`] when the gateway exits first.
+    pub async fn wait_for_stderr(
+        &mut self,
+        within: Duration,
+        what: &str,
+        pred: impl Fn(&str) -> bool,
+    ) -> Result<String> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(line) = lock(&self.stderr).iter().find(|l| pred(l)) {
+                return Ok(line.clone());
+            }
+            self.check_running(what)?;
+            if Instant::now() >= deadline {
+                return Err(Error::Timeout {
+                    what: what.to_owned(),
+                    within,
+                    detail: self.output(),
+                });
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// The OCSF events so far: from the `--ocsf-log` file when one was
+    /// given, else from stderr.
+    ///
+    /// # Errors
+    ///
+    /// When the file cannot be read or holds something other than events.
+    pub fn ocsf_events(&self) -> Result<Vec<Value>> {
+        match &self.ocsf_log {
+            Some(path) => ocsf::read_file(path),
+            None => Ok(ocsf::events_in(
+                lock(&self.stderr).iter().map(String::as_str),
+            )),
+        }
+    }
+
+    /// Waits until the OCSF events so far satisfy `pred` (it sees them all,
+    /// in order, and returns what it found), for at most `within`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Timeout`] naming `what` (with the events seen and the
+    /// gateway's output), [`Error::Exited`] when the gateway exits first,
+    /// or an error reading the events.
+    pub async fn wait_for_ocsf<T>(
+        &mut self,
+        within: Duration,
+        what: &str,
+        pred: impl Fn(&[Value]) -> Option<T>,
+    ) -> Result<T> {
+        let deadline = Instant::now() + within;
+        loop {
+            let events = self.ocsf_events()?;
+            if let Some(found) = pred(&events) {
+                return Ok(found);
+            }
+            self.check_running(what)?;
+            if Instant::now() >= deadline {
+                let seen: Vec<String> = events.iter().map(Value::to_string).collect();
+                return Err(Error::Timeout {
+                    what: what.to_owned(),
+                    within,
+                    detail: format!(
+                        "--- OCSF events ---\n{}\n{}",
+                        seen.join("\n"),
+                        self.output()
+                    ),
+                });
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Sends the signal `name` (`HUP`, `TERM`, ...) with `kill -s`.
+    ///
+    /// # Errors
+    ///
+    /// When `kill` fails (the process has gone, say).
+    pub fn signal(&self, name: &str) -> Result<()> {
+        command::run(
+            Command::new("kill").args(["-s", name, &self.pid().to_string()]),
+            None,
+            Duration::from_secs(5),
+        )
+        .map(drop)
+    }
+
+    /// Waits for the gateway to exit and for its output to be read to the
+    /// end; `None` when it is still running after `within`.
+    ///
+    /// # Errors
+    ///
+    /// When its status cannot be queried.
+    pub async fn exit_within(&mut self, within: Duration) -> Result<Option<ExitStatus>> {
+        let deadline = Instant::now() + within;
+        let status = loop {
+            if let Some(status) = self.try_status()? {
+                break status;
+            }
+            if Instant::now() >= deadline {
+                return Ok(None);
+            }
+            tokio::time::sleep(POLL).await;
+        };
+        for reader in self.readers.drain(..) {
+            let _ = reader.join();
+        }
+        Ok(Some(status))
+    }
+
+    fn check_running(&mut self, during: &str) -> Result<()> {
+        match self.try_status()? {
+            None => Ok(()),
+            Some(status) => {
+                // Let the readers catch the last lines, which say why.
+                std::thread::sleep(Duration::from_millis(50));
+                Err(Error::Exited {
+                    status,
+                    during: during.to_owned(),
+                    output: self.output(),
+                })
+            }
+        }
+    }
+}
+
+impl Drop for GatewayProcess {
+    fn drop(&mut self) {
+        if self.status.is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        if std::thread::panicking() {
+            #[allow(clippy::print_stderr)] // The gateway's output explains the failed test.
+            {
+                eprintln!("gateway pid {}:\n{}", self.child.id(), self.output());
+            }
+        }
+    }
+}
+
+fn lock(lines: &Lines) -> std::sync::MutexGuard<'_, Vec<String>> {
+    // A reader thread cannot panic while holding the lock; if one did, its
+    // lines so far are still worth reading.
+    lines.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A thread appending each line of `pipe` to `lines` until it closes.
+fn collect(pipe: impl Read + Send + 'static, lines: Lines) -> JoinHandle<()> {
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines() {
+            let Ok(line) = line else { break };
+            lock(&lines).push(line);
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_package_variables_of_the_test_process_are_dropped() {
+        for name in [
+            "CARGO_MANIFEST_DIR",
+            "CARGO_PKG_NAME",
+            "CARGO_BIN_EXE_x",
+            "OUT_DIR",
+        ] {
+            assert!(is_package_variable(name), "{name}");
+        }
+        for name in ["CARGO_HOME", "CARGO_TARGET_DIR", "CARGO_BUILD_JOBS", "PATH"] {
+            assert!(!is_package_variable(name), "{name}");
+        }
+    }
+
+    #[test]
+    fn the_conventional_path_is_under_the_workspace_target_directory() {
+        if std::env::var_os("CARGO_TARGET_DIR").is_none() {
+            assert_eq!(
+                conventional_path(),
+                workspace_root().join("target/debug/openshell-gateway")
+            );
+        }
+        assert!(workspace_root().join("Cargo.toml").is_file());
+    }
+}

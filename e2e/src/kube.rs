@@ -1,0 +1,634 @@
+//! A Kubernetes cluster driven with `kubectl` and `helm`, for the k3s
+//! end-to-end tests: the chart installed, Secrets overwritten and read back,
+//! pods inspected, and the gateway's port forwarded to loopback.
+//!
+//! Every program runs with `KUBECONFIG` set to the configured file and with
+//! a deadline; a failure names the command line and quotes its stderr.
+//!
+//! # Known problems
+//!
+//! * Kubelet projects a changed Secret into running pods on its own
+//!   schedule (its sync period, one minute by default, plus its cache TTL),
+//!   not when the Secret is written: waits for a rotation to be served
+//!   allow two minutes.
+//! * `kubectl port-forward` may exit when one forwarded connection fails;
+//!   [`PortForward::addr`] starts it again.
+
+use std::ffi::OsString;
+use std::io::{BufRead, BufReader, Read};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::command::{self, describe};
+use crate::error::{Error, Result};
+use crate::gateway::workspace_root;
+
+/// Environment variable naming the kubeconfig of the test cluster; the k3s
+/// tests are skipped when it is not set.
+pub const KUBECONFIG_ENV: &str = "OPENSHELL_E2E_KUBECONFIG";
+/// Environment variable naming the namespace the tests install into.
+pub const NAMESPACE_ENV: &str = "OPENSHELL_E2E_NAMESPACE";
+/// Environment variable naming the gateway image to install.
+pub const IMAGE_ENV: &str = "OPENSHELL_E2E_IMAGE";
+/// The namespace used when [`NAMESPACE_ENV`] is not set.
+pub const DEFAULT_NAMESPACE: &str = "openshell-e2e";
+/// What a k3s test prints when it is skipped.
+pub const SKIP_MESSAGE: &str = "skipping: OPENSHELL_E2E_KUBECONFIG is not set (k3s e2e tests need a cluster; see mise run e2e:k3s)";
+
+/// Deadline of one `kubectl` call (each also gets `--request-timeout`).
+const KUBECTL_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long `kubectl port-forward` may take to start forwarding.
+const PORT_FORWARD_START: Duration = Duration::from_secs(30);
+
+/// The chart in this repository: `deploy/helm/openshell`.
+pub fn chart_dir() -> PathBuf {
+    workspace_root().join("deploy/helm/openshell")
+}
+
+/// A loopback port that was free a moment ago.
+///
+/// # Errors
+///
+/// When no loopback port can be bound.
+pub fn free_loopback_port() -> Result<u16> {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .map_err(|e| Error::io("binding a free loopback port", e))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| Error::io("reading the free loopback port", e))?;
+    Ok(addr.port())
+}
+
+// === impl Cluster ===
+
+/// The test cluster: a kubeconfig file and the namespace to work in.
+///
+/// `kubectl` and `helm` come from `PATH`, or from the `KUBECTL` and `HELM`
+/// environment variables.
+#[derive(Debug, Clone)]
+pub struct Cluster {
+    kubeconfig: PathBuf,
+    namespace: String,
+    kubectl: OsString,
+    helm: OsString,
+}
+
+impl Cluster {
+    /// The cluster the environment names: `OPENSHELL_E2E_KUBECONFIG`, and
+    /// `OPENSHELL_E2E_NAMESPACE` (default `openshell-e2e`). `None` when
+    /// `OPENSHELL_E2E_KUBECONFIG` is unset or empty: the caller skips.
+    ///
+    /// # Errors
+    ///
+    /// When `OPENSHELL_E2E_KUBECONFIG` names no file.
+    pub fn from_env() -> Result<Option<Self>> {
+        let Some(kubeconfig) = std::env::var_os(KUBECONFIG_ENV).filter(|v| !v.is_empty()) else {
+            return Ok(None);
+        };
+        let kubeconfig = PathBuf::from(kubeconfig);
+        if !kubeconfig.is_file() {
+            return Err(Error::unexpected(
+                KUBECONFIG_ENV,
+                format!("{} is not a file", kubeconfig.display()),
+            ));
+        }
+        let namespace = std::env::var(NAMESPACE_ENV)
+            .ok()
+            .filter(|ns| !ns.is_empty())
+            .unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned());
+        Ok(Some(Self::new(kubeconfig, namespace)))
+    }
+
+    /// A cluster reached with `kubeconfig`, working in `namespace`.
+    pub fn new(kubeconfig: impl Into<PathBuf>, namespace: impl Into<String>) -> Self {
+        Self {
+            kubeconfig: kubeconfig.into(),
+            namespace: namespace.into(),
+            kubectl: std::env::var_os("KUBECTL").unwrap_or_else(|| "kubectl".into()),
+            helm: std::env::var_os("HELM").unwrap_or_else(|| "helm".into()),
+        }
+    }
+
+    /// The namespace the tests work in.
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    /// The kubeconfig file.
+    pub fn kubeconfig(&self) -> &Path {
+        &self.kubeconfig
+    }
+
+    /// `kubectl --namespace <ns> --request-timeout=30s <args>`.
+    fn kubectl_command(&self, args: &[&str]) -> Command {
+        let mut cmd = self.kubectl_streaming(&[]);
+        cmd.arg("--request-timeout=30s").args(args);
+        cmd
+    }
+
+    /// `kubectl --namespace <ns> <args>` without a request timeout, for a
+    /// command that streams for as long as it runs (`port-forward`).
+    fn kubectl_streaming(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(&self.kubectl);
+        cmd.env("KUBECONFIG", &self.kubeconfig)
+            .args(["--namespace", &self.namespace])
+            .args(args);
+        cmd
+    }
+
+    /// `kubectl --namespace <ns> <args>`; returns its standard output.
+    ///
+    /// # Errors
+    ///
+    /// When kubectl cannot be run, fails (with its stderr) or takes more
+    /// than a minute.
+    pub fn kubectl(&self, args: &[&str]) -> Result<String> {
+        let mut cmd = self.kubectl_command(args);
+        Ok(command::run(&mut cmd, None, KUBECTL_TIMEOUT)?.stdout)
+    }
+
+    /// [`kubectl`](Self::kubectl) with `input` on standard input.
+    ///
+    /// # Errors
+    ///
+    /// As for [`kubectl`](Self::kubectl).
+    pub fn kubectl_with_input(&self, args: &[&str], input: &[u8]) -> Result<String> {
+        let mut cmd = self.kubectl_command(args);
+        Ok(command::run(&mut cmd, Some(input), KUBECTL_TIMEOUT)?.stdout)
+    }
+
+    /// `helm --namespace <ns> <args>`, allowed `within`; returns its
+    /// standard output.
+    ///
+    /// # Errors
+    ///
+    /// When helm cannot be run, fails (with its stderr) or takes longer.
+    pub fn helm(&self, args: &[&str], within: Duration) -> Result<String> {
+        let mut cmd = Command::new(&self.helm);
+        cmd.env("KUBECONFIG", &self.kubeconfig)
+            .args(["--namespace", &self.namespace])
+            .args(args);
+        Ok(command::run(&mut cmd, None, within)?.stdout)
+    }
+
+    /// `kubectl apply -f -` of one manifest (JSON or YAML).
+    ///
+    /// # Errors
+    ///
+    /// As for [`kubectl`](Self::kubectl).
+    pub fn apply(&self, manifest: &str) -> Result<()> {
+        self.kubectl_with_input(&["apply", "-f", "-"], manifest.as_bytes())
+            .map(drop)
+    }
+
+    /// Creates the namespace unless it exists.
+    ///
+    /// # Errors
+    ///
+    /// As for [`kubectl`](Self::kubectl).
+    pub fn ensure_namespace(&self) -> Result<()> {
+        let manifest = json!({
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": { "name": self.namespace },
+        });
+        self.apply(&manifest.to_string())
+    }
+
+    /// Creates or overwrites the Secret `name` of type `kind`
+    /// (`kubernetes.io/tls`, `Opaque`) with exactly `files` (key, contents),
+    /// the way an operator does it:
+    /// `kubectl create secret generic ... --dry-run=client -o json | kubectl apply -f -`.
+    ///
+    /// Nothing checks that the contents are valid: a test can publish a
+    /// garbage key the way a broken renewal would.
+    ///
+    /// # Errors
+    ///
+    /// When the files cannot be staged, or as for [`kubectl`](Self::kubectl).
+    pub fn apply_secret(&self, name: &str, kind: &str, files: &[(&str, &[u8])]) -> Result<()> {
+        // kubectl reads --from-file; the staging directory (with a test
+        // key in it) is removed when this returns.
+        let staging = tempfile::tempdir().map_err(|e| Error::io("creating a staging dir", e))?;
+        let mut args: Vec<String> = vec![
+            "create".into(),
+            "secret".into(),
+            "generic".into(),
+            name.into(),
+            format!("--type={kind}"),
+        ];
+        for (key, contents) in files {
+            let path = staging.path().join(key);
+            std::fs::write(&path, contents)
+                .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
+            args.push(format!("--from-file={key}={}", path.display()));
+        }
+        args.extend(["--dry-run=client".into(), "-o".into(), "json".into()]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let manifest = self.kubectl(&args)?;
+        self.apply(&manifest)
+    }
+
+    /// Whether the Secret `name` exists.
+    ///
+    /// # Errors
+    ///
+    /// As for [`kubectl`](Self::kubectl).
+    pub fn secret_exists(&self, name: &str) -> Result<bool> {
+        let found = self.kubectl(&["get", "secret", name, "--ignore-not-found", "-o", "name"])?;
+        Ok(!found.trim().is_empty())
+    }
+
+    /// The decoded value of `key` in the Secret `name`.
+    ///
+    /// # Errors
+    ///
+    /// When the Secret or the key does not exist, or as for
+    /// [`kubectl`](Self::kubectl).
+    pub fn secret_value(&self, name: &str, key: &str) -> Result<String> {
+        let template = format!("go-template={{{{index .data \"{key}\" | base64decode}}}}");
+        self.kubectl(&["get", "secret", name, "-o", &template])
+    }
+
+    /// The names of the pods matching the label `selector`, sorted.
+    ///
+    /// # Errors
+    ///
+    /// As for [`kubectl`](Self::kubectl).
+    pub fn pods(&self, selector: &str) -> Result<Vec<String>> {
+        let names = self.kubectl(&[
+            "get",
+            "pods",
+            "-l",
+            selector,
+            "-o",
+            "jsonpath={.items[*].metadata.name}",
+        ])?;
+        let mut names: Vec<String> = names.split_whitespace().map(str::to_owned).collect();
+        names.sort();
+        Ok(names)
+    }
+
+    /// The pod `name` as JSON (`kubectl get pod -o json`).
+    ///
+    /// # Errors
+    ///
+    /// As for [`kubectl`](Self::kubectl), or output that is not JSON.
+    pub fn pod(&self, name: &str) -> Result<Value> {
+        let out = self.kubectl(&["get", "pod", name, "-o", "json"])?;
+        serde_json::from_str(&out).map_err(|e| {
+            Error::unexpected(format!("kubectl get pod {name} -o json"), e.to_string())
+        })
+    }
+
+    /// The sum of the restart counts of the pod's containers.
+    ///
+    /// # Errors
+    ///
+    /// When the pod has no container statuses yet, or as for
+    /// [`pod`](Self::pod).
+    pub fn restart_count(&self, pod: &str) -> Result<u64> {
+        let pod_json = self.pod(pod)?;
+        let statuses = pod_json["status"]["containerStatuses"]
+            .as_array()
+            .ok_or_else(|| Error::unexpected(format!("pod {pod}"), "no containerStatuses"))?;
+        Ok(statuses
+            .iter()
+            .filter_map(|s| s["restartCount"].as_u64())
+            .sum())
+    }
+
+    /// The logs of `container` in `pod` (the current instance's).
+    ///
+    /// # Errors
+    ///
+    /// As for [`kubectl`](Self::kubectl).
+    pub fn logs(&self, pod: &str, container: &str) -> Result<String> {
+        self.kubectl(&["logs", pod, "-c", container])
+    }
+
+    /// Forwards a free loopback port to `remote_port` of `target`
+    /// (`pod/NAME`, `svc/NAME`) with `kubectl port-forward`, and waits
+    /// until it forwards.
+    ///
+    /// # Errors
+    ///
+    /// When kubectl cannot be started, exits, or does not forward within
+    /// 30 s.
+    pub fn port_forward(&self, target: &str, remote_port: u16) -> Result<PortForward> {
+        let mut forward = PortForward {
+            cluster: self.clone(),
+            target: target.to_owned(),
+            remote_port,
+            running: None,
+        };
+        forward.start()?;
+        Ok(forward)
+    }
+}
+
+// === impl PortForward ===
+
+/// A `kubectl port-forward` to one target, killed when dropped.
+#[derive(Debug)]
+pub struct PortForward {
+    cluster: Cluster,
+    target: String,
+    remote_port: u16,
+    running: Option<Forwarding>,
+}
+
+#[derive(Debug)]
+struct Forwarding {
+    child: Child,
+    addr: SocketAddr,
+    command: String,
+    output: Arc<Mutex<Vec<String>>>,
+}
+
+impl PortForward {
+    /// The local address that forwards to the target, starting kubectl
+    /// again (on a new port) when it has exited.
+    ///
+    /// # Errors
+    ///
+    /// When kubectl cannot be started again.
+    pub fn addr(&mut self) -> Result<SocketAddr> {
+        if let Some(running) = &mut self.running
+            && matches!(running.child.try_wait(), Ok(None))
+        {
+            return Ok(running.addr);
+        }
+        self.start()
+    }
+
+    fn start(&mut self) -> Result<SocketAddr> {
+        self.stop();
+        // The port was free a moment ago; another process may take it
+        // before kubectl binds it, so try a few.
+        let mut last = None;
+        for _ in 0..3 {
+            match self.try_start() {
+                Ok(addr) => return Ok(addr),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| Error::unexpected("kubectl port-forward", "never started")))
+    }
+
+    fn try_start(&mut self) -> Result<SocketAddr> {
+        let port = free_loopback_port()?;
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        let mut cmd = self.cluster.kubectl_streaming(&[
+            "port-forward",
+            "--address",
+            "127.0.0.1",
+            &self.target,
+            &format!("{port}:{}", self.remote_port),
+        ]);
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let command = describe(&cmd);
+        let mut child = cmd.spawn().map_err(|source| Error::Spawn {
+            command: command.clone(),
+            source,
+        })?;
+        let output = Arc::new(Mutex::new(Vec::new()));
+        if let Some(pipe) = child.stdout.take() {
+            collect(pipe, output.clone());
+        }
+        if let Some(pipe) = child.stderr.take() {
+            collect(pipe, output.clone());
+        }
+        let mut forwarding = Forwarding {
+            child,
+            addr,
+            command,
+            output,
+        };
+        // "Forwarding from 127.0.0.1:PORT -> REMOTE" once it listens.
+        let ready = format!("Forwarding from 127.0.0.1:{port}");
+        let deadline = Instant::now() + PORT_FORWARD_START;
+        loop {
+            if forwarding.lines().iter().any(|l| l.contains(&ready)) {
+                self.running = Some(forwarding);
+                return Ok(addr);
+            }
+            if let Ok(Some(status)) = forwarding.child.try_wait() {
+                return Err(Error::CommandFailed {
+                    command: forwarding.command.clone(),
+                    status,
+                    stderr: forwarding.lines().join("\n"),
+                });
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::Timeout {
+                    what: format!("`{}` to forward", forwarding.command),
+                    within: PORT_FORWARD_START,
+                    detail: forwarding.lines().join("\n"),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// What kubectl printed so far, for failure messages.
+    pub fn output(&self) -> String {
+        self.running
+            .as_ref()
+            .map(|r| r.lines().join("\n"))
+            .unwrap_or_default()
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut running) = self.running.take() {
+            let _ = running.child.kill();
+            let _ = running.child.wait();
+        }
+    }
+}
+
+impl Forwarding {
+    fn lines(&self) -> Vec<String> {
+        self.output
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+impl Drop for PortForward {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn collect(pipe: impl Read + Send + 'static, lines: Arc<Mutex<Vec<String>>>) {
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines() {
+            let Ok(line) = line else { break };
+            lines
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(line);
+        }
+    });
+}
+
+// === impl ImageRef ===
+
+/// A container image reference split into the chart's `image.repository`,
+/// `image.tag` and `image.digest` values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageRef {
+    /// `registry:port/path/name`.
+    pub repository: String,
+    /// The tag, possibly followed by `@sha256:...` (the form skaffold
+    /// passes as `image.tag`); empty for the chart's default.
+    pub tag: String,
+    /// `sha256:...` when the reference has a digest and no tag.
+    pub digest: String,
+}
+
+impl ImageRef {
+    /// Splits `reference` (`name`, `name:tag`, `name@sha256:..`,
+    /// `name:tag@sha256:..`, with an optional `registry:port/` prefix).
+    ///
+    /// # Errors
+    ///
+    /// When `reference` is empty or has an empty name.
+    pub fn parse(reference: &str) -> Result<Self> {
+        let reference = reference.trim();
+        let (name_and_tag, digest) = match reference.split_once('@') {
+            Some((n, d)) => (n, Some(d)),
+            None => (reference, None),
+        };
+        // A ':' after the last '/' starts the tag; one before it is a
+        // registry port.
+        let last_slash = name_and_tag.rfind('/').map_or(0, |i| i + 1);
+        let (repository, tag) = match name_and_tag[last_slash..].rfind(':') {
+            Some(i) => (
+                &name_and_tag[..last_slash + i],
+                Some(&name_and_tag[last_slash + i + 1..]),
+            ),
+            None => (name_and_tag, None),
+        };
+        if repository.is_empty() || tag == Some("") || digest == Some("") {
+            return Err(Error::unexpected(
+                "image reference",
+                format!("cannot split {reference:?} into repository, tag and digest"),
+            ));
+        }
+        Ok(match (tag, digest) {
+            (Some(tag), Some(digest)) => Self {
+                repository: repository.to_owned(),
+                tag: format!("{tag}@{digest}"),
+                digest: String::new(),
+            },
+            (Some(tag), None) => Self {
+                repository: repository.to_owned(),
+                tag: tag.to_owned(),
+                digest: String::new(),
+            },
+            (None, Some(digest)) => Self {
+                repository: repository.to_owned(),
+                tag: String::new(),
+                digest: digest.to_owned(),
+            },
+            (None, None) => Self {
+                repository: repository.to_owned(),
+                tag: String::new(),
+                digest: String::new(),
+            },
+        })
+    }
+
+    /// The chart's `image` values for this reference.
+    pub fn values(&self) -> Value {
+        json!({
+            "repository": self.repository,
+            "tag": self.tag,
+            "digest": self.digest,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_references_split_like_the_chart_joins_them() {
+        let cases = [
+            ("openshell-gateway", ("openshell-gateway", "", "")),
+            ("openshell-gateway:dev", ("openshell-gateway", "dev", "")),
+            (
+                "localhost:5000/openshell/gateway:1.2",
+                ("localhost:5000/openshell/gateway", "1.2", ""),
+            ),
+            ("localhost:5000/gateway", ("localhost:5000/gateway", "", "")),
+            (
+                "ghcr.io/openshell/openshell-gateway@sha256:abc",
+                ("ghcr.io/openshell/openshell-gateway", "", "sha256:abc"),
+            ),
+            (
+                "openshell-gateway:c53ad6d@sha256:abc",
+                ("openshell-gateway", "c53ad6d@sha256:abc", ""),
+            ),
+        ];
+        for (reference, (repository, tag, digest)) in cases {
+            let image = ImageRef::parse(reference).unwrap();
+            assert_eq!(
+                (
+                    image.repository.as_str(),
+                    image.tag.as_str(),
+                    image.digest.as_str()
+                ),
+                (repository, tag, digest),
+                "{reference}"
+            );
+        }
+        for bad in ["", ":tag", "name:", "name@"] {
+            assert!(ImageRef::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn without_the_variable_there_is_no_cluster() {
+        if std::env::var_os(KUBECONFIG_ENV).is_none() {
+            assert!(Cluster::from_env().unwrap().is_none());
+        }
+    }
+
+    #[test]
+    fn the_chart_is_found() {
+        assert!(chart_dir().join("Chart.yaml").is_file());
+    }
+
+    #[test]
+    fn kubectl_failures_name_the_command_and_quote_its_stderr() {
+        let cluster = Cluster::new("/nonexistent/kubeconfig", "openshell-e2e");
+        let mut cmd = cluster.kubectl_command(&["get", "pods"]);
+        let described = describe(&cmd);
+        assert!(
+            described.ends_with("--namespace openshell-e2e --request-timeout=30s get pods"),
+            "{described}"
+        );
+        let envs: Vec<_> = cmd.get_envs().collect();
+        assert!(
+            envs.iter().any(|(k, v)| *k == "KUBECONFIG"
+                && *v == Some(Path::new("/nonexistent/kubeconfig").as_os_str())),
+            "{envs:?}"
+        );
+        // Whatever kubectl is (or is not) installed here, the error names it.
+        if let Err(e) = command::run(&mut cmd, None, Duration::from_secs(30)) {
+            assert!(e.to_string().contains("get pods"), "{e}");
+        }
+    }
+}

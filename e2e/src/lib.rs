@@ -1,0 +1,106 @@
+//! Drives the real `openshell-gateway` binary end to end: locally against a
+//! kubelet-style Secret directory, and on a k3s cluster when
+//! `OPENSHELL_E2E_KUBECONFIG` is set.
+//!
+//! The unit and integration tests of `tls-reload` and `openshell-server`
+//! exercise the library and the gateway in process. This crate checks what
+//! an operator sees: a separate process with its real command line, files
+//! swapped the way kubelet swaps them, a TLS client on the other side of a
+//! socket, the OCSF audit lines and logs it writes, and, on a cluster, the
+//! Helm chart with cert Secrets that get overwritten under a running pod.
+//!
+//! It does not measure performance (the `tls-bench` binary does) and does
+//! not create clusters (`mise run helm:k3s:create` does).
+//!
+//! # Running the tests locally
+//!
+//! ```text
+//! cargo test -p openshell-e2e          # or: mise run e2e
+//! ```
+//!
+//! `tests/local.rs` needs nothing but the workspace: it builds the gateway
+//! binary ([`gateway_binary`]; set `OPENSHELL_GATEWAY_BIN` to test another
+//! one), serves certificates from temporary directories written by
+//! [`AtomicWriter`](tls_reload::testing::AtomicWriter) on loopback, rotates
+//! them, and checks the served fingerprint with a real TLS client. The OCSF
+//! lines are validated against the schema in `../shared/ocsf/v1.8.0` when
+//! that directory exists; otherwise the tests say the validation was
+//! skipped. `tests/k3s.rs` prints why it is skipped and passes.
+//!
+//! # Running the tests on k3s
+//!
+//! ```text
+//! mise run helm:k3s:create        # k3d cluster "openshell" with cert-manager
+//! mise run helm:skaffold:run      # builds the gateway image and loads it into k3d
+//! OPENSHELL_E2E_KUBECONFIG=$(k3d kubeconfig write openshell) \
+//!     cargo test -p openshell-e2e --test k3s -- --nocapture
+//! ```
+//!
+//! (`mise run e2e:k3s` does the last step.) The tests install the chart as
+//! release `openshell` into `OPENSHELL_E2E_NAMESPACE` (default
+//! `openshell-e2e`) with image `OPENSHELL_E2E_IMAGE`, or, when that is not
+//! set, the image of the gateway that `helm:skaffold:run` deployed in
+//! namespace `openshell`. Then they replay the manual rotation check:
+//! overwrite the `openshell-server-tls` Secret with a new certificate and
+//! key, wait for kubelet to project it, and compare the served fingerprint
+//! with the Secret's, with no pod restart and a reload event in the pod's
+//! logs. The release is left installed for inspection; `kubectl delete
+//! namespace openshell-e2e` removes it.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use openshell_e2e::{GatewayCommand, tls};
+//! use tls_reload::testing::{AtomicWriter, TestCa};
+//!
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! let tmp = tempfile::tempdir()?;
+//! let ca = TestCa::new("server CA");
+//! let leaf = ca.server();
+//! let volume = AtomicWriter::new(tmp.path().join("server"))?;
+//! volume.write(&[
+//!     ("tls.crt", leaf.cert_pem.as_bytes()),
+//!     ("tls.key", leaf.key_pem.as_bytes()),
+//! ])?;
+//!
+//! let mut gateway = GatewayCommand::new()
+//!     .args(["--bind", "127.0.0.1:0", "--tls-reload-debounce", "100ms"])
+//!     .arg("--tls-cert")
+//!     .arg(volume.path("tls.crt"))
+//!     .arg("--tls-key")
+//!     .arg(volume.path("tls.key"))
+//!     .ocsf_log(tmp.path().join("audit.jsonl"))
+//!     .spawn()?;
+//! let addr = gateway.listening(Duration::from_secs(10)).await?;
+//! let client = tls::client_config(ca.cert_pem(), None)?;
+//! let served = tls::served_fingerprint(addr, client, Duration::from_secs(5)).await?;
+//! assert_eq!(served, leaf.fingerprint);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Known problems
+//!
+//! * Kubelet projects a changed Secret on its own schedule (up to about a
+//!   minute and a half with default settings), so the k3s tests take
+//!   minutes, and a cluster with a longer sync period fails them.
+//! * The local tests start one gateway process each and run in parallel;
+//!   every wait is bounded, so a gateway that never reloads fails within
+//!   seconds.
+
+#![deny(missing_docs)]
+
+pub mod command;
+mod error;
+mod gateway;
+pub mod kube;
+pub mod ocsf;
+pub mod tls;
+mod wait;
+
+pub use error::{Error, Result};
+pub use gateway::{
+    GATEWAY_BIN_ENV, GatewayCommand, GatewayProcess, gateway_binary, workspace_root,
+};
+pub use wait::{eventually, eventually_blocking};
