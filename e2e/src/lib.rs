@@ -25,7 +25,14 @@
 //! them, and checks the served fingerprint with a real TLS client. The OCSF
 //! lines are validated against the schema in `../shared/ocsf/v1.8.0` when
 //! that directory exists; otherwise the tests say the validation was
-//! skipped. `tests/k3s.rs` prints why it is skipped and passes.
+//! skipped. `tests/faults.rs` runs the fault matrix the same way: one
+//! test per way the files can go bad (empty, truncated, DER, wrong key,
+//! expired, a FIFO, a symlink loop, no permission, a deleted directory,
+//! ...), each checking that the last good certificate stays served and
+//! that a new good pair heals the gateway; its rows that need `openssl`
+//! print why they are skipped when it is not on `PATH`, and under root its
+//! permission row runs the gateway as `nobody` ([`GatewayCommand::user`]).
+//! `tests/k3s.rs` prints why it is skipped and passes.
 //!
 //! # Running the tests on k3s
 //!
