@@ -6,7 +6,7 @@
 use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io::Read;
-use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -52,9 +52,30 @@ impl fmt::Debug for Inputs {
     }
 }
 
+/// How many times a read that straddled a swap of the files is repeated.
+const READ_ATTEMPTS: usize = 3;
+
 impl Inputs {
     /// Reads every configured file, each with the size cap.
+    ///
+    /// Kubelet replaces every file of a Secret volume with one rename, but
+    /// the files are read one after the other: a read that straddles the
+    /// rename would pair the old certificate with the new key. So the read
+    /// is repeated (a few times at most) when any path names a different
+    /// file after it than before it.
     pub(crate) fn read(files: &TlsFiles, limit: u64) -> Result<Self, Error> {
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let before = identities(files);
+            let read = Self::read_once(files, limit);
+            if attempts >= READ_ATTEMPTS || identities(files) == before {
+                return read;
+            }
+        }
+    }
+
+    fn read_once(files: &TlsFiles, limit: u64) -> Result<Self, Error> {
         Ok(Self {
             cert: read_capped(FileRole::Certificate, &files.cert, limit)?,
             key: Zeroizing::new(read_capped(FileRole::PrivateKey, &files.key, limit)?),
@@ -119,6 +140,15 @@ pub(crate) fn digest_str(s: &str) -> Digest {
     let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
     ctx.update(s.as_bytes());
     digest_of(ctx)
+}
+
+/// Device and inode of the file each input path names now (symlinks
+/// followed), `None` where there is none.
+fn identities(files: &TlsFiles) -> Vec<Option<(u64, u64)>> {
+    files
+        .paths()
+        .map(|p| std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino())))
+        .collect()
 }
 
 /// Reads a whole file, refusing anything that is not a regular file and
