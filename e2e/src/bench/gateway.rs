@@ -24,8 +24,8 @@ use tokio::task::JoinHandle;
 use tokio_rustls::TlsConnector;
 use tonic::transport::{Channel, Endpoint};
 
-use crate::handshake::{Pairs, Plan};
-use crate::load::{self, After, ClientSpec, Clients, Published, Rate};
+use crate::interleave::{Schedule, interleave, summarize};
+use crate::load::{self, After, ClientSpec, Clients, Published};
 use crate::util::{self, Row, Settings};
 
 /// A gateway serving in this process until stopped.
@@ -148,7 +148,7 @@ pub(crate) async fn rotations_under_load(s: &Settings) -> Vec<Row> {
         started.elapsed().as_secs_f64()
     );
     let published = Arc::new(Published::new(leaves.iter().map(|l| l.fingerprint.clone())));
-    let tmp = tempfile::tempdir().expect("tempdir");
+    let tmp = util::volume_dir();
     let debounce = Duration::from_millis(10);
     let (writer, config) = volume_config(tmp.path(), &ca, &leaves[0], debounce);
     let gateway = Running::start(config).await;
@@ -311,67 +311,79 @@ async fn channel(
         .await
 }
 
-/// Runs `n` loops of `op` and returns the completions per second over
-/// `window` (after `warmup`), the failures and the first error.
-async fn rate_of<F, Fut>(
-    n: usize,
-    warmup: Duration,
-    window: Duration,
-    op: F,
-) -> (Rate, u64, Option<String>)
-where
-    F: Fn() -> Fut + Clone + Send + 'static,
-    Fut: Future<Output = Result<(), String>> + Send,
-{
-    let stop = Arc::new(AtomicBool::new(false));
-    let ok = Arc::new(AtomicU64::new(0));
-    let failed = Arc::new(AtomicU64::new(0));
-    let first_error = Arc::new(std::sync::Mutex::new(None::<String>));
-    let deadline = Instant::now() + warmup + window + Duration::from_secs(30);
-    let tasks: Vec<_> = (0..n)
-        .map(|_| {
-            let (stop, ok, failed, first_error, op) = (
-                stop.clone(),
-                ok.clone(),
-                failed.clone(),
-                first_error.clone(),
-                op.clone(),
-            );
-            tokio::spawn(async move {
-                while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
-                    match op().await {
-                        Ok(()) => {
-                            ok.fetch_add(1, Ordering::Relaxed);
-                        }
-                        Err(e) => {
-                            failed.fetch_add(1, Ordering::Relaxed);
-                            first_error.lock().expect("first error").get_or_insert(e);
+/// Loops running an operation until stopped, counting completions.
+struct Loops {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicU64>,
+    failed: Arc<AtomicU64>,
+    first_error: Arc<std::sync::Mutex<Option<String>>>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Loops {
+    /// Starts `n` loops of `op`; they end by themselves after `limit`.
+    fn start<F, Fut>(n: usize, limit: Duration, op: F) -> Self
+    where
+        F: Fn() -> Fut + Clone + Send + 'static,
+        Fut: Future<Output = Result<(), String>> + Send,
+    {
+        let stop = Arc::new(AtomicBool::new(false));
+        let ok = Arc::new(AtomicU64::new(0));
+        let failed = Arc::new(AtomicU64::new(0));
+        let first_error = Arc::new(std::sync::Mutex::new(None::<String>));
+        let deadline = Instant::now() + limit;
+        let tasks = (0..n)
+            .map(|_| {
+                let (stop, ok, failed, first_error, op) = (
+                    stop.clone(),
+                    ok.clone(),
+                    failed.clone(),
+                    first_error.clone(),
+                    op.clone(),
+                );
+                tokio::spawn(async move {
+                    while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                        match op().await {
+                            Ok(()) => {
+                                ok.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Err(e) => {
+                                failed.fetch_add(1, Ordering::Relaxed);
+                                first_error.lock().expect("first error").get_or_insert(e);
+                            }
                         }
                     }
-                }
+                })
             })
-        })
-        .collect();
-    tokio::time::sleep(warmup).await;
-    let (c0, start) = (ok.load(Ordering::Relaxed), util::WindowStart::now());
-    tokio::time::sleep(window).await;
-    let (c1, w) = (ok.load(Ordering::Relaxed), start.finish());
-    stop.store(true, Ordering::Relaxed);
-    for task in tasks {
-        let abort = task.abort_handle();
-        if tokio::time::timeout(Duration::from_secs(15), task)
-            .await
-            .is_err()
-        {
-            abort.abort();
+            .collect();
+        Self {
+            stop,
+            ok,
+            failed,
+            first_error,
+            tasks,
         }
     }
-    let error = first_error.lock().expect("first error").clone();
-    (
-        Rate::of(c1.saturating_sub(c0), &w),
-        failed.load(Ordering::Relaxed),
-        error,
-    )
+
+    fn ok(&self) -> u64 {
+        self.ok.load(Ordering::Relaxed)
+    }
+
+    /// Stops the loops; returns the failures and the first error.
+    async fn stop(self) -> (u64, Option<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        for task in self.tasks {
+            let abort = task.abort_handle();
+            if tokio::time::timeout(Duration::from_secs(15), task)
+                .await
+                .is_err()
+            {
+                abort.abort();
+            }
+        }
+        let error = self.first_error.lock().expect("first error").clone();
+        (self.failed.load(Ordering::Relaxed), error)
+    }
 }
 
 async fn get_status(client: &mut GatewayClient<Channel>) -> Result<(), String> {
@@ -387,7 +399,7 @@ pub(crate) async fn grpc(s: &Settings) -> Vec<Row> {
     println!("\n== 6. gRPC GetTlsStatus through the gateway, TLS vs a plaintext gateway");
     let ca = TestCa::new("bench CA");
     let leaf = ca.server();
-    let tmp = tempfile::tempdir().expect("tempdir");
+    let tmp = util::volume_dir();
     let (_writer, tls_config) = volume_config(tmp.path(), &ca, &leaf, Duration::from_secs(1));
     let mut plain_config = tls_config.clone();
     plain_config.tls = TlsMode::Disabled;
@@ -395,77 +407,106 @@ pub(crate) async fn grpc(s: &Settings) -> Vec<Row> {
     let plain_gw = Running::start(plain_config).await;
     let client_tls = load::client(ca.cert_pem(), &["h2"]);
 
-    let plan = Plan {
-        clean: s.pick(3, 1),
-        max: s.pick(6, 1),
-        ..Plan::new(s)
+    let schedule = Schedule {
+        rounds: s.pick(6, 1),
+        pairs_per_round: s.pick(10, 3),
+        slot: Duration::from_millis(100),
+        guard: Duration::from_millis(5),
     };
     let (callers, conn_loops) = (16, s.clients);
+    let limit = Duration::from_secs(120);
+    let warmup = s.pick(Duration::from_millis(300), Duration::from_millis(100));
+    // Which gateway the loops talk to: switched per slot.
+    let use_tls = Arc::new(AtomicBool::new(false));
+    let names = ["plaintext", "TLS"];
     println!(
-        "   one connection: {callers} concurrent callers on one channel; new connection: \
-         {conn_loops} loops of connect + TLS + HTTP/2 + one call; A = plaintext gateway, \
-         B = TLS gateway; {}",
-        plan.describe()
+        "   A = plaintext gateway (h2c), B = TLS gateway; loops switch gateway per slot; {}",
+        schedule.describe()
     );
 
-    let (mut one, mut fresh) = (Pairs::default(), Pairs::default());
-    let (mut failed, mut first_error) = (0u64, None);
-    let mut i = 0;
-    while (one.clean_count() < plan.clean || fresh.clean_count() < plan.clean) && i < plan.max {
-        let mut rates = [None, None, None, None];
-        for tls in Plan::order(i) {
-            let (addr, cfg) = if tls {
-                (tls_gw.addr, Some(client_tls.clone()))
+    // Unary calls over one HTTP/2 connection per gateway.
+    println!("   one connection: {callers} concurrent callers sharing one channel per gateway");
+    let tls_ch = channel(tls_gw.addr, Some(client_tls.clone()))
+        .await
+        .expect("gRPC channel (TLS)");
+    let plain_ch = channel(plain_gw.addr, None)
+        .await
+        .expect("gRPC channel (plaintext)");
+    let loops = {
+        let use_tls = use_tls.clone();
+        Loops::start(callers, limit, move || {
+            let ch = if use_tls.load(Ordering::Relaxed) {
+                tls_ch.clone()
             } else {
-                (plain_gw.addr, None)
+                plain_ch.clone()
             };
-            let ch = channel(addr, cfg.clone()).await.expect("gRPC channel");
-            let (rate, f, e) = rate_of(callers, plan.warmup, plan.window, move || {
-                let mut client = GatewayClient::new(ch.clone());
-                async move { get_status(&mut client).await }
-            })
-            .await;
-            failed += f;
-            first_error = first_error.or(e);
-            rates[usize::from(tls)] = Some(rate);
+            async move { get_status(&mut GatewayClient::new(ch)).await }
+        })
+    };
+    tokio::time::sleep(warmup).await;
+    let one = interleave(
+        &schedule,
+        || loops.ok(),
+        names,
+        |b| use_tls.store(b, Ordering::Relaxed),
+        |_| tokio::time::sleep(schedule.slot),
+    )
+    .await;
+    let (mut failed, mut first_error) = loops.stop().await;
 
-            let (rate, f, e) = rate_of(conn_loops, plan.warmup, plan.window, move || {
-                let cfg = cfg.clone();
-                async move {
-                    let ch = channel(addr, cfg).await.map_err(|e| format!("{e:?}"))?;
-                    get_status(&mut GatewayClient::new(ch)).await
-                }
-            })
-            .await;
-            failed += f;
-            first_error = first_error.or(e);
-            rates[2 + usize::from(tls)] = Some(rate);
-        }
-        let [Some(a1), Some(b1), Some(a2), Some(b2)] = rates else {
-            unreachable!()
-        };
-        one.push(i, ["one conn plaintext", "TLS"], a1, b1);
-        fresh.push(i, ["new conn plaintext", "TLS"], a2, b2);
-        i += 1;
-    }
+    // A new connection (TCP, TLS, HTTP/2) for every call.
+    println!("   new connection: {conn_loops} loops of connect + handshake + HTTP/2 + one call");
+    let loops = {
+        let use_tls = use_tls.clone();
+        let (tls_addr, plain_addr) = (tls_gw.addr, plain_gw.addr);
+        Loops::start(conn_loops, limit, move || {
+            let (addr, cfg) = if use_tls.load(Ordering::Relaxed) {
+                (tls_addr, Some(client_tls.clone()))
+            } else {
+                (plain_addr, None)
+            };
+            async move {
+                let ch = channel(addr, cfg).await.map_err(|e| format!("{e:?}"))?;
+                get_status(&mut GatewayClient::new(ch)).await
+            }
+        })
+    };
+    tokio::time::sleep(warmup).await;
+    let fresh = interleave(
+        &schedule,
+        || loops.ok(),
+        names,
+        |b| use_tls.store(b, Ordering::Relaxed),
+        |_| tokio::time::sleep(schedule.slot),
+    )
+    .await;
+    let (f, e) = loops.stop().await;
+    failed += f;
+    first_error = first_error.or(e);
     tls_gw.stop().await;
     plain_gw.stop().await;
 
     let error = first_error
         .map(|e| format!(" (first: {e})"))
         .unwrap_or_default();
+    let one_tls = crate::util::median(&one.iter().map(|r| r.b).collect::<Vec<_>>());
+    let fresh_tls = crate::util::median(&fresh.iter().map(|r| r.b).collect::<Vec<_>>());
     vec![
         Row::info(
             format!(
                 "6. gRPC unary calls/s, one HTTP/2 connection ({callers} callers), TLS ÷ plaintext"
             ),
-            one.summary("plaintext", "TLS"),
+            summarize(&one, names).1,
         ),
         Row::info(
             format!(
                 "6. gRPC calls/s, new connection per call ({conn_loops} loops), TLS ÷ plaintext"
             ),
-            fresh.summary("plaintext", "TLS"),
+            format!(
+                "{}; new-connection ÷ one-connection calls/s over TLS {:.3}",
+                summarize(&fresh, names).1,
+                fresh_tls / one_tls
+            ),
         ),
         Row::check(
             "6. failed gRPC calls",

@@ -9,292 +9,15 @@ use std::time::{Duration, Instant};
 use tls_reload::ReloadableAcceptor;
 use tls_reload::testing::{AtomicWriter, TestCa};
 
-use crate::load::{self, After, ClientSpec, Clients, Published, Rate};
+use crate::interleave::{Round, Schedule, interleave, summarize};
+use crate::load::{self, After, ClientSpec, Clients, Published};
 use crate::util::{self, KeyKind, Row, Settings};
-
-/// A pair is disturbed when, in either of its windows, other processes
-/// (or the hypervisor) took more than this share of the machine.
-pub(crate) const DISTURBED: f64 = 0.05;
-
-/// Timings of an interleaved A/B comparison.
-pub(crate) struct Plan {
-    /// Undisturbed pairs wanted.
-    pub(crate) clean: usize,
-    /// Pairs run at most, disturbed or not.
-    pub(crate) max: usize,
-    pub(crate) warmup: Duration,
-    pub(crate) window: Duration,
-}
-
-impl Plan {
-    pub(crate) fn new(s: &Settings) -> Self {
-        Self {
-            clean: s.pick(8, 1),
-            max: s.pick(16, 1),
-            warmup: s.pick(Duration::from_millis(250), Duration::from_millis(100)),
-            window: s.pick(Duration::from_millis(1000), Duration::from_millis(250)),
-        }
-    }
-
-    /// Order of the two arms in pair `i`: A B, B A, A B, ... so that a
-    /// linear drift of the machine cancels out.
-    pub(crate) fn order(i: usize) -> [bool; 2] {
-        if i.is_multiple_of(2) {
-            [false, true]
-        } else {
-            [true, false]
-        }
-    }
-
-    pub(crate) fn describe(&self) -> String {
-        format!(
-            "pairs of {} ms windows (after {} ms warm-up each), order A B / B A, until {} \
-             undisturbed pairs (other processes < {:.0} % of the machine in both windows) \
-             or {} pairs",
-            self.window.as_millis(),
-            self.warmup.as_millis(),
-            self.clean,
-            DISTURBED * 100.0,
-            self.max
-        )
-    }
-}
-
-/// Per-pair results of an A/B comparison; B is the arm under test.
-#[derive(Default)]
-pub(crate) struct Pairs {
-    a: Vec<f64>,
-    b: Vec<f64>,
-    ratio: Vec<f64>,
-    cpu_ratio: Vec<f64>,
-    clean: Vec<bool>,
-}
-
-impl Pairs {
-    /// Records a pair and prints it; returns whether it was undisturbed.
-    pub(crate) fn push(&mut self, i: usize, names: [&str; 2], a: Rate, b: Rate) -> bool {
-        let foreign = a.foreign.unwrap_or(0.0).max(b.foreign.unwrap_or(0.0));
-        let clean = foreign < DISTURBED;
-        self.a.push(a.per_sec);
-        self.b.push(b.per_sec);
-        self.ratio.push(b.per_sec / a.per_sec);
-        // CPU per operation, inverted so that > 1 means B is cheaper, like
-        // the throughput ratio.
-        let cpu = match (a.cpu_ns_per_op, b.cpu_ns_per_op) {
-            (Some(ca), Some(cb)) => ca / cb,
-            _ => f64::NAN,
-        };
-        self.cpu_ratio.push(cpu);
-        self.clean.push(clean);
-        println!(
-            "   pair {:>2}: {} {:.0}/s, {} {:.0}/s, ratio {:.3}, CPU/op ratio {:.3}, \
-             other processes {:.1} %{}",
-            i + 1,
-            names[0],
-            a.per_sec,
-            names[1],
-            b.per_sec,
-            b.per_sec / a.per_sec,
-            cpu,
-            foreign * 100.0,
-            if clean { "" } else { " (disturbed)" }
-        );
-        clean
-    }
-
-    pub(crate) fn clean_count(&self) -> usize {
-        self.clean.iter().filter(|&&c| c).count()
-    }
-
-    /// The pairs the figure is computed from: the undisturbed ones when
-    /// there are at least three, else all of them.
-    fn kept(&self, v: &[f64]) -> Vec<f64> {
-        let use_clean = self.clean_count() >= 3;
-        v.iter()
-            .zip(&self.clean)
-            .filter(|(_, c)| !use_clean || **c)
-            .map(|(x, _)| *x)
-            .filter(|x| x.is_finite())
-            .collect()
-    }
-
-    pub(crate) fn summary(&self, a_name: &str, b_name: &str) -> String {
-        let ratios = self.kept(&self.ratio);
-        let (lo, hi) = util::range(&ratios);
-        let which = if self.clean_count() >= 3 {
-            format!(
-                "median of {} undisturbed pairs of {}",
-                ratios.len(),
-                self.ratio.len()
-            )
-        } else {
-            format!(
-                "median of all {} pairs, only {} undisturbed",
-                self.ratio.len(),
-                self.clean_count()
-            )
-        };
-        format!(
-            "{:.3} ({which}, range {lo:.3}..{hi:.3}; {b_name} {:.0}/s vs {a_name} {:.0}/s; \
-             CPU-per-op ratio {:.3})",
-            util::median(&ratios),
-            util::median(&self.kept(&self.b)),
-            util::median(&self.kept(&self.a)),
-            util::median(&self.kept(&self.cpu_ratio)),
-        )
-    }
-}
 
 fn failures(counters: &load::Counters) -> (u64, u64, Option<String>) {
     (
         counters.failed.load(Ordering::Relaxed),
         counters.mismatched.load(Ordering::Relaxed),
         counters.first_error.lock().expect("first error").clone(),
-    )
-}
-
-// === fine-grained interleaving ===
-
-/// Arms A and B alternate in short slots while the same client loops keep
-/// running, so that whatever else the machine does falls on both arms
-/// alike. Slots go A B, B A, A B, ... within a round; each round gives one
-/// ratio, and the figure is the median over rounds.
-pub(crate) struct Schedule {
-    pub(crate) rounds: usize,
-    /// A-and-B slot pairs per round.
-    pub(crate) pairs_per_round: usize,
-    pub(crate) slot: Duration,
-    /// Wait after switching arms before counting, so that connections
-    /// started under the other arm have finished.
-    pub(crate) guard: Duration,
-}
-
-impl Schedule {
-    fn describe(&self) -> String {
-        format!(
-            "{} rounds of {} A/B slot pairs of {} ms (order A B, B A, ...; {} ms guard after each switch)",
-            self.rounds,
-            self.pairs_per_round,
-            self.slot.as_millis(),
-            self.guard.as_millis()
-        )
-    }
-}
-
-/// One round of an interleaved comparison.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Round {
-    pub(crate) a: f64,
-    pub(crate) b: f64,
-    /// CPU per operation of A over that of B (> 1: B cheaper).
-    pub(crate) cpu_ratio: f64,
-    /// Share of the machine other processes used during the round.
-    pub(crate) foreign: f64,
-}
-
-impl Round {
-    pub(crate) fn ratio(&self) -> f64 {
-        self.b / self.a
-    }
-}
-
-/// Runs `schedule` against running `clients`. `switch(arm)` selects an
-/// arm (false: A, true: B) at the start of each slot; `body(arm)` is the
-/// slot itself and must last `schedule.slot`.
-pub(crate) async fn interleave<S, B, Fut>(
-    schedule: &Schedule,
-    clients: &Clients,
-    names: [&str; 2],
-    mut switch: S,
-    mut body: B,
-) -> Vec<Round>
-where
-    S: FnMut(bool),
-    B: FnMut(bool) -> Fut,
-    Fut: std::future::Future<Output = ()>,
-{
-    let mut rounds = Vec::with_capacity(schedule.rounds);
-    for r in 0..schedule.rounds {
-        let window = util::WindowStart::now();
-        let mut done = [0u64; 2];
-        let mut time = [Duration::ZERO; 2];
-        let mut cpu = [0u64; 2];
-        for k in 0..schedule.pairs_per_round {
-            for arm in Plan::order(k) {
-                switch(arm);
-                tokio::time::sleep(schedule.guard).await;
-                let (c0, t0, n0) = (clients.ok(), Instant::now(), util::ThreadsCpu::now());
-                body(arm).await;
-                let (c1, t1, n1) = (clients.ok(), Instant::now(), util::ThreadsCpu::now());
-                let i = usize::from(arm);
-                done[i] += c1.saturating_sub(c0);
-                time[i] += t1 - t0;
-                cpu[i] += n1.since(&n0);
-            }
-        }
-        let foreign = window.finish().foreign.unwrap_or(f64::NAN);
-        let rate = |i: usize| done[i] as f64 / time[i].as_secs_f64();
-        let per_op = |i: usize| cpu[i] as f64 / done[i].max(1) as f64;
-        let round = Round {
-            a: rate(0),
-            b: rate(1),
-            cpu_ratio: per_op(0) / per_op(1),
-            foreign,
-        };
-        println!(
-            "   round {:>2}: {} {:.0}/s, {} {:.0}/s, ratio {:.4}, CPU/op ratio {:.4}, other processes {:.1} %{}",
-            r + 1,
-            names[0],
-            round.a,
-            names[1],
-            round.b,
-            round.ratio(),
-            round.cpu_ratio,
-            foreign * 100.0,
-            if foreign >= DISTURBED {
-                " (disturbed)"
-            } else {
-                ""
-            }
-        );
-        rounds.push(round);
-    }
-    rounds
-}
-
-/// The figure of an interleaved comparison: the median round ratio.
-pub(crate) fn summarize(rounds: &[Round], names: [&str; 2]) -> (f64, String) {
-    let ratios: Vec<f64> = rounds.iter().map(Round::ratio).collect();
-    let cpu: Vec<f64> = rounds.iter().map(|r| r.cpu_ratio).collect();
-    let a: Vec<f64> = rounds.iter().map(|r| r.a).collect();
-    let b: Vec<f64> = rounds.iter().map(|r| r.b).collect();
-    let pooled = b.iter().sum::<f64>() / a.iter().sum::<f64>();
-    let (lo, hi) = util::range(&ratios);
-    let disturbed = rounds.iter().filter(|r| r.foreign >= DISTURBED).count();
-    let clean: Vec<f64> = rounds
-        .iter()
-        .filter(|r| r.foreign < DISTURBED)
-        .map(Round::ratio)
-        .collect();
-    let clean_note = if disturbed > 0 && clean.len() >= 3 {
-        format!(", undisturbed rounds only {:.3}", util::median(&clean))
-    } else {
-        String::new()
-    };
-    let median = util::median(&ratios);
-    (
-        median,
-        format!(
-            "{median:.3} (median of {} rounds, range {lo:.3}..{hi:.3}, pooled {pooled:.3}; \
-             {} {:.0}/s vs {} {:.0}/s; CPU-per-op ratio {:.3}; {disturbed} rounds disturbed by \
-             other processes{clean_note})",
-            ratios.len(),
-            names[1],
-            util::median(&b),
-            names[0],
-            util::median(&a),
-            util::median(&cpu),
-        ),
     )
 }
 
@@ -313,7 +36,7 @@ pub(crate) async fn throughput(s: &Settings, kind: KeyKind) -> Vec<Row> {
             return vec![Row::skipped(figure, reason)];
         }
     };
-    let tmp = tempfile::tempdir().expect("tempdir");
+    let tmp = util::volume_dir();
     let files = util::write_plain(tmp.path(), &leaf).expect("write cert and key");
     let (acceptor, watcher) = ReloadableAcceptor::builder(files)
         .start()
@@ -326,7 +49,7 @@ pub(crate) async fn throughput(s: &Settings, kind: KeyKind) -> Vec<Row> {
     let reloadable_arm = Arc::new(AtomicBool::new(false));
     let (listener, addr) = load::listen().await;
     let (served, arm) = (acceptor.clone(), reloadable_arm.clone());
-    let server = load::spawn_server(listener, move |tcp| {
+    let server = load::spawn_server(listener, Duration::from_secs(600), move |tcp| {
         if arm.load(Ordering::Relaxed) {
             served.accept(tcp)
         } else {
@@ -357,7 +80,7 @@ pub(crate) async fn throughput(s: &Settings, kind: KeyKind) -> Vec<Row> {
     let names = ["plain", "reloadable"];
     let rounds = interleave(
         &schedule,
-        &clients,
+        || clients.ok(),
         names,
         |b| reloadable_arm.store(b, Ordering::Relaxed),
         |_| tokio::time::sleep(schedule.slot),
@@ -377,7 +100,7 @@ pub(crate) async fn throughput(s: &Settings, kind: KeyKind) -> Vec<Row> {
         reloadable_arm.store(false, Ordering::Relaxed);
         let rounds = interleave(
             &schedule,
-            &clients,
+            || clients.ok(),
             ["plain", "plain"],
             |_| {},
             |_| tokio::time::sleep(schedule.slot),
@@ -424,7 +147,7 @@ pub(crate) async fn rotating(s: &Settings) -> Vec<Row> {
     let ca = Arc::new(TestCa::new("bench CA"));
     let pool = Arc::new(util::leaves(&ca, 4));
     let published = Arc::new(Published::new(pool.iter().map(|l| l.fingerprint.clone())));
-    let tmp = tempfile::tempdir().expect("tempdir");
+    let tmp = util::volume_dir();
     let writer = AtomicWriter::new(tmp.path().join("server")).expect("volume");
     writer
         .write(&util::payload(&pool[0], &ca))
@@ -439,13 +162,18 @@ pub(crate) async fn rotating(s: &Settings) -> Vec<Row> {
     .expect("start acceptor");
     let (listener, addr) = load::listen().await;
     let served = acceptor.clone();
-    let server = load::spawn_server(listener, move |tcp| served.accept(tcp));
+    let server = load::spawn_server(listener, Duration::from_secs(600), move |tcp| {
+        served.accept(tcp)
+    });
 
+    // Each rotating slot holds one rotation per 100 ms of slot time; short
+    // slots keep the two arms close in time (less noise), and the reload
+    // (debounce 10 ms) lands well inside the slot that caused it.
     let period = Duration::from_millis(100);
-    let per_slot = 3u32;
+    let per_slot = 1u32;
     let schedule = Schedule {
         rounds: s.pick(12, 1),
-        pairs_per_round: s.pick(3, 1),
+        pairs_per_round: s.pick(10, 3),
         slot: period * per_slot,
         guard: Duration::from_millis(5),
     };
@@ -472,7 +200,7 @@ pub(crate) async fn rotating(s: &Settings) -> Vec<Row> {
     let names = ["steady", "rotating"];
     let rounds = interleave(
         &schedule,
-        &clients,
+        || clients.ok(),
         names,
         |_| {},
         |rotate| {

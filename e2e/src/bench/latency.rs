@@ -16,7 +16,7 @@ pub(crate) async fn latency(s: &Settings, debounce: Duration) -> Vec<Row> {
     println!("\n== {figure}");
     let ca = TestCa::new("bench CA");
     let pool = util::leaves(&ca, 8);
-    let tmp = tempfile::tempdir().expect("tempdir");
+    let tmp = util::volume_dir();
     let writer = AtomicWriter::new(tmp.path().join("server")).expect("volume");
     writer
         .write(&util::payload(&pool[0], &ca))

@@ -17,14 +17,16 @@ use tokio_rustls::TlsConnector;
 
 /// Serves `listener`: each connection is handshaken with `accept`, answered
 /// with `ok\n` and closed (close_notify, then FIN), as
-/// `tls_reload::testing::serve` does. Abort the handle to stop.
-pub(crate) fn spawn_server<F>(listener: TcpListener, accept: F) -> JoinHandle<()>
+/// `tls_reload::testing::serve` does. Abort the handle to stop; it also
+/// stops by itself after `limit`.
+pub(crate) fn spawn_server<F>(listener: TcpListener, limit: Duration, accept: F) -> JoinHandle<()>
 where
     F: Fn(TcpStream) -> tokio_rustls::Accept<TcpStream> + Send + 'static,
 {
     tokio::spawn(async move {
-        loop {
-            let tcp = match listener.accept().await {
+        let deadline = tokio::time::Instant::now() + limit;
+        while let Ok(accepted) = tokio::time::timeout_at(deadline, listener.accept()).await {
+            let tcp = match accepted {
                 Ok((tcp, _)) => tcp,
                 Err(_) => {
                     // Out of descriptors or similar: back off, do not spin.
@@ -238,27 +240,6 @@ async fn one(spec: &ClientSpec, connector: &TlsConnector) -> io::Result<Option<S
         }
     }
     Ok(fingerprint)
-}
-
-/// A measured rate.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Rate {
-    pub(crate) per_sec: f64,
-    /// Process CPU per operation over the window, when measurable.
-    pub(crate) cpu_ns_per_op: Option<f64>,
-    /// Share of the machine used by other processes over the window.
-    pub(crate) foreign: Option<f64>,
-}
-
-impl Rate {
-    /// `done` operations over the window `w`.
-    pub(crate) fn of(done: u64, w: &crate::util::Window) -> Self {
-        Self {
-            per_sec: done as f64 / w.elapsed.as_secs_f64(),
-            cpu_ns_per_op: (done > 0).then(|| w.threads_ns as f64 / done as f64),
-            foreign: w.foreign,
-        }
-    }
 }
 
 /// A client config trusting `ca_pem`, resumption off, with `alpn`.

@@ -18,7 +18,7 @@ pub(crate) async fn reloads(s: &Settings) -> Vec<Row> {
     println!("\n== {figure} (two cert pairs alternating, reload_now each)");
     let ca = TestCa::new("bench CA");
     let pair = [ca.server(), ca.server()];
-    let tmp = tempfile::tempdir().expect("tempdir");
+    let tmp = util::volume_dir();
     let writer = AtomicWriter::new(tmp.path().join("server")).expect("volume");
     writer
         .write(&util::payload(&pair[0], &ca))
@@ -143,7 +143,7 @@ pub(crate) async fn idle_cpu(s: &Settings) -> Vec<Row> {
 
     let ca = TestCa::new("bench CA");
     let leaf = ca.server();
-    let tmp = tempfile::tempdir().expect("tempdir");
+    let tmp = util::volume_dir();
     // Production timings: debounce 1 s, poll every 30 s.
     let (_writer, config) = volume_config(tmp.path(), &ca, &leaf, Duration::from_secs(1));
     let gateway = Running::start(config).await;

@@ -269,12 +269,9 @@ pub(crate) fn machine_ticks() -> Option<(u64, u64)> {
     Some((busy, busy + get(3) + get(4)))
 }
 
-/// What the process and the machine did over a measurement window.
+/// What the rest of the machine did over a measurement window.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Window {
-    pub(crate) elapsed: Duration,
-    /// On-CPU time of this process's threads (schedstat), ns.
-    pub(crate) threads_ns: u64,
     /// Share of the machine's CPU capacity used by other processes (and
     /// stolen by the hypervisor) during the window, 0..1.
     pub(crate) foreign: Option<f64>,
@@ -282,8 +279,6 @@ pub(crate) struct Window {
 
 /// The start of a [`Window`].
 pub(crate) struct WindowStart {
-    at: std::time::Instant,
-    threads: ThreadsCpu,
     own: Option<Duration>,
     machine: Option<(u64, u64)>,
 }
@@ -293,14 +288,10 @@ impl WindowStart {
         Self {
             own: process_cpu(),
             machine: machine_ticks(),
-            threads: ThreadsCpu::now(),
-            at: std::time::Instant::now(),
         }
     }
 
     pub(crate) fn finish(self) -> Window {
-        let elapsed = self.at.elapsed();
-        let threads_ns = ThreadsCpu::now().since(&self.threads);
         let foreign = match (self.own, process_cpu(), self.machine, machine_ticks()) {
             (Some(o0), Some(o1), Some((b0, t0)), Some((b1, t1))) if t1 > t0 => {
                 let own_ticks = (o1.saturating_sub(o0)).as_secs_f64() * clock_ticks() as f64;
@@ -309,11 +300,7 @@ impl WindowStart {
             }
             _ => None,
         };
-        Window {
-            elapsed,
-            threads_ns,
-            foreign,
-        }
+        Window { foreign }
     }
 }
 
@@ -416,6 +403,30 @@ pub(crate) fn leaf(ca: &TestCa, kind: KeyKind) -> Result<Leaf, String> {
 /// `n` distinct ECDSA server leaves.
 pub(crate) fn leaves(ca: &TestCa, n: usize) -> Vec<Leaf> {
     (0..n).map(|_| ca.server()).collect()
+}
+
+/// A temporary directory for a Secret volume: on tmpfs (`/dev/shm`) when
+/// there is one, as kubelet backs Secret volumes with tmpfs, else in the
+/// default temporary directory.
+pub(crate) fn volume_dir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("tls-bench-")
+        .tempdir_in("/dev/shm")
+        .or_else(|_| tempfile::tempdir())
+        .expect("temporary directory")
+}
+
+/// Where [`volume_dir`] puts volumes, for the report.
+pub(crate) fn volume_fs() -> &'static str {
+    let ok = tempfile::Builder::new()
+        .prefix("tls-bench-probe-")
+        .tempdir_in("/dev/shm")
+        .is_ok();
+    if ok {
+        "tmpfs (/dev/shm), as kubelet backs Secret volumes"
+    } else {
+        "the default temporary directory (no /dev/shm)"
+    }
 }
 
 /// Writes `leaf` as `cert.pem` and `key.pem` into `dir` (plain files).

@@ -19,6 +19,8 @@
 mod gateway;
 #[path = "../bench/handshake.rs"]
 mod handshake;
+#[path = "../bench/interleave.rs"]
+mod interleave;
 #[path = "../bench/latency.rs"]
 mod latency;
 #[path = "../bench/load.rs"]
@@ -162,8 +164,10 @@ async fn run(s: &Settings, only: Option<&[String]>) -> Vec<Row> {
     );
     println!(
         "server and clients share this process and its {}-thread runtime over loopback; \
-         client session resumption is off (every handshake is a full TLS 1.3 handshake)",
-        s.cores
+         client session resumption is off (every handshake is a full TLS 1.3 handshake); \
+         certificate files live on {}",
+        s.cores,
+        util::volume_fs()
     );
 
     let mut rows = Vec::new();

@@ -1,0 +1,163 @@
+//! Fine-grained interleaving of two arms A and B under the same load, so
+//! that whatever else the machine does falls on both alike.
+
+use std::time::{Duration, Instant};
+
+use crate::util;
+
+/// A round is disturbed when other processes (or the hypervisor) took more
+/// than this share of the machine during it.
+pub(crate) const DISTURBED: f64 = 0.05;
+
+/// Order of the two arms in slot pair `i`: A B, B A, A B, ... so that a
+/// linear drift of the machine cancels out.
+fn order(i: usize) -> [bool; 2] {
+    if i.is_multiple_of(2) {
+        [false, true]
+    } else {
+        [true, false]
+    }
+}
+
+/// Arms A and B alternate in short slots while the same client loops keep
+/// running, so that whatever else the machine does falls on both arms
+/// alike. Slots go A B, B A, A B, ... within a round; each round gives one
+/// ratio, and the figure is the median over rounds.
+pub(crate) struct Schedule {
+    pub(crate) rounds: usize,
+    /// A-and-B slot pairs per round.
+    pub(crate) pairs_per_round: usize,
+    pub(crate) slot: Duration,
+    /// Wait after switching arms before counting, so that connections
+    /// started under the other arm have finished.
+    pub(crate) guard: Duration,
+}
+
+impl Schedule {
+    pub(crate) fn describe(&self) -> String {
+        format!(
+            "{} rounds of {} A/B slot pairs of {} ms (order A B, B A, ...; {} ms guard after each switch)",
+            self.rounds,
+            self.pairs_per_round,
+            self.slot.as_millis(),
+            self.guard.as_millis()
+        )
+    }
+}
+
+/// One round of an interleaved comparison.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Round {
+    pub(crate) a: f64,
+    pub(crate) b: f64,
+    /// CPU per operation of A over that of B (> 1: B cheaper).
+    pub(crate) cpu_ratio: f64,
+    /// Share of the machine other processes used during the round.
+    pub(crate) foreign: f64,
+}
+
+impl Round {
+    pub(crate) fn ratio(&self) -> f64 {
+        self.b / self.a
+    }
+}
+
+/// Runs `schedule`; `count()` is the number of operations completed so far. `switch(arm)` selects an
+/// arm (false: A, true: B) at the start of each slot; `body(arm)` is the
+/// slot itself and must last `schedule.slot`.
+pub(crate) async fn interleave<S, B, Fut>(
+    schedule: &Schedule,
+    count: impl Fn() -> u64,
+    names: [&str; 2],
+    mut switch: S,
+    mut body: B,
+) -> Vec<Round>
+where
+    S: FnMut(bool),
+    B: FnMut(bool) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let mut rounds = Vec::with_capacity(schedule.rounds);
+    for r in 0..schedule.rounds {
+        let window = util::WindowStart::now();
+        let mut done = [0u64; 2];
+        let mut time = [Duration::ZERO; 2];
+        let mut cpu = [0u64; 2];
+        for k in 0..schedule.pairs_per_round {
+            for arm in order(k) {
+                switch(arm);
+                tokio::time::sleep(schedule.guard).await;
+                let (c0, t0, n0) = (count(), Instant::now(), util::ThreadsCpu::now());
+                body(arm).await;
+                let (c1, t1, n1) = (count(), Instant::now(), util::ThreadsCpu::now());
+                let i = usize::from(arm);
+                done[i] += c1.saturating_sub(c0);
+                time[i] += t1 - t0;
+                cpu[i] += n1.since(&n0);
+            }
+        }
+        let foreign = window.finish().foreign.unwrap_or(f64::NAN);
+        let rate = |i: usize| done[i] as f64 / time[i].as_secs_f64();
+        let per_op = |i: usize| cpu[i] as f64 / done[i].max(1) as f64;
+        let round = Round {
+            a: rate(0),
+            b: rate(1),
+            cpu_ratio: per_op(0) / per_op(1),
+            foreign,
+        };
+        println!(
+            "   round {:>2}: {} {:.0}/s, {} {:.0}/s, ratio {:.4}, CPU/op ratio {:.4}, other processes {:.1} %{}",
+            r + 1,
+            names[0],
+            round.a,
+            names[1],
+            round.b,
+            round.ratio(),
+            round.cpu_ratio,
+            foreign * 100.0,
+            if foreign >= DISTURBED {
+                " (disturbed)"
+            } else {
+                ""
+            }
+        );
+        rounds.push(round);
+    }
+    rounds
+}
+
+/// The figure of an interleaved comparison: the median round ratio.
+pub(crate) fn summarize(rounds: &[Round], names: [&str; 2]) -> (f64, String) {
+    let ratios: Vec<f64> = rounds.iter().map(Round::ratio).collect();
+    let cpu: Vec<f64> = rounds.iter().map(|r| r.cpu_ratio).collect();
+    let a: Vec<f64> = rounds.iter().map(|r| r.a).collect();
+    let b: Vec<f64> = rounds.iter().map(|r| r.b).collect();
+    let pooled = b.iter().sum::<f64>() / a.iter().sum::<f64>();
+    let (lo, hi) = util::range(&ratios);
+    let disturbed = rounds.iter().filter(|r| r.foreign >= DISTURBED).count();
+    let clean: Vec<f64> = rounds
+        .iter()
+        .filter(|r| r.foreign < DISTURBED)
+        .map(Round::ratio)
+        .collect();
+    let clean_note = if disturbed > 0 && clean.len() >= 3 {
+        format!(", undisturbed rounds only {:.3}", util::median(&clean))
+    } else {
+        String::new()
+    };
+    let median = util::median(&ratios);
+    (
+        median,
+        format!(
+            "{median:.3} (median of {} rounds, range {lo:.3}..{hi:.3}, pooled {pooled:.3}; \
+             {} {:.0}/s vs {} {:.0}/s; CPU-per-op ratio {:.3}; {disturbed} rounds disturbed by \
+             other processes{clean_note})",
+            ratios.len(),
+            names[1],
+            util::median(&b),
+            names[0],
+            util::median(&a),
+            util::median(&cpu),
+        ),
+    )
+}
