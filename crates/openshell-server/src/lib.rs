@@ -8,9 +8,9 @@
 //! use openshell_server::{Config, Gateway};
 //! use tls_reload::TlsFiles;
 //!
-//! # async fn example() -> Result<(), openshell_server::Error> {
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
 //! let files = TlsFiles::new("/etc/openshell-tls/server/tls.crt", "/etc/openshell-tls/server/tls.key");
-//! let gateway = Gateway::bind(Config::with_tls("127.0.0.1:8443".parse().unwrap(), files)).await?;
+//! let gateway = Gateway::bind(Config::with_tls("127.0.0.1:8443".parse()?, files)).await?;
 //! gateway.serve(async { let _ = tokio::signal::ctrl_c().await; }).await?;
 //! # Ok(())
 //! # }
