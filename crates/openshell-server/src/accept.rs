@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
@@ -22,6 +22,11 @@ use crate::http_api;
 use crate::metrics::Handshake;
 use crate::multiplex;
 use crate::state::State;
+
+/// How often an idle HTTP/2 connection is pinged.
+const HTTP2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(60);
+/// How long a ping may go unanswered before the connection is closed.
+const HTTP2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Per-connection limits.
 #[derive(Debug, Clone, Copy)]
@@ -143,7 +148,19 @@ async fn serve_http<IO>(
     let service = hyper::service::service_fn(move |req: http::Request<Incoming>| {
         multiplex::route(req, grpc.clone(), state.clone(), peer.clone())
     });
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // A client that finished its handshake must still send its request
+    // headers in time (slowloris over HTTP/1), and a silent HTTP/2 peer is
+    // detected by pings rather than only at max connection age.
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.handshake_timeout);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(HTTP2_KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(HTTP2_KEEPALIVE_TIMEOUT);
     let mut conn = std::pin::pin!(builder.serve_connection(TokioIo::new(io), service));
     // Past its max age, or when the gateway drains, the connection is asked
     // to finish (GOAWAY for HTTP/2, `Connection: close` for HTTP/1) and

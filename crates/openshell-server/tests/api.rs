@@ -438,3 +438,36 @@ async fn plaintext_mode_reports_tls_disabled_and_refuses_reload() {
     assert_eq!(err.code(), tonic::Code::FailedPrecondition);
     gw.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_sends_its_request_headers_is_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let pki = Pki::new();
+    let mut config = pki.config(pki.files());
+    config.handshake_timeout = Duration::from_millis(500);
+    let gw = Running::start(config).await;
+
+    let tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(tls(&pki.server_ca, None, &["http/1.1"]))
+        .connect(
+            rustls_pki_types::ServerName::try_from("localhost").unwrap(),
+            tcp,
+        )
+        .await
+        .unwrap();
+    // Half a request line, then nothing.
+    tls.write_all(b"GET /healthz HT").await.unwrap();
+    let started = std::time::Instant::now();
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut buf)).await;
+    assert!(read.is_ok(), "connection still open after 5 s");
+    assert!(
+        started.elapsed() >= Duration::from_millis(400),
+        "closed too early: {:?}",
+        started.elapsed()
+    );
+    // Well-behaved clients are served meanwhile and after.
+    let (status, _, _) = get(gw.addr, &pki.server_ca, Http::One, "/healthz").await;
+    assert_eq!(status, 200);
+    gw.stop().await;
+}
