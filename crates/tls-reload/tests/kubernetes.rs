@@ -403,3 +403,53 @@ async fn follows_a_symlinked_file_replaced_in_its_directory() {
     }
     wait_served(addr, &client, &new.fingerprint).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reloads_never_read_a_torn_pair_while_kubelet_swaps_the_volume() {
+    // The files are read one after the other; a `..data` rename landing
+    // between the two reads must not pair the old cert with the new key.
+    let fx = Fixture::new();
+    let acceptor = fx.builder().build().unwrap();
+    let leaves: Vec<_> = (0..4).map(|_| fx.ca.server()).collect();
+    let volume = fx.volume.clone();
+    let ca_pem = fx.ca.cert_pem().to_owned();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut n = 0usize;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && n < 3000 {
+                let leaf = &leaves[n % leaves.len()];
+                volume
+                    .write(&[
+                        ("tls.crt", leaf.cert_pem.as_bytes()),
+                        ("tls.key", leaf.key_pem.as_bytes()),
+                        ("ca.crt", ca_pem.as_bytes()),
+                    ])
+                    .unwrap();
+                n += 1;
+            }
+            n
+        })
+    };
+    let (mut ok, mut torn) = (0u32, Vec::new());
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    while std::time::Instant::now() < deadline {
+        match acceptor.reload_now(Trigger::Manual).await {
+            Ok(_) => ok += 1,
+            Err(f) => torn.push(f.error.to_string()),
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let rotations = writer.join().unwrap();
+    assert!(
+        rotations > 100 && ok > 100,
+        "{rotations} rotations, {ok} reloads"
+    );
+    assert!(
+        torn.is_empty(),
+        "{} torn reads, first: {}",
+        torn.len(),
+        torn[0]
+    );
+}
