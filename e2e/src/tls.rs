@@ -96,6 +96,34 @@ pub async fn served_fingerprint(
     .map_err(|e| Error::io(context(), e))
 }
 
+/// Waits until a fresh handshake with `addr` is served `fingerprint`,
+/// probing every `every` for at most `within`; each handshake is bounded by
+/// 5 s.
+///
+/// # Errors
+///
+/// [`Error::Timeout`] with the last fingerprint seen (or handshake error).
+pub async fn wait_until_served(
+    addr: SocketAddr,
+    config: &Arc<ClientConfig>,
+    fingerprint: &str,
+    within: Duration,
+    every: Duration,
+) -> Result<()> {
+    let exchange = Duration::from_secs(5);
+    crate::eventually(within, every, &format!("{fingerprint} served"), || {
+        let config = config.clone();
+        async move {
+            match served_fingerprint(addr, config, exchange).await {
+                Ok(served) if served == fingerprint => Ok(()),
+                Ok(served) => Err(format!("served {served}")),
+                Err(e) => Err(e.to_string()),
+            }
+        }
+    })
+    .await
+}
+
 /// A response to [`get`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reply {

@@ -932,18 +932,9 @@ async fn healthz(addr: SocketAddr, client: &Arc<ClientConfig>) -> u16 {
 
 /// Waits until a new handshake shows `fingerprint`.
 async fn wait_until_served(addr: SocketAddr, client: &Arc<ClientConfig>, fingerprint: &str) {
-    eventually(HEAL, EVERY, &format!("{fingerprint} served"), || {
-        let client = client.clone();
-        async move {
-            match tls::served_fingerprint(addr, client, EXCHANGE).await {
-                Ok(served) if served == fingerprint => Ok(()),
-                Ok(served) => Err(format!("served {served}")),
-                Err(e) => Err(e.to_string()),
-            }
-        }
-    })
-    .await
-    .unwrap();
+    tls::wait_until_served(addr, client, fingerprint, HEAL, EVERY)
+        .await
+        .unwrap();
 }
 
 /// Waits for the first event with `code` that satisfies `pred`.

@@ -45,8 +45,7 @@ use rustls::ClientConfig;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{PrivateKeyDer, ServerName};
 use serde_json::Value;
-use tempfile::TempDir;
-use tls_reload::testing::{AtomicWriter, Leaf, TestCa};
+use tls_reload::testing::{Leaf, SecretVolumes, TestCa};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinSet;
@@ -82,54 +81,21 @@ enum Auth {
 
 /// A server Secret volume, a client-CA volume, their CAs and a client
 /// certificate, in a temporary directory.
-struct Pki {
-    tmp: TempDir,
-    server_ca: TestCa,
-    client_ca: TestCa,
-    volume: AtomicWriter,
-    ca_volume: AtomicWriter,
-    leaf: Leaf,
-    client: Leaf,
+type Pki = SecretVolumes;
+
+/// What these tests add to the shared volumes: how they start the gateway
+/// and the clients they use.
+trait PkiExt {
+    fn audit_log(&self) -> PathBuf;
+    fn args(&self, auth: Auth, extra: &[&str]) -> Vec<String>;
+    async fn start(&self, auth: Auth, extra: &[&str]) -> (GatewayProcess, SocketAddr);
+    fn client_config(&self) -> Arc<ClientConfig>;
+    fn anonymous(&self) -> Arc<ClientConfig>;
 }
 
-impl Pki {
-    fn new() -> Self {
-        let tmp = tempfile::tempdir().unwrap();
-        let server_ca = TestCa::new("openshell-hardening server CA");
-        let client_ca = TestCa::new("openshell-hardening client CA");
-        let volume = AtomicWriter::new(tmp.path().join("server")).unwrap();
-        let ca_volume = AtomicWriter::new(tmp.path().join("client-ca")).unwrap();
-        let leaf = server_ca.server();
-        let client = client_ca.client("openshell-hardening-client");
-        let pki = Self {
-            tmp,
-            server_ca,
-            client_ca,
-            volume,
-            ca_volume,
-            leaf,
-            client,
-        };
-        pki.publish(pki.leaf.cert_pem.as_bytes(), pki.leaf.key_pem.as_bytes());
-        pki.ca_volume
-            .write(&[("ca.crt", pki.client_ca.cert_pem().as_bytes())])
-            .unwrap();
-        pki
-    }
-
-    /// One kubelet update of the server Secret volume.
-    fn publish(&self, cert: &[u8], key: &[u8]) {
-        self.volume
-            .write(&[
-                ("tls.crt", cert),
-                ("tls.key", key),
-                ("ca.crt", self.server_ca.cert_pem().as_bytes()),
-            ])
-            .unwrap();
-    }
-
+impl PkiExt for Pki {
     fn audit_log(&self) -> PathBuf {
-        self.tmp.path().join("audit.jsonl")
+        self.dir().join("audit.jsonl")
     }
 
     /// The gateway's arguments (without `--ocsf-log` and `--log-format`).
@@ -138,16 +104,16 @@ impl Pki {
             "--bind".into(),
             "127.0.0.1:0".into(),
             "--tls-cert".into(),
-            path_arg(&self.volume.path("tls.crt")),
+            path_arg(&self.server.path("tls.crt")),
             "--tls-key".into(),
-            path_arg(&self.volume.path("tls.key")),
+            path_arg(&self.server.path("tls.key")),
             "--tls-reload-debounce".into(),
             "100ms".into(),
         ];
         if auth == Auth::Required {
             args.extend([
                 "--tls-client-ca".into(),
-                path_arg(&self.ca_volume.path("ca.crt")),
+                path_arg(&self.client_ca_volume.path("ca.crt")),
                 "--tls-client-auth".into(),
                 "required".into(),
             ]);
@@ -1736,8 +1702,8 @@ fn strip_ansi(text: &str) -> String {
 /// Starts a gateway with `--log-format pretty` (and `RUST_LOG=debug`),
 /// its output in files, and reads its address from the `listening` line.
 async fn start_pretty(pki: &Pki) -> (SecretsGateway, SocketAddr) {
-    let stderr = pki.tmp.path().join("pretty.stderr");
-    let stdout = pki.tmp.path().join("pretty.stdout");
+    let stderr = pki.dir().join("pretty.stderr");
+    let stdout = pki.dir().join("pretty.stdout");
     let mut cmd = Command::new(gateway_binary().unwrap());
     for (name, _) in std::env::vars_os() {
         if name.to_string_lossy().starts_with("OPENSHELL_") {

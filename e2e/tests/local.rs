@@ -17,8 +17,7 @@ use openshell_e2e::ocsf::{self, SchemaCheck, event_code, tls_details, with_code}
 use openshell_e2e::{Error, GatewayCommand, GatewayProcess, eventually, tls};
 use rustls::ClientConfig;
 use serde_json::Value;
-use tempfile::TempDir;
-use tls_reload::testing::{AtomicWriter, Leaf, TestCa};
+use tls_reload::testing::{Leaf, SecretVolumes, TestCa};
 
 /// How long the gateway may take to start listening.
 const STARTUP: Duration = Duration::from_secs(10);
@@ -34,61 +33,20 @@ const EVERY: Duration = Duration::from_millis(25);
 
 /// Two Secret volumes (server certificate, client CA), the CAs behind them
 /// and a client certificate, in a temporary directory.
-struct Fixture {
-    tmp: TempDir,
-    server_ca: TestCa,
-    client_ca: TestCa,
-    server: AtomicWriter,
-    client_ca_volume: AtomicWriter,
-    /// The certificate served at startup.
-    leaf: Leaf,
-    /// A client certificate issued by `client_ca`.
-    client: Leaf,
+type Fixture = SecretVolumes;
+
+/// What these tests add to the shared volumes: the gateway they start and
+/// the clients they use.
+trait FixtureExt {
+    fn audit_log(&self) -> PathBuf;
+    async fn start(&self) -> (GatewayProcess, SocketAddr);
+    fn client_as(&self, identity: &Leaf) -> Arc<ClientConfig>;
+    fn client(&self) -> Arc<ClientConfig>;
 }
 
-impl Fixture {
-    fn new() -> Self {
-        let tmp = tempfile::tempdir().unwrap();
-        let server_ca = TestCa::new("openshell-e2e server CA");
-        let client_ca = TestCa::new("openshell-e2e client CA");
-        let server = AtomicWriter::new(tmp.path().join("server")).unwrap();
-        let client_ca_volume = AtomicWriter::new(tmp.path().join("client-ca")).unwrap();
-        let leaf = server_ca.server();
-        let client = client_ca.client("openshell-e2e-client");
-        let fixture = Self {
-            tmp,
-            server_ca,
-            client_ca,
-            server,
-            client_ca_volume,
-            leaf,
-            client,
-        };
-        fixture.publish(&fixture.leaf.cert_pem, &fixture.leaf.key_pem);
-        fixture.publish_client_ca(&fixture.client_ca);
-        fixture
-    }
-
-    /// One kubelet update of the server Secret volume, with the files a
-    /// cert-manager `kubernetes.io/tls` Secret has.
-    fn publish(&self, cert_pem: &str, key_pem: &str) {
-        self.server
-            .write(&[
-                ("tls.crt", cert_pem.as_bytes()),
-                ("tls.key", key_pem.as_bytes()),
-                ("ca.crt", self.server_ca.cert_pem().as_bytes()),
-            ])
-            .unwrap();
-    }
-
-    fn publish_client_ca(&self, ca: &TestCa) {
-        self.client_ca_volume
-            .write(&[("ca.crt", ca.cert_pem().as_bytes())])
-            .unwrap();
-    }
-
+impl FixtureExt for Fixture {
     fn audit_log(&self) -> PathBuf {
-        self.tmp.path().join("audit.jsonl")
+        self.dir().join("audit.jsonl")
     }
 
     async fn start(&self) -> (GatewayProcess, SocketAddr) {
@@ -130,18 +88,9 @@ async fn served(addr: SocketAddr, client: Arc<ClientConfig>) -> String {
 
 /// Waits until a new handshake shows `fingerprint`.
 async fn wait_until_served(addr: SocketAddr, client: &Arc<ClientConfig>, fingerprint: &str) {
-    eventually(RELOAD, EVERY, &format!("{fingerprint} served"), || {
-        let client = client.clone();
-        async move {
-            match tls::served_fingerprint(addr, client, EXCHANGE).await {
-                Ok(served) if served == fingerprint => Ok(()),
-                Ok(served) => Err(format!("served {served}")),
-                Err(e) => Err(e.to_string()),
-            }
-        }
-    })
-    .await
-    .unwrap();
+    tls::wait_until_served(addr, client, fingerprint, RELOAD, EVERY)
+        .await
+        .unwrap();
 }
 
 /// `GET /healthz` as the client `config`: `Ok` when the gateway accepted
@@ -402,7 +351,7 @@ async fn rotating_the_client_ca_switches_which_client_certificates_are_accepted(
     )
     .await;
 
-    fixture.publish_client_ca(&new_ca);
+    fixture.publish_client_ca(new_ca.cert_pem());
     eventually(RELOAD, EVERY, "the new CA's client accepted", || {
         let client = new_client.clone();
         async move {
@@ -470,7 +419,7 @@ async fn every_audit_line_is_a_valid_ocsf_event_with_a_shorthand_in_the_logs() {
     fixture.publish(&healed.cert_pem, &healed.key_pem);
     wait_until_served(addr, &client, &healed.fingerprint).await;
     let new_ca = TestCa::new("openshell-e2e client CA (rotated)");
-    fixture.publish_client_ca(&new_ca);
+    fixture.publish_client_ca(new_ca.cert_pem());
     nth_event(&mut gateway, "tls_reloaded", 3).await;
 
     let events = assert_ocsf_valid(&gateway);

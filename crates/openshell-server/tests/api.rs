@@ -19,7 +19,7 @@ use tonic_health::pb::health_client::HealthClient;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_health_reports_serving_over_tls() {
     let pki = Pki::new();
-    let gw = Running::start(pki.config(pki.files())).await;
+    let gw = Running::start(test_config(pki.files())).await;
     let channel = grpc(gw.addr, tls(&pki.server_ca, None, &["h2"]))
         .await
         .unwrap();
@@ -45,7 +45,7 @@ async fn reflection_lists_the_services() {
     use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
 
     let pki = Pki::new();
-    let gw = Running::start(pki.config(pki.files())).await;
+    let gw = Running::start(test_config(pki.files())).await;
     let channel = grpc(gw.addr, tls(&pki.server_ca, None, &["h2"]))
         .await
         .unwrap();
@@ -79,7 +79,7 @@ async fn reflection_lists_the_services() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn get_tls_status_follows_a_kubelet_rotation() {
     let mut pki = Pki::new();
-    let gw = Running::start(pki.config(pki.files())).await;
+    let gw = Running::start(test_config(pki.files())).await;
     let channel = grpc(gw.addr, tls(&pki.server_ca, None, &["h2"]))
         .await
         .unwrap();
@@ -131,7 +131,7 @@ async fn get_tls_status_follows_a_kubelet_rotation() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_client_auth_required_only_clients_of_the_ca_connect_and_may_reload() {
     let mut pki = Pki::new();
-    let gw = Running::start(pki.config(pki.mtls_files(ClientAuth::Required))).await;
+    let gw = Running::start(test_config(pki.mtls_files(ClientAuth::Required))).await;
 
     // No certificate: the connection itself is refused.
     let anonymous = async {
@@ -189,7 +189,7 @@ async fn with_client_auth_required_only_clients_of_the_ca_connect_and_may_reload
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_optional_client_auth_reload_tls_refuses_anonymous_callers() {
     let pki = Pki::new();
-    let gw = Running::start(pki.config(pki.mtls_files(ClientAuth::Optional))).await;
+    let gw = Running::start(test_config(pki.mtls_files(ClientAuth::Optional))).await;
     let channel = grpc(gw.addr, tls(&pki.server_ca, None, &["h2"]))
         .await
         .unwrap();
@@ -213,7 +213,7 @@ async fn with_optional_client_auth_reload_tls_refuses_anonymous_callers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_routes_answer_over_http1_and_http2() {
     let pki = Pki::new();
-    let gw = Running::start(pki.config(pki.files())).await;
+    let gw = Running::start(test_config(pki.files())).await;
     for version in [Http::One, Http::Two] {
         let (status, _, body) = get(gw.addr, &pki.server_ca, version, "/healthz").await;
         assert_eq!((status, body.as_str()), (200, "ok\n"), "{version:?}");
@@ -230,7 +230,7 @@ async fn http_routes_answer_over_http1_and_http2() {
         assert_eq!(json["generation"], 1);
         assert_eq!(
             json["files"]["cert"],
-            pki.volume.path("tls.crt").to_str().unwrap()
+            pki.server.path("tls.crt").to_str().unwrap()
         );
         let (status, ct, body) = get(gw.addr, &pki.server_ca, version, "/metrics").await;
         assert_eq!(status, 200);
@@ -274,7 +274,7 @@ fn parse_metrics(text: &str) -> HashMap<String, f64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_move_on_reload_success_and_failure_and_the_old_cert_stays() {
     let pki = Pki::new();
-    let mut config = pki.config(pki.files());
+    let mut config = test_config(pki.files());
     config.tls = openshell_server::TlsMode::Files {
         files: pki.files(),
         reload: None,
@@ -297,7 +297,7 @@ async fn metrics_move_on_reload_success_and_failure_and_the_old_cert_stays() {
     );
 
     let new = pki.server_ca.server();
-    pki.publish(&new);
+    pki.publish_leaf(&new);
     acceptor.reload_now(tls_reload::Trigger::Api).await.unwrap();
     let m1 = scrape().await;
     assert_eq!(
@@ -322,7 +322,7 @@ async fn metrics_move_on_reload_success_and_failure_and_the_old_cert_stays() {
             >= m0["openshell_tls_last_reload_success_timestamp_seconds"]
     );
 
-    pki.volume
+    pki.server
         .write(&[
             ("tls.crt", new.cert_pem.as_bytes()),
             ("tls.key", b"garbage".as_slice()),
@@ -351,7 +351,7 @@ async fn metrics_move_on_reload_success_and_failure_and_the_old_cert_stays() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_over_http1_is_refused_with_a_clear_status() {
     let pki = Pki::new();
-    let gw = Running::start(pki.config(pki.files())).await;
+    let gw = Running::start(test_config(pki.files())).await;
     // Hand-made HTTP/1.1 request with a gRPC content type.
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
@@ -377,7 +377,7 @@ async fn grpc_over_http1_is_refused_with_a_clear_status() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_past_their_max_age_are_closed_so_clients_rehandshake() {
     let pki = Pki::new();
-    let mut config = pki.config(pki.files());
+    let mut config = test_config(pki.files());
     config.max_connection_age = Duration::from_millis(300);
     config.max_connection_age_grace = Duration::from_millis(200);
     let gw = Running::start(config).await;
@@ -443,7 +443,7 @@ async fn plaintext_mode_reports_tls_disabled_and_refuses_reload() {
 async fn a_client_that_never_sends_its_request_headers_is_cut_off() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let pki = Pki::new();
-    let mut config = pki.config(pki.files());
+    let mut config = test_config(pki.files());
     config.handshake_timeout = Duration::from_millis(500);
     let gw = Running::start(config).await;
 

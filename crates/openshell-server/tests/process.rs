@@ -291,9 +291,9 @@ fn tls_args(pki: &Pki) -> Vec<OsString> {
         "--bind".into(),
         "127.0.0.1:0".into(),
         "--tls-cert".into(),
-        pki.volume.path("tls.crt").into(),
+        pki.server.path("tls.crt").into(),
         "--tls-key".into(),
-        pki.volume.path("tls.key").into(),
+        pki.server.path("tls.key").into(),
     ]
 }
 
@@ -565,13 +565,13 @@ async fn dev_mode_logs_whether_it_generated_or_reused_its_certificates() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn startup_with_a_missing_key_exits_nonzero_with_one_line_naming_the_path() {
     let pki = Pki::new();
-    let missing = pki.tmp.path().join("nowhere/tls.key");
+    let missing = pki.dir().join("nowhere/tls.key");
     let started = Instant::now();
     let mut gw = GatewayProcess::spawn([
         OsString::from("--bind"),
         "127.0.0.1:0".into(),
         "--tls-cert".into(),
-        pki.volume.path("tls.crt").into(),
+        pki.server.path("tls.crt").into(),
         "--tls-key".into(),
         missing.clone().into(),
     ]);
@@ -607,7 +607,7 @@ async fn startup_with_a_missing_key_exits_nonzero_with_one_line_naming_the_path(
 async fn reload_events_are_ocsf_lines_that_validate_against_the_schema() {
     let mut pki = Pki::new();
     let first = pki.leaf.fingerprint.clone();
-    let audit = pki.tmp.path().join("audit.jsonl");
+    let audit = pki.dir().join("audit.jsonl");
     let mut args = with(
         tls_args(&pki),
         &["--tls-reload-debounce", "50ms", "--ocsf-log"],
@@ -648,7 +648,7 @@ async fn reload_events_are_ocsf_lines_that_validate_against_the_schema() {
         rotated.fingerprint
     );
 
-    pki.volume
+    pki.server
         .write(&[
             ("tls.crt", rotated.cert_pem.as_bytes()),
             ("tls.key", b"garbage"),

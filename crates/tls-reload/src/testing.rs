@@ -10,7 +10,9 @@
 mod client;
 mod kubelet;
 mod pki;
+mod volumes;
 
 pub use client::{HandshakeInfo, client_config, handshake, serve, served_fingerprint};
 pub use kubelet::AtomicWriter;
 pub use pki::{Leaf, LeafOptions, TestCa};
+pub use volumes::SecretVolumes;

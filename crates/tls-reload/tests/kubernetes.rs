@@ -25,10 +25,10 @@ async fn serves_new_cert_after_kubelet_atomic_update() {
     assert_eq!(served(addr, &client).await, old);
 
     // The user-visible file is a symlink that kubelet never rewrites.
-    let link_before = fs::read_link(fx.volume.path("tls.crt")).unwrap();
+    let link_before = fs::read_link(fx.server.path("tls.crt")).unwrap();
     let new = fx.rotate();
     assert_eq!(
-        fs::read_link(fx.volume.path("tls.crt")).unwrap(),
+        fs::read_link(fx.server.path("tls.crt")).unwrap(),
         link_before
     );
 
@@ -246,7 +246,7 @@ async fn keeps_old_cert_when_kubelet_publishes_garbage_pem() {
     let client = fx.client();
     let old = fx.leaf.fingerprint.clone();
 
-    fx.volume
+    fx.server
         .write(&[
             (
                 "tls.crt",
@@ -277,8 +277,8 @@ async fn never_serves_a_mismatched_pair() {
     let addr = listen(&acceptor).await;
     let client = fx.client();
 
-    let other = fx.ca.server();
-    fx.volume
+    let other = fx.server_ca.server();
+    fx.server
         .write(&[
             ("tls.crt", other.cert_pem.as_bytes()),
             ("tls.key", fx.leaf.key_pem.as_bytes()),
@@ -290,8 +290,8 @@ async fn never_serves_a_mismatched_pair() {
             cert_path,
             key_path,
         } => {
-            assert_eq!(cert_path, &fx.volume.path("tls.crt"));
-            assert_eq!(key_path, &fx.volume.path("tls.key"));
+            assert_eq!(cert_path, &fx.server.path("tls.crt"));
+            assert_eq!(key_path, &fx.server.path("tls.key"));
         }
         other => panic!("expected a key mismatch, got {other}"),
     }
@@ -301,15 +301,14 @@ async fn never_serves_a_mismatched_pair() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_ca_rotation_refuses_old_ca_clients_and_accepts_new_ones() {
     let fx = Fixture::new();
-    let ca_dir = AtomicWriterDir::new(&fx);
     let (old_ca, new_ca) = (TestCa::new("clients 1"), TestCa::new("clients 2"));
-    ca_dir.publish(old_ca.cert_pem());
-    let files = fx.files().client_ca(ca_dir.path(), ClientAuth::Required);
+    fx.publish_client_ca(old_ca.cert_pem());
+    let files = fx.mtls_files(ClientAuth::Required);
     let (acceptor, _watcher) = fast(ReloadableAcceptor::builder(files)).start().unwrap();
     let mut events = acceptor.subscribe();
     let addr = listen(&acceptor).await;
-    let old_client = client_config(fx.ca.cert_pem(), Some(&old_ca.client("alice")));
-    let new_client = client_config(fx.ca.cert_pem(), Some(&new_ca.client("bob")));
+    let old_client = client_config(fx.server_ca.cert_pem(), Some(&old_ca.client("alice")));
+    let new_client = client_config(fx.server_ca.cert_pem(), Some(&new_ca.client("bob")));
     let anonymous = fx.client();
 
     assert!(handshake(addr, old_client.clone()).await.is_ok());
@@ -319,7 +318,7 @@ async fn client_ca_rotation_refuses_old_ca_clients_and_accepts_new_ones() {
         "client cert required"
     );
 
-    ca_dir.publish(new_ca.cert_pem());
+    fx.publish_client_ca(new_ca.cert_pem());
     let reloaded = expect_reloaded(next_event(&mut events).await);
     assert!(reloaded.trust_changed);
     assert_eq!(reloaded.current, reloaded.previous, "server cert unchanged");
@@ -331,21 +330,6 @@ async fn client_ca_rotation_refuses_old_ca_clients_and_accepts_new_ones() {
     let accepted = handshake(addr, new_client).await.unwrap();
     assert_eq!(accepted.fingerprint, fx.leaf.fingerprint);
     assert!(handshake(addr, anonymous).await.is_err());
-}
-
-/// A second Secret volume holding only `ca.crt`.
-struct AtomicWriterDir(tls_reload::testing::AtomicWriter);
-
-impl AtomicWriterDir {
-    fn new(fx: &Fixture) -> Self {
-        Self(tls_reload::testing::AtomicWriter::new(fx.tmp.path().join("client-ca")).unwrap())
-    }
-    fn publish(&self, pem: &str) {
-        self.0.write(&[("ca.crt", pem.as_bytes())]).unwrap();
-    }
-    fn path(&self) -> std::path::PathBuf {
-        self.0.path("ca.crt")
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -410,9 +394,9 @@ async fn reloads_never_read_a_torn_pair_while_kubelet_swaps_the_volume() {
     // between the two reads must not pair the old cert with the new key.
     let fx = Fixture::new();
     let acceptor = fx.builder().build().unwrap();
-    let leaves: Vec<_> = (0..4).map(|_| fx.ca.server()).collect();
-    let volume = fx.volume.clone();
-    let ca_pem = fx.ca.cert_pem().to_owned();
+    let leaves: Vec<_> = (0..4).map(|_| fx.server_ca.server()).collect();
+    let volume = fx.server.clone();
+    let ca_pem = fx.server_ca.cert_pem().to_owned();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let writer = {
         let stop = stop.clone();

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use common::*;
 use rustls::HandshakeKind;
 use rustls::client::Resumption;
-use tls_reload::testing::{AtomicWriter, TestCa, client_config, handshake};
+use tls_reload::testing::{TestCa, client_config, handshake};
 use tls_reload::{ClientAuth, ReloadableAcceptor, Trigger};
 
 fn resuming(config: Arc<rustls::ClientConfig>) -> Arc<rustls::ClientConfig> {
@@ -50,18 +50,13 @@ async fn sessions_resume_across_a_certificate_only_rotation() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_do_not_resume_after_the_client_ca_changes() {
     let fx = Fixture::new();
-    let ca_volume = AtomicWriter::new(fx.tmp.path().join("client-ca")).unwrap();
     let (clients, more_clients) = (TestCa::new("clients"), TestCa::new("more clients"));
-    ca_volume
-        .write(&[("ca.crt", clients.cert_pem().as_bytes())])
-        .unwrap();
-    let files = fx
-        .files()
-        .client_ca(ca_volume.path("ca.crt"), ClientAuth::Required);
+    fx.publish_client_ca(clients.cert_pem());
+    let files = fx.mtls_files(ClientAuth::Required);
     let acceptor = fast(ReloadableAcceptor::builder(files)).build().unwrap();
     let addr = listen(&acceptor).await;
     let client = resuming(client_config(
-        fx.ca.cert_pem(),
+        fx.server_ca.cert_pem(),
         Some(&clients.client("alice")),
     ));
 
@@ -76,7 +71,7 @@ async fn sessions_do_not_resume_after_the_client_ca_changes() {
 
     // Alice's CA stays trusted; only the bundle changes.
     let bundle = format!("{}{}", clients.cert_pem(), more_clients.cert_pem());
-    ca_volume.write(&[("ca.crt", bundle.as_bytes())]).unwrap();
+    fx.publish_client_ca(bundle);
     match acceptor.reload_now(Trigger::Manual).await.unwrap() {
         tls_reload::ReloadOutcome::Reloaded(r) => assert!(r.trust_changed),
         other => panic!("expected a reload, got {other:?}"),

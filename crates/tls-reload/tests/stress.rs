@@ -50,9 +50,9 @@ async fn two_hundred_rotations_under_sixteen_handshake_loops_fail_no_handshake()
         .collect();
 
     for _ in 0..ROTATIONS {
-        let leaf = fx.ca.server();
+        let leaf = fx.server_ca.server();
         published.lock().unwrap().insert(leaf.fingerprint.clone());
-        fx.publish(&leaf);
+        fx.publish_leaf(&leaf);
         fx.leaf = leaf;
         acceptor.reload_now(Trigger::Manual).await.unwrap();
         tokio::task::yield_now().await;

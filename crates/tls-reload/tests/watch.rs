@@ -21,16 +21,16 @@ async fn touch_and_unrelated_files_cause_no_reload_and_no_event() {
     // touch: new mtime, same bytes.
     let cert = fs::File::options()
         .append(true)
-        .open(fx.volume.path("tls.crt"))
+        .open(fx.server.path("tls.crt"))
         .unwrap();
     cert.set_modified(std::time::SystemTime::now()).unwrap();
     drop(cert);
     // Unrelated files come and go in the same directory.
-    fs::write(fx.volume.dir().join("README"), "unrelated").unwrap();
-    fs::write(fx.volume.dir().join("README"), "changed").unwrap();
-    fs::remove_file(fx.volume.dir().join("README")).unwrap();
+    fs::write(fx.server.dir().join("README"), "unrelated").unwrap();
+    fs::write(fx.server.dir().join("README"), "changed").unwrap();
+    fs::remove_file(fx.server.dir().join("README")).unwrap();
     // A kubelet resync rewrites identical content.
-    fx.publish(&fx.leaf);
+    fx.publish_leaf(&fx.leaf);
 
     no_event(&mut events, Duration::from_millis(800)).await;
     let status = acceptor.status();
@@ -57,7 +57,7 @@ async fn a_directory_that_never_goes_quiet_still_reloads_within_max_delay() {
 
     // Something writes into the directory every 200 ms, forever: the
     // debounce alone would never fire.
-    let dir = fx.volume.dir().to_owned();
+    let dir = fx.server.dir().to_owned();
     let churn = tokio::spawn(async move {
         for i in 0u64.. {
             fs::write(dir.join("heartbeat"), i.to_string()).unwrap();
@@ -198,7 +198,7 @@ async fn reports_one_failure_per_distinct_content_but_counts_every_attempt() {
     let fx = Fixture::new();
     let acceptor = fx.builder().build().unwrap();
     let mut events = acceptor.subscribe();
-    fx.volume
+    fx.server
         .write(&[
             ("tls.crt", b"garbage".as_slice()),
             ("tls.key", fx.leaf.key_pem.as_bytes()),
@@ -217,7 +217,7 @@ async fn reports_one_failure_per_distinct_content_but_counts_every_attempt() {
     no_event(&mut events, Duration::from_millis(200)).await;
 
     // Different bad content is a new failure.
-    fx.volume
+    fx.server
         .write(&[
             ("tls.crt", b"other garbage".as_slice()),
             ("tls.key", fx.leaf.key_pem.as_bytes()),
@@ -251,8 +251,8 @@ async fn retries_with_backoff_until_the_files_load() {
     let mut events = acceptor.subscribe();
 
     // The cert lands, the key does not: the watcher fails and retries.
-    let new = fx.ca.server();
-    fx.volume
+    let new = fx.server_ca.server();
+    fx.server
         .write(&[
             ("tls.crt", new.cert_pem.as_bytes()),
             ("tls.key", fx.leaf.key_pem.as_bytes()),
@@ -267,7 +267,7 @@ async fn retries_with_backoff_until_the_files_load() {
     // Fix the key behind the watcher's back (no event: same directory
     // entry, contents swapped through a hard link is not needed; the retry
     // finds it).
-    fs::write(fx.volume.dir().join("..data").join("tls.key"), &new.key_pem).unwrap();
+    fs::write(fx.server.dir().join("..data").join("tls.key"), &new.key_pem).unwrap();
     let reloaded = expect_reloaded(next_event(&mut events).await);
     assert_eq!(reloaded.current.fingerprint_sha256, new.fingerprint);
 }

@@ -14,7 +14,7 @@ use openshell_server::{Config, Gateway};
 use rustls::ClientConfig;
 use rustls_pki_types::ServerName;
 use tls_reload::TlsFiles;
-use tls_reload::testing::{AtomicWriter, Leaf, TestCa, client_config};
+use tls_reload::testing::{Leaf, SecretVolumes, TestCa, client_config};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
@@ -138,76 +138,20 @@ where
     }
 }
 
-/// A Secret volume with a server certificate, and a client CA volume.
-pub struct Pki {
-    pub tmp: tempfile::TempDir,
-    pub server_ca: TestCa,
-    pub client_ca: TestCa,
-    pub volume: AtomicWriter,
-    pub ca_volume: AtomicWriter,
-    pub leaf: Leaf,
-}
+/// The server and client-CA Secret volumes, kubelet-style.
+pub type Pki = SecretVolumes;
 
-impl Pki {
-    pub fn new() -> Self {
-        let tmp = tempfile::tempdir().unwrap();
-        let server_ca = TestCa::new("server CA");
-        let client_ca = TestCa::new("client CA");
-        let volume = AtomicWriter::new(tmp.path().join("server")).unwrap();
-        let ca_volume = AtomicWriter::new(tmp.path().join("client-ca")).unwrap();
-        let leaf = server_ca.server();
-        let pki = Self {
-            tmp,
-            server_ca,
-            client_ca,
-            volume,
-            ca_volume,
-            leaf,
-        };
-        pki.publish(&pki.leaf);
-        pki.ca_volume
-            .write(&[("ca.crt", pki.client_ca.cert_pem().as_bytes())])
-            .unwrap();
-        pki
+/// A config serving `files` with test timings on an ephemeral loopback port.
+pub fn test_config(files: TlsFiles) -> Config {
+    let mut config = Config::with_tls("127.0.0.1:0".parse().unwrap(), files);
+    if let openshell_server::TlsMode::Files {
+        reload: Some(r), ..
+    } = &mut config.tls
+    {
+        r.debounce = Duration::from_millis(50);
     }
-
-    pub fn publish(&self, leaf: &Leaf) {
-        self.volume
-            .write(&[
-                ("tls.crt", leaf.cert_pem.as_bytes()),
-                ("tls.key", leaf.key_pem.as_bytes()),
-                ("ca.crt", self.server_ca.cert_pem().as_bytes()),
-            ])
-            .unwrap();
-    }
-
-    pub fn rotate(&mut self) -> Leaf {
-        let leaf = self.server_ca.server();
-        self.publish(&leaf);
-        self.leaf = leaf.clone();
-        leaf
-    }
-
-    pub fn files(&self) -> TlsFiles {
-        TlsFiles::new(self.volume.path("tls.crt"), self.volume.path("tls.key"))
-    }
-
-    pub fn mtls_files(&self, mode: tls_reload::ClientAuth) -> TlsFiles {
-        self.files().client_ca(self.ca_volume.path("ca.crt"), mode)
-    }
-
-    /// A config with test timings on an ephemeral loopback port.
-    pub fn config(&self, files: TlsFiles) -> Config {
-        let mut config = Config::with_tls("127.0.0.1:0".parse().unwrap(), files);
-        if let openshell_server::TlsMode::Files {
-            reload: Some(r), ..
-        } = &mut config.tls
-        {
-            r.debounce = Duration::from_millis(50);
-        }
-        config.shutdown_grace = Duration::from_secs(2);
-        config
-    }
+    config.shutdown_grace = Duration::from_secs(2);
+    config
 }
 
 /// A gateway serving in this process until `stop` is sent or dropped.

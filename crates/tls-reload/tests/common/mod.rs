@@ -9,70 +9,33 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rustls::ClientConfig;
-use tempfile::TempDir;
-use tls_reload::testing::{AtomicWriter, Leaf, TestCa, client_config, handshake, serve};
-use tls_reload::{Builder, ReloadEvent, ReloadableAcceptor, Subscription, TlsFiles};
+
+use tls_reload::testing::{SecretVolumes, client_config, handshake, serve};
+use tls_reload::{Builder, ReloadEvent, ReloadableAcceptor, Subscription};
 
 /// Generous bound for anything that should happen "soon": the suite runs
 /// on two shared cores.
 pub const SOON: Duration = Duration::from_secs(10);
 
-/// A Secret volume holding a server certificate.
-pub struct Fixture {
-    pub tmp: TempDir,
-    pub volume: AtomicWriter,
-    pub ca: TestCa,
-    pub leaf: Leaf,
+/// The server (and client-CA) Secret volumes, kubelet-style.
+pub type Fixture = SecretVolumes;
+
+/// How these tests use the volumes.
+pub trait FixtureExt {
+    /// A builder for the server volume with test-friendly timings: short
+    /// debounce, a poll too slow to mask missing events.
+    fn builder(&self) -> Builder;
+    /// A client trusting the server CA, without a certificate.
+    fn client(&self) -> Arc<ClientConfig>;
 }
 
-impl Fixture {
-    pub fn new() -> Self {
-        let tmp = tempfile::tempdir().unwrap();
-        let volume = AtomicWriter::new(tmp.path().join("server")).unwrap();
-        let ca = TestCa::new("server CA");
-        let leaf = ca.server();
-        let fixture = Self {
-            tmp,
-            volume,
-            ca,
-            leaf,
-        };
-        fixture.publish(&fixture.leaf);
-        fixture
-    }
-
-    /// Writes `leaf` as `tls.crt`/`tls.key`/`ca.crt` through the kubelet
-    /// sequence.
-    pub fn publish(&self, leaf: &Leaf) {
-        self.volume
-            .write(&[
-                ("tls.crt", leaf.cert_pem.as_bytes()),
-                ("tls.key", leaf.key_pem.as_bytes()),
-                ("ca.crt", self.ca.cert_pem().as_bytes()),
-            ])
-            .unwrap();
-    }
-
-    /// Issues a new leaf (new key) and publishes it.
-    pub fn rotate(&mut self) -> Leaf {
-        let leaf = self.ca.server();
-        self.publish(&leaf);
-        self.leaf = leaf.clone();
-        leaf
-    }
-
-    pub fn files(&self) -> TlsFiles {
-        TlsFiles::new(self.volume.path("tls.crt"), self.volume.path("tls.key"))
-    }
-
-    /// A builder with test-friendly timings: short debounce, a poll too slow
-    /// to mask missing events.
-    pub fn builder(&self) -> Builder {
+impl FixtureExt for Fixture {
+    fn builder(&self) -> Builder {
         fast(ReloadableAcceptor::builder(self.files()))
     }
 
-    pub fn client(&self) -> Arc<ClientConfig> {
-        client_config(self.ca.cert_pem(), None)
+    fn client(&self) -> Arc<ClientConfig> {
+        client_config(self.server_ca.cert_pem(), None)
     }
 }
 
