@@ -369,6 +369,35 @@ impl GatewayProcess {
         matches!(self.try_status(), Ok(None))
     }
 
+    /// Checks that this is still the process `pid` that started, running,
+    /// and that it never restarted its listener: zero restarts.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unexpected`] saying which of these does not hold, with the
+    /// process output.
+    pub fn ensure_not_restarted(&mut self, pid: u32) -> Result<()> {
+        let problem = if !self.is_running() {
+            Some("the gateway stopped".to_owned())
+        } else if self.pid() != pid {
+            Some(format!("pid {} is not the original {pid}", self.pid()))
+        } else if self.listening_count() != 1 {
+            Some(format!(
+                "the gateway started listening {} times",
+                self.listening_count()
+            ))
+        } else {
+            None
+        };
+        match problem {
+            None => Ok(()),
+            Some(detail) => Err(Error::Unexpected {
+                what: format!("gateway process {pid}"),
+                detail: format!("{detail}\n{}", self.output()),
+            }),
+        }
+    }
+
     /// Waits for the `listening` log record and returns the TLS port's
     /// address (the `addr` field), for at most `within`.
     ///

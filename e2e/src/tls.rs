@@ -8,13 +8,15 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use hyper_util::rt::TokioIo;
 use rustls::{ClientConfig, RootCertStore};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tls_reload::testing::Leaf;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
+use tonic::transport::{Channel, Endpoint};
 
 use crate::error::{Error, Result};
 
@@ -95,6 +97,55 @@ pub async fn served_fingerprint(
     })?
     .map_err(|e| Error::io(context(), e))
 }
+
+/// A gRPC channel (one HTTP/2 connection) to the gateway at `addr`: over
+/// TLS with `config` (ALPN set to `h2` here), or plaintext HTTP/2 with prior
+/// knowledge when `config` is `None`. Connecting is bounded by `within`.
+///
+/// # Errors
+///
+/// [`Error::Io`] when the connection or handshake fails,
+/// [`Error::Timeout`] when it takes longer than `within`.
+pub async fn grpc_channel(
+    addr: SocketAddr,
+    config: Option<&Arc<ClientConfig>>,
+    within: Duration,
+) -> Result<Channel> {
+    let connector = config.map(|c| {
+        let mut c = (**c).clone();
+        c.alpn_protocols = vec![b"h2".to_vec()];
+        TlsConnector::from(Arc::new(c))
+    });
+    let endpoint = Endpoint::from_static("http://localhost").connect_timeout(within);
+    let connect = endpoint.connect_with_connector(tower::service_fn(move |_uri| {
+        let connector = connector.clone();
+        async move {
+            let tcp = TcpStream::connect(addr).await?;
+            tcp.set_nodelay(true)?;
+            let io: Box<dyn Io> = match connector {
+                Some(c) => {
+                    let name = ServerName::try_from(SERVER_NAME).map_err(std::io::Error::other)?;
+                    Box::new(c.connect(name, tcp).await?)
+                }
+                None => Box::new(tcp),
+            };
+            Ok::<_, std::io::Error>(TokioIo::new(io))
+        }
+    }));
+    let context = || format!("gRPC connection to {addr}");
+    tokio::time::timeout(within, connect)
+        .await
+        .map_err(|_| Error::Timeout {
+            what: context(),
+            within,
+            detail: String::new(),
+        })?
+        .map_err(|e| Error::io(context(), std::io::Error::other(e)))
+}
+
+/// A stream a gRPC channel can run over: TLS or plain TCP.
+trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Io for T {}
 
 /// Waits until a fresh handshake with `addr` is served `fingerprint`,
 /// probing every `every` for at most `within`; each handshake is bounded by

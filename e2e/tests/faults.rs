@@ -1013,18 +1013,7 @@ fn assert_codes(events: &[Value], allowed: &[&str]) {
 
 /// The process is the one that started and never restarted its listener.
 fn assert_alive(gateway: &mut GatewayProcess, pid: u32) {
-    assert!(
-        gateway.is_running(),
-        "the gateway stopped\n{}",
-        gateway.output()
-    );
-    assert_eq!(gateway.pid(), pid);
-    assert_eq!(
-        gateway.listening_count(),
-        1,
-        "the gateway started listening more than once\n{}",
-        gateway.output()
-    );
+    gateway.ensure_not_restarted(pid).unwrap();
 }
 
 /// While the client CA bundle is bad, the old trust holds: a client of

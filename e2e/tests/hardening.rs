@@ -51,7 +51,7 @@ use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 use tokio_rustls::TlsConnector;
 use tonic::Code;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 /// How long the gateway may take to start listening.
 const STARTUP: Duration = Duration::from_secs(10);
@@ -171,21 +171,8 @@ type Client = GatewayClient<Channel>;
 
 /// A gRPC client over one TLS (h2) connection to `addr`.
 async fn grpc(addr: SocketAddr, config: &Arc<ClientConfig>) -> Client {
-    let connector = TlsConnector::from(with_alpn(config, b"h2"));
-    let endpoint = Endpoint::from_static("http://localhost")
-        .connect_timeout(EXCHANGE)
-        .timeout(EXCHANGE);
-    let channel = endpoint.connect_with_connector(tower::service_fn(move |_uri| {
-        let connector = connector.clone();
-        async move {
-            let tcp = TcpStream::connect(addr).await?;
-            let tls = connector.connect(localhost(), tcp).await?;
-            Ok::<_, std::io::Error>(TokioIo::new(tls))
-        }
-    }));
-    let channel = tokio::time::timeout(EXCHANGE, channel)
+    let channel = tls::grpc_channel(addr, Some(config), EXCHANGE)
         .await
-        .expect("gRPC connect timed out")
         .expect("gRPC connect");
     GatewayClient::new(channel)
 }

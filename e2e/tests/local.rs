@@ -117,21 +117,9 @@ async fn assert_refused(addr: SocketAddr, config: Arc<ClientConfig>, alert: &str
     }
 }
 
-/// Asserts that the process is the one that started and never restarted
-/// its listener.
+/// The process is the one that started and never restarted its listener.
 fn assert_not_restarted(gateway: &mut GatewayProcess, pid: u32) {
-    assert!(
-        gateway.is_running(),
-        "the gateway stopped\n{}",
-        gateway.output()
-    );
-    assert_eq!(gateway.pid(), pid);
-    assert_eq!(
-        gateway.listening_count(),
-        1,
-        "the gateway started listening more than once\n{}",
-        gateway.output()
-    );
+    gateway.ensure_not_restarted(pid).unwrap();
 }
 
 /// Waits for the `n`th event with `code` and returns it.

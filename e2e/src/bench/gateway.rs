@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use hyper_util::rt::TokioIo;
 use openshell_server::pb::GetTlsStatusRequest;
 use openshell_server::pb::gateway_client::GatewayClient;
 use openshell_server::{Config, Gateway, TlsMode};
@@ -17,12 +16,12 @@ use rustls::ClientConfig;
 use rustls_pki_types::ServerName;
 use tls_reload::testing::{AtomicWriter, Leaf, TestCa};
 use tls_reload::{ReloadEvent, ReloadableAcceptor, TlsFiles};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsConnector;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::interleave::{Schedule, interleave, summarize};
 use crate::load::{self, After, ClientSpec, Clients, Published};
@@ -282,33 +281,13 @@ pub(crate) async fn rotations_under_load(s: &Settings) -> Vec<Row> {
 // === gRPC ===
 
 /// Any byte stream a gRPC channel can run over.
-trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
-impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Io for T {}
-
 /// A gRPC channel (one HTTP/2 connection) to `addr`, over TLS when `tls`
 /// is given, else plaintext HTTP/2 (prior knowledge).
 async fn channel(
     addr: SocketAddr,
     tls: Option<Arc<ClientConfig>>,
-) -> Result<Channel, tonic::transport::Error> {
-    let connector = tls.map(TlsConnector::from);
-    Endpoint::from_static("http://localhost")
-        .connect_with_connector(tower::service_fn(move |_uri| {
-            let connector = connector.clone();
-            async move {
-                let tcp = TcpStream::connect(addr).await?;
-                tcp.set_nodelay(true)?;
-                let io: Box<dyn Io> = match connector {
-                    Some(c) => {
-                        let name = ServerName::try_from("localhost").map_err(io::Error::other)?;
-                        Box::new(c.connect(name, tcp).await?)
-                    }
-                    None => Box::new(tcp),
-                };
-                Ok::<_, io::Error>(TokioIo::new(io))
-            }
-        }))
-        .await
+) -> Result<Channel, openshell_e2e::Error> {
+    openshell_e2e::tls::grpc_channel(addr, tls.as_ref(), Duration::from_secs(10)).await
 }
 
 /// Loops running an operation until stopped, counting completions.
