@@ -71,12 +71,11 @@ pub(crate) async fn serve_main(
                     };
                     state.metrics.handshake(Handshake::Success);
                     let peer = PeerIdentity {
-                        client_cert: tls
+                        verified_client: tls
                             .get_ref()
                             .1
                             .peer_certificates()
-                            .and_then(|c| c.first())
-                            .map(|c| tls_reload::fingerprint_sha256(c)),
+                            .is_some_and(|c| !c.is_empty()),
                     };
                     serve_http(tls, state, grpc, peer, limits, stop).await;
                 }

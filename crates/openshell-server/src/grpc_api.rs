@@ -22,9 +22,9 @@ pub mod pb {
 /// to every request on it.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct PeerIdentity {
-    /// Fingerprint of the client certificate, when the client presented one
-    /// (it was verified: rustls refuses unverifiable ones).
-    pub(crate) client_cert: Option<String>,
+    /// Whether the client presented a certificate; it was verified, since
+    /// rustls refuses unverifiable ones.
+    pub(crate) verified_client: bool,
 }
 
 pub(crate) struct GatewayApi {
@@ -74,7 +74,7 @@ impl pb::gateway_server::Gateway for GatewayApi {
             let verified = request
                 .extensions()
                 .get::<PeerIdentity>()
-                .is_some_and(|p| p.client_cert.is_some());
+                .is_some_and(|p| p.verified_client);
             if !verified {
                 return Err(Status::unauthenticated(
                     "ReloadTls requires a verified client certificate",
