@@ -5,9 +5,11 @@ Each case lints the chart (`helm lint --strict`) and renders it (`helm
 template`) with a real helm binary, then asserts on the rendered objects: TLS
 Secrets mounted as whole directories (never subPath, which kubelet never
 updates), the gateway's args pointing at the mounted files, probes on the
-plaintext health port, a locked-down security context, and the cert-manager
-chain. Negative cases must fail to render with a clear message. Every check
-prints one PASS or FAIL line; the last line is the tally.
+plaintext health port (which no Service publishes), a locked-down security
+context, the cert-manager chain, and the optional NetworkPolicy. Two releases
+rendered into one namespace must not share an object or Secret name. Negative
+cases must fail to render with a clear message. Every check prints one PASS or
+FAIL line; the last line is the tally.
 
 Usage: chart_checks.py --helm PATH --chart DIR
 """
@@ -38,7 +40,7 @@ VALUE_FLAGS = {
     "--bind", "--health-bind", "--tls-cert", "--tls-key", "--tls-client-ca",
     "--tls-client-auth", "--tls-crl", "--tls-reload-debounce", "--tls-reload-poll",
     "--log-format", "--ocsf-log", "--max-connection-age", "--max-connection-age-grace",
-    "--handshake-timeout", "--shutdown-grace",
+    "--handshake-timeout", "--shutdown-delay", "--shutdown-grace",
 }
 SWITCHES = {"--disable-tls", "--no-tls-reload"}
 TLS_ONLY_FLAGS = {
@@ -46,6 +48,8 @@ TLS_ONLY_FLAGS = {
     "--tls-reload-debounce", "--tls-reload-poll", "--no-tls-reload",
 }
 CERT_MANAGER_KINDS = {"Certificate", "Issuer", "ClusterIssuer"}
+# cert-manager rejects a Certificate whose commonName is longer than this.
+CM_MAX_COMMON_NAME = 64
 
 # Kubernetes versions whose JSON schemas (kubernetes-validate, strict: unknown
 # fields rejected) the rendered core objects must satisfy.
@@ -85,6 +89,9 @@ class Case:
     client_auth: str | None = "optional"
     crls: list = field(default_factory=list)
     reload: bool = True
+    # The chart's full name: cert-manager's Secrets are named after it.
+    fullname: str = RELEASE
+    network_policy: bool = False
     # Extra (name, predicate(objects, args)) checks.
     extra: list = field(default_factory=list)
 
@@ -227,20 +234,20 @@ def check_case(t, helm, chart, case):
     t.check(c, "/tmp is a writable emptyDir",
             tmp is not None and "emptyDir" in volumes.get(tmp["name"], {}) and not tmp.get("readOnly"))
 
+    delay = go_duration_seconds(only(flags, "--shutdown-delay") or "0s")
     grace = go_duration_seconds(only(flags, "--shutdown-grace") or "0s")
-    t.check(c, "terminationGracePeriodSeconds exceeds --shutdown-grace",
-            pod.get("terminationGracePeriodSeconds", 30) > grace,
-            (pod.get("terminationGracePeriodSeconds"), grace))
+    t.check(c, "terminationGracePeriodSeconds exceeds --shutdown-delay + --shutdown-grace",
+            pod.get("terminationGracePeriodSeconds", 30) > delay + grace,
+            (pod.get("terminationGracePeriodSeconds"), delay, grace))
 
     services = [o for o in objs if o["kind"] == "Service"]
     main_svc = next((s for s in services if s["spec"].get("clusterIP") != "None"), None)
-    if t.check(c, "Service exposes the TLS port 8080 and the health port 8081",
-               main_svc is not None
-               and sorted(p["port"] for p in main_svc["spec"]["ports"]) == [TLS_PORT, HEALTH_PORT]):
+    if t.check(c, f"Service exposes only the TLS port {TLS_PORT}",
+               main_svc is not None and [p["port"] for p in main_svc["spec"]["ports"]] == [TLS_PORT],
+               main_svc and main_svc["spec"]["ports"]):
         by_port = {p["port"]: p for p in main_svc["spec"]["ports"]}
-        t.check(c, "Service ports target the matching container ports",
-                resolve(by_port[TLS_PORT]["targetPort"]) == port_of(bind)
-                and resolve(by_port[HEALTH_PORT]["targetPort"]) == port_of(health), by_port)
+        t.check(c, "Service port targets the gateway's TLS container port",
+                resolve(by_port[TLS_PORT]["targetPort"]) == port_of(bind), by_port)
         want = "https" if case.tls else "http"
         t.check(c, f"Service TLS port is named {want}", by_port[TLS_PORT]["name"] == want,
                 by_port[TLS_PORT]["name"])
@@ -248,6 +255,10 @@ def check_case(t, helm, chart, case):
         labels = w["spec"]["template"]["metadata"]["labels"]
         t.check(c, "Service selector matches the pod labels",
                 all(labels.get(k) == v for k, v in selector.items()))
+    published = [(s["metadata"]["name"], p) for s in services for p in s["spec"]["ports"]
+                 if resolve(p.get("targetPort", p["port"])) == port_of(health)]
+    t.check(c, "no Service publishes the plaintext health port (probes reach it on the pod)",
+            not published, published)
     if case.kind == "StatefulSet":
         headless = next((s for s in services if s["spec"].get("clusterIP") == "None"), None)
         t.check(c, "StatefulSet serviceName is a headless Service",
@@ -295,6 +306,11 @@ def check_case(t, helm, chart, case):
                     only(flags, "--tls-client-ca") == f"{CLIENT_CA_DIR}/ca.crt")
         else:
             t.check(c, "no --tls-client-ca without a client CA", "--tls-client-ca" not in flags)
+        t.check(c, "never --tls-client-ca with --tls-client-auth=none (the gateway refuses it)",
+                not ("--tls-client-ca" in flags and flags.get("--tls-client-auth") == ["none"]),
+                flags.get("--tls-client-auth"))
+        t.check(c, "--tls-crl only with --tls-client-ca (CRLs apply to client certificates)",
+                "--tls-crl" not in flags or "--tls-client-ca" in flags)
         t.check(c, f"--tls-client-auth is {case.client_auth}",
                 flags.get("--tls-client-auth", [None]) == [case.client_auth], flags.get("--tls-client-auth"))
         if case.crls:
@@ -322,12 +338,70 @@ def check_case(t, helm, chart, case):
         else:
             check_cert_manager(t, c, objs, case, server)
 
+    check_network_policy(t, c, objs, case, w, port_of(bind), port_of(health))
+
     for name, pred in case.extra:
         try:
             ok, detail = pred(objs, flags), ""
         except Exception as e:  # a broken predicate is a failed check, with the reason
             ok, detail = False, repr(e)
         t.check(c, name, ok, detail)
+
+
+def check_network_policy(t, c, objs, case, workload, tls_port, health_port):
+    policies = [o for o in objs if o["kind"] == "NetworkPolicy"]
+    if not case.network_policy:
+        t.check(c, "no NetworkPolicy (networkPolicy.enabled=false)", not policies, len(policies))
+        return
+    if not t.check(c, "one NetworkPolicy", len(policies) == 1, len(policies)):
+        return
+    spec = policies[0]["spec"]
+    labels = workload["spec"]["template"]["metadata"]["labels"]
+    selector = (spec.get("podSelector") or {}).get("matchLabels") or {}
+    t.check(c, "NetworkPolicy selects the gateway pods (and only by their labels)",
+            selector and all(labels.get(k) == v for k, v in selector.items())
+            and not (spec.get("podSelector") or {}).get("matchExpressions"), selector)
+    t.check(c, "NetworkPolicy isolates ingress only", spec.get("policyTypes") == ["Ingress"],
+            spec.get("policyTypes"))
+    rules = spec.get("ingress") or []
+    # A rule without ports admits every port; each rule must name the TLS port only.
+    t.check(c, f"every ingress rule admits only TCP port {tls_port} (the TLS port)",
+            rules and all(r.get("ports") and all(x.get("port") == tls_port and x.get("protocol", "TCP") == "TCP"
+                                                 and "endPort" not in x for x in r["ports"]) for r in rules),
+            rules)
+    t.check(c, f"no ingress rule admits the health port {health_port}",
+            not any(x.get("port") in (health_port, "health") for r in rules for x in r.get("ports") or []))
+
+
+def names_of(objs):
+    """(kind, name) of every object, and every Secret name the objects write or read."""
+    objects = {(o["kind"], o["metadata"]["name"]) for o in objs}
+    secrets = set()
+    for path, key, value in walk(objs):
+        if key == "secretName" and isinstance(value, str):
+            secrets.add(value)
+    return objects, secrets
+
+
+def check_two_releases(t, helm, chart):
+    """Two releases in one namespace: no object or Secret name in common."""
+    c = "two releases in one namespace"
+    args = ["--set", "podDisruptionBudget.enabled=true"]
+    rendered = {}
+    for release, fullname in ((RELEASE, RELEASE), ("other", f"other-{RELEASE}")):
+        r = run([helm, "template", release, str(chart), "--namespace", NAMESPACE, *args])
+        if not t.check(c, f"release {release} renders", r.returncode == 0, r.stderr.strip()[-400:]):
+            return
+        objs = [o for o in yaml.safe_load_all(r.stdout) if o]
+        rendered[release] = (fullname, *names_of(objs))
+    (fa, oa, sa), (fb, ob, sb) = rendered.values()
+    t.check(c, "no object name in common", not (oa & ob), sorted(oa & ob))
+    t.check(c, "no Secret name in common", not (sa & sb), sorted(sa & sb))
+    for fullname, objects, secrets in rendered.values():
+        t.check(c, f"every Secret of {fullname} is named after it",
+                secrets and all(n.startswith(fullname + "-") for n in secrets), sorted(secrets))
+        t.check(c, f"every object of {fullname} is named after it",
+                all(n == fullname or n.startswith(fullname + "-") for _, n in objects), sorted(objects))
 
 
 def check_k8s_schemas(t, c, objs):
@@ -363,8 +437,10 @@ def check_cert_manager(t, c, objs, case, server_volume):
     if not t.check(c, "a CA Issuer backed by the CA Certificate's Secret", len(ca_issuers) == 1, ca_issuers):
         return
     leafs = {x["spec"]["secretName"]: x for x in certs if not x["spec"].get("isCA")}
-    srv = leafs.get("openshell-server-tls")
-    if t.check(c, "server Certificate writes Secret openshell-server-tls", srv is not None, sorted(leafs)):
+    server_secret, client_secret = f"{case.fullname}-server-tls", f"{case.fullname}-client-tls"
+    t.check(c, f"CA Certificate writes Secret {case.fullname}-ca", ca_secret == f"{case.fullname}-ca", ca_secret)
+    srv = leafs.get(server_secret)
+    if t.check(c, f"server Certificate writes Secret {server_secret}", srv is not None, sorted(leafs)):
         s = srv["spec"]
         t.check(c, "server Certificate is issued by the CA Issuer", s["issuerRef"]["name"] == ca_issuers[0])
         svc = next(o for o in objs if o["kind"] == "Service" and o["spec"].get("clusterIP") != "None")
@@ -373,14 +449,17 @@ def check_cert_manager(t, c, objs, case, server_volume):
                     f"{name}.{NAMESPACE}.svc.cluster.local", "localhost"}
         t.check(c, "server dnsNames cover the Service names and localhost",
                 want_dns <= set(s.get("dnsNames", [])), sorted(want_dns - set(s.get("dnsNames", []))))
+        cn = s.get("commonName")
+        t.check(c, "server commonName, if any, is one of its dnsNames",
+                cn is None or cn in s.get("dnsNames", []), cn)
         t.check(c, "server ipAddresses include 127.0.0.1", "127.0.0.1" in s.get("ipAddresses", []))
         t.check(c, "server privateKey.rotationPolicy is Always",
                 (s.get("privateKey") or {}).get("rotationPolicy") == "Always")
         t.check(c, "server Certificate usages include server auth", "server auth" in s.get("usages", []))
         t.check(c, "the mounted server Secret is the server Certificate's",
                 server_volume is not None and server_volume.get("secretName") == s["secretName"])
-    cli = leafs.get("openshell-client-tls")
-    if t.check(c, "client Certificate writes Secret openshell-client-tls", cli is not None, sorted(leafs)):
+    cli = leafs.get(client_secret)
+    if t.check(c, f"client Certificate writes Secret {client_secret}", cli is not None, sorted(leafs)):
         t.check(c, "client Certificate is a client-auth cert from the CA Issuer",
                 "client auth" in cli["spec"].get("usages", [])
                 and cli["spec"]["issuerRef"]["name"] == ca_issuers[0])
@@ -398,6 +477,12 @@ def check_cert_manager(t, c, objs, case, server_volume):
         except ValueError as e:
             ok, detail = False, str(e)
         t.check(c, f"Certificate {n}: duration/renewBefore within cert-manager's limits", ok, detail)
+        t.check(c, f"Certificate {n}: commonName within cert-manager's {CM_MAX_COMMON_NAME} characters",
+                len(spec.get("commonName") or "") <= CM_MAX_COMMON_NAME, spec.get("commonName"))
+        bad_dns = [d for d in spec.get("dnsNames", [])
+                   if len(d) > 253 or any(len(label) > 63 for label in d.split("."))]
+        t.check(c, f"Certificate {n}: dnsNames are valid DNS names (labels <= 63, name <= 253)",
+                not bad_dns, bad_dns)
 
 
 def check_failing(t, helm, chart, case):
@@ -441,8 +526,44 @@ def cases(chart):
     def cert(objs, secret):
         return next(o for o in objs if o["kind"] == "Certificate" and o["spec"]["secretName"] == secret)
 
+    long_name = "gateway-" + "x" * 52  # 60 characters: <name>.<namespace>.svc is 74
+
+    def server_cert(objs):
+        return next(o for o in objs if o["kind"] == "Certificate" and o["metadata"]["name"].endswith("-server"))
+
     return [
-        Case("default", []),
+        Case("default", [], extra=[
+            ("--shutdown-delay=5s by default", lambda o, f: arg_value(f, "--shutdown-delay") == "5s"),
+            ("server commonName is <fullname>.<namespace>.svc when it fits",
+             lambda o, f: server_cert(o)["spec"]["commonName"] == f"{RELEASE}.{NAMESPACE}.svc"),
+        ]),
+        Case("client-auth-none-with-the-default-client-ca", ["--set", "server.tls.clientAuth=none"],
+             client_ca_secret=None, client_auth=None),
+        Case("bring-your-own-server-secret-client-auth-none",
+             ["--set", "certManager.enabled=false", "--set", "server.tls.existingSecret=gateway-tls",
+              "--set", "server.tls.clientAuth=none"],
+             cert_manager=False, server_secret="gateway-tls", client_ca_secret=None, client_auth=None),
+        Case("long-fullname", ["--set", f"fullnameOverride={long_name}"], fullname=long_name,
+             server_secret=f"{long_name}-server-tls", client_ca_secret=f"{long_name}-ca", extra=[
+                 ("server commonName falls back to a shorter Service name",
+                  lambda o, f: server_cert(o)["spec"]["commonName"] == long_name),
+                 ("server dnsNames still carry <fullname>.<namespace>.svc",
+                  lambda o, f: f"{long_name}.{NAMESPACE}.svc" in server_cert(o)["spec"]["dnsNames"]),
+             ]),
+        Case("network-policy", ["--set", "networkPolicy.enabled=true"], network_policy=True, extra=[
+            ("no from: the TLS port is open to any source",
+             lambda o, f: all("from" not in r for x in o if x["kind"] == "NetworkPolicy"
+                              for r in x["spec"]["ingress"])),
+        ]),
+        Case("network-policy-from-a-namespace",
+             ["--set", "networkPolicy.enabled=true",
+              "--set-json", 'networkPolicy.from=[{"namespaceSelector":{"matchLabels":'
+                            '{"kubernetes.io/metadata.name":"clients"}}}]'],
+             network_policy=True, extra=[
+                 ("the ingress rule's from is networkPolicy.from",
+                  lambda o, f: [r.get("from") for x in o if x["kind"] == "NetworkPolicy" for r in x["spec"]["ingress"]]
+                  == [[{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "clients"}}}]]),
+             ]),
         Case("ci/values-skaffold.yaml", ["-f", str(ci / "values-skaffold.yaml")], extra=[
             ("image from values (skaffold sets repository and tag)",
              lambda o, f: next(x for x in o if x["kind"] == "StatefulSet")["spec"]["template"]["spec"]
@@ -517,6 +638,17 @@ def failing_cases():
                 "server.tls.crl.keys needs server.tls.crl.existingSecret"),
         Failing("fail: unknown client-auth mode", ["--set", "server.tls.clientAuth=sometimes"],
                 "clientAuth"),
+        Failing("fail: CRL keys with client auth none",
+                ["--set", "server.tls.crl.existingSecret=gateway-crl", "--set", "server.tls.crl.keys={root.crl}",
+                 "--set", "server.tls.clientAuth=none"],
+                "server.tls.crl.keys needs a client CA"),
+        Failing("fail: grace period not above shutdown delay + grace",
+                ["--set", "terminationGracePeriodSeconds=35"],
+                "terminationGracePeriodSeconds (35) must exceed server.shutdownDelay + server.shutdownGrace (35s)"),
+        Failing("fail: a long shutdown delay (1m30s) outlasts the grace period",
+                ["--set", "server.shutdownDelay=1m30s", "--set", "server.shutdownGrace=500ms"],
+                "must exceed server.shutdownDelay + server.shutdownGrace (90.5s)"),
+        Failing("fail: the health port has no Service port", ["--set", "service.healthPort=8081"], "healthPort"),
         Failing("fail: misspelt value", ["--set", "server.disableTLS=true"], "disableTLS"),
         Failing("fail: unknown workload kind", ["--set", "workload.kind=DaemonSet"], "kind"),
     ]
@@ -532,6 +664,7 @@ def main():
         check_case(t, opts.helm, opts.chart, case)
     for case in failing_cases():
         check_failing(t, opts.helm, opts.chart, case)
+    check_two_releases(t, opts.helm, opts.chart)
     check_readme(t, opts.chart)
     print(f"chart-checks: {t.passed} passed, {t.failed} failed")
     return 1 if t.failed else 0

@@ -73,14 +73,70 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- if and .Values.certManager.enabled (not .Values.server.disableTls) -}}true{{- end -}}
 {{- end -}}
 
+{{/*
+Secrets cert-manager writes: certManager.*.secretName, or the full name with a
+suffix, so that two releases in one namespace do not share them.
+*/}}
+{{- define "openshell.caSecretName" -}}
+{{- default (printf "%s-ca" (include "openshell.fullname" .)) .Values.certManager.ca.secretName -}}
+{{- end -}}
+
+{{- define "openshell.certManagerServerSecretName" -}}
+{{- default (printf "%s-server-tls" (include "openshell.fullname" .)) .Values.certManager.server.secretName -}}
+{{- end -}}
+
+{{- define "openshell.clientTlsSecretName" -}}
+{{- default (printf "%s-client-tls" (include "openshell.fullname" .)) .Values.certManager.client.secretName -}}
+{{- end -}}
+
 {{/* Secret with the server tls.crt and tls.key. */}}
 {{- define "openshell.serverSecretName" -}}
-{{- default .Values.certManager.server.secretName .Values.server.tls.existingSecret -}}
+{{- default (include "openshell.certManagerServerSecretName" .) .Values.server.tls.existingSecret -}}
 {{- end -}}
 
 {{/* Secret with the client-CA bundle. */}}
 {{- define "openshell.clientCaSecretName" -}}
-{{- default .Values.certManager.ca.secretName .Values.server.tls.clientCa.existingSecret -}}
+{{- default (include "openshell.caSecretName" .) .Values.server.tls.clientCa.existingSecret -}}
+{{- end -}}
+
+{{/*
+A client CA is mounted and passed only when client certificates are verified:
+the gateway refuses --tls-client-ca with --tls-client-auth=none.
+*/}}
+{{- define "openshell.clientCaOn" -}}
+{{- $t := .Values.server.tls -}}
+{{- if and (not .Values.server.disableTls) $t.clientCa.enabled (ne $t.clientAuth "none") -}}true{{- end -}}
+{{- end -}}
+
+{{/*
+Seconds in a Go duration ("1h30m", "500ms"); an empty one is the given
+default. Argument: (list duration default).
+*/}}
+{{- define "openshell.seconds" -}}
+{{- $d := index . 0 | default (index . 1) -}}
+{{- $units := dict "ns" 0.000000001 "us" 0.000001 "µs" 0.000001 "ms" 0.001 "s" 1.0 "m" 60.0 "h" 3600.0 -}}
+{{- $total := 0.0 -}}
+{{- range regexFindAll "[0-9.]+[a-zµ]+" $d -1 -}}
+{{- $n := regexFind "^[0-9.]+" . -}}
+{{- $total = addf $total (mulf (float64 $n) (get $units (trimPrefix $n .))) -}}
+{{- end -}}
+{{- $total -}}
+{{- end -}}
+
+{{/*
+The common name of the server certificate: the longest Service name that fits
+cert-manager's 64-character limit. The DNS names carry every full name.
+*/}}
+{{- define "openshell.serverCommonName" -}}
+{{- $fullname := include "openshell.fullname" . -}}
+{{- $ns := .Release.Namespace -}}
+{{- $cn := $fullname -}}
+{{- range list (printf "%s.%s.svc" $fullname $ns) (printf "%s.%s" $fullname $ns) -}}
+{{- if and (eq $cn $fullname) (le (len .) 64) -}}
+{{- $cn = . -}}
+{{- end -}}
+{{- end -}}
+{{- $cn -}}
 {{- end -}}
 
 {{/*
@@ -95,21 +151,25 @@ directory mounts; see the volumes in the workload template.
 {{- if eq (int $s.port) (int $s.healthPort) -}}
 {{- fail (printf "server.healthPort (%v) must differ from server.port: the health listener is plaintext and separate from the TLS listener" $s.healthPort) -}}
 {{- end -}}
-{{- if eq (int .Values.service.port) (int .Values.service.healthPort) -}}
-{{- fail "service.healthPort must differ from service.port" -}}
+{{- $drain := addf (include "openshell.seconds" (list $s.shutdownDelay "0s")) (include "openshell.seconds" (list $s.shutdownGrace "30s")) -}}
+{{- if le (float64 .Values.terminationGracePeriodSeconds) $drain -}}
+{{- fail (printf "terminationGracePeriodSeconds (%v) must exceed server.shutdownDelay + server.shutdownGrace (%vs): kubelet would kill the gateway before it has drained" .Values.terminationGracePeriodSeconds $drain) -}}
 {{- end -}}
 {{- if not $s.disableTls -}}
 {{- if and (not .Values.certManager.enabled) (not $s.tls.existingSecret) -}}
 {{- fail "server.tls.existingSecret is required when certManager.enabled=false: name a Secret with tls.crt and tls.key (or set server.disableTls=true)" -}}
 {{- end -}}
-{{- if and $s.tls.clientCa.enabled (not .Values.certManager.enabled) (not $s.tls.clientCa.existingSecret) -}}
-{{- fail "server.tls.clientCa.existingSecret is required when certManager.enabled=false and server.tls.clientCa.enabled=true (or set server.tls.clientCa.enabled=false)" -}}
+{{- if and (include "openshell.clientCaOn" .) (not .Values.certManager.enabled) (not $s.tls.clientCa.existingSecret) -}}
+{{- fail "server.tls.clientCa.existingSecret is required when certManager.enabled=false and server.tls.clientCa.enabled=true (or set server.tls.clientCa.enabled=false or server.tls.clientAuth=none)" -}}
 {{- end -}}
 {{- if and (eq $s.tls.clientAuth "required") (not $s.tls.clientCa.enabled) -}}
 {{- fail "server.tls.clientAuth=required needs a client CA: set server.tls.clientCa.enabled=true" -}}
 {{- end -}}
 {{- if and $s.tls.crl.keys (not $s.tls.crl.existingSecret) -}}
 {{- fail "server.tls.crl.keys needs server.tls.crl.existingSecret" -}}
+{{- end -}}
+{{- if and $s.tls.crl.keys (not (include "openshell.clientCaOn" .)) -}}
+{{- fail "server.tls.crl.keys needs a client CA: CRLs apply only to client certificates (set server.tls.clientCa.enabled=true and server.tls.clientAuth to optional or required)" -}}
 {{- end -}}
 {{- end -}}
 {{- end -}}
@@ -128,7 +188,7 @@ are left out so that the binary's defaults apply.
 {{- else }}
 - {{ printf "--tls-cert=%s/server/tls.crt" $dir | quote }}
 - {{ printf "--tls-key=%s/server/tls.key" $dir | quote }}
-{{- if $s.tls.clientCa.enabled }}
+{{- if include "openshell.clientCaOn" . }}
 - {{ printf "--tls-client-ca=%s/client-ca/ca.crt" $dir | quote }}
 - {{ printf "--tls-client-auth=%s" $s.tls.clientAuth | quote }}
 {{- end }}
@@ -160,6 +220,9 @@ are left out so that the binary's defaults apply.
 {{- end }}
 {{- with $s.maxConnectionAgeGrace }}
 - {{ printf "--max-connection-age-grace=%s" . | quote }}
+{{- end }}
+{{- with $s.shutdownDelay }}
+- {{ printf "--shutdown-delay=%s" . | quote }}
 {{- end }}
 {{- with $s.shutdownGrace }}
 - {{ printf "--shutdown-grace=%s" . | quote }}
