@@ -182,6 +182,22 @@ pub enum Error {
         tolerance: Duration,
     },
 
+    /// The files were replaced during every read for as long as a read is
+    /// retried, so no consistent set of them could be read. Kubelet swaps
+    /// a volume in one rename; files that keep changing for seconds point
+    /// at something else rewriting them.
+    #[error(
+        "{} kept changing while being read for {}; no consistent set could be read",
+        DisplayPaths(paths),
+        humantime::format_duration(*waited)
+    )]
+    KeptChanging {
+        /// Every input path, as configured.
+        paths: Vec<PathBuf>,
+        /// How long reading was retried.
+        waited: Duration,
+    },
+
     /// The client CA bundle or CRLs could not be turned into a client
     /// certificate verifier.
     #[error("client certificate verifier from {}: {detail}", path.display())]
@@ -223,7 +239,23 @@ impl Error {
             | Self::NotYetValid { path, .. }
             | Self::ClientVerifier { path, .. } => Some(path),
             Self::KeyMismatch { key_path, .. } => Some(key_path),
+            Self::KeptChanging { paths, .. } => paths.first().map(PathBuf::as_path),
             Self::Settings(_) | Self::Rustls(_) | Self::Task(_) => None,
         }
+    }
+}
+
+/// Paths joined with `, ` for an error message.
+struct DisplayPaths<'a>(&'a [PathBuf]);
+
+impl fmt::Display for DisplayPaths<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, path) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            write!(f, "{}", path.display())?;
+        }
+        Ok(())
     }
 }

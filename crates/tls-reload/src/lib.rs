@@ -72,6 +72,12 @@
 //! * When a configured path is a symlink into another directory (other than
 //!   kubelet's `..data` layout, which is handled), changes in the target
 //!   directory are seen by the poll, not by events.
+//! * The files are read one after the other, so a read can straddle
+//!   kubelet's swap. Every file read is held open until each path is seen
+//!   to still name it (an open file's inode number cannot be reused by the
+//!   next generation), and the read is repeated until it is consistent;
+//!   files that keep changing for 2 s are reported as
+//!   [`Error::KeptChanging`].
 //! * cert-manager may write the certificate and the key in separate steps
 //!   on some volume types: the mismatched intermediate state is rejected
 //!   (never served) and retried with backoff until the pair matches.

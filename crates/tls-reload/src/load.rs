@@ -9,6 +9,7 @@ use std::io::Read;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::Path;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use rustls::crypto::CryptoProvider;
 use rustls::server::danger::ClientCertVerifier;
@@ -52,42 +53,88 @@ impl fmt::Debug for Inputs {
     }
 }
 
-/// How many times a read that straddled a swap of the files is repeated.
-const READ_ATTEMPTS: usize = 3;
+/// How long a read that keeps straddling swaps of the files is repeated
+/// before it is reported as [`Error::KeptChanging`].
+const SETTLE_BOUND: Duration = Duration::from_secs(2);
+
+/// The longest pause between two attempts; the first retry is immediate.
+const MAX_PAUSE: Duration = Duration::from_millis(50);
 
 impl Inputs {
     /// Reads every configured file, each with the size cap.
     ///
     /// Kubelet replaces every file of a Secret volume with one rename, but
     /// the files are read one after the other: a read that straddles the
-    /// rename would pair the old certificate with the new key. So the read
-    /// is repeated (a few times at most) when any path names a different
-    /// file after it than before it.
+    /// rename would pair the old certificate with the new key. So every
+    /// file read stays open until each path has been checked to still name
+    /// the very file that was read. Comparing inode numbers taken before
+    /// and after the read is not enough: kubelet deletes the previous
+    /// generation, and the file system hands its freed inode numbers to the
+    /// next one, so a read that straddled two swaps looks unchanged. An
+    /// open file's inode cannot be freed, so it cannot reappear under
+    /// another file. The read is repeated until it is consistent, for at
+    /// most [`SETTLE_BOUND`].
     pub(crate) fn read(files: &TlsFiles, limit: u64) -> Result<Self, Error> {
-        let mut attempts = 0;
+        Self::read_settled(files, limit, SETTLE_BOUND, |_| {})
+    }
+
+    /// [`read`](Self::read) with the bound given and `after_each` called
+    /// once a file has been read (tests swap the files there).
+    fn read_settled(
+        files: &TlsFiles,
+        limit: u64,
+        bound: Duration,
+        mut after_each: impl FnMut(FileRole),
+    ) -> Result<Self, Error> {
+        let started = Instant::now();
+        let mut pause = Duration::ZERO;
         loop {
-            attempts += 1;
+            // Only a failed read looks at these: a file that could not be
+            // opened has no handle to hold.
             let before = identities(files);
-            let read = Self::read_once(files, limit);
-            if attempts >= READ_ATTEMPTS || identities(files) == before {
+            let mut held = Vec::new();
+            let read = Self::read_once(files, limit, &mut held, &mut after_each);
+            let settled = held.iter().all(|(path, file)| still_names(path, file))
+                && (read.is_ok() || identities(files) == before);
+            if settled {
                 return read;
             }
+            drop(held);
+            if started.elapsed() >= bound {
+                return Err(Error::KeptChanging {
+                    paths: files.paths().map(Path::to_path_buf).collect(),
+                    waited: bound,
+                });
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).max(Duration::from_millis(1)).min(MAX_PAUSE);
         }
     }
 
-    fn read_once(files: &TlsFiles, limit: u64) -> Result<Self, Error> {
+    fn read_once<'a>(
+        files: &'a TlsFiles,
+        limit: u64,
+        held: &mut Vec<(&'a Path, File)>,
+        after_each: &mut impl FnMut(FileRole),
+    ) -> Result<Self, Error> {
+        let mut read = |role: FileRole, path: &'a Path| {
+            let (bytes, file) = read_capped(role, path, limit)?;
+            held.push((path, file));
+            after_each(role);
+            Ok::<_, Error>(bytes)
+        };
         Ok(Self {
-            cert: read_capped(FileRole::Certificate, &files.cert, limit)?,
-            key: Zeroizing::new(read_capped(FileRole::PrivateKey, &files.key, limit)?),
+            cert: read(FileRole::Certificate, &files.cert)?,
+            key: Zeroizing::new(read(FileRole::PrivateKey, &files.key)?),
             client_ca: files
                 .client_ca
                 .as_deref()
-                .map(|p| read_capped(FileRole::ClientCa, p, limit))
+                .map(|p| read(FileRole::ClientCa, p))
                 .transpose()?,
             crls: files
                 .crls
                 .iter()
-                .map(|p| read_capped(FileRole::Crl, p, limit))
+                .map(|p| read(FileRole::Crl, p))
                 .collect::<Result<_, _>>()?,
         })
     }
@@ -145,15 +192,26 @@ pub(crate) fn digest_str(s: &str) -> Digest {
 /// Device and inode of the file each input path names now (symlinks
 /// followed), `None` where there is none.
 fn identities(files: &TlsFiles) -> Vec<Option<(u64, u64)>> {
-    files
-        .paths()
-        .map(|p| std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino())))
-        .collect()
+    files.paths().map(identity).collect()
+}
+
+fn identity(path: &Path) -> Option<(u64, u64)> {
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
+/// Whether `path` still resolves to the open `file`. While `file` is open
+/// its inode number cannot be given to another file, so equal numbers mean
+/// the same file.
+fn still_names(path: &Path, file: &File) -> bool {
+    match (file.metadata(), identity(path)) {
+        (Ok(held), Some(now)) => (held.dev(), held.ino()) == now,
+        _ => false,
+    }
 }
 
 /// Reads a whole file, refusing anything that is not a regular file and
-/// anything over `limit` bytes.
-fn read_capped(role: FileRole, path: &Path, limit: u64) -> Result<Vec<u8>, Error> {
+/// anything over `limit` bytes. The file is returned still open.
+fn read_capped(role: FileRole, path: &Path, limit: u64) -> Result<(Vec<u8>, File), Error> {
     let read_err = |error| Error::Read {
         role,
         path: path.to_owned(),
@@ -199,7 +257,8 @@ fn read_capped(role: FileRole, path: &Path, limit: u64) -> Result<Vec<u8>, Error
     // left behind) while reading.
     let capacity = usize::try_from(meta.len()).unwrap_or(0).saturating_add(1);
     let mut buf = Vec::with_capacity(capacity);
-    file.take(limit.saturating_add(1))
+    (&file)
+        .take(limit.saturating_add(1))
         .read_to_end(&mut buf)
         .map_err(read_err)?;
     if buf.len() as u64 > limit {
@@ -211,7 +270,7 @@ fn read_capped(role: FileRole, path: &Path, limit: u64) -> Result<Vec<u8>, Error
             path: path.to_owned(),
         });
     }
-    Ok(buf)
+    Ok((buf, file))
 }
 
 /// Everything parsed from [`Inputs`], ready to become a server config.
@@ -563,4 +622,148 @@ fn client_verifier(
         detail: e.to_string(),
     })?;
     Ok((infos, verifier))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fs;
+    use std::os::unix::fs::symlink;
+
+    use super::*;
+
+    /// A Secret volume laid out as kubelet leaves it, with two generations
+    /// present at once: `..a` and `..b`, and `..data` naming one of them.
+    struct Volume {
+        dir: tempfile::TempDir,
+    }
+
+    impl Volume {
+        fn new() -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            for generation in ["a", "b"] {
+                let ts = dir.path().join(format!("..{generation}"));
+                fs::create_dir(&ts).unwrap();
+                fs::write(ts.join("tls.crt"), format!("cert-{generation}")).unwrap();
+                fs::write(ts.join("tls.key"), format!("key-{generation}")).unwrap();
+            }
+            symlink("..a", dir.path().join("..data")).unwrap();
+            for name in ["tls.crt", "tls.key"] {
+                symlink(format!("..data/{name}"), dir.path().join(name)).unwrap();
+            }
+            Self { dir }
+        }
+
+        fn files(&self) -> TlsFiles {
+            TlsFiles::new(
+                self.dir.path().join("tls.crt"),
+                self.dir.path().join("tls.key"),
+            )
+        }
+
+        /// Kubelet's atomic switch: `..data_tmp -> ..<generation>`, renamed
+        /// over `..data`.
+        fn switch_to(&self, generation: &str) {
+            let tmp = self.dir.path().join("..data_tmp");
+            symlink(format!("..{generation}"), &tmp).unwrap();
+            fs::rename(&tmp, self.dir.path().join("..data")).unwrap();
+        }
+    }
+
+    fn pair(inputs: &Inputs) -> (String, String) {
+        (
+            String::from_utf8(inputs.cert.clone()).unwrap(),
+            String::from_utf8(inputs.key.to_vec()).unwrap(),
+        )
+    }
+
+    #[test]
+    fn a_read_between_two_swaps_is_repeated_even_when_every_path_names_its_old_inode_again() {
+        // The ABA case: the volume switches to `b` after the certificate is
+        // read and back to `a` after the key is read. Each path then names
+        // the same (device, inode) as before the read, as it does when the
+        // file system reuses freed inode numbers, yet the key came from `b`.
+        let volume = Volume::new();
+        let mut swaps = 0;
+        let inputs = Inputs::read_settled(&volume.files(), 1024, Duration::from_secs(5), |role| {
+            if swaps < 2 {
+                swaps += 1;
+                volume.switch_to(if role == FileRole::Certificate {
+                    "b"
+                } else {
+                    "a"
+                });
+            }
+        })
+        .unwrap();
+        assert_eq!(swaps, 2, "the hook swapped the volume twice");
+        assert_eq!(pair(&inputs), ("cert-a".into(), "key-a".into()));
+    }
+
+    #[test]
+    fn a_read_that_straddles_one_swap_returns_the_new_generation_whole() {
+        let volume = Volume::new();
+        let mut swapped = false;
+        let inputs = Inputs::read_settled(&volume.files(), 1024, Duration::from_secs(5), |_| {
+            if !swapped {
+                swapped = true;
+                volume.switch_to("b");
+            }
+        })
+        .unwrap();
+        assert_eq!(pair(&inputs), ("cert-b".into(), "key-b".into()));
+    }
+
+    #[test]
+    fn files_that_never_stop_changing_are_a_distinct_error_after_the_bound() {
+        let volume = Volume::new();
+        let mut next = ["b", "a"].into_iter().cycle();
+        let bound = Duration::from_millis(100);
+        let started = Instant::now();
+        let err = Inputs::read_settled(&volume.files(), 1024, bound, |role| {
+            if role == FileRole::Certificate {
+                volume.switch_to(next.next().unwrap());
+            }
+        })
+        .unwrap_err();
+        assert!(started.elapsed() >= bound, "gave up before the bound");
+        assert!(
+            matches!(err, Error::KeptChanging { waited, .. } if waited == bound),
+            "{err}"
+        );
+        let msg = err.to_string();
+        assert!(
+            msg.contains("tls.crt") && msg.contains("tls.key") && msg.contains("kept changing"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn a_stable_read_is_read_once() {
+        let volume = Volume::new();
+        let mut reads = 0;
+        let inputs = Inputs::read_settled(&volume.files(), 1024, Duration::from_secs(5), |_| {
+            reads += 1
+        })
+        .unwrap();
+        assert_eq!(reads, 2, "one read of each file");
+        assert_eq!(pair(&inputs), ("cert-a".into(), "key-a".into()));
+    }
+
+    #[test]
+    fn a_missing_file_is_reported_once_it_stays_missing() {
+        let volume = Volume::new();
+        fs::remove_file(volume.dir.path().join("..a/tls.key")).unwrap();
+        let err = Inputs::read_settled(&volume.files(), 1024, Duration::from_secs(5), |_| {})
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::Read {
+                    role: FileRole::PrivateKey,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
 }
