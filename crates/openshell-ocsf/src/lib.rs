@@ -10,8 +10,8 @@
 //! * JSON, one object per line (JSONL), for the audit stream and SIEMs;
 //! * a one-line shorthand for people reading logs.
 //!
-//! It also writes the JSONL to stderr or a file, directly or as a
-//! `tracing` layer, and checks events against the OCSF schema files in tests.
+//! It also writes the JSONL to stderr or a file, and checks events against
+//! the OCSF schema files in tests.
 //!
 //! # Non-goals
 //!
@@ -128,44 +128,43 @@
 //!
 //! # Writing the audit stream
 //!
-//! With `tracing`, log each event with [`emit`] and add an [`OcsfLayer`];
-//! keep the audit stream out of the ordinary logs by filtering the
-//! [`OCSF_TARGET`] out of the log layer:
+//! Write each event to an [`OcsfSink`] from the code that decides it, and
+//! handle the error: the sink says whether the line was written and counts
+//! the lines it could not write. Audit events deliberately do not travel
+//! through a logging framework, where a log filter (`RUST_LOG=warn`) or a
+//! missing subscriber would drop them silently, and where an audit layer
+//! would make every disabled log callsite of the process cost something.
+//! Log the shorthand (`{event}`) as an ordinary log line if people should
+//! see it.
 //!
 //! ```
-//! use openshell_ocsf::{OCSF_TARGET, OcsfLayer, OcsfSink};
-//! use tracing_subscriber::filter::{EnvFilter, filter_fn};
-//! use tracing_subscriber::prelude::*;
+//! use openshell_ocsf::{
+//!     Device, DeviceConfigStateChange, EventSource, OcsfSink, Product, TlsReloadDetails,
+//! };
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let logs = tracing_subscriber::fmt::layer()
-//!     .with_filter(filter_fn(|meta| meta.target() != OCSF_TARGET))
-//!     // An EnvFilter belongs here, on the log layer only (see Known problems).
-//!     .with_filter(EnvFilter::new("info"));
-//! let audit = OcsfLayer::new(OcsfSink::stderr()); // or OcsfSink::file(path)?
-//! let subscriber = tracing_subscriber::registry().with(logs).with(audit);
-//! let _guard = tracing::subscriber::set_default(subscriber); // `.init()` in main
+//! # let dir = tempfile::tempdir()?;
+//! # let path = dir.path().join("audit.jsonl");
+//! let sink = OcsfSink::file(&path)?; // or OcsfSink::stderr()
+//! let source = EventSource::new(
+//!     Product::new("openshell-gateway", "OpenShell", "0.1.0"),
+//!     Device::new("gateway-0"),
+//! );
+//! let event = DeviceConfigStateChange::tls_loaded(&source, TlsReloadDetails::new()).build();
+//! if let Err(error) = sink.write(&event) {
+//!     eprintln!("audit event not written: {error}: {event}");
+//! }
+//! assert_eq!(sink.failed_writes(), 0);
+//! assert_eq!(std::fs::read_to_string(&path)?.lines().count(), 1);
 //! # Ok(())
 //! # }
 //! ```
-//!
-//! Without `tracing`, write to an [`OcsfSink`] with [`OcsfSink::write`].
 //!
 //! # Testing against the schema
 //!
 //! [`schema::Schema`] loads the OCSF schema files and validates event JSON;
 //! [`schema::default_schema_dir`] finds the shared v1.8.0 files when they
 //! are present. Other crates' tests use it to check the lines they emit.
-//!
-//! # Known problems
-//!
-//! * A filter on the whole subscriber (`registry().with(EnvFilter)` or
-//!   `fmt().with_env_filter(..)`) also filters the audit events: with
-//!   `RUST_LOG=warn` the INFO-level [`emit`] never reaches the
-//!   [`OcsfLayer`]. Attach such filters to the log layer with `with_filter`.
-//! * [`emit`] with no subscriber interested in [`OCSF_TARGET`] drops the
-//!   event silently; a process that must not lose audit events writes to an
-//!   [`OcsfSink`] directly and handles the error.
 //!
 //! [OCSF]: https://schema.ocsf.io/1.8.0/classes/device_config_state_change
 //! [`tls_loaded`]: DeviceConfigStateChange::tls_loaded
@@ -189,5 +188,5 @@ pub use crate::builder::EventBuilder;
 pub use crate::enums::{ActivityId, DeviceTypeId, SeverityId, StateId, StatusId};
 pub use crate::error::Error;
 pub use crate::event::{Device, DeviceConfigStateChange, EventSource, OCSF_VERSION, Product};
-pub use crate::sink::{OCSF_JSON_FIELD, OCSF_TARGET, OcsfLayer, OcsfSink, emit};
+pub use crate::sink::OcsfSink;
 pub use crate::tls::{TlsReloadDetails, Trigger};

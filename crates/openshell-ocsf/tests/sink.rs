@@ -1,18 +1,11 @@
-//! Writing JSONL: the direct sink, and `tracing` with the `ocsf` target kept
-//! out of the ordinary logs.
+//! Writing JSONL to the sink: one line per event, failures returned and
+//! counted, rotated and removed files.
 
 #![allow(clippy::unwrap_used, reason = "test helpers: a panic is a failed test")]
 
 mod common;
 
-use std::io::{self, Write};
-use std::sync::{Arc, Mutex};
-
-use openshell_ocsf::{
-    DeviceConfigStateChange, Error, OCSF_JSON_FIELD, OCSF_TARGET, OcsfLayer, OcsfSink, emit,
-};
-use tracing_subscriber::filter::filter_fn;
-use tracing_subscriber::prelude::*;
+use openshell_ocsf::{DeviceConfigStateChange, Error, OcsfSink};
 
 use common::every_constructor;
 
@@ -24,27 +17,6 @@ fn parse_lines(text: &str) -> Vec<DeviceConfigStateChange> {
     text.lines()
         .map(|line| serde_json::from_str(line).unwrap())
         .collect()
-}
-
-/// A `tracing_subscriber` writer that collects output in memory.
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Capture {
-    fn text(&self) -> String {
-        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
-    }
-}
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
 }
 
 #[test]
@@ -98,63 +70,73 @@ fn failed_write_is_returned_and_counted() {
 }
 
 #[test]
-fn layer_writes_only_ocsf_target_events_to_the_sink() {
+fn a_rotated_file_is_created_again_for_the_next_event() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ocsf.jsonl");
-    let subscriber =
-        tracing_subscriber::registry().with(OcsfLayer::new(OcsfSink::file(&path).unwrap()));
-    tracing::subscriber::with_default(subscriber, || {
-        tracing::info!("ordinary log line");
-        tracing::info!(target: "ocsf_other", ocsf = "{}", "a near-miss target");
-        for event in events() {
-            emit(&event);
+    let sink = OcsfSink::file(&path).unwrap();
+    let events = events();
+    sink.write(&events[0]).unwrap();
+    // logrotate without copytruncate: the file is moved away.
+    std::fs::rename(&path, dir.path().join("ocsf.jsonl.1")).unwrap();
+    sink.write(&events[1]).unwrap();
+    assert_eq!(
+        parse_lines(&std::fs::read_to_string(&path).unwrap()),
+        events[1..2]
+    );
+    let rotated = std::fs::read_to_string(dir.path().join("ocsf.jsonl.1")).unwrap();
+    assert_eq!(parse_lines(&rotated), events[..1]);
+}
+
+#[test]
+fn a_file_whose_directory_was_removed_fails_each_write_and_counts_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    std::fs::create_dir(&logs).unwrap();
+    let path = logs.join("ocsf.jsonl");
+    let sink = OcsfSink::file(&path).unwrap();
+    std::fs::remove_dir_all(&logs).unwrap();
+    for (i, event) in events().iter().take(3).enumerate() {
+        let err = sink.write(event).unwrap_err();
+        assert!(
+            matches!(&err, Error::WriteSink { sink, .. } if *sink == path.display().to_string()),
+            "{err}"
+        );
+        assert_eq!(sink.failed_writes(), i as u64 + 1);
+    }
+    // The directory comes back: writing resumes, nothing else to do.
+    std::fs::create_dir(&logs).unwrap();
+    sink.write(&events()[0]).unwrap();
+    assert_eq!(sink.failed_writes(), 3);
+}
+
+#[test]
+fn the_sink_names_what_it_writes_to() {
+    assert_eq!(OcsfSink::stderr().name(), "stderr");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a.jsonl");
+    assert_eq!(
+        OcsfSink::file(&path).unwrap().name(),
+        path.display().to_string()
+    );
+}
+
+#[test]
+fn concurrent_writers_never_interleave_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ocsf.jsonl");
+    let sink = std::sync::Arc::new(OcsfSink::file(&path).unwrap());
+    let events = events();
+    std::thread::scope(|scope| {
+        for _ in 0..4 {
+            let (sink, events) = (sink.clone(), &events);
+            scope.spawn(move || {
+                for event in events.iter().cycle().take(50) {
+                    sink.write(event).unwrap();
+                }
+            });
         }
     });
-    let text = std::fs::read_to_string(&path).unwrap();
-    assert_eq!(parse_lines(&text), events());
-}
-
-#[test]
-fn log_layer_filter_keeps_the_audit_stream_out_of_the_logs() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("ocsf.jsonl");
-    let logs = Capture::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::registry()
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_writer(move || writer.clone())
-                .with_ansi(false)
-                .with_filter(filter_fn(|meta| meta.target() != OCSF_TARGET)),
-        )
-        .with(OcsfLayer::new(OcsfSink::file(&path).unwrap()));
-    let event = &events()[2];
-    tracing::subscriber::with_default(subscriber, || {
-        tracing::info!("ordinary log line");
-        emit(event);
-    });
-    let logs = logs.text();
-    assert!(logs.contains("ordinary log line"), "{logs}");
-    assert!(!logs.contains("5019"), "{logs}");
-    assert!(!logs.contains("TLS certificate"), "{logs}");
-    let audit = std::fs::read_to_string(&path).unwrap();
-    assert_eq!(audit, format!("{}\n", event.to_json().unwrap()));
-}
-
-#[test]
-fn emit_carries_the_json_line_and_the_shorthand() {
-    let logs = Capture::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::registry().with(
-        tracing_subscriber::fmt::layer()
-            .json()
-            .with_writer(move || writer.clone()),
-    );
-    let event = &events()[2];
-    tracing::subscriber::with_default(subscriber, || emit(event));
-    let logged: serde_json::Value = serde_json::from_str(logs.text().trim()).unwrap();
-    assert_eq!(logged["target"], OCSF_TARGET);
-    assert_eq!(logged["level"], "INFO");
-    assert_eq!(logged["fields"][OCSF_JSON_FIELD], event.to_json().unwrap());
-    assert_eq!(logged["fields"]["message"], event.to_string());
+    let lines = parse_lines(&std::fs::read_to_string(&path).unwrap());
+    assert_eq!(lines.len(), 200);
+    assert!(lines.iter().all(|line| events.contains(line)));
 }

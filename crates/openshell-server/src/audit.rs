@@ -1,10 +1,11 @@
-//! Turns TLS reload outcomes into OCSF events (JSONL on the audit stream,
-//! shorthand in the logs) and watches the served certificate's expiry.
+//! Turns TLS reload outcomes into OCSF events (JSONL written to the audit
+//! sink, shorthand in the logs) and watches the served certificate's expiry.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use openshell_ocsf::{
-    Device, DeviceConfigStateChange, EventSource, Product, SeverityId, TlsReloadDetails,
+    Device, DeviceConfigStateChange, EventSource, OcsfSink, Product, SeverityId, TlsReloadDetails,
     Trigger as OcsfTrigger,
 };
 use tls_reload::{
@@ -132,11 +133,45 @@ pub(crate) fn expiring_event(
     DeviceConfigStateChange::tls_cert_expiring(source, details).build()
 }
 
-fn publish(event: &DeviceConfigStateChange) {
-    openshell_ocsf::emit(event);
-    // The shorthand for people reading the logs; the JSONL above goes to
-    // the audit stream.
-    tracing::info!(target: "openshell::audit", "{event}");
+/// Writes audit events to their sink. The sink is written directly, never
+/// through `tracing`, so no log filter decides whether an audit record
+/// exists; a failed write is counted by the sink (and exported as
+/// `openshell_audit_write_failures_total`) and logged once per burst.
+pub(crate) struct Audit {
+    sink: Arc<OcsfSink>,
+    /// Failures since the last successful write; a burst is logged once.
+    failing: u64,
+}
+
+impl Audit {
+    pub(crate) fn new(sink: Arc<OcsfSink>) -> Self {
+        Self { sink, failing: 0 }
+    }
+
+    pub(crate) fn publish(&mut self, event: &DeviceConfigStateChange) {
+        match self.sink.write(event) {
+            Ok(()) => {
+                if self.failing > 0 {
+                    tracing::warn!(
+                        sink = %self.sink.name(),
+                        failed = self.failing,
+                        "audit events are written again after failures"
+                    );
+                    self.failing = 0;
+                }
+            }
+            Err(error) => {
+                if self.failing == 0 {
+                    // The event itself goes to the log, so it is not lost
+                    // from sight while the sink is broken.
+                    tracing::error!(%error, "audit event not written: {event}");
+                }
+                self.failing += 1;
+            }
+        }
+        // The shorthand for people reading the logs.
+        tracing::info!(target: "openshell::audit", "{event}");
+    }
 }
 
 /// Emits the startup event, then one event per reload outcome and an
@@ -144,33 +179,34 @@ fn publish(event: &DeviceConfigStateChange) {
 pub(crate) async fn run(
     acceptor: ReloadableAcceptor,
     mut events: tls_reload::Subscription,
+    mut audit: Audit,
     stop: CancellationToken,
 ) {
     let source = source();
     let files = acceptor.files().clone();
     let status = acceptor.status();
-    publish(&loaded_event(&source, &status, &files));
+    audit.publish(&loaded_event(&source, &status, &files));
     let mut warned_for: Option<String> = None;
-    check_expiry(&source, &acceptor, &files, &mut warned_for);
+    check_expiry(&mut audit, &source, &acceptor, &files, &mut warned_for);
 
     let mut hourly = tokio::time::interval(EXPIRY_CHECK_EVERY);
     hourly.tick().await;
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
-            _ = hourly.tick() => check_expiry(&source, &acceptor, &files, &mut warned_for),
+            _ = hourly.tick() => check_expiry(&mut audit, &source, &acceptor, &files, &mut warned_for),
             event = events.recv() => {
                 let Some(event) = event else { return };
                 match event {
                     ReloadEvent::Reloaded(r) => {
-                        publish(&reloaded_event(&source, &r, &files));
-                        check_expiry(&source, &acceptor, &files, &mut warned_for);
+                        audit.publish(&reloaded_event(&source, &r, &files));
+                        check_expiry(&mut audit, &source, &acceptor, &files, &mut warned_for);
                     }
                     ReloadEvent::Failed(f) => {
                         let served = acceptor.status().cert;
-                        publish(&failed_event(&source, &f, &served, &files));
+                        audit.publish(&failed_event(&source, &f, &served, &files));
                     }
-                    ReloadEvent::Degraded(d) => publish(&degraded_event(&source, &d)),
+                    ReloadEvent::Degraded(d) => audit.publish(&degraded_event(&source, &d)),
                     _ => {}
                 }
             }
@@ -179,6 +215,7 @@ pub(crate) async fn run(
 }
 
 fn check_expiry(
+    audit: &mut Audit,
     source: &EventSource,
     acceptor: &ReloadableAcceptor,
     files: &TlsFiles,
@@ -193,7 +230,7 @@ fn check_expiry(
             remaining = %humantime::format_duration(Duration::from_secs(remaining.as_secs())),
             "served TLS certificate expires soon"
         );
-        publish(&expiring_event(source, &status, files));
+        audit.publish(&expiring_event(source, &status, files));
         *warned_for = Some(status.cert.fingerprint_sha256.clone());
     }
 }

@@ -4,6 +4,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use openshell_ocsf::OcsfSink;
 use tls_reload::{ReloadableAcceptor, Trigger, Watcher};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -13,7 +14,7 @@ use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
 use crate::accept::{self, Limits};
-use crate::config::{Config, TlsMode};
+use crate::config::{Config, OcsfTarget, TlsMode};
 use crate::error::{Error, Result};
 use crate::grpc_api::{GatewayApi, pb};
 use crate::state::State;
@@ -75,7 +76,11 @@ impl Gateway {
             None => None,
         };
 
-        let state = Arc::new(State::new(acceptor));
+        let audit_sink = Arc::new(match &config.ocsf {
+            OcsfTarget::Stderr => OcsfSink::stderr(),
+            OcsfTarget::File(path) => OcsfSink::file(path)?,
+        });
+        let state = Arc::new(State::new(acceptor, audit_sink.clone()));
         let (health, health_service) = tonic_health::server::health_reporter();
         let reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
@@ -94,6 +99,7 @@ impl Gateway {
             tokio::spawn(crate::audit::run(
                 acceptor.clone(),
                 acceptor.subscribe(),
+                crate::audit::Audit::new(audit_sink),
                 stop.clone(),
             ));
         }

@@ -43,7 +43,9 @@ pub(crate) fn handle<B>(req: &Request<B>, state: &Arc<State>, routes: Routes) ->
         "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
         "/metrics" => {
             let status = state.tls.as_ref().map(|t| t.status());
-            let page = state.metrics.render(status.as_ref());
+            let page = state
+                .metrics
+                .render(status.as_ref(), state.audit_sink.failed_writes());
             respond(
                 StatusCode::OK,
                 "text/plain; version=0.0.4; charset=utf-8",

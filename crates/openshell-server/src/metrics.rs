@@ -42,8 +42,9 @@ impl Metrics {
         self.handshakes[outcome as usize].load(Ordering::Relaxed)
     }
 
-    /// The metrics page. `tls` is `None` when TLS is disabled.
-    pub(crate) fn render(&self, tls: Option<&TlsStatus>) -> String {
+    /// The metrics page. `tls` is `None` when TLS is disabled;
+    /// `audit_failures` is the audit sink's count of unwritten events.
+    pub(crate) fn render(&self, tls: Option<&TlsStatus>, audit_failures: u64) -> String {
         let mut out = String::with_capacity(2048);
         let w = &mut out;
         if let Some(status) = tls {
@@ -158,6 +159,17 @@ impl Metrics {
                 self.handshakes(outcome) as f64,
             );
         }
+        header(
+            w,
+            "openshell_audit_write_failures_total",
+            "counter",
+            "OCSF audit events that could not be written to the audit sink.",
+        );
+        line(
+            w,
+            "openshell_audit_write_failures_total",
+            audit_failures as f64,
+        );
         out
     }
 }

@@ -1,7 +1,9 @@
 //! What every connection of one gateway shares.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use openshell_ocsf::OcsfSink;
 use tls_reload::ReloadableAcceptor;
 
 use crate::metrics::Metrics;
@@ -12,14 +14,17 @@ pub(crate) struct State {
     /// `None` when TLS is disabled.
     pub(crate) tls: Option<ReloadableAcceptor>,
     pub(crate) metrics: Metrics,
+    /// Where audit events go; its failure count is a metric.
+    pub(crate) audit_sink: Arc<OcsfSink>,
     ready: AtomicBool,
 }
 
 impl State {
-    pub(crate) fn new(tls: Option<ReloadableAcceptor>) -> Self {
+    pub(crate) fn new(tls: Option<ReloadableAcceptor>, audit_sink: Arc<OcsfSink>) -> Self {
         Self {
             tls,
             metrics: Metrics::default(),
+            audit_sink,
             ready: AtomicBool::new(false),
         }
     }

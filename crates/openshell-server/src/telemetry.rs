@@ -1,43 +1,31 @@
-//! Logs and the OCSF audit stream: two layers on one subscriber, kept
-//! apart by the `ocsf` target.
+//! Logs: one subscriber, one global filter.
+//!
+//! The filter is global (not per layer) so that a callsite it disables is
+//! disabled for good: the spans of h2, hyper and tonic on the request path
+//! then cost a cached check, not a registry entry per request. Audit
+//! events do not pass through here: the audit task writes them to their
+//! sink itself, so no log filter can drop one.
 
-use openshell_ocsf::{OCSF_TARGET, OcsfLayer, OcsfSink};
-use tracing_subscriber::filter::{EnvFilter, filter_fn};
-use tracing_subscriber::prelude::*;
+use tracing_subscriber::EnvFilter;
 
-use crate::config::{Config, LogFormat, OcsfTarget};
+use crate::config::{Config, LogFormat};
 use crate::error::Result;
 
 /// Installs the global subscriber: logs (`RUST_LOG`, default `info`) in the
-/// configured format on stderr, and every OCSF event, unfiltered, to the
-/// configured sink.
+/// configured format on stderr. A second call does nothing.
 ///
 /// # Errors
 ///
-/// When the OCSF log file cannot be opened.
+/// None at present; the signature leaves room for log sinks that can fail
+/// to open.
 pub fn init(config: &Config) -> Result<()> {
-    let env = || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let not_audit = filter_fn(|meta| meta.target() != OCSF_TARGET);
-    let logs = match config.log_format {
-        LogFormat::Pretty => tracing_subscriber::fmt::layer()
-            .with_writer(std::io::stderr)
-            .with_filter(not_audit)
-            .with_filter(env())
-            .boxed(),
-        LogFormat::Json => tracing_subscriber::fmt::layer()
-            .json()
-            .with_writer(std::io::stderr)
-            .with_filter(filter_fn(|meta| meta.target() != OCSF_TARGET))
-            .with_filter(env())
-            .boxed(),
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match config.log_format {
+        LogFormat::Pretty => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
     };
-    let sink = match &config.ocsf {
-        OcsfTarget::Stderr => OcsfSink::stderr(),
-        OcsfTarget::File(path) => OcsfSink::file(path)?,
-    };
-    let _ = tracing_subscriber::registry()
-        .with(logs)
-        .with(OcsfLayer::new(sink))
-        .try_init();
     Ok(())
 }

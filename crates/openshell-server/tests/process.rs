@@ -56,6 +56,15 @@ impl GatewayProcess {
         I: IntoIterator<Item = S>,
         S: Into<OsString>,
     {
+        Self::spawn_logging(args, "info")
+    }
+
+    /// [`spawn`](Self::spawn) with `RUST_LOG` set to `rust_log`.
+    fn spawn_logging<I, S>(args: I, rust_log: &str) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<OsString>,
+    {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_openshell-gateway"));
         for (name, _) in std::env::vars_os() {
             if name.to_string_lossy().starts_with("OPENSHELL_") {
@@ -64,7 +73,7 @@ impl GatewayProcess {
         }
         cmd.args(args.into_iter().map(Into::into))
             .args(["--log-format", "json"])
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", rust_log)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -714,6 +723,130 @@ async fn reload_events_are_ocsf_lines_that_validate_against_the_schema() {
     gw.stderr_line(Duration::from_secs(2), |l| l.contains("CONFIG:FAILED"))
         .await;
     assert!(gw.is_running());
+}
+
+/// Waits until the gateway at `addr` serves `fingerprint`.
+async fn wait_serving(addr: SocketAddr, client: Arc<ClientConfig>, fingerprint: &str) {
+    eventually(Duration::from_secs(10), "the certificate served", || {
+        let client = client.clone();
+        async move { (served_fingerprint(addr, client).await.ok()? == fingerprint).then_some(()) }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_log_filter_drops_an_audit_event() {
+    for rust_log in ["off", "warn"] {
+        let mut pki = Pki::new();
+        let addr = free_port();
+        let mut args = tls_args(&pki);
+        args[1] = addr.to_string().into();
+        let mut gw =
+            GatewayProcess::spawn_logging(with(args, &["--tls-reload-debounce", "50ms"]), rust_log);
+        let client = client_config(pki.server_ca.cert_pem(), None);
+        wait_serving(addr, client.clone(), &pki.leaf.fingerprint.clone()).await;
+        let rotated = pki.rotate();
+        wait_serving(addr, client, &rotated.fingerprint).await;
+        let line = gw
+            .stderr_line(Duration::from_secs(5), |l| {
+                l.contains(r#""event_code":"tls_reloaded""#)
+            })
+            .await;
+        let event: Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(event["class_uid"], 5019, "RUST_LOG={rust_log}: {line}");
+        assert_eq!(
+            event["unmapped"]["tls"]["new_fingerprint"],
+            rotated.fingerprint.as_str()
+        );
+        assert!(
+            gw.stderr()
+                .iter()
+                .any(|l| l.contains(r#""event_code":"tls_loaded""#)),
+            "RUST_LOG={rust_log}: no startup event\n{}",
+            gw.output()
+        );
+        // The filter still applies to the logs themselves.
+        assert!(
+            !gw.stderr().iter().any(|l| l.contains("listening")),
+            "RUST_LOG={rust_log} let an INFO log line through\n{}",
+            gw.output()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unwritable_audit_file_is_counted_and_stops_nothing() {
+    let mut pki = Pki::new();
+    let logs = pki.dir().join("logs");
+    std::fs::create_dir(&logs).unwrap();
+    let audit = logs.join("audit.jsonl");
+    let mut args = with(
+        tls_args(&pki),
+        &["--tls-reload-debounce", "50ms", "--ocsf-log"],
+    );
+    args.push(audit.clone().into());
+    let mut gw = GatewayProcess::spawn(args);
+    let addr = gw.listening().await;
+    let ca = pki.server_ca.cert_pem().to_owned();
+    let client = client_config(&ca, None);
+    eventually(Duration::from_secs(3), "the startup event", || {
+        let written = std::fs::read_to_string(&audit).unwrap_or_default();
+        async move { written.contains("tls_loaded").then_some(()) }
+    })
+    .await;
+    let failures = |page: &str| -> Option<f64> {
+        page.lines()
+            .find_map(|l| l.strip_prefix("openshell_audit_write_failures_total "))
+            .and_then(|v| v.trim().parse().ok())
+    };
+    assert_eq!(
+        failures(&get_tls(addr, &ca, "/metrics").await.body),
+        Some(0.0)
+    );
+
+    std::fs::remove_dir_all(&logs).unwrap();
+    for _ in 0..2 {
+        let rotated = pki.rotate();
+        wait_serving(addr, client.clone(), &rotated.fingerprint).await;
+    }
+    let count = eventually(Duration::from_secs(5), "two counted failures", || {
+        let ca = ca.clone();
+        async move {
+            let n = failures(&get_tls(addr, &ca, "/metrics").await.body)?;
+            (n >= 2.0).then_some(n)
+        }
+    })
+    .await;
+    assert_eq!(count, 2.0, "one failure per unwritten event");
+    // Logged once for the burst, with the event's shorthand.
+    let logged: Vec<String> = gw
+        .stderr()
+        .into_iter()
+        .filter(|l| l.contains("audit event not written"))
+        .collect();
+    assert_eq!(logged.len(), 1, "{logged:#?}");
+    assert!(logged[0].contains("CONFIG:RELOADED"), "{}", logged[0]);
+    assert!(
+        logged[0].contains(&audit.display().to_string()),
+        "{}",
+        logged[0]
+    );
+    assert!(gw.is_running(), "the gateway stopped\n{}", gw.output());
+
+    // The directory comes back: the next event is written again.
+    std::fs::create_dir(&logs).unwrap();
+    let rotated = pki.rotate();
+    wait_serving(addr, client, &rotated.fingerprint).await;
+    eventually(
+        Duration::from_secs(5),
+        "the audit file written again",
+        || {
+            let written = std::fs::read_to_string(&audit).unwrap_or_default();
+            let want = rotated.fingerprint.clone();
+            async move { written.contains(&want).then_some(()) }
+        },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
