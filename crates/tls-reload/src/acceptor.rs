@@ -2,7 +2,8 @@
 //! handshake and written by one reload at a time.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
@@ -187,6 +188,26 @@ impl Builder {
         self
     }
 
+    /// How long a reload may wait for the file system (reading and hashing
+    /// the files) before it fails with [`Error::ReadTimedOut`]. A hung
+    /// network or FUSE mount then delays reloads but never blocks callers
+    /// of [`ReloadableAcceptor::reload_now`] or the watcher's shutdown; while
+    /// the hung read has not returned, later reloads fail at once rather
+    /// than pile up blocked threads.
+    ///
+    /// Default: 10 s.
+    pub fn read_timeout(mut self, timeout: Duration) -> Self {
+        self.load.read_timeout = timeout;
+        self
+    }
+
+    /// Makes every reload's read wait `delay` first, as a hung mount would.
+    #[cfg(feature = "testing")]
+    pub fn read_delay(mut self, delay: Duration) -> Self {
+        self.load.read_delay = delay;
+        self
+    }
+
     /// Quiet period after the last file-system event before reloading.
     ///
     /// Default: 1 s.
@@ -278,6 +299,7 @@ impl Builder {
                 provider,
                 served: ArcSwap::from_pointee(served),
                 reload_lock: tokio::sync::Mutex::new(ReloadState::default()),
+                reading: AtomicBool::new(false),
                 subscribers: Mutex::new(Vec::new()),
                 succeeded: AtomicU64::new(0),
                 failed: AtomicU64::new(0),
@@ -362,6 +384,9 @@ pub(crate) struct Shared {
     served: ArcSwap<Served>,
     /// Serializes reloads; handshakes never touch it.
     reload_lock: tokio::sync::Mutex<ReloadState>,
+    /// Whether a blocking read of the files is still running (possibly
+    /// past its timeout, on a hung mount).
+    reading: AtomicBool,
     subscribers: Mutex<Vec<mpsc::UnboundedSender<ReloadEvent>>>,
     succeeded: AtomicU64,
     failed: AtomicU64,
@@ -385,17 +410,7 @@ impl Shared {
     ) -> Result<ReloadOutcome, Arc<ReloadFailure>> {
         let mut state = self.reload_lock.lock().await;
         let previous = self.served.load_full();
-        let this = Arc::clone(self);
-        let prev = Arc::clone(&previous);
-        // File reads may block (slow or network file systems): keep them off
-        // the async workers.
-        let prepared = tokio::task::spawn_blocking(move || this.prepare(&prev))
-            .await
-            .unwrap_or_else(|e| {
-                let error = Error::Task(e.to_string());
-                let id = digest_str(&error.to_string());
-                Err((error, id))
-            });
+        let prepared = self.prepare_bounded(&previous).await;
         match prepared {
             Ok(Prepared::Unchanged) => {
                 state.last_failure = None;
@@ -461,6 +476,55 @@ impl Shared {
                 }
                 Err(failure)
             }
+        }
+    }
+
+    /// [`prepare`](Self::prepare) on a blocking thread (file reads may
+    /// block on slow or network file systems: never on the async workers),
+    /// for at most the read timeout. A read that times out keeps its thread
+    /// until the file system answers; until then no other read starts.
+    async fn prepare_bounded(
+        self: &Arc<Self>,
+        previous: &Arc<Served>,
+    ) -> Result<Prepared, (Error, Digest)> {
+        let failed = |error: Error| {
+            let id = digest_str(&error.to_string());
+            Err((error, id))
+        };
+        let timeout = self.load.read_timeout;
+        let dir = self
+            .files
+            .cert
+            .parent()
+            .map_or_else(|| self.files.cert.clone(), Path::to_path_buf);
+        if self.reading.swap(true, Ordering::AcqRel) {
+            return failed(Error::ReadTimedOut {
+                dir,
+                timeout,
+                still_waiting: true,
+            });
+        }
+        let this = Arc::clone(self);
+        let prev = Arc::clone(previous);
+        let task = tokio::task::spawn_blocking(move || {
+            if !this.load.read_delay.is_zero() {
+                std::thread::sleep(this.load.read_delay);
+            }
+            let prepared = this.prepare(&prev);
+            this.reading.store(false, Ordering::Release);
+            prepared
+        });
+        match tokio::time::timeout(timeout, task).await {
+            Ok(Ok(prepared)) => prepared,
+            Ok(Err(e)) => {
+                self.reading.store(false, Ordering::Release);
+                failed(Error::Task(e.to_string()))
+            }
+            Err(_) => failed(Error::ReadTimedOut {
+                dir,
+                timeout,
+                still_waiting: false,
+            }),
         }
     }
 

@@ -154,6 +154,11 @@ pub(crate) struct LoadOptions {
     pub(crate) max_file_size: u64,
     pub(crate) not_before_tolerance: Duration,
     pub(crate) session_cache_size: usize,
+    /// How long one reload may wait for the file system.
+    pub(crate) read_timeout: Duration,
+    /// Makes every read of the files wait this long first, as a hung mount
+    /// would, so tests can exercise the bound.
+    pub(crate) read_delay: Duration,
 }
 
 impl Default for LoadOptions {
@@ -163,6 +168,8 @@ impl Default for LoadOptions {
             max_file_size: 1024 * 1024,
             not_before_tolerance: Duration::from_secs(5 * 60),
             session_cache_size: 1024,
+            read_timeout: Duration::from_secs(10),
+            read_delay: Duration::ZERO,
         }
     }
 }

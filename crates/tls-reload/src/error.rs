@@ -198,6 +198,26 @@ pub enum Error {
         waited: Duration,
     },
 
+    /// Reading the files did not finish within the read timeout: the file
+    /// system is hung or very slow (a network or FUSE mount). The served
+    /// config is kept; the read goes on in the background, and until it
+    /// returns further reloads fail at once with `still_waiting`.
+    #[error(
+        "reading the TLS files in {} did not finish within {}{}",
+        dir.display(),
+        humantime::format_duration(*timeout),
+        if *still_waiting { " (an earlier read is still waiting for the file system)" } else { "" }
+    )]
+    ReadTimedOut {
+        /// The directory of the certificate.
+        dir: PathBuf,
+        /// The read timeout.
+        timeout: Duration,
+        /// Whether this reload did not even start because an earlier read
+        /// has not returned.
+        still_waiting: bool,
+    },
+
     /// The client CA bundle or CRLs could not be turned into a client
     /// certificate verifier.
     #[error("client certificate verifier from {}: {detail}", path.display())]
@@ -240,6 +260,7 @@ impl Error {
             | Self::ClientVerifier { path, .. } => Some(path),
             Self::KeyMismatch { key_path, .. } => Some(key_path),
             Self::KeptChanging { paths, .. } => paths.first().map(PathBuf::as_path),
+            Self::ReadTimedOut { dir, .. } => Some(dir),
             Self::Settings(_) | Self::Rustls(_) | Self::Task(_) => None,
         }
     }

@@ -69,9 +69,17 @@
 //!   deaf after the first rotation.
 //! * `subPath` mounts are never updated by kubelet: mount the Secret as a
 //!   directory.
-//! * When a configured path is a symlink into another directory (other than
-//!   kubelet's `..data` layout, which is handled), changes in the target
-//!   directory are seen by the poll, not by events.
+//! * When a configured path is a symlink, the directory of each hop of its
+//!   chain is watched too. A hop into a subdirectory of a directory already
+//!   watched is not (kubelet's `..data` layout is swapped by a rename in
+//!   the volume directory itself, which its watch sees); a change there in
+//!   any other layout is found by the poll.
+//! * A hung file system (a network or FUSE mount) cannot block callers:
+//!   each reload waits for it at most the read timeout (10 s by default)
+//!   and fails with [`Error::ReadTimedOut`]; the watcher stops at once
+//!   whatever the file system does.
+//! * If the file-system event thread dies, the watcher reports a single
+//!   [`ReloadEvent::Degraded`] and polls.
 //! * The files are read one after the other, so a read can straddle
 //!   kubelet's swap. Every file read is held open until each path is seen
 //!   to still name it (an open file's inode number cannot be reused by the

@@ -8,7 +8,7 @@
 use std::collections::HashSet;
 use std::fmt;
 use std::os::unix::fs::MetadataExt;
-use std::path::PathBuf;
+use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,6 +33,9 @@ use crate::event::{Trigger, WatcherMode};
 #[must_use = "dropping the Watcher stops watching"]
 pub struct Watcher {
     stop: Option<oneshot::Sender<()>>,
+    /// Ends the file-system event thread (tests of its loss).
+    #[cfg_attr(not(feature = "testing"), allow(dead_code))]
+    end_events: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
 
@@ -60,6 +63,17 @@ impl Watcher {
     }
 }
 
+#[cfg(feature = "testing")]
+impl Watcher {
+    /// Ends the file-system event watcher and its thread, as when that
+    /// thread dies, to exercise the fallback to polling.
+    pub fn end_event_thread(&mut self) {
+        if let Some(end) = self.end_events.take() {
+            let _ = end.send(());
+        }
+    }
+}
+
 impl Drop for Watcher {
     fn drop(&mut self) {
         // Dropping the sender wakes the task, which then exits on its own.
@@ -78,7 +92,7 @@ pub(crate) struct Pending {
 impl Pending {
     pub(crate) fn new(files: &TlsFiles, options: WatchOptions) -> Self {
         let (tx, rx) = mpsc::unbounded_channel::<()>();
-        let mut fs = DirWatches::new(parent_dirs(files), tx, &options);
+        let mut fs = DirWatches::new(files.clone(), tx, &options);
         fs.ensure();
         Self { fs, rx, options }
     }
@@ -88,9 +102,11 @@ impl Pending {
         // returning, so the status is right as soon as start() returns.
         self.fs.report(&shared, &self.options);
         let (stop_tx, stop_rx) = oneshot::channel();
-        let task = tokio::spawn(run(shared, self, stop_rx));
+        let (end_tx, end_rx) = oneshot::channel();
+        let task = tokio::spawn(run(shared, self, stop_rx, end_rx));
         Watcher {
             stop: Some(stop_tx),
+            end_events: Some(end_tx),
             task: Some(task),
         }
     }
@@ -110,7 +126,12 @@ struct Retry {
     trigger: Trigger,
 }
 
-async fn run(shared: Arc<Shared>, pending: Pending, mut stop: oneshot::Receiver<()>) {
+async fn run(
+    shared: Arc<Shared>,
+    pending: Pending,
+    mut stop: oneshot::Receiver<()>,
+    mut end_events: oneshot::Receiver<()>,
+) {
     let Pending {
         mut fs,
         mut rx,
@@ -118,11 +139,12 @@ async fn run(shared: Arc<Shared>, pending: Pending, mut stop: oneshot::Receiver<
     } = pending;
     let debounce = options.debounce.min(options.max_delay);
     let mut events_open = fs.has_watcher();
+    let mut ending = true;
     let mut next_poll = Instant::now() + options.poll_interval;
     let mut burst: Option<Burst> = None;
     let mut retry: Option<Retry> = None;
 
-    loop {
+    'watching: loop {
         let burst_due = burst.map(|b| (b.last + debounce).min(b.first + options.max_delay));
         let wake = [Some(next_poll), burst_due, retry.map(|r| r.at)]
             .into_iter()
@@ -133,10 +155,22 @@ async fn run(shared: Arc<Shared>, pending: Pending, mut stop: oneshot::Receiver<
         tokio::select! {
             biased;
             _ = &mut stop => break,
+            ended = &mut end_events, if ending => {
+                // A completed receiver must not be polled again.
+                ending = false;
+                if ended.is_ok() {
+                    // Dropping the watcher ends its thread and closes `rx`,
+                    // which the next branch then sees, as after a real loss.
+                    fs.watcher = None;
+                }
+            }
             msg = rx.recv(), if events_open => {
                 if msg.is_none() {
-                    // The file-system watcher is gone; polling carries on.
+                    // The file-system watcher's thread is gone: polling
+                    // carries on, and the status and subscribers say so.
                     events_open = false;
+                    fs.events_lost("the file-system event thread ended");
+                    fs.report(&shared, &options);
                     continue;
                 }
                 while rx.try_recv().is_ok() {}
@@ -164,11 +198,30 @@ async fn run(shared: Arc<Shared>, pending: Pending, mut stop: oneshot::Receiver<
                 let Some(trigger) = trigger else { continue };
 
                 // Re-establish watches on directories that were deleted and
-                // recreated (or replaced) since the last look.
-                fs.ensure();
+                // recreated (or replaced) since the last look. Both this and
+                // the reload touch the file system, which may hang (a
+                // network mount): off the async workers, and never in the
+                // way of a shutdown.
+                let ensured = tokio::task::spawn_blocking(move || {
+                    fs.ensure();
+                    fs
+                });
+                fs = tokio::select! {
+                    biased;
+                    _ = &mut stop => break 'watching,
+                    ensured = ensured => match ensured {
+                        Ok(fs) => fs,
+                        Err(_) => break 'watching,
+                    },
+                };
                 fs.report(&shared, &options);
 
-                match shared.reload(trigger).await {
+                let reloaded = tokio::select! {
+                    biased;
+                    _ = &mut stop => break 'watching,
+                    reloaded = shared.reload(trigger) => reloaded,
+                };
+                match reloaded {
                     Ok(_) => retry = None,
                     Err(_) => {
                         let backoff = match retry {
@@ -182,7 +235,8 @@ async fn run(shared: Arc<Shared>, pending: Pending, mut stop: oneshot::Receiver<
             }
         }
     }
-    drop(fs);
+    // `fs` may be on a blocking thread that a hung mount holds; it is
+    // dropped there when that returns.
     shared.set_watcher_mode(WatcherMode::Off);
     tracing::debug!("TLS file watcher stopped");
 }
@@ -192,17 +246,70 @@ fn parent_dirs(files: &TlsFiles) -> Vec<PathBuf> {
     let mut seen = HashSet::new();
     files
         .paths()
-        .map(|p| match p.parent() {
-            Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
-            _ => PathBuf::from("."),
-        })
+        .map(parent_of)
         .filter(|d| seen.insert(d.clone()))
         .collect()
+}
+
+fn parent_of(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// Symlinks followed per configured path, as the kernel's own limit.
+const MAX_HOPS: usize = 40;
+
+/// The directories to watch: each configured file's parent, then the
+/// directory of each hop of its symlink chain (`/etc/tls/tls.crt ->
+/// /var/certs/tls.crt`): a change there changes what the path names, and
+/// the parent's watch would not see it. Hops that stay below a directory
+/// already watched are left out: kubelet's `tls.crt -> ..data/tls.crt` is
+/// swapped by a rename in the volume directory itself. Blocking (reads
+/// links).
+fn watch_dirs(files: &TlsFiles) -> Vec<PathBuf> {
+    let mut dirs = parent_dirs(files);
+    for path in files.paths() {
+        let mut current = path.to_path_buf();
+        for _ in 0..MAX_HOPS {
+            let Ok(target) = std::fs::read_link(&current) else {
+                break;
+            };
+            let next = normalize(&parent_of(&current).join(target));
+            let dir = parent_of(&next);
+            if !dirs.iter().any(|d| dir.starts_with(d)) {
+                dirs.push(dir);
+            }
+            current = next;
+        }
+    }
+    dirs
+}
+
+/// Resolves `.` and `..` lexically (a symlink target such as
+/// `../certs/tls.crt`), without touching the file system.
+fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for part in path.components() {
+        match part {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if !out.pop() {
+                    out.push("..");
+                }
+            }
+            other => out.push(other),
+        }
+    }
+    out
 }
 
 /// Watches on the parent directories, each remembered with the identity
 /// (device, inode) of the directory it was placed on.
 struct DirWatches {
+    /// What is configured; the directories to watch follow its symlinks.
+    files: TlsFiles,
     watcher: Option<RecommendedWatcher>,
     dirs: Vec<(PathBuf, Option<(u64, u64)>)>,
     /// Why events are (partly) unavailable, not yet reported.
@@ -216,10 +323,11 @@ struct DirWatches {
 }
 
 impl DirWatches {
-    fn new(dirs: Vec<PathBuf>, tx: mpsc::UnboundedSender<()>, options: &WatchOptions) -> Self {
+    fn new(files: TlsFiles, tx: mpsc::UnboundedSender<()>, options: &WatchOptions) -> Self {
         let mut this = Self {
+            dirs: parent_dirs(&files).into_iter().map(|d| (d, None)).collect(),
+            files,
             watcher: None,
-            dirs: dirs.into_iter().map(|d| (d, None)).collect(),
             degraded: None,
             failing: false,
             announced: false,
@@ -246,6 +354,13 @@ impl DirWatches {
             Err(e) => this.degraded = Some(format!("creating the file-system watcher: {e}")),
         }
         this
+    }
+
+    /// The event watcher is gone for good: report polling from now on.
+    fn events_lost(&mut self, reason: &str) {
+        self.watcher = None;
+        self.announced = false;
+        self.degraded = Some(reason.to_owned());
     }
 
     fn has_watcher(&self) -> bool {
@@ -284,6 +399,20 @@ impl DirWatches {
             return;
         };
         self.failing = false;
+        // Symlinks may have been retargeted since the last look.
+        let wanted = watch_dirs(&self.files);
+        self.dirs.retain(|(dir, watched)| {
+            let keep = wanted.contains(dir);
+            if !keep && watched.is_some() {
+                let _ = watcher.unwatch(dir);
+            }
+            keep
+        });
+        for dir in wanted {
+            if !self.dirs.iter().any(|(d, _)| *d == dir) {
+                self.dirs.push((dir, None));
+            }
+        }
         for (dir, watched) in &mut self.dirs {
             let current = std::fs::metadata(&*dir).ok().map(|m| (m.dev(), m.ino()));
             if current == *watched {
@@ -334,6 +463,42 @@ mod tests {
                 PathBuf::from("/etc/ca"),
                 PathBuf::from(".")
             ]
+        );
+    }
+
+    #[test]
+    fn symlink_hops_into_other_directories_are_watched_but_kubelet_data_is_not() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (conf, real) = (tmp.path().join("conf"), tmp.path().join("real"));
+        let kube = tmp.path().join("kube");
+        for d in [
+            &conf,
+            &real,
+            &kube,
+            &kube.join("..2026_01"),
+            &real.join("sub"),
+        ] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        // conf/tls.crt -> ../real/sub/../tls.crt (relative, with `..`).
+        std::os::unix::fs::symlink("../real/sub/../tls.crt", conf.join("tls.crt")).unwrap();
+        // kubelet: kube/tls.key -> ..data/tls.key, ..data -> ..2026_01.
+        std::os::unix::fs::symlink("..2026_01", kube.join("..data")).unwrap();
+        std::os::unix::fs::symlink("..data/tls.key", kube.join("tls.key")).unwrap();
+        let files = TlsFiles::new(conf.join("tls.crt"), kube.join("tls.key"));
+        assert_eq!(watch_dirs(&files), vec![conf, kube, real]);
+    }
+
+    #[test]
+    fn normalize_resolves_dots_lexically() {
+        assert_eq!(
+            normalize(Path::new("/a/b/../c/./d")),
+            PathBuf::from("/a/c/d")
+        );
+        assert_eq!(normalize(Path::new("a/../../b")), PathBuf::from("../b"));
+        assert_eq!(
+            normalize(Path::new("/d/..data/x")),
+            PathBuf::from("/d/..data/x")
         );
     }
 

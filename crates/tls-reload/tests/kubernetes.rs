@@ -1,4 +1,4 @@
-//! The update patterns of SPEC §4, each replayed against a live acceptor
+//! The update patterns of Kubernetes Secret volumes (and their faults), each replayed against a live acceptor
 //! and observed through real handshakes.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Test code: a panic is a failed test.

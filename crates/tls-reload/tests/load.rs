@@ -1,5 +1,5 @@
 //! Loading: every bad input is a distinct error naming the file and cause,
-//! and the validity rules of SPEC §1.5.
+//! and the validity rules for replacements.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Test code: a panic is a failed test.
 

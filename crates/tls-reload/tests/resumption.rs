@@ -1,4 +1,4 @@
-//! TLS 1.3 resumption across rotations (SPEC §2.4).
+//! TLS 1.3 resumption across rotations, and none across trust changes.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Test code: a panic is a failed test.
 
