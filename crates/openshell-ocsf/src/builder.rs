@@ -16,15 +16,17 @@ pub(crate) enum Kind {
     ReloadFailed,
     WatcherDegraded,
     CertExpiring,
+    ReloadUnchanged,
 }
 
 impl Kind {
-    const ALL: [Self; 5] = [
+    const ALL: [Self; 6] = [
         Self::Loaded,
         Self::Reloaded,
         Self::ReloadFailed,
         Self::WatcherDegraded,
         Self::CertExpiring,
+        Self::ReloadUnchanged,
     ];
 
     pub(crate) const fn code(self) -> &'static str {
@@ -34,6 +36,7 @@ impl Kind {
             Self::ReloadFailed => "tls_reload_failed",
             Self::WatcherDegraded => "tls_watcher_degraded",
             Self::CertExpiring => "tls_cert_expiring",
+            Self::ReloadUnchanged => "tls_reload_unchanged",
         }
     }
 
@@ -44,12 +47,14 @@ impl Kind {
 
 /// Message of [`DeviceConfigStateChange::tls_loaded`].
 const LOADED: &str = "TLS certificate config loaded";
-/// Message of [`DeviceConfigStateChange::tls_reloaded`] (SPEC wording).
+/// Message of [`DeviceConfigStateChange::tls_reloaded`].
 const RELOADED: &str = "TLS certificate config reloaded successfully";
 /// Message of [`DeviceConfigStateChange::tls_reload_failed`].
 const RELOAD_FAILED: &str = "TLS certificate config reload failed";
 /// Message of [`DeviceConfigStateChange::tls_watcher_degraded`].
 const WATCHER_DEGRADED: &str = "TLS config watcher degraded to polling";
+/// Message of [`DeviceConfigStateChange::tls_reload_unchanged`].
+const RELOAD_UNCHANGED: &str = "TLS certificate config reload requested; files unchanged";
 /// Message of [`DeviceConfigStateChange::tls_cert_expiring`].
 const CERT_EXPIRING: &str = "Served TLS certificate is close to expiry";
 
@@ -140,6 +145,20 @@ impl DeviceConfigStateChange {
             .status(StatusId::Failure)
             .state(StateId::Unknown)
             .status_detail(error.to_string())
+            .tls(details)
+    }
+
+    /// A reload asked for by an operator (a signal, an API call) found the
+    /// files byte-for-byte as served: nothing changed, but the request is
+    /// on record.
+    ///
+    /// Severity Informational, status Success, state Enabled, message
+    /// `TLS certificate config reload requested; files unchanged`,
+    /// `unmapped.tls` = `details` (the served generation and the trigger).
+    pub fn tls_reload_unchanged(source: &EventSource, details: TlsReloadDetails) -> EventBuilder {
+        Self::tls_kind(source, Kind::ReloadUnchanged, RELOAD_UNCHANGED)
+            .status(StatusId::Success)
+            .state(StateId::Enabled)
             .tls(details)
     }
 

@@ -39,6 +39,7 @@
 //! | [`tls_reload_failed`] | `tls_reload_failed` | Medium | Failure | Unknown | `TLS certificate config reload failed` |
 //! | [`tls_watcher_degraded`] | `tls_watcher_degraded` | Low | Failure | Unknown | `TLS config watcher degraded to polling` |
 //! | [`tls_cert_expiring`] | `tls_cert_expiring` | Medium | Success | Enabled | `Served TLS certificate is close to expiry` |
+//! | [`tls_reload_unchanged`] | `tls_reload_unchanged` | Informational | Success | Enabled | `TLS certificate config reload requested; files unchanged` |
 //!
 //! The error of a failed reload, and the reason of a degraded watcher, go in
 //! `status_detail`. A start with an expired leaf is a [`tls_loaded`] event
@@ -103,7 +104,7 @@
 //! ```
 //!
 //! * `TAG` comes from `metadata.event_code`: `LOADED`, `RELOADED`, `FAILED`,
-//!   `DEGRADED`, `EXPIRING`; for other events, `FAILED` when the status is
+//!   `DEGRADED`, `EXPIRING`, `UNCHANGED`; for other events, `FAILED` when the status is
 //!   Failure, else `CHANGED`.
 //! * `SEV` is the severity: `UNK`, `INFO`, `LOW`, `MED`, `HIGH`, `CRIT`,
 //!   `FATAL`, `OTHER`.
@@ -172,6 +173,7 @@
 //! [`tls_reload_failed`]: DeviceConfigStateChange::tls_reload_failed
 //! [`tls_watcher_degraded`]: DeviceConfigStateChange::tls_watcher_degraded
 //! [`tls_cert_expiring`]: DeviceConfigStateChange::tls_cert_expiring
+//! [`tls_reload_unchanged`]: DeviceConfigStateChange::tls_reload_unchanged
 
 #![deny(missing_docs)]
 

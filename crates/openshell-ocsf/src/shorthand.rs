@@ -57,6 +57,7 @@ fn tag(kind: Option<Kind>, status: StatusId) -> &'static str {
         Some(Kind::ReloadFailed) => "FAILED",
         Some(Kind::WatcherDegraded) => "DEGRADED",
         Some(Kind::CertExpiring) => "EXPIRING",
+        Some(Kind::ReloadUnchanged) => "UNCHANGED",
         None if status == StatusId::Failure => "FAILED",
         None => "CHANGED",
     }

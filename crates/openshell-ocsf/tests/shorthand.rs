@@ -72,6 +72,15 @@ fn cert_expiring_shorthand() {
 }
 
 #[test]
+fn reload_unchanged_shorthand() {
+    assert_eq!(
+        shorthand("reload unchanged"),
+        "CONFIG:UNCHANGED [INFO] TLS certificate config reload requested; files unchanged \
+         [generation:3 trigger:signal]"
+    );
+}
+
+#[test]
 fn failure_with_the_offered_fingerprint_lists_it_after_the_error() {
     let event = DeviceConfigStateChange::tls_reload_failed(
         &source(),

@@ -6,6 +6,7 @@
 //! connection only.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use hyper::body::Incoming;
@@ -13,12 +14,12 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic::service::Routes;
 
 use crate::grpc_api::PeerIdentity;
-use crate::http_api;
 use crate::metrics::Handshake;
 use crate::multiplex;
 use crate::state::State;
@@ -27,13 +28,37 @@ use crate::state::State;
 const HTTP2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(60);
 /// How long a ping may go unanswered before the connection is closed.
 const HTTP2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+/// At most one log line about failed accepts per this interval.
+const ACCEPT_ERROR_LOG_EVERY: Duration = Duration::from_secs(5);
 
 /// Per-connection limits.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Limits {
+    /// For the TLS handshake, and then for the first request (and each
+    /// HTTP/1 request's headers).
     pub(crate) handshake_timeout: Duration,
     pub(crate) max_age: Duration,
     pub(crate) max_age_grace: Duration,
+    /// What a connection gets to finish when the gateway drains.
+    pub(crate) shutdown_grace: Duration,
+}
+
+/// Which port a connection came in on, for metrics and logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Port {
+    Main,
+    Health,
+}
+
+impl Port {
+    pub(crate) const ALL: [Port; 2] = [Self::Main, Self::Health];
+
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Self::Main => "main",
+            Self::Health => "health",
+        }
+    }
 }
 
 /// Accepts until `stop` is cancelled; connections are tracked by `tracker`
@@ -43,12 +68,14 @@ pub(crate) async fn serve_main(
     state: Arc<State>,
     grpc: Routes,
     limits: Limits,
+    max_connections: usize,
     stop: CancellationToken,
     tracker: TaskTracker,
 ) {
-    accept_loop(listener, &stop, |tcp| {
+    accept_loop(listener, Port::Main, max_connections, &state, &stop, |tcp, permit| {
         let (state, grpc, stop) = (state.clone(), grpc.clone(), stop.clone());
         tracker.spawn(async move {
+            let _permit = permit;
             match &state.tls {
                 Some(acceptor) => {
                     let tls = match tokio::time::timeout(
@@ -77,10 +104,11 @@ pub(crate) async fn serve_main(
                             .peer_certificates()
                             .is_some_and(|c| !c.is_empty()),
                     };
-                    serve_http(tls, state, grpc, peer, limits, stop).await;
+                    serve_http(tls, state, Some(grpc), peer, limits, stop).await;
                 }
                 None => {
-                    serve_http(tcp, state, grpc, PeerIdentity::default(), limits, stop).await;
+                    serve_http(tcp, state, Some(grpc), PeerIdentity::default(), limits, stop)
+                        .await;
                 }
             }
         });
@@ -88,65 +116,147 @@ pub(crate) async fn serve_main(
     .await;
 }
 
-/// The plaintext probe port: `/healthz` and `/readyz`, nothing else.
+/// The plaintext probe port: `/healthz` and `/readyz`, nothing else, with
+/// the same timers as the main port and its own small connection cap.
 pub(crate) async fn serve_health(
     listener: TcpListener,
     state: Arc<State>,
+    limits: Limits,
+    max_connections: usize,
     stop: CancellationToken,
 ) {
-    accept_loop(listener, &stop, |tcp| {
-        let state = state.clone();
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| {
-                let resp = http_api::handle(&req, &state, http_api::Routes::HealthOnly);
-                async move { Ok::<_, std::convert::Infallible>(resp) }
+    accept_loop(
+        listener,
+        Port::Health,
+        max_connections,
+        &state,
+        &stop,
+        |tcp, permit| {
+            let (state, stop) = (state.clone(), stop.clone());
+            tokio::spawn(async move {
+                let _permit = permit;
+                serve_http(tcp, state, None, PeerIdentity::default(), limits, stop).await;
             });
-            let _ = auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(tcp), service)
-                .await;
-        });
-    })
+        },
+    )
     .await;
 }
 
 async fn accept_loop(
     listener: TcpListener,
+    port: Port,
+    max_connections: usize,
+    state: &State,
     stop: &CancellationToken,
-    mut spawn: impl FnMut(TcpStream),
+    mut spawn: impl FnMut(TcpStream, OwnedSemaphorePermit),
 ) {
+    let open = Arc::new(Semaphore::new(max_connections));
+    state
+        .metrics
+        .set_connection_cap(port, open.clone(), max_connections);
+    let mut errors = RateLimited::new(ACCEPT_ERROR_LOG_EVERY);
     loop {
         let accepted = tokio::select! {
             () = stop.cancelled() => return,
             accepted = listener.accept() => accepted,
         };
         match accepted {
-            Ok((tcp, _peer)) => {
+            Ok((tcp, peer)) => {
+                let Ok(permit) = open.clone().try_acquire_owned() else {
+                    // At the cap: close at once (the client sees a reset
+                    // or EOF), rather than queue without bound.
+                    state.metrics.connection_rejected(port);
+                    if let Some(suppressed) = errors.ready() {
+                        tracing::warn!(
+                            port = port.label(),
+                            %peer,
+                            max_connections,
+                            suppressed,
+                            "connection limit reached: closing new connections"
+                        );
+                    }
+                    drop(tcp);
+                    continue;
+                };
                 let _ = tcp.set_nodelay(true);
-                spawn(tcp);
+                spawn(tcp, permit);
             }
             Err(e) => {
                 // Out of file descriptors and similar: back off instead of
                 // spinning; the listener itself is fine.
-                tracing::warn!(error = %e, "accept failed");
+                if let Some(suppressed) = errors.ready() {
+                    tracing::warn!(port = port.label(), error = %e, suppressed, "accept failed");
+                }
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
     }
 }
 
+/// Lets one log line through per interval and counts the rest.
+struct RateLimited {
+    every: Duration,
+    last: Option<tokio::time::Instant>,
+    suppressed: u64,
+}
+
+impl RateLimited {
+    fn new(every: Duration) -> Self {
+        Self {
+            every,
+            last: None,
+            suppressed: 0,
+        }
+    }
+
+    /// `Some(lines suppressed since the last one)` when a line may be
+    /// written now.
+    fn ready(&mut self) -> Option<u64> {
+        let now = tokio::time::Instant::now();
+        if self.last.is_some_and(|last| now - last < self.every) {
+            self.suppressed += 1;
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.suppressed))
+    }
+}
+
+/// `max_age` give or take up to 10 %, so that connections opened together
+/// (a client fleet restarting, a load balancer reconnecting) do not all
+/// get their GOAWAY at the same instant.
+fn jittered(max_age: Duration) -> Duration {
+    use std::hash::{BuildHasher, Hasher};
+    // A fresh `RandomState` is randomly keyed: a random number without a
+    // dependency for a purpose that needs no cryptographic strength.
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(0);
+    // Uniform in [-1, 1].
+    let unit = (h.finish() >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0;
+    max_age.mul_f64(1.0 + 0.1 * unit)
+}
+
 async fn serve_http<IO>(
     io: IO,
     state: Arc<State>,
-    grpc: Routes,
+    grpc: Option<Routes>,
     peer: PeerIdentity,
     limits: Limits,
     stop: CancellationToken,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let service = hyper::service::service_fn(move |req: http::Request<Incoming>| {
-        multiplex::route(req, grpc.clone(), state.clone(), peer.clone())
-    });
+    // Set by the first request: a connection that sends none (nothing at
+    // all, or only part of the HTTP/2 preface) is closed when the
+    // handshake timeout passes again, not kept until its max age.
+    let requested = Arc::new(AtomicBool::new(false));
+    let service = {
+        let requested = requested.clone();
+        hyper::service::service_fn(move |req: http::Request<Incoming>| {
+            requested.store(true, Ordering::Relaxed);
+            multiplex::route(req, grpc.as_ref(), &state, &peer)
+        })
+    };
     let mut builder = auto::Builder::new(TokioExecutor::new());
     // A client that finished its handshake must still send its request
     // headers in time (slowloris over HTTP/1), and a silent HTTP/2 peer is
@@ -161,16 +271,64 @@ async fn serve_http<IO>(
         .keep_alive_interval(HTTP2_KEEPALIVE_INTERVAL)
         .keep_alive_timeout(HTTP2_KEEPALIVE_TIMEOUT);
     let mut conn = std::pin::pin!(builder.serve_connection(TokioIo::new(io), service));
+    let first_request = tokio::time::sleep(limits.handshake_timeout);
+    tokio::pin!(first_request);
+    let mut waiting_first = true;
     // Past its max age, or when the gateway drains, the connection is asked
     // to finish (GOAWAY for HTTP/2, `Connection: close` for HTTP/1) and
     // given the grace period before it is dropped.
-    let age = tokio::time::sleep(limits.max_age);
+    let age = tokio::time::sleep(jittered(limits.max_age));
     tokio::pin!(age);
-    tokio::select! {
-        _ = conn.as_mut() => return,
-        () = &mut age => tracing::debug!("connection reached its max age"),
-        () = stop.cancelled() => {}
-    }
+    let grace = loop {
+        tokio::select! {
+            _ = conn.as_mut() => return,
+            () = &mut first_request, if waiting_first => {
+                if !requested.load(Ordering::Relaxed) {
+                    tracing::debug!(timeout = ?limits.handshake_timeout, "no request in time: closing");
+                    return;
+                }
+                waiting_first = false;
+            }
+            () = &mut age => {
+                tracing::debug!("connection reached its max age");
+                break limits.max_age_grace;
+            }
+            () = stop.cancelled() => break limits.shutdown_grace,
+        }
+    };
     conn.as_mut().graceful_shutdown();
-    let _ = tokio::time::timeout(limits.max_age_grace, conn).await;
+    let _ = tokio::time::timeout(grace, conn).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn max_age_is_jittered_within_ten_percent_and_not_the_same_for_all() {
+        let age = Duration::from_secs(3600);
+        let ages: Vec<Duration> = (0..200).map(|_| jittered(age)).collect();
+        for a in &ages {
+            assert!(
+                *a >= age.mul_f64(0.9) && *a <= age.mul_f64(1.1),
+                "{a:?} outside 3600 s ± 10 %"
+            );
+        }
+        let (min, max) = (ages.iter().min().unwrap(), ages.iter().max().unwrap());
+        // 200 uniform draws over ±360 s: a spread under 5 minutes would be
+        // a broken source of randomness, not bad luck.
+        assert!(*max - *min > Duration::from_secs(300), "{min:?}..{max:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn rate_limited_lets_one_line_through_per_interval_and_counts_the_rest() {
+        let mut limit = RateLimited::new(Duration::from_secs(5));
+        assert_eq!(limit.ready(), Some(0));
+        for _ in 0..3 {
+            assert_eq!(limit.ready(), None);
+        }
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert_eq!(limit.ready(), Some(3));
+        assert_eq!(limit.ready(), None);
+    }
 }

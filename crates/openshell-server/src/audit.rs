@@ -9,9 +9,10 @@ use openshell_ocsf::{
     Trigger as OcsfTrigger,
 };
 use tls_reload::{
-    CertInfo, Degraded, ReloadEvent, ReloadFailure, ReloadableAcceptor, Reloaded, TlsFiles,
-    TlsStatus, Trigger,
+    CertInfo, Degraded, ReloadEvent, ReloadFailure, ReloadOutcome, ReloadableAcceptor, Reloaded,
+    TlsFiles, TlsStatus, Trigger,
 };
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 /// A served certificate this close to its notAfter is reported.
@@ -112,6 +113,33 @@ pub(crate) fn failed_event(
     DeviceConfigStateChange::tls_reload_failed(source, details, &f.error).build()
 }
 
+pub(crate) fn unchanged_event(
+    source: &EventSource,
+    trigger: Trigger,
+    served: &TlsStatus,
+    files: &TlsFiles,
+) -> DeviceConfigStateChange {
+    let details = with_files(TlsReloadDetails::new(), files)
+        .previous_fingerprint(&served.cert.fingerprint_sha256)
+        .generation(served.generation)
+        .trigger(self::trigger(trigger));
+    DeviceConfigStateChange::tls_reload_unchanged(source, details).build()
+}
+
+/// The outcome of a reload an operator asked for (SIGHUP, `ReloadTls`).
+#[derive(Debug)]
+pub(crate) struct ManualReload {
+    pub(crate) trigger: Trigger,
+    pub(crate) outcome: Result<ReloadOutcome, Arc<ReloadFailure>>,
+}
+
+/// Whether the library's event for this trigger is left to the manual
+/// path, which audits every outcome of it (unchanged and repeated
+/// failures too) exactly once.
+fn audited_as_manual(trigger: Trigger) -> bool {
+    matches!(trigger, Trigger::Signal | Trigger::Api)
+}
+
 pub(crate) fn degraded_event(source: &EventSource, d: &Degraded) -> DeviceConfigStateChange {
     DeviceConfigStateChange::tls_watcher_degraded(
         source,
@@ -174,11 +202,14 @@ impl Audit {
     }
 }
 
-/// Emits the startup event, then one event per reload outcome and an
-/// expiry warning once per served certificate, until `stop`.
+/// Emits the startup event, then one event per reload outcome (every
+/// outcome of a manual reload, see [`ManualReload`]) and an expiry warning
+/// once per served certificate, until `stop`; events that arrived before
+/// `stop` are written before it returns.
 pub(crate) async fn run(
     acceptor: ReloadableAcceptor,
     mut events: tls_reload::Subscription,
+    mut manual: mpsc::UnboundedReceiver<ManualReload>,
     mut audit: Audit,
     stop: CancellationToken,
 ) {
@@ -191,26 +222,92 @@ pub(crate) async fn run(
 
     let mut hourly = tokio::time::interval(EXPIRY_CHECK_EVERY);
     hourly.tick().await;
+    let mut ctx = Context {
+        audit,
+        source,
+        acceptor,
+        files,
+        warned_for,
+    };
     loop {
         tokio::select! {
-            () = stop.cancelled() => return,
-            _ = hourly.tick() => check_expiry(&mut audit, &source, &acceptor, &files, &mut warned_for),
-            event = events.recv() => {
-                let Some(event) = event else { return };
-                match event {
-                    ReloadEvent::Reloaded(r) => {
-                        audit.publish(&reloaded_event(&source, &r, &files));
-                        check_expiry(&mut audit, &source, &acceptor, &files, &mut warned_for);
-                    }
-                    ReloadEvent::Failed(f) => {
-                        let served = acceptor.status().cert;
-                        audit.publish(&failed_event(&source, &f, &served, &files));
-                    }
-                    ReloadEvent::Degraded(d) => audit.publish(&degraded_event(&source, &d)),
-                    _ => {}
-                }
+            () = stop.cancelled() => break,
+            _ = hourly.tick() => ctx.check_expiry(),
+            event = events.recv() => match event {
+                Some(event) => ctx.library(event),
+                None => break,
+            },
+            Some(reload) = manual.recv() => ctx.manual(reload),
+        }
+    }
+    // Nothing that happened before the stop is left unaudited.
+    while let Some(event) = events.try_recv() {
+        ctx.library(event);
+    }
+    while let Ok(reload) = manual.try_recv() {
+        ctx.manual(reload);
+    }
+}
+
+/// What the audit task keeps between events.
+struct Context {
+    audit: Audit,
+    source: EventSource,
+    acceptor: ReloadableAcceptor,
+    files: TlsFiles,
+    warned_for: Option<String>,
+}
+
+impl Context {
+    fn library(&mut self, event: ReloadEvent) {
+        match event {
+            ReloadEvent::Reloaded(r) if !audited_as_manual(r.trigger) => {
+                self.audit
+                    .publish(&reloaded_event(&self.source, &r, &self.files));
+                self.check_expiry();
+            }
+            ReloadEvent::Failed(f) if !audited_as_manual(f.trigger) => {
+                let served = self.acceptor.status().cert;
+                self.audit
+                    .publish(&failed_event(&self.source, &f, &served, &self.files));
+            }
+            ReloadEvent::Degraded(d) => self.audit.publish(&degraded_event(&self.source, &d)),
+            _ => {}
+        }
+    }
+
+    fn manual(&mut self, reload: ManualReload) {
+        match reload.outcome {
+            Ok(ReloadOutcome::Reloaded(r)) => {
+                self.audit
+                    .publish(&reloaded_event(&self.source, &r, &self.files));
+                self.check_expiry();
+            }
+            Ok(_) => {
+                let status = self.acceptor.status();
+                self.audit.publish(&unchanged_event(
+                    &self.source,
+                    reload.trigger,
+                    &status,
+                    &self.files,
+                ));
+            }
+            Err(f) => {
+                let served = self.acceptor.status().cert;
+                self.audit
+                    .publish(&failed_event(&self.source, &f, &served, &self.files));
             }
         }
+    }
+
+    fn check_expiry(&mut self) {
+        check_expiry(
+            &mut self.audit,
+            &self.source,
+            &self.acceptor,
+            &self.files,
+            &mut self.warned_for,
+        );
     }
 }
 

@@ -107,8 +107,27 @@ pub struct Cli {
     pub handshake_timeout: Option<humantime::Duration>,
 
     /// On SIGTERM, how long open connections may drain [default: 30s].
+    /// Connections draining at shutdown get this, even when it is longer
+    /// than the max-age grace.
     #[arg(long, env = "OPENSHELL_SHUTDOWN_GRACE", value_name = "DURATION")]
     pub shutdown_grace: Option<humantime::Duration>,
+
+    /// On SIGTERM, first report not-ready and keep accepting for this long
+    /// (while Kubernetes removes the pod from its endpoints), then drain
+    /// [default: 0s].
+    #[arg(long, env = "OPENSHELL_SHUTDOWN_DELAY", value_name = "DURATION")]
+    pub shutdown_delay: Option<humantime::Duration>,
+
+    /// Open connections allowed on the TLS port; further connections are
+    /// closed at once and counted [default: 10000, or fewer so that the
+    /// health port and the TLS files keep descriptors under the process's
+    /// open-file limit].
+    #[arg(long, env = "OPENSHELL_MAX_CONNECTIONS", value_name = "N")]
+    pub max_connections: Option<usize>,
+
+    /// Open connections allowed on the health port [default: 64].
+    #[arg(long, env = "OPENSHELL_HEALTH_MAX_CONNECTIONS", value_name = "N")]
+    pub health_max_connections: Option<usize>,
 
     /// Zero-setup development mode: generate a CA, a localhost server
     /// certificate and a client certificate in the state directory (kept
@@ -176,6 +195,9 @@ struct FileConfig {
     max_connection_age_grace: Option<String>,
     handshake_timeout: Option<String>,
     shutdown_grace: Option<String>,
+    shutdown_delay: Option<String>,
+    max_connections: Option<usize>,
+    health_max_connections: Option<usize>,
     dev: bool,
     state_dir: Option<PathBuf>,
 }
@@ -233,6 +255,12 @@ pub struct Config {
     pub handshake_timeout: Duration,
     /// Drain time on shutdown.
     pub shutdown_grace: Duration,
+    /// Not-ready but still accepting, before the drain.
+    pub shutdown_delay: Duration,
+    /// Open connections allowed on the TLS port.
+    pub max_connections: usize,
+    /// Open connections allowed on the health port.
+    pub health_max_connections: usize,
     /// Set in `--dev` mode: where the generated files are.
     pub dev_state_dir: Option<PathBuf>,
 }
@@ -257,6 +285,9 @@ impl Config {
             max_connection_age_grace: Duration::from_secs(30),
             handshake_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(30),
+            shutdown_delay: Duration::ZERO,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            health_max_connections: DEFAULT_HEALTH_MAX_CONNECTIONS,
             dev_state_dir: None,
         }
     }
@@ -378,6 +409,12 @@ impl Config {
             TlsMode::Files { files, reload }
         };
 
+        let health_max_connections = positive(
+            "health_max_connections",
+            cli.health_max_connections
+                .or(file.health_max_connections)
+                .unwrap_or(DEFAULT_HEALTH_MAX_CONNECTIONS),
+        )?;
         let ocsf = match cli.ocsf_log.or(file.ocsf_log).as_deref() {
             None | Some("stderr") | Some("-") => OcsfTarget::Stderr,
             Some(path) => OcsfTarget::File(PathBuf::from(path)),
@@ -412,9 +449,64 @@ impl Config {
                 "shutdown_grace",
                 Duration::from_secs(30),
             )?,
+            shutdown_delay: dur(
+                cli.shutdown_delay,
+                &file.shutdown_delay,
+                "shutdown_delay",
+                Duration::ZERO,
+            )?,
+            max_connections: positive(
+                "max_connections",
+                cli.max_connections
+                    .or(file.max_connections)
+                    .unwrap_or_else(|| {
+                        default_max_connections(open_file_limit(), health_max_connections)
+                    }),
+            )?,
+            health_max_connections,
             dev_state_dir,
         })
     }
+}
+
+/// Default of `--max-connections`.
+const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Default of `--health-max-connections`: probes need a handful.
+const DEFAULT_HEALTH_MAX_CONNECTIONS: usize = 64;
+
+/// Descriptors kept free beyond the health port's cap: listeners, the TLS
+/// files during a reload, the watcher, the audit file.
+const RESERVED_DESCRIPTORS: u64 = 32;
+
+/// The main port's default cap: 10000, or less when the open-file limit
+/// would otherwise let a flood of connections starve the health port (and
+/// with it the liveness probe) of descriptors.
+fn default_max_connections(open_files: Option<u64>, health_max: usize) -> usize {
+    let Some(limit) = open_files else {
+        return DEFAULT_MAX_CONNECTIONS;
+    };
+    let room = limit.saturating_sub(health_max as u64 + RESERVED_DESCRIPTORS);
+    usize::try_from(room)
+        .unwrap_or(usize::MAX)
+        .clamp(1, DEFAULT_MAX_CONNECTIONS)
+}
+
+/// The soft `RLIMIT_NOFILE` of this process, from `/proc/self/limits`.
+fn open_file_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.trim_start_matches("Max open files")
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+fn positive(name: &str, n: usize) -> Result<usize> {
+    if n == 0 {
+        return Err(Error::Config(format!("{name} must be at least 1")));
+    }
+    Ok(n)
 }
 
 fn read_file_config(path: &Path) -> Result<FileConfig> {
@@ -432,6 +524,35 @@ mod tests {
         let mut argv = vec!["openshell-gateway"];
         argv.extend_from_slice(args);
         Config::from_cli(Cli::try_parse_from(argv).unwrap())
+    }
+
+    #[test]
+    fn the_default_connection_cap_leaves_descriptors_for_the_health_port() {
+        assert_eq!(default_max_connections(None, 64), 10_000);
+        assert_eq!(default_max_connections(Some(1_048_576), 64), 10_000);
+        assert_eq!(default_max_connections(Some(1024), 64), 1024 - 64 - 32);
+        assert_eq!(default_max_connections(Some(128), 64), 32);
+        assert_eq!(default_max_connections(Some(10), 64), 1);
+        assert!(open_file_limit().is_some_and(|n| n > 0));
+    }
+
+    #[test]
+    fn connection_caps_come_from_flags_and_must_be_positive() {
+        let cfg = parse(&[
+            "--disable-tls",
+            "--max-connections",
+            "7",
+            "--health-max-connections",
+            "3",
+            "--shutdown-delay",
+            "5s",
+        ])
+        .unwrap();
+        assert_eq!(cfg.max_connections, 7);
+        assert_eq!(cfg.health_max_connections, 3);
+        assert_eq!(cfg.shutdown_delay, Duration::from_secs(5));
+        let err = parse(&["--disable-tls", "--max-connections", "0"]).unwrap_err();
+        assert!(err.to_string().contains("max_connections"), "{err}");
     }
 
     #[test]

@@ -34,6 +34,8 @@ pub struct Gateway {
     grpc: Routes,
     health: HealthReporter,
     stop: CancellationToken,
+    audit_stop: CancellationToken,
+    audit_task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -80,7 +82,8 @@ impl Gateway {
             OcsfTarget::Stderr => OcsfSink::stderr(),
             OcsfTarget::File(path) => OcsfSink::file(path)?,
         });
-        let state = Arc::new(State::new(acceptor, audit_sink.clone()));
+        let (manual_tx, manual_rx) = tokio::sync::mpsc::unbounded_channel();
+        let state = Arc::new(State::new(acceptor, audit_sink.clone(), manual_tx));
         let (health, health_service) = tonic_health::server::health_reporter();
         let reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
@@ -95,14 +98,18 @@ impl Gateway {
             .prepare();
 
         let stop = CancellationToken::new();
-        if let Some(acceptor) = &state.tls {
+        // The audit task outlives the drain: reloads during it are audited
+        // too. It stops once the watcher has.
+        let audit_stop = CancellationToken::new();
+        let audit_task = state.tls.as_ref().map(|acceptor| {
             tokio::spawn(crate::audit::run(
                 acceptor.clone(),
                 acceptor.subscribe(),
+                manual_rx,
                 crate::audit::Audit::new(audit_sink),
-                stop.clone(),
-            ));
-        }
+                audit_stop.clone(),
+            ))
+        });
         Ok(Self {
             config,
             listener,
@@ -112,6 +119,8 @@ impl Gateway {
             grpc,
             health,
             stop,
+            audit_stop,
+            audit_task,
         })
     }
 
@@ -153,6 +162,8 @@ impl Gateway {
             grpc,
             health,
             stop,
+            audit_stop,
+            audit_task,
         } = self;
         set_health(&health, ServingStatus::Serving).await;
         state.set_ready(true);
@@ -162,25 +173,40 @@ impl Gateway {
             handshake_timeout: config.handshake_timeout,
             max_age: config.max_connection_age,
             max_age_grace: config.max_connection_age_grace,
+            shutdown_grace: config.shutdown_grace,
         };
         let main = tokio::spawn(accept::serve_main(
             listener,
             state.clone(),
             grpc,
             limits,
+            config.max_connections,
             stop.clone(),
             tracker.clone(),
         ));
         // The health port outlives the drain so probes keep answering
         // (readiness says "not ready" meanwhile).
         let health_stop = CancellationToken::new();
-        let health_task = health_listener
-            .map(|l| tokio::spawn(accept::serve_health(l, state.clone(), health_stop.clone())));
+        let health_task = health_listener.map(|l| {
+            tokio::spawn(accept::serve_health(
+                l,
+                state.clone(),
+                limits,
+                config.health_max_connections,
+                health_stop.clone(),
+            ))
+        });
 
         shutdown.await;
-        tracing::info!(grace = ?config.shutdown_grace, "shutting down: draining connections");
         state.set_ready(false);
         set_health(&health, ServingStatus::NotServing).await;
+        if !config.shutdown_delay.is_zero() {
+            // Kubernetes keeps routing to a terminating pod until the
+            // endpoint removal has reached every node: keep accepting.
+            tracing::info!(delay = ?config.shutdown_delay, "shutting down: not ready, still accepting");
+            tokio::time::sleep(config.shutdown_delay).await;
+        }
+        tracing::info!(grace = ?config.shutdown_grace, "shutting down: draining connections");
         stop.cancel();
         let _ = main.await;
         tracker.close();
@@ -199,6 +225,10 @@ impl Gateway {
         }
         if let Some(watcher) = watcher {
             watcher.shutdown().await;
+        }
+        audit_stop.cancel();
+        if let Some(task) = audit_task {
+            let _ = task.await;
         }
         tracing::info!("stopped");
         Ok(())
@@ -245,12 +275,13 @@ pub async fn run(config: Config) -> Result<()> {
         crate::dev::print_banner(&dir, addr);
     }
 
-    if let Some(acceptor) = gateway.acceptor().cloned() {
+    if gateway.acceptor().is_some() {
+        let state = gateway.state.clone();
         tokio::spawn(async move {
             while hup.recv().await.is_some() {
                 tracing::info!("SIGHUP: reloading TLS files");
-                // The outcome is logged and audited by the subscriber.
-                let _ = acceptor.reload_now(Trigger::Signal).await;
+                // The outcome is logged, and audited whatever it is.
+                let _ = state.reload_now(Trigger::Signal).await;
             }
         });
     }

@@ -81,7 +81,12 @@ impl pb::gateway_server::Gateway for GatewayApi {
                 ));
             }
         }
-        match tls.reload_now(Trigger::Api).await {
+        let Some(outcome) = self.state.reload_now(Trigger::Api).await else {
+            return Err(Status::failed_precondition(
+                "TLS is disabled on this gateway",
+            ));
+        };
+        match outcome {
             Ok(outcome) => {
                 let changed = matches!(outcome, ReloadOutcome::Reloaded(_));
                 let s = tls.status();

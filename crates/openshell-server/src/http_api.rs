@@ -1,7 +1,6 @@
 //! The HTTP routes of the TLS port: health, readiness, metrics and TLS
 //! status. The plaintext health port serves the first two only.
 
-use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
 use bytes::Bytes;
@@ -9,7 +8,6 @@ use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use serde_json::json;
 use tls_reload::CertInfo;
-use tonic::body::Body;
 
 use crate::state::State;
 
@@ -22,7 +20,7 @@ pub(crate) enum Routes {
     HealthOnly,
 }
 
-pub(crate) fn handle<B>(req: &Request<B>, state: &Arc<State>, routes: Routes) -> Response<Body> {
+pub(crate) fn handle<B>(req: &Request<B>, state: &State, routes: Routes) -> Response<Full<Bytes>> {
     let path = req.uri().path();
     let known = match routes {
         Routes::All => matches!(path, "/healthz" | "/readyz" | "/metrics" | "/v1/tls"),
@@ -110,12 +108,21 @@ fn cert_json(c: &CertInfo) -> serde_json::Value {
     })
 }
 
-pub(crate) fn text(status: StatusCode, body: &'static str) -> Response<Body> {
-    respond(status, "text/plain; charset=utf-8", body.to_owned())
+pub(crate) fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
+    // Static bodies are not copied: `/healthz` is on the probe path.
+    respond(
+        status,
+        "text/plain; charset=utf-8",
+        Bytes::from_static(body.as_bytes()),
+    )
 }
 
-fn respond(status: StatusCode, content_type: &'static str, body: String) -> Response<Body> {
-    let mut resp = Response::new(Body::new(Full::new(Bytes::from(body))));
+fn respond(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(body.into()));
     *resp.status_mut() = status;
     resp.headers_mut().insert(
         header::CONTENT_TYPE,

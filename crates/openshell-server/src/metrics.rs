@@ -3,9 +3,13 @@
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use tls_reload::{TlsStatus, Trigger, WatcherMode};
+use tokio::sync::Semaphore;
+
+use crate::accept::Port;
 
 /// Outcome of one TLS handshake.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,13 +31,28 @@ impl Handshake {
     }
 }
 
+/// A port's connection cap: its semaphore and its size.
+type Cap = (Arc<Semaphore>, usize);
+
 /// Counters the gateway keeps itself; the rest comes from the acceptor.
 #[derive(Debug, Default)]
 pub(crate) struct Metrics {
     handshakes: [AtomicU64; 3],
+    /// Per port: connections closed at once because the cap was reached.
+    rejected: [AtomicU64; 2],
+    /// Per port: the semaphore bounding open connections, and its size.
+    caps: Mutex<[Option<Cap>; 2]>,
 }
 
 impl Metrics {
+    pub(crate) fn set_connection_cap(&self, port: Port, open: Arc<Semaphore>, max: usize) {
+        self.caps.lock().unwrap_or_else(PoisonError::into_inner)[port as usize] = Some((open, max));
+    }
+
+    pub(crate) fn connection_rejected(&self, port: Port) {
+        self.rejected[port as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
     pub(crate) fn handshake(&self, outcome: Handshake) {
         self.handshakes[outcome as usize].fetch_add(1, Ordering::Relaxed);
     }
@@ -157,6 +176,43 @@ impl Metrics {
                     outcome.label()
                 ),
                 self.handshakes(outcome) as f64,
+            );
+        }
+        header(
+            w,
+            "openshell_connections_open",
+            "gauge",
+            "Open connections, by port (main: the TLS port; health: the probe port).",
+        );
+        let caps = self
+            .caps
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        for port in Port::ALL {
+            if let Some((open, max)) = &caps[port as usize] {
+                let n = max.saturating_sub(open.available_permits());
+                line(
+                    w,
+                    &format!("openshell_connections_open{{port=\"{}\"}}", port.label()),
+                    n as f64,
+                );
+            }
+        }
+        header(
+            w,
+            "openshell_connections_rejected_total",
+            "counter",
+            "Connections closed on accept because the port's connection cap was reached.",
+        );
+        for port in Port::ALL {
+            line(
+                w,
+                &format!(
+                    "openshell_connections_rejected_total{{port=\"{}\"}}",
+                    port.label()
+                ),
+                self.rejected[port as usize].load(Ordering::Relaxed) as f64,
             );
         }
         header(

@@ -4,7 +4,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use openshell_ocsf::OcsfSink;
-use tls_reload::ReloadableAcceptor;
+use tls_reload::{ReloadFailure, ReloadOutcome, ReloadableAcceptor, Trigger};
+use tokio::sync::mpsc;
+
+use crate::audit::ManualReload;
 
 use crate::metrics::Metrics;
 
@@ -16,17 +19,41 @@ pub(crate) struct State {
     pub(crate) metrics: Metrics,
     /// Where audit events go; its failure count is a metric.
     pub(crate) audit_sink: Arc<OcsfSink>,
+    /// Outcomes of reloads operators asked for, to the audit task.
+    manual_reloads: mpsc::UnboundedSender<ManualReload>,
     ready: AtomicBool,
 }
 
 impl State {
-    pub(crate) fn new(tls: Option<ReloadableAcceptor>, audit_sink: Arc<OcsfSink>) -> Self {
+    pub(crate) fn new(
+        tls: Option<ReloadableAcceptor>,
+        audit_sink: Arc<OcsfSink>,
+        manual_reloads: mpsc::UnboundedSender<ManualReload>,
+    ) -> Self {
         Self {
             tls,
             metrics: Metrics::default(),
             audit_sink,
+            manual_reloads,
             ready: AtomicBool::new(false),
         }
+    }
+
+    /// Reloads now on an operator's request (SIGHUP, `ReloadTls`) and has
+    /// the outcome audited, whatever it is: the library reports only
+    /// changes and new failures, but every request of an operator is on
+    /// record. `None` with TLS disabled.
+    pub(crate) async fn reload_now(
+        &self,
+        trigger: Trigger,
+    ) -> Option<Result<ReloadOutcome, Arc<ReloadFailure>>> {
+        let outcome = self.tls.as_ref()?.reload_now(trigger).await;
+        // The audit task lives as long as the gateway serves.
+        let _ = self.manual_reloads.send(ManualReload {
+            trigger,
+            outcome: outcome.clone(),
+        });
+        Some(outcome)
     }
 
     pub(crate) fn is_ready(&self) -> bool {

@@ -65,7 +65,27 @@ impl GatewayProcess {
         I: IntoIterator<Item = S>,
         S: Into<OsString>,
     {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_openshell-gateway"));
+        Self::spawn_with(args, rust_log, None)
+    }
+
+    /// [`spawn_logging`](Self::spawn_logging), with the open-file limit
+    /// lowered to `nofile` when given (through the shell's `ulimit -n`).
+    fn spawn_with<I, S>(args: I, rust_log: &str, nofile: Option<u32>) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<OsString>,
+    {
+        let binary = env!("CARGO_BIN_EXE_openshell-gateway");
+        let mut cmd = match nofile {
+            None => Command::new(binary),
+            Some(n) => {
+                let mut sh = Command::new("sh");
+                sh.arg("-c")
+                    .arg(format!("ulimit -n {n} && exec \"$0\" \"$@\""))
+                    .arg(binary);
+                sh
+            }
+        };
         for (name, _) in std::env::vars_os() {
             if name.to_string_lossy().starts_with("OPENSHELL_") {
                 cmd.env_remove(name);
@@ -847,6 +867,141 @@ async fn an_unwritable_audit_file_is_counted_and_stops_nothing() {
         },
     )
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_idle_connections_under_a_low_fd_limit_does_not_starve_the_health_port() {
+    let pki = Pki::new();
+    let health = free_port();
+    let mut args = with(
+        tls_args(&pki),
+        &["--handshake-timeout", "30s", "--health-bind"],
+    );
+    args.push(health.to_string().into());
+    let mut gw = GatewayProcess::spawn_with(args, "info", Some(128));
+    let addr = gw.listening().await;
+
+    // More idle connections than the process has descriptors.
+    let mut flood = Vec::new();
+    for _ in 0..140 {
+        match TcpStream::connect(addr).await {
+            Ok(tcp) => flood.push(tcp),
+            Err(e) => panic!("connect: {e}"),
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for _ in 0..5 {
+        let start = Instant::now();
+        let reply = tokio::time::timeout(Duration::from_secs(1), get_plain(health, "/healthz"))
+            .await
+            .unwrap_or_else(|_| panic!("/healthz did not answer within 1 s\n{}", gw.output()));
+        assert_eq!(reply.status, 200);
+        assert!(start.elapsed() < Duration::from_secs(1));
+    }
+    let open_files_errors = gw
+        .stderr()
+        .iter()
+        .filter(|l| l.contains("Too many open files"))
+        .count();
+    assert_eq!(open_files_errors, 0, "{}", gw.output());
+    let limit_lines = gw
+        .stderr()
+        .iter()
+        .filter(|l| l.contains("connection limit reached"))
+        .count();
+    assert!(
+        (1..=2).contains(&limit_lines),
+        "the cap is logged at a bounded rate, got {limit_lines} lines"
+    );
+    drop(flood);
+    assert!(gw.is_running());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_manual_reload_is_audited_even_repeats_and_during_the_drain() {
+    let pki = Pki::new();
+    let audit = pki.dir().join("audit.jsonl");
+    let mut args = with(
+        tls_args(&pki),
+        &["--no-tls-reload", "--shutdown-delay", "1s", "--ocsf-log"],
+    );
+    args.push(audit.clone().into());
+    let mut gw = GatewayProcess::spawn(args);
+    gw.listening().await;
+    let codes = || -> Vec<(String, String)> {
+        std::fs::read_to_string(&audit)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| {
+                let e: Value = serde_json::from_str(l).unwrap();
+                (
+                    e["metadata"]["event_code"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned(),
+                    e["unmapped"]["tls"]["trigger"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned(),
+                )
+            })
+            .collect()
+    };
+    let wait_for = |n: usize| {
+        let codes = &codes;
+        async move {
+            eventually(Duration::from_secs(5), "audit lines", || {
+                let got = codes();
+                async move { (got.len() >= n).then_some(got) }
+            })
+            .await
+        }
+    };
+    wait_for(1).await;
+
+    // Nothing changed: the request is still on record.
+    gw.signal("HUP");
+    wait_for(2).await;
+    // The same broken key three times: three failures, not one.
+    let rotated = pki.server_ca.server();
+    pki.server
+        .write(&[
+            ("tls.crt", rotated.cert_pem.as_bytes()),
+            ("tls.key", pki.leaf.key_pem.as_bytes()),
+        ])
+        .unwrap();
+    for n in 3..=5 {
+        gw.signal("HUP");
+        wait_for(n).await;
+    }
+    // SIGTERM, then a fixed pair and a SIGHUP while the gateway is still
+    // in its shutdown delay: that reload is audited before it exits.
+    gw.signal("TERM");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    pki.server
+        .write(&[
+            ("tls.crt", rotated.cert_pem.as_bytes()),
+            ("tls.key", rotated.key_pem.as_bytes()),
+        ])
+        .unwrap();
+    gw.signal("HUP");
+    let status = gw.exit_within(Duration::from_secs(10)).await.expect("exit");
+    assert!(status.success(), "{status}\n{}", gw.output());
+
+    let signal = |code: &str| (code.to_owned(), "signal".to_owned());
+    assert_eq!(
+        codes(),
+        vec![
+            ("tls_loaded".to_owned(), "startup".to_owned()),
+            signal("tls_reload_unchanged"),
+            signal("tls_reload_failed"),
+            signal("tls_reload_failed"),
+            signal("tls_reload_failed"),
+            signal("tls_reloaded"),
+        ],
+        "{}",
+        gw.output()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

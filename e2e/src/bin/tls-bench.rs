@@ -1,4 +1,4 @@
-//! Benchmarks of the TLS layer and the gateway (SPEC §3.7, §8); see
+//! Benchmarks of the TLS layer and the gateway; see
 //! BENCH.md at the repository root.
 //!
 //! `cargo run --release -p openshell-e2e --bin tls-bench [-- --smoke]
@@ -25,6 +25,8 @@ mod interleave;
 mod latency;
 #[path = "../bench/load.rs"]
 mod load;
+#[path = "../bench/request.rs"]
+mod request;
 #[path = "../bench/resources.rs"]
 mod resources;
 #[path = "../bench/util.rs"]
@@ -35,7 +37,7 @@ use std::time::{Duration, Instant};
 use util::{KeyKind, Row, Settings, Verdict};
 
 /// The figures, by the name `--only` takes.
-const FIGURES: [(&str, &str); 7] = [
+const FIGURES: [(&str, &str); 8] = [
     (
         "handshake",
         "1. handshakes/s, reloadable vs plain TlsAcceptor (ECDSA, RSA)",
@@ -52,6 +54,10 @@ const FIGURES: [(&str, &str); 7] = [
     ("memory", "5. RSS across 10,000 reloads, cost of one reload"),
     ("idle", "5. idle gateway CPU with the watcher on"),
     ("grpc", "6. gRPC calls/s through the gateway"),
+    (
+        "request",
+        "7. request path vs bare hyper, bare tonic and nginx (h2load)",
+    ),
 ];
 
 struct Args {
@@ -193,6 +199,9 @@ async fn run(s: &Settings, only: Option<&[String]>) -> Vec<Row> {
     }
     if wanted("grpc") {
         rows.extend(gateway::grpc(s).await);
+    }
+    if wanted("request") {
+        rows.extend(request::request_path(s).await);
     }
 
     println!(

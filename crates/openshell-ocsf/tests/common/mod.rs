@@ -126,6 +126,17 @@ pub fn every_constructor() -> Vec<(&'static str, DeviceConfigStateChange)> {
             .time(at())
             .build(),
         ),
+        (
+            "reload unchanged",
+            DeviceConfigStateChange::tls_reload_unchanged(
+                &source,
+                TlsReloadDetails::new()
+                    .generation(3)
+                    .trigger(Trigger::Signal),
+            )
+            .time(at())
+            .build(),
+        ),
     ]
 }
 

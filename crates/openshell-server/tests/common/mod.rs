@@ -182,10 +182,15 @@ impl Running {
         }
     }
 
-    pub async fn stop(mut self) {
+    /// Starts the shutdown (as SIGTERM does) without waiting for it.
+    pub fn begin_shutdown(&mut self) {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
         }
+    }
+
+    pub async fn stop(mut self) {
+        self.begin_shutdown();
         (&mut self.task).await.unwrap().unwrap();
     }
 }

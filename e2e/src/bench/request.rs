@@ -1,0 +1,601 @@
+//! Figure 7: the request path against its own stack. `h2load` (Debian's
+//! `nghttp2-client`), a separate process, drives in turn the in-process
+//! gateway, a bare hyper server on tokio-rustls answering 200, a bare tonic
+//! server with its own static `ServerTlsConfig` serving only
+//! `grpc.health.v1`, and nginx `return 200` when nginx is installed. Every
+//! server serves the same ECDSA P-256 leaf over TLS 1.3 with ALPN h2.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use rustls::ServerConfig;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use tls_reload::testing::{Leaf, TestCa};
+use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
+
+use crate::gateway::{Running, volume_config};
+use crate::load;
+use crate::util::{self, Row, Settings};
+
+/// h2load's load: a few connections, many concurrent streams on each.
+const CONNECTIONS: usize = 4;
+const STREAMS: usize = 32;
+/// Target of the gateway over each bare stack.
+const TARGET: f64 = 0.95;
+
+/// An empty `grpc.health.v1.HealthCheckRequest` as one gRPC message: no
+/// compression, length 0.
+const GRPC_EMPTY_MESSAGE: [u8; 5] = [0, 0, 0, 0, 0];
+
+/// Figure 7.
+pub(crate) async fn request_path(s: &Settings) -> Vec<Row> {
+    println!("\n== 7. request path: gateway vs bare hyper, bare tonic and nginx, driven by h2load");
+    if let Err(why) = h2load_version() {
+        return vec![Row::skipped("7. request path (h2load)", why)];
+    }
+    let ca = TestCa::new("bench CA");
+    let leaf = ca.server();
+    let tmp = util::volume_dir();
+    let (_writer, mut config) = volume_config(tmp.path(), &ca, &leaf, Duration::from_secs(1));
+    config.shutdown_grace = Duration::from_secs(1);
+    // Audit events to a file, so that they do not interleave with the
+    // benchmark's output.
+    config.ocsf = openshell_server::OcsfTarget::File(tmp.path().join("audit.jsonl"));
+    let gateway = Running::start(config).await;
+    let static_tls = server_config(&leaf);
+    let (hyper_addr, hyper_task) = bare_hyper(static_tls).await;
+    let (tonic_addr, tonic_task) = bare_tonic(&leaf).await;
+    let nginx = Nginx::start(tmp.path(), &leaf);
+    if let Err(why) = &nginx {
+        println!("   nginx arm skipped: {why}");
+    }
+    let binary = GatewayBinary::start(tmp.path(), &leaf);
+    match &binary {
+        Ok(b) => println!("   gateway binary arm: {}", b.path.display()),
+        Err(why) => println!("   gateway binary arm skipped: {why}"),
+    }
+
+    let secs = s.pick(2, 1);
+    let rounds = s.pick(10, 1);
+    let body = tmp.path().join("grpc-health-check.bin");
+    std::fs::write(&body, GRPC_EMPTY_MESSAGE).expect("gRPC request body");
+    println!(
+        "   h2load -c {CONNECTIONS} -m {STREAMS} -t 1 -D {secs} per run; {rounds} rounds, \
+         order alternating per round; server CPU per request from this process's threads \
+         (nginx: its worker processes)"
+    );
+
+    let http = |addr: SocketAddr| format!("https://127.0.0.1:{}/healthz", addr.port());
+    let grpc = |addr: SocketAddr| {
+        format!(
+            "https://127.0.0.1:{}/grpc.health.v1.Health/Check",
+            addr.port()
+        )
+    };
+    let mut http_arms = vec![
+        Arm::new("bare hyper", http(hyper_addr), None, None),
+        Arm::new("gateway", http(gateway.addr), None, None),
+    ];
+    if let Ok(n) = &nginx {
+        http_arms.push(Arm::new("nginx", http(n.addr), None, Some(n.child.id())));
+    }
+    let mut grpc_arms = vec![
+        Arm::new("bare tonic", grpc(tonic_addr), Some(body.clone()), None),
+        Arm::new("gateway", grpc(gateway.addr), Some(body.clone()), None),
+    ];
+    if let Ok(b) = &binary {
+        let pid = Some(b.child.id());
+        http_arms.push(Arm::new("binary", http(b.addr), None, pid));
+        grpc_arms.push(Arm::new("binary", grpc(b.addr), Some(body.clone()), pid));
+    }
+
+    let mut errors = Vec::new();
+    for round in 0..rounds {
+        for arms in [&mut http_arms, &mut grpc_arms] {
+            let n = arms.len();
+            for k in 0..n {
+                // A B C, C B A, A B C, ...: drift falls on every arm alike.
+                let i = if round % 2 == 0 { k } else { n - 1 - k };
+                if let Err(e) = arms[i].run(secs).await {
+                    errors.push(format!("{}: {e}", arms[i].name));
+                }
+            }
+        }
+    }
+    gateway.stop().await;
+    hyper_task.abort();
+    tonic_task.abort();
+    let nginx_missing = nginx.as_ref().err().cloned().unwrap_or_default();
+    drop(nginx);
+    drop(binary);
+
+    let mut rows = Vec::new();
+    for a in http_arms.iter().chain(&grpc_arms) {
+        println!(
+            "   {:<10} {:<6} {}",
+            a.name,
+            if a.body.is_some() { "gRPC" } else { "HTTP/2" },
+            a.describe()
+        );
+    }
+    rows.push(ratio_row(
+        "7. HTTP/2 GET /healthz req/s, gateway ÷ bare hyper on tokio-rustls",
+        &http_arms[1],
+        &http_arms[0],
+        s.smoke,
+    ));
+    let nginx_arm = http_arms.iter().find(|a| a.name == "nginx");
+    let binary_http = http_arms.iter().find(|a| a.name == "binary");
+    let binary_grpc = grpc_arms.iter().find(|a| a.name == "binary");
+    if let Some(b) = binary_http {
+        rows.push(ratio_row(
+            "7. HTTP/2 GET /healthz req/s, gateway binary ÷ bare hyper",
+            b,
+            &http_arms[0],
+            s.smoke,
+        ));
+    }
+    if let (Some(b), Some(n)) = (binary_http, nginx_arm) {
+        rows.push(ratio_row(
+            "7. HTTP/2 GET /healthz req/s, gateway binary ÷ nginx return 200",
+            b,
+            n,
+            s.smoke,
+        ));
+    }
+    if let Some(b) = binary_grpc {
+        rows.push(ratio_row(
+            "7. gRPC Health/Check calls/s, gateway binary ÷ bare tonic",
+            b,
+            &grpc_arms[0],
+            s.smoke,
+        ));
+    }
+    match nginx_arm {
+        Some(nginx) => rows.push(ratio_row(
+            "7. HTTP/2 GET /healthz req/s, gateway ÷ nginx return 200",
+            &http_arms[1],
+            nginx,
+            s.smoke,
+        )),
+        None => rows.push(Row::skipped(
+            "7. HTTP/2 GET /healthz req/s, gateway ÷ nginx return 200",
+            nginx_missing,
+        )),
+    }
+    rows.push(ratio_row(
+        "7. gRPC Health/Check calls/s, gateway ÷ bare tonic with static TLS",
+        &grpc_arms[1],
+        &grpc_arms[0],
+        s.smoke,
+    ));
+    let failed: u64 = http_arms.iter().chain(&grpc_arms).map(|a| a.failed).sum();
+    let first = errors
+        .first()
+        .map(|e| format!(" (first: {e})"))
+        .unwrap_or_default();
+    rows.push(Row::check(
+        "7. failed requests (h2load: failed + errored, non-2xx)",
+        format!("{failed}{first}"),
+        "0",
+        failed == 0 && errors.is_empty(),
+    ));
+    rows
+}
+
+fn ratio_row(figure: &str, b: &Arm, a: &Arm, smoke: bool) -> Row {
+    let ratios: Vec<f64> = b.rates.iter().zip(&a.rates).map(|(b, a)| b / a).collect();
+    let median = util::median(&ratios);
+    let (lo, hi) = util::range(&ratios);
+    let cpu = match (util::median(&a.cpu_per_req), util::median(&b.cpu_per_req)) {
+        (a_ns, b_ns) if a_ns.is_finite() && b_ns.is_finite() => format!(
+            "; server CPU per request {:.1} µs vs {:.1} µs",
+            b_ns / 1e3,
+            a_ns / 1e3
+        ),
+        _ => String::new(),
+    };
+    let value = format!(
+        "{median:.3} (median of {} rounds, range {lo:.3}..{hi:.3}; {} {:.0}/s vs {} {:.0}/s{cpu})",
+        ratios.len(),
+        b.name,
+        util::median(&b.rates),
+        a.name,
+        util::median(&a.rates),
+    );
+    let _ = smoke; // The table marks smoke-mode targets as not enforced.
+    Row::check(figure, value, format!("≥ {TARGET}"), median >= TARGET)
+}
+
+/// One server under h2load, and what its runs measured.
+struct Arm {
+    name: &'static str,
+    url: String,
+    /// The request body file: set for gRPC (POST), unset for GET.
+    body: Option<std::path::PathBuf>,
+    /// A separate server process whose CPU is counted (nginx), else this
+    /// process's threads are.
+    pid: Option<u32>,
+    rates: Vec<f64>,
+    cpu_per_req: Vec<f64>,
+    failed: u64,
+}
+
+impl Arm {
+    fn new(
+        name: &'static str,
+        url: String,
+        body: Option<std::path::PathBuf>,
+        pid: Option<u32>,
+    ) -> Self {
+        Self {
+            name,
+            url,
+            body,
+            pid,
+            rates: Vec::new(),
+            cpu_per_req: Vec::new(),
+            failed: 0,
+        }
+    }
+
+    async fn run(&mut self, secs: u64) -> Result<(), String> {
+        let mut cmd = Command::new("h2load");
+        cmd.args(["-c", &CONNECTIONS.to_string()])
+            .args(["-m", &STREAMS.to_string()])
+            .args(["-t", "1", "-D", &secs.to_string()]);
+        if let Some(body) = &self.body {
+            cmd.args(["-H", "content-type: application/grpc", "-H", "te: trailers"])
+                .arg("-d")
+                .arg(body);
+        }
+        cmd.arg(&self.url);
+        let threads_before = util::ThreadsCpu::now();
+        let tree_before = self.pid.map(process_tree_cpu_ns);
+        let out = tokio::task::spawn_blocking(move || cmd.output())
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("running h2load: {e}"))?;
+        let cpu = match (self.pid, tree_before) {
+            (Some(pid), Some(before)) => process_tree_cpu_ns(pid).saturating_sub(before),
+            _ => util::ThreadsCpu::now().since(&threads_before),
+        };
+        let text = String::from_utf8_lossy(&out.stdout);
+        let report = H2load::parse(&text).ok_or_else(|| {
+            format!(
+                "unreadable h2load output ({}): {}{}",
+                out.status,
+                text.trim(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            )
+        })?;
+        self.failed += report.failed;
+        self.rates.push(report.per_second);
+        if report.succeeded > 0 {
+            self.cpu_per_req.push(cpu as f64 / report.succeeded as f64);
+        }
+        if report.failed > 0 {
+            return Err(format!(
+                "{} of {} requests failed",
+                report.failed, report.done
+            ));
+        }
+        Ok(())
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "median {:.0}/s over {} runs (range {:.0}..{:.0}), CPU/request {:.1} µs",
+            util::median(&self.rates),
+            self.rates.len(),
+            util::range(&self.rates).0,
+            util::range(&self.rates).1,
+            util::median(&self.cpu_per_req) / 1e3
+        )
+    }
+}
+
+/// What one h2load run reported.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct H2load {
+    per_second: f64,
+    done: u64,
+    succeeded: u64,
+    /// Failed, errored, and non-2xx responses.
+    failed: u64,
+}
+
+impl H2load {
+    /// Reads `finished in 2.00s, 93847.50 req/s, ...`, `requests: ...` and
+    /// `status codes: ...`.
+    fn parse(text: &str) -> Option<Self> {
+        let per_second = text.lines().find_map(|l| {
+            let rest = l.strip_prefix("finished in ")?;
+            let rate = rest.split(", ").nth(1)?.strip_suffix(" req/s")?;
+            rate.trim().parse().ok()
+        })?;
+        let numbers = |prefix: &str| -> Option<Vec<u64>> {
+            let line = text.lines().find_map(|l| l.strip_prefix(prefix))?;
+            Some(
+                line.split(',')
+                    .filter_map(|part| part.split_whitespace().next()?.parse().ok())
+                    .collect(),
+            )
+        };
+        // total, started, done, succeeded, failed, errored, timeout
+        let requests = numbers("requests: ")?;
+        // 2xx, 3xx, 4xx, 5xx
+        let codes = numbers("status codes: ")?;
+        let (done, succeeded) = (*requests.get(2)?, *requests.get(3)?);
+        let failed = requests.get(4)? + requests.get(5)? + codes.iter().skip(1).sum::<u64>();
+        Some(Self {
+            per_second,
+            done,
+            succeeded,
+            failed,
+        })
+    }
+}
+
+fn h2load_version() -> Result<String, String> {
+    let out = Command::new("h2load")
+        .arg("--version")
+        .output()
+        .map_err(|e| format!("h2load not runnable ({e}); install Debian's nghttp2-client"))?;
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+/// The static config of the bare servers: the same leaf, TLS 1.3 and 1.2,
+/// ALPN h2 and http/1.1, ring.
+fn server_config(leaf: &Leaf) -> Arc<ServerConfig> {
+    let chain = CertificateDer::pem_slice_iter(leaf.cert_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .expect("leaf PEM");
+    let key = PrivateKeyDer::from_pem_slice(leaf.key_pem.as_bytes()).expect("key PEM");
+    let mut config =
+        ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .expect("protocol versions")
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .expect("server config");
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Arc::new(config)
+}
+
+/// hyper 1 on tokio-rustls: the auto builder and a `service_fn` answering
+/// 200 `ok\n`, one task per connection, nothing else.
+async fn bare_hyper(config: Arc<ServerConfig>) -> (SocketAddr, JoinHandle<()>) {
+    let (listener, addr) = load::listen().await;
+    let acceptor = TlsAcceptor::from(config);
+    let task = tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let _ = tcp.set_nodelay(true);
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let service = hyper::service::service_fn(|_req| async {
+                    Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from_static(b"ok\n"))))
+                });
+                let _ = auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tls), service)
+                    .await;
+            });
+        }
+    });
+    (addr, task)
+}
+
+/// tonic with its own static `ServerTlsConfig`, serving tonic-health only.
+async fn bare_tonic(leaf: &Leaf) -> (SocketAddr, JoinHandle<()>) {
+    let (listener, addr) = load::listen().await;
+    let (_reporter, health) = tonic_health::server::health_reporter();
+    let identity = tonic::transport::Identity::from_pem(&leaf.cert_pem, &leaf.key_pem);
+    let mut server = tonic::transport::Server::builder()
+        .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
+        .expect("tonic TLS config");
+    // As tonic's own `serve` (and every other server here) would: no Nagle.
+    let incoming = tokio_stream::StreamExt::map(
+        tokio_stream::wrappers::TcpListenerStream::new(listener),
+        |tcp| {
+            tcp.inspect(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            })
+        },
+    );
+    let router = server.add_service(health);
+    let task = tokio::spawn(async move {
+        let _ = router.serve_with_incoming(incoming).await;
+    });
+    (addr, task)
+}
+
+/// nginx `return 200` with HTTP/2 over TLS, one worker per core, stopped
+/// on drop.
+struct Nginx {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Nginx {
+    fn start(dir: &Path, leaf: &Leaf) -> Result<Self, String> {
+        let binary = ["/usr/sbin/nginx", "/usr/bin/nginx"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .ok_or("nginx not installed (Debian's nginx-light)")?;
+        let root = dir.join("nginx");
+        std::fs::create_dir_all(root.join("logs")).map_err(|e| e.to_string())?;
+        std::fs::write(root.join("tls.crt"), &leaf.cert_pem).map_err(|e| e.to_string())?;
+        std::fs::write(root.join("tls.key"), &leaf.key_pem).map_err(|e| e.to_string())?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| e.to_string())?
+            .port();
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let conf = format!(
+            "daemon off;\nworker_processes {cores};\npid {root}/nginx.pid;\n\
+             error_log {root}/logs/error.log warn;\nevents {{ worker_connections 1024; }}\n\
+             http {{\n  access_log off;\n  keepalive_requests 1000000000;\n  client_body_temp_path {root}/tmp;\n\
+             proxy_temp_path {root}/tmp;\n  fastcgi_temp_path {root}/tmp;\n\
+             uwsgi_temp_path {root}/tmp;\n  scgi_temp_path {root}/tmp;\n\
+             server {{\n    listen 127.0.0.1:{port} ssl http2;\n\
+             ssl_certificate {root}/tls.crt;\n    ssl_certificate_key {root}/tls.key;\n\
+             ssl_protocols TLSv1.3;\n    http2_max_concurrent_streams 128;\n\
+             location / {{ return 200 \"ok\\n\"; }}\n  }}\n}}\n",
+            root = root.display()
+        );
+        let conf_path = root.join("nginx.conf");
+        std::fs::write(&conf_path, conf).map_err(|e| e.to_string())?;
+        let child = Command::new(binary)
+            .arg("-p")
+            .arg(&root)
+            .arg("-c")
+            .arg(&conf_path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("starting nginx: {e}"))?;
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let started = std::time::Instant::now();
+        while std::net::TcpStream::connect(addr).is_err() {
+            if started.elapsed() > Duration::from_secs(5) {
+                return Err(format!(
+                    "nginx not listening on {addr} after 5 s; see {}",
+                    root.join("logs/error.log").display()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(Self { child, addr })
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The release binary beside this executable (`target/release/`), as an
+/// operator runs it: its own log subscriber (`RUST_LOG` unset: `info`), the
+/// audit stream to a file. Killed on drop.
+struct GatewayBinary {
+    child: Child,
+    addr: SocketAddr,
+    path: std::path::PathBuf,
+}
+
+impl GatewayBinary {
+    fn start(dir: &Path, leaf: &Leaf) -> Result<Self, String> {
+        let path = std::env::current_exe()
+            .map_err(|e| e.to_string())?
+            .with_file_name("openshell-gateway");
+        if !path.exists() {
+            return Err(format!(
+                "{} not built (cargo build --release -p openshell-server)",
+                path.display()
+            ));
+        }
+        let root = dir.join("binary");
+        std::fs::create_dir_all(&root).map_err(|e| e.to_string())?;
+        std::fs::write(root.join("tls.crt"), &leaf.cert_pem).map_err(|e| e.to_string())?;
+        std::fs::write(root.join("tls.key"), &leaf.key_pem).map_err(|e| e.to_string())?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| e.to_string())?
+            .port();
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let child = Command::new(&path)
+            .arg("--bind")
+            .arg(addr.to_string())
+            .arg("--tls-cert")
+            .arg(root.join("tls.crt"))
+            .arg("--tls-key")
+            .arg(root.join("tls.key"))
+            .arg("--ocsf-log")
+            .arg(root.join("audit.jsonl"))
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("starting {}: {e}", path.display()))?;
+        let this = Self { child, addr, path };
+        let started = std::time::Instant::now();
+        while std::net::TcpStream::connect(addr).is_err() {
+            if started.elapsed() > Duration::from_secs(10) {
+                return Err(format!("{} not listening after 10 s", this.path.display()));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(this)
+    }
+}
+
+impl Drop for GatewayBinary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// utime + stime of `pid` and its child processes, in nanoseconds.
+fn process_tree_cpu_ns(pid: u32) -> u64 {
+    let mut pids = vec![pid];
+    if let Ok(children) = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")) {
+        pids.extend(
+            children
+                .split_whitespace()
+                .filter_map(|p| p.parse::<u32>().ok()),
+        );
+    }
+    let ticks: u64 = pids
+        .iter()
+        .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/stat")).ok())
+        .filter_map(|stat| {
+            // Fields after the command name, which may hold spaces.
+            let rest = stat.rsplit_once(')')?.1;
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            let utime: u64 = fields.get(11)?.parse().ok()?;
+            let stime: u64 = fields.get(12)?.parse().ok()?;
+            Some(utime + stime)
+        })
+        .sum();
+    ticks * 1_000_000_000 / util::clock_ticks().max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_an_h2load_report() {
+        let text = "finished in 2.00s, 93847.50 req/s, 3.13MB/s\n\
+                    requests: 187695 total, 187823 started, 187695 done, 187690 succeeded, 5 failed, 2 errored, 0 timeout\n\
+                    status codes: 187690 2xx, 0 3xx, 3 4xx, 0 5xx\n";
+        assert_eq!(
+            H2load::parse(text),
+            Some(H2load {
+                per_second: 93847.5,
+                done: 187695,
+                succeeded: 187690,
+                failed: 10,
+            })
+        );
+        assert_eq!(H2load::parse("h2load: connection refused"), None);
+    }
+}
