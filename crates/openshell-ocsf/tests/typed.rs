@@ -288,6 +288,13 @@ fn each_constructor_sets_its_documented_classification() {
             StatusId::Success,
             StateId::Enabled,
         ),
+        (
+            "reload unchanged",
+            "tls_reload_unchanged",
+            SeverityId::Informational,
+            StatusId::Success,
+            StateId::Enabled,
+        ),
     ];
     let events = every_constructor();
     assert_eq!(events.len(), expected.len());

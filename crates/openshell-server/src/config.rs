@@ -101,8 +101,9 @@ pub struct Cli {
     )]
     pub max_connection_age_grace: Option<humantime::Duration>,
 
-    /// A client must complete the TLS handshake, and then send each HTTP/1
-    /// request's headers, within this time [default: 10s].
+    /// A client must complete the TLS handshake, then send its first
+    /// request (on both ports), and each HTTP/1 request's headers, within
+    /// this time [default: 10s].
     #[arg(long, env = "OPENSHELL_HANDSHAKE_TIMEOUT", value_name = "DURATION")]
     pub handshake_timeout: Option<humantime::Duration>,
 

@@ -5,7 +5,9 @@
 //! [--only NAME[,NAME]] [--clients N]`
 //!
 //! Every figure is a ratio or a percentile against a baseline measured in
-//! the same run. Everything runs in this process over loopback.
+//! the same run. Figures 1–6 run in this process over loopback; figure 7
+//! drives its servers with `h2load` and also runs nginx and the release
+//! gateway binary as child processes when they are present.
 
 // A benchmark's output is its stdout, and its fixtures fail loudly.
 #![allow(
