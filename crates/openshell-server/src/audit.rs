@@ -165,42 +165,94 @@ pub(crate) fn expiring_event(
 /// through `tracing`, so no log filter decides whether an audit record
 /// exists; a failed write is counted by the sink (and exported as
 /// `openshell_audit_write_failures_total`) and logged once per burst.
+///
+/// The writes happen on a thread of their own: a sink on a hung file
+/// system then delays audit records, never an async worker, and a
+/// shutdown waits for it only a bounded time.
 pub(crate) struct Audit {
-    sink: Arc<OcsfSink>,
-    /// Failures since the last successful write; a burst is logged once.
-    failing: u64,
+    events: std::sync::mpsc::Sender<DeviceConfigStateChange>,
+    /// Fires once every event sent has been written (or failed).
+    written: tokio::sync::oneshot::Receiver<()>,
+    sink_name: String,
 }
 
 impl Audit {
-    pub(crate) fn new(sink: Arc<OcsfSink>) -> Self {
-        Self { sink, failing: 0 }
+    /// Starts the writer thread.
+    ///
+    /// # Errors
+    ///
+    /// When the thread cannot be started.
+    pub(crate) fn start(sink: Arc<OcsfSink>) -> std::io::Result<Self> {
+        let (events, queue) = std::sync::mpsc::channel::<DeviceConfigStateChange>();
+        let (done, written) = tokio::sync::oneshot::channel();
+        let sink_name = sink.name();
+        std::thread::Builder::new()
+            .name("openshell-audit".into())
+            .spawn(move || {
+                let mut failing = 0u64;
+                for event in queue {
+                    write_one(&sink, &event, &mut failing);
+                }
+                let _ = done.send(());
+            })?;
+        Ok(Self {
+            events,
+            written,
+            sink_name,
+        })
     }
 
     pub(crate) fn publish(&mut self, event: &DeviceConfigStateChange) {
-        match self.sink.write(event) {
-            Ok(()) => {
-                if self.failing > 0 {
-                    tracing::warn!(
-                        sink = %self.sink.name(),
-                        failed = self.failing,
-                        "audit events are written again after failures"
-                    );
-                    self.failing = 0;
-                }
-            }
-            Err(error) => {
-                if self.failing == 0 {
-                    // The event itself goes to the log, so it is not lost
-                    // from sight while the sink is broken.
-                    tracing::error!(%error, "audit event not written: {event}");
-                }
-                self.failing += 1;
-            }
-        }
         // The shorthand for people reading the logs.
         tracing::info!(target: "openshell::audit", "{event}");
+        if self.events.send(event.clone()).is_err() {
+            tracing::error!("audit writer gone; audit event not written: {event}");
+        }
+    }
+
+    /// Waits, at most `bound`, until every event published is written.
+    pub(crate) async fn finish(self, bound: Duration) {
+        let Self {
+            events,
+            written,
+            sink_name,
+        } = self;
+        drop(events);
+        if tokio::time::timeout(bound, written).await.is_err() {
+            tracing::error!(
+                sink = %sink_name,
+                waited = ?bound,
+                "the audit sink did not answer in time; the last audit events may be unwritten"
+            );
+        }
     }
 }
+
+/// Writes one event; logs the first failure of a burst (with the event,
+/// so it is not lost from sight) and the recovery after one.
+fn write_one(sink: &OcsfSink, event: &DeviceConfigStateChange, failing: &mut u64) {
+    match sink.write(event) {
+        Ok(()) => {
+            if *failing > 0 {
+                tracing::warn!(
+                    sink = %sink.name(),
+                    failed = *failing,
+                    "audit events are written again after failures"
+                );
+                *failing = 0;
+            }
+        }
+        Err(error) => {
+            if *failing == 0 {
+                tracing::error!(%error, "audit event not written: {event}");
+            }
+            *failing += 1;
+        }
+    }
+}
+
+/// How long a stopping gateway waits for the audit sink.
+pub(crate) const AUDIT_FLUSH_BOUND: Duration = Duration::from_secs(2);
 
 /// Emits the startup event, then one event per reload outcome (every
 /// outcome of a manual reload, see [`ManualReload`]) and an expiry warning
@@ -247,6 +299,7 @@ pub(crate) async fn run(
     while let Ok(reload) = manual.try_recv() {
         ctx.manual(reload);
     }
+    ctx.audit.finish(AUDIT_FLUSH_BOUND).await;
 }
 
 /// What the audit task keeps between events.

@@ -33,6 +33,10 @@ pub enum Error {
     #[error("OCSF audit log: {0}")]
     Ocsf(#[from] openshell_ocsf::Error),
 
+    /// The thread that writes audit events could not be started.
+    #[error("starting the audit writer thread: {0}")]
+    Audit(std::io::Error),
+
     /// Installing a signal handler failed.
     #[error("installing signal handlers: {0}")]
     Signals(std::io::Error),

@@ -101,15 +101,16 @@ impl Gateway {
         // The audit task outlives the drain: reloads during it are audited
         // too. It stops once the watcher has.
         let audit_stop = CancellationToken::new();
-        let audit_task = state.tls.as_ref().map(|acceptor| {
-            tokio::spawn(crate::audit::run(
+        let audit_task = match &state.tls {
+            Some(acceptor) => Some(tokio::spawn(crate::audit::run(
                 acceptor.clone(),
                 acceptor.subscribe(),
                 manual_rx,
-                crate::audit::Audit::new(audit_sink),
+                crate::audit::Audit::start(audit_sink).map_err(Error::Audit)?,
                 audit_stop.clone(),
-            ))
-        });
+            ))),
+            None => None,
+        };
         Ok(Self {
             config,
             listener,
