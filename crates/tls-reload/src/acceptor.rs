@@ -82,7 +82,26 @@ impl ReloadableAcceptor {
     ///
     /// Returns the failure (also delivered to subscribers, once per distinct
     /// file content) when the files cannot be loaded; the served config is
-    /// then untouched.
+    /// then untouched. [`ReloadFailure`] is a `std::error::Error`, so `?`
+    /// works in a function returning `Box<dyn Error>`.
+    ///
+    /// # Example
+    ///
+    /// ```no_run
+    /// use tls_reload::{ReloadOutcome, ReloadableAcceptor, TlsFiles, Trigger};
+    ///
+    /// # async fn example() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    /// let acceptor =
+    ///     ReloadableAcceptor::builder(TlsFiles::new("/etc/tls/tls.crt", "/etc/tls/tls.key"))
+    ///         .build()?;
+    /// // On SIGHUP, say:
+    /// match acceptor.reload_now(Trigger::Signal).await? {
+    ///     ReloadOutcome::Reloaded(r) => println!("now serving {}", r.current.fingerprint_sha256),
+    ///     other => println!("unchanged, generation {}", other.generation()),
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn reload_now(&self, trigger: Trigger) -> Result<ReloadOutcome, Arc<ReloadFailure>> {
         self.shared.reload(trigger).await
     }

@@ -150,6 +150,26 @@ pub struct ReloadFailure {
     pub at: SystemTime,
 }
 
+impl std::fmt::Display for ReloadFailure {
+    /// `TLS reload (trigger) failed, still serving generation N: <error>`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "TLS reload ({}) failed, still serving generation {}: {}",
+            self.trigger, self.served_generation, self.error
+        )
+    }
+}
+
+/// So that `reload_now(..).await?` works in functions returning
+/// `Box<dyn Error>` (through `Arc<ReloadFailure>`'s own impl) and the cause
+/// chain reaches the [`Error`].
+impl std::error::Error for ReloadFailure {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.error)
+    }
+}
+
 /// The watcher could not use file-system events and polls instead.
 #[derive(Debug, Clone)]
 #[non_exhaustive]

@@ -435,14 +435,8 @@ impl Nginx {
             .into_iter()
             .find(|p| Path::new(p).exists())
             .ok_or("nginx not installed (Debian's nginx-light)")?;
-        let root = dir.join("nginx");
+        let (root, port) = stage(dir, "nginx", leaf)?;
         std::fs::create_dir_all(root.join("logs")).map_err(|e| e.to_string())?;
-        std::fs::write(root.join("tls.crt"), &leaf.cert_pem).map_err(|e| e.to_string())?;
-        std::fs::write(root.join("tls.key"), &leaf.key_pem).map_err(|e| e.to_string())?;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map_err(|e| e.to_string())?
-            .port();
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let conf = format!(
             "daemon off;\nworker_processes {cores};\npid {root}/nginx.pid;\n\
@@ -468,18 +462,15 @@ impl Nginx {
             .stderr(Stdio::piped())
             .spawn()
             .map_err(|e| format!("starting nginx: {e}"))?;
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let started = std::time::Instant::now();
-        while std::net::TcpStream::connect(addr).is_err() {
-            if started.elapsed() > Duration::from_secs(5) {
-                return Err(format!(
-                    "nginx not listening on {addr} after 5 s; see {}",
-                    root.join("logs/error.log").display()
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Ok(Self { child, addr })
+        let this = Self {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        };
+        wait_listening(
+            this.addr,
+            &format!("nginx (see {})", root.join("logs/error.log").display()),
+        )?;
+        Ok(this)
     }
 }
 
@@ -506,18 +497,11 @@ impl GatewayBinary {
             .with_file_name("openshell-gateway");
         if !path.exists() {
             return Err(format!(
-                "{} not built (cargo build --release -p openshell-server)",
+                "{} not built (cargo build --release -p openshell-server --bin openshell-gateway)",
                 path.display()
             ));
         }
-        let root = dir.join("binary");
-        std::fs::create_dir_all(&root).map_err(|e| e.to_string())?;
-        std::fs::write(root.join("tls.crt"), &leaf.cert_pem).map_err(|e| e.to_string())?;
-        std::fs::write(root.join("tls.key"), &leaf.key_pem).map_err(|e| e.to_string())?;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map_err(|e| e.to_string())?
-            .port();
+        let (root, port) = stage(dir, "binary", leaf)?;
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let child = Command::new(&path)
             .arg("--bind")
@@ -535,13 +519,7 @@ impl GatewayBinary {
             .spawn()
             .map_err(|e| format!("starting {}: {e}", path.display()))?;
         let this = Self { child, addr, path };
-        let started = std::time::Instant::now();
-        while std::net::TcpStream::connect(addr).is_err() {
-            if started.elapsed() > Duration::from_secs(10) {
-                return Err(format!("{} not listening after 10 s", this.path.display()));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_listening(addr, &this.path.display().to_string())?;
         Ok(this)
     }
 }
@@ -551,6 +529,32 @@ impl Drop for GatewayBinary {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A directory `dir/name` holding the leaf as `tls.crt` and `tls.key`, and
+/// a loopback port that was free a moment ago, for a server process.
+fn stage(dir: &Path, name: &str, leaf: &Leaf) -> Result<(std::path::PathBuf, u16), String> {
+    let root = dir.join(name);
+    std::fs::create_dir_all(&root).map_err(|e| e.to_string())?;
+    std::fs::write(root.join("tls.crt"), &leaf.cert_pem).map_err(|e| e.to_string())?;
+    std::fs::write(root.join("tls.key"), &leaf.key_pem).map_err(|e| e.to_string())?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| e.to_string())?
+        .port();
+    Ok((root, port))
+}
+
+/// Waits until `addr` accepts connections, for at most 10 s.
+fn wait_listening(addr: SocketAddr, what: &str) -> Result<(), String> {
+    let started = std::time::Instant::now();
+    while std::net::TcpStream::connect(addr).is_err() {
+        if started.elapsed() > Duration::from_secs(10) {
+            return Err(format!("{what} not listening on {addr} after 10 s"));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
 }
 
 /// utime + stime of `pid` and its child processes, in nanoseconds.
