@@ -233,7 +233,7 @@ fn jittered(max_age: Duration) -> Duration {
     h.write_u64(0);
     // Uniform in [-1, 1].
     let unit = (h.finish() >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0;
-    max_age.mul_f64(1.0 + 0.1 * unit)
+    Duration::try_from_secs_f64(max_age.as_secs_f64() * (1.0 + 0.1 * unit)).unwrap_or(max_age)
 }
 
 async fn serve_http<IO>(
@@ -279,7 +279,7 @@ async fn serve_http<IO>(
     // given the grace period before it is dropped.
     let age = tokio::time::sleep(jittered(limits.max_age));
     tokio::pin!(age);
-    let grace = loop {
+    let aged = loop {
         tokio::select! {
             _ = conn.as_mut() => return,
             () = &mut first_request, if waiting_first => {
@@ -291,13 +291,21 @@ async fn serve_http<IO>(
             }
             () = &mut age => {
                 tracing::debug!("connection reached its max age");
-                break limits.max_age_grace;
+                break true;
             }
-            () = stop.cancelled() => break limits.shutdown_grace,
+            () = stop.cancelled() => break false,
         }
     };
     conn.as_mut().graceful_shutdown();
-    let _ = tokio::time::timeout(grace, conn).await;
+    if aged {
+        // Finishing after its max age; a drain that starts meanwhile gives
+        // it the shutdown grace from then, as every other connection.
+        tokio::select! {
+            _ = tokio::time::timeout(limits.max_age_grace, conn.as_mut()) => return,
+            () = stop.cancelled() => {}
+        }
+    }
+    let _ = tokio::time::timeout(limits.shutdown_grace, conn).await;
 }
 
 #[cfg(test)]

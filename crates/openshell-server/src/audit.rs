@@ -133,13 +133,6 @@ pub(crate) struct ManualReload {
     pub(crate) outcome: Result<ReloadOutcome, Arc<ReloadFailure>>,
 }
 
-/// Whether the library's event for this trigger is left to the manual
-/// path, which audits every outcome of it (unchanged and repeated
-/// failures too) exactly once.
-fn audited_as_manual(trigger: Trigger) -> bool {
-    matches!(trigger, Trigger::Signal | Trigger::Api)
-}
-
 pub(crate) fn degraded_event(source: &EventSource, d: &Degraded) -> DeviceConfigStateChange {
     DeviceConfigStateChange::tls_watcher_degraded(
         source,
@@ -280,6 +273,8 @@ pub(crate) async fn run(
         acceptor,
         files,
         warned_for,
+        last_reloaded: None,
+        last_failure: None,
     };
     loop {
         tokio::select! {
@@ -289,7 +284,15 @@ pub(crate) async fn run(
                 Some(event) => ctx.library(event),
                 None => break,
             },
-            Some(reload) = manual.recv() => ctx.manual(reload),
+            Some(reload) = manual.recv() => {
+                // The library published this reload's event (if any)
+                // before `reload_now` returned: audit those first, so that
+                // the manual outcome can tell what is already on record.
+                while let Some(event) = events.try_recv() {
+                    ctx.library(event);
+                }
+                ctx.manual(reload);
+            }
         }
     }
     // Nothing that happened before the stop is left unaudited.
@@ -309,32 +312,46 @@ struct Context {
     acceptor: ReloadableAcceptor,
     files: TlsFiles,
     warned_for: Option<String>,
+    /// The library's last published reload and failure: a manual outcome
+    /// that is one of them is on record already.
+    last_reloaded: Option<Arc<Reloaded>>,
+    last_failure: Option<Arc<ReloadFailure>>,
 }
 
 impl Context {
+    /// Everything the library publishes is audited, whatever started it.
     fn library(&mut self, event: ReloadEvent) {
         match event {
-            ReloadEvent::Reloaded(r) if !audited_as_manual(r.trigger) => {
+            ReloadEvent::Reloaded(r) => {
                 self.audit
                     .publish(&reloaded_event(&self.source, &r, &self.files));
+                self.last_reloaded = Some(r);
                 self.check_expiry();
             }
-            ReloadEvent::Failed(f) if !audited_as_manual(f.trigger) => {
+            ReloadEvent::Failed(f) => {
                 let served = self.acceptor.status().cert;
                 self.audit
                     .publish(&failed_event(&self.source, &f, &served, &self.files));
+                self.last_failure = Some(f);
             }
             ReloadEvent::Degraded(d) => self.audit.publish(&degraded_event(&self.source, &d)),
             _ => {}
         }
     }
 
+    /// A manual reload's outcome, when the library did not publish it: an
+    /// unchanged result, or a failure the library had reported before.
     fn manual(&mut self, reload: ManualReload) {
         match reload.outcome {
             Ok(ReloadOutcome::Reloaded(r)) => {
-                self.audit
-                    .publish(&reloaded_event(&self.source, &r, &self.files));
-                self.check_expiry();
+                if !self
+                    .last_reloaded
+                    .as_ref()
+                    .is_some_and(|last| Arc::ptr_eq(last, &r))
+                {
+                    self.audit
+                        .publish(&reloaded_event(&self.source, &r, &self.files));
+                }
             }
             Ok(_) => {
                 let status = self.acceptor.status();
@@ -346,9 +363,15 @@ impl Context {
                 ));
             }
             Err(f) => {
-                let served = self.acceptor.status().cert;
-                self.audit
-                    .publish(&failed_event(&self.source, &f, &served, &self.files));
+                if !self
+                    .last_failure
+                    .as_ref()
+                    .is_some_and(|last| Arc::ptr_eq(last, &f))
+                {
+                    let served = self.acceptor.status().cert;
+                    self.audit
+                        .publish(&failed_event(&self.source, &f, &served, &self.files));
+                }
             }
         }
     }

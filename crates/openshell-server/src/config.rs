@@ -426,35 +426,50 @@ impl Config {
             tls,
             log_format: cli.log_format.or(file.log_format).unwrap_or_default(),
             ocsf,
-            max_connection_age: dur(
-                cli.max_connection_age,
-                &file.max_connection_age,
+            max_connection_age: bounded(
                 "max_connection_age",
-                Duration::from_secs(3600),
+                dur(
+                    cli.max_connection_age,
+                    &file.max_connection_age,
+                    "max_connection_age",
+                    Duration::from_secs(3600),
+                )?,
             )?,
-            max_connection_age_grace: dur(
-                cli.max_connection_age_grace,
-                &file.max_connection_age_grace,
+            max_connection_age_grace: grace(
                 "max_connection_age_grace",
-                Duration::from_secs(30),
+                dur(
+                    cli.max_connection_age_grace,
+                    &file.max_connection_age_grace,
+                    "max_connection_age_grace",
+                    Duration::from_secs(30),
+                )?,
             )?,
-            handshake_timeout: dur(
-                cli.handshake_timeout,
-                &file.handshake_timeout,
+            handshake_timeout: bounded(
                 "handshake_timeout",
-                Duration::from_secs(10),
+                dur(
+                    cli.handshake_timeout,
+                    &file.handshake_timeout,
+                    "handshake_timeout",
+                    Duration::from_secs(10),
+                )?,
             )?,
-            shutdown_grace: dur(
-                cli.shutdown_grace,
-                &file.shutdown_grace,
+            shutdown_grace: grace(
                 "shutdown_grace",
-                Duration::from_secs(30),
+                dur(
+                    cli.shutdown_grace,
+                    &file.shutdown_grace,
+                    "shutdown_grace",
+                    Duration::from_secs(30),
+                )?,
             )?,
-            shutdown_delay: dur(
-                cli.shutdown_delay,
-                &file.shutdown_delay,
+            shutdown_delay: grace(
                 "shutdown_delay",
-                Duration::ZERO,
+                dur(
+                    cli.shutdown_delay,
+                    &file.shutdown_delay,
+                    "shutdown_delay",
+                    Duration::ZERO,
+                )?,
             )?,
             max_connections: positive(
                 "max_connections",
@@ -503,11 +518,43 @@ fn open_file_limit() -> Option<u64> {
         .ok()
 }
 
+/// Largest connection cap accepted: far above what a process can hold open.
+const MAX_CONNECTIONS_LIMIT: usize = 1_000_000;
+
 fn positive(name: &str, n: usize) -> Result<usize> {
-    if n == 0 {
-        return Err(Error::Config(format!("{name} must be at least 1")));
+    if !(1..=MAX_CONNECTIONS_LIMIT).contains(&n) {
+        return Err(Error::Config(format!(
+            "{name} = {n}: expected 1 to {MAX_CONNECTIONS_LIMIT}"
+        )));
     }
     Ok(n)
+}
+
+/// At most a year, so that deadlines computed from a duration cannot
+/// overflow.
+const YEAR: Duration = Duration::from_secs(365 * 86_400);
+
+/// Connection ages and timeouts: not zero (a zero max age would close every
+/// connection at once), and at most a year.
+fn bounded(name: &str, d: Duration) -> Result<Duration> {
+    if d.is_zero() || d > YEAR {
+        return Err(Error::Config(format!(
+            "{name} = {}: expected more than 0 and at most 365 days",
+            humantime::format_duration(d)
+        )));
+    }
+    Ok(d)
+}
+
+/// Grace periods: zero (no grace) is allowed, more than a year is not.
+fn grace(name: &str, d: Duration) -> Result<Duration> {
+    if d > YEAR {
+        return Err(Error::Config(format!(
+            "{name} = {}: expected at most 365 days",
+            humantime::format_duration(d)
+        )));
+    }
+    Ok(d)
 }
 
 fn read_file_config(path: &Path) -> Result<FileConfig> {
@@ -552,8 +599,21 @@ mod tests {
         assert_eq!(cfg.max_connections, 7);
         assert_eq!(cfg.health_max_connections, 3);
         assert_eq!(cfg.shutdown_delay, Duration::from_secs(5));
-        let err = parse(&["--disable-tls", "--max-connections", "0"]).unwrap_err();
-        assert!(err.to_string().contains("max_connections"), "{err}");
+        for bad in ["0", "1000001"] {
+            let err = parse(&["--disable-tls", "--max-connections", bad]).unwrap_err();
+            assert!(err.to_string().contains("max_connections"), "{err}");
+        }
+        for (flag, bad) in [
+            ("--max-connection-age", "0s"),
+            ("--handshake-timeout", "0s"),
+            ("--max-connection-age", "1000years"),
+        ] {
+            let err = parse(&["--disable-tls", flag, bad]).unwrap_err();
+            assert!(
+                err.to_string().contains("expected more than 0"),
+                "{flag} {bad}: {err}"
+            );
+        }
     }
 
     #[test]

@@ -34,7 +34,9 @@ pub struct Gateway {
     grpc: Routes,
     health: HealthReporter,
     stop: CancellationToken,
-    audit_stop: CancellationToken,
+    /// Stops the audit task when dropped: at the end of `serve`, or with a
+    /// gateway bound but never served.
+    audit_stop: tokio_util::sync::DropGuard,
     audit_task: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -120,7 +122,7 @@ impl Gateway {
             grpc,
             health,
             stop,
-            audit_stop,
+            audit_stop: audit_stop.drop_guard(),
             audit_task,
         })
     }
@@ -227,7 +229,7 @@ impl Gateway {
         if let Some(watcher) = watcher {
             watcher.shutdown().await;
         }
-        audit_stop.cancel();
+        drop(audit_stop);
         if let Some(task) = audit_task {
             let _ = task.await;
         }

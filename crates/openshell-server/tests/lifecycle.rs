@@ -27,10 +27,12 @@ fn config(pki: &Pki) -> openshell_server::Config {
     config
 }
 
-/// Reads until the peer closes; how long that took, or `None` if it was
-/// still open after `within`.
-async fn closed_within<R: AsyncReadExt + Unpin>(mut io: R, within: Duration) -> Option<Duration> {
-    let start = Instant::now();
+/// Reads until the peer closes; how long after `start` that was, or `None`
+/// if it was still open `within` after `start`.
+async fn closed_within<R: AsyncReadExt + Unpin>(
+    (mut io, start): (R, Instant),
+    within: Duration,
+) -> Option<Duration> {
     let mut buf = [0u8; 1024];
     loop {
         match tokio::time::timeout_at((start + within).into(), io.read(&mut buf)).await {
@@ -61,17 +63,26 @@ async fn connections_that_send_no_request_are_closed_on_both_ports() {
     let health = gw.health.unwrap();
     let limit = TIMEOUT * 4;
 
+    // Each connection is timed from just before it was opened: the
+    // server's deadline starts at its accept or handshake, which is later.
     // The plaintext health port: nothing at all, then half a request line.
-    let silent = TcpStream::connect(health).await.unwrap();
+    let t = Instant::now();
+    let silent = (TcpStream::connect(health).await.unwrap(), t);
+    let t = Instant::now();
     let mut half = TcpStream::connect(health).await.unwrap();
     half.write_all(b"GET /hea").await.unwrap();
+    let half = (half, t);
     // The TLS port after a completed handshake: nothing (h2 and
     // http/1.1), and only the first byte of the HTTP/2 preface.
-    let h2_silent = tls_to(gw.addr, &pki, "h2").await;
-    let h1_silent = tls_to(gw.addr, &pki, "http/1.1").await;
+    let t = Instant::now();
+    let h2_silent = (tls_to(gw.addr, &pki, "h2").await, t);
+    let t = Instant::now();
+    let h1_silent = (tls_to(gw.addr, &pki, "http/1.1").await, t);
+    let t = Instant::now();
     let mut h2_p = tls_to(gw.addr, &pki, "h2").await;
     h2_p.write_all(b"P").await.unwrap();
     h2_p.flush().await.unwrap();
+    let h2_p = (h2_p, t);
 
     let (a, b, c, d, e) = tokio::join!(
         closed_within(silent, limit),
@@ -89,7 +100,7 @@ async fn connections_that_send_no_request_are_closed_on_both_ports() {
     ] {
         let took = took.unwrap_or_else(|| panic!("{what}: still open after {limit:?}"));
         assert!(
-            took >= TIMEOUT / 2,
+            took >= TIMEOUT,
             "{what}: closed after {took:?}, before the timeout"
         );
     }
@@ -127,8 +138,8 @@ async fn the_health_port_caps_its_connections_counts_rejections_and_keeps_answer
     }
     // Let the accept loop take all four before the fifth arrives.
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let extra = TcpStream::connect(health).await.unwrap();
-    let took = closed_within(extra, Duration::from_secs(2)).await;
+    let extra = (TcpStream::connect(health).await.unwrap(), Instant::now());
+    let took = closed_within(extra, Duration::from_secs(4)).await;
     assert!(took.is_some(), "a connection over the cap was kept open");
 
     let metrics = get(gw.addr, &pki.server_ca, Http::One, "/metrics").await.2;
@@ -145,10 +156,20 @@ async fn the_health_port_caps_its_connections_counts_rejections_and_keeps_answer
     );
     assert_eq!(sample(r#"openshell_connections_open{port="health"}"#), 4.0);
 
-    // Freed slots are usable again at once.
+    // Freed slots are usable again once the server has seen the closes.
     drop(idle);
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let start = Instant::now();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let page = get(gw.addr, &pki.server_ca, Http::One, "/metrics").await.2;
+        if page.contains("openshell_connections_open{port=\"health\"} 0\n") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "health connections still open\n{page}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let reply = send(
         TcpStream::connect(health).await.unwrap(),
         Http::One,
@@ -158,7 +179,6 @@ async fn the_health_port_caps_its_connections_counts_rejections_and_keeps_answer
     )
     .await;
     assert_eq!(reply.status, 200);
-    assert!(start.elapsed() < Duration::from_secs(1));
     gw.stop().await;
 }
 
@@ -167,7 +187,7 @@ async fn a_shutdown_delay_keeps_accepting_while_readiness_fails() {
     let pki = Pki::new();
     let mut cfg = config(&pki);
     cfg.handshake_timeout = Duration::from_secs(5);
-    cfg.shutdown_delay = Duration::from_millis(1500);
+    cfg.shutdown_delay = Duration::from_secs(4);
     let mut gw = Running::start(cfg).await;
     let health = gw.health.unwrap();
     assert_eq!(
@@ -180,7 +200,7 @@ async fn a_shutdown_delay_keeps_accepting_while_readiness_fails() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     // Within the delay: new connections are served, readiness fails on
     // both ports, liveness does not.
-    while start.elapsed() < Duration::from_millis(1200) {
+    while start.elapsed() < Duration::from_millis(1500) {
         assert_eq!(
             get(gw.addr, &pki.server_ca, Http::Two, "/readyz").await.0,
             503
@@ -201,12 +221,12 @@ async fn a_shutdown_delay_keeps_accepting_while_readiness_fails() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // Then the listener closes and the gateway stops.
-    tokio::time::timeout(Duration::from_secs(5), &mut gw.task)
+    tokio::time::timeout(Duration::from_secs(15), &mut gw.task)
         .await
         .expect("stopped after the delay and the drain")
         .unwrap()
         .unwrap();
-    assert!(start.elapsed() >= Duration::from_millis(1500));
+    assert!(start.elapsed() >= Duration::from_secs(4));
     assert!(
         TcpStream::connect(gw.addr).await.is_err(),
         "still accepting after the stop"

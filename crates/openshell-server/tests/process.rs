@@ -923,7 +923,7 @@ async fn every_manual_reload_is_audited_even_repeats_and_during_the_drain() {
     let audit = pki.dir().join("audit.jsonl");
     let mut args = with(
         tls_args(&pki),
-        &["--no-tls-reload", "--shutdown-delay", "1s", "--ocsf-log"],
+        &["--no-tls-reload", "--shutdown-delay", "3s", "--ocsf-log"],
     );
     args.push(audit.clone().into());
     let mut gw = GatewayProcess::spawn(args);

@@ -417,6 +417,15 @@ pub(crate) struct Shared {
     watcher_mode: AtomicU8,
 }
 
+/// Clears a flag when dropped.
+struct ClearOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for ClearOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
+
 enum Prepared {
     Unchanged,
     New(Box<Served>),
@@ -498,6 +507,11 @@ impl Shared {
         }
     }
 
+    /// How long one reload may wait for the file system.
+    pub(crate) fn read_timeout(&self) -> Duration {
+        self.load.read_timeout
+    }
+
     /// [`prepare`](Self::prepare) on a blocking thread (file reads may
     /// block on slow or network file systems: never on the async workers),
     /// for at most the read timeout. A read that times out keeps its thread
@@ -526,19 +540,17 @@ impl Shared {
         let this = Arc::clone(self);
         let prev = Arc::clone(previous);
         let task = tokio::task::spawn_blocking(move || {
+            // Cleared however the read ends, a panic included, and whether
+            // or not anyone still waits for it.
+            let _reading = ClearOnDrop(&this.reading);
             if !this.load.read_delay.is_zero() {
                 std::thread::sleep(this.load.read_delay);
             }
-            let prepared = this.prepare(&prev);
-            this.reading.store(false, Ordering::Release);
-            prepared
+            this.prepare(&prev)
         });
         match tokio::time::timeout(timeout, task).await {
             Ok(Ok(prepared)) => prepared,
-            Ok(Err(e)) => {
-                self.reading.store(false, Ordering::Release);
-                failed(Error::Task(e.to_string()))
-            }
+            Ok(Err(e)) => failed(Error::Task(e.to_string())),
             Err(_) => failed(Error::ReadTimedOut {
                 dir,
                 timeout,

@@ -52,9 +52,10 @@
 //!   debounce with a maximum delay, a periodic poll that also re-establishes
 //!   lost watches (and replaces events entirely when they are unavailable),
 //!   and retries with backoff after a failure.
-//! * **Reporting** ([`ReloadEvent`], [`TlsStatus`]): every outcome reaches
-//!   subscribers; the status snapshot tells what is served. This crate
-//!   does not depend on any audit format.
+//! * **Reporting** ([`ReloadEvent`], [`TlsStatus`]): every change (a new
+//!   config, a new failure, a degraded watcher) reaches subscribers, and
+//!   every `reload_now` returns its outcome; the status snapshot tells what
+//!   is served. This crate does not depend on any audit format.
 //!
 //! # Non-goals
 //!
@@ -76,8 +77,9 @@
 //!   any other layout is found by the poll.
 //! * A hung file system (a network or FUSE mount) cannot block callers:
 //!   each reload waits for it at most the read timeout (10 s by default)
-//!   and fails with [`Error::ReadTimedOut`]; the watcher stops at once
-//!   whatever the file system does.
+//!   and fails with [`Error::ReadTimedOut`], and so does the upkeep of the
+//!   watches before it; the watcher stops at once whatever the file system
+//!   does.
 //! * If the file-system event thread dies, the watcher reports a single
 //!   [`ReloadEvent::Degraded`] and polls.
 //! * The files are read one after the other, so a read can straddle

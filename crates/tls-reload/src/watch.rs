@@ -51,8 +51,10 @@ impl fmt::Debug for Watcher {
 }
 
 impl Watcher {
-    /// Stops watching and waits until the watcher task and its file-system
-    /// watcher have ended. A reload in progress completes first.
+    /// Stops watching and waits until the watcher task has ended. A reload
+    /// in progress is abandoned (the served config stays as it is), so a
+    /// hung file system cannot hold a shutdown up; a read blocked on it
+    /// ends on its own thread when the file system answers.
     pub async fn shutdown(mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
@@ -133,12 +135,17 @@ async fn run(
     mut end_events: oneshot::Receiver<()>,
 ) {
     let Pending {
-        mut fs,
+        fs,
         mut rx,
         options,
     } = pending;
     let debounce = options.debounce.min(options.max_delay);
     let mut events_open = fs.has_watcher();
+    // Shared with the blocking thread that upkeeps the watches; the async
+    // side only ever `try_lock`s it, so a thread stuck on a hung mount
+    // never stalls this task.
+    let fs = Arc::new(std::sync::Mutex::new(fs));
+    let mut upkeep: Option<JoinHandle<()>> = None;
     let mut ending = true;
     let mut next_poll = Instant::now() + options.poll_interval;
     let mut burst: Option<Burst> = None;
@@ -161,7 +168,9 @@ async fn run(
                 if ended.is_ok() {
                     // Dropping the watcher ends its thread and closes `rx`,
                     // which the next branch then sees, as after a real loss.
-                    fs.watcher = None;
+                    if let Ok(mut fs) = fs.try_lock() {
+                        fs.watcher = None;
+                    }
                 }
             }
             msg = rx.recv(), if events_open => {
@@ -169,8 +178,14 @@ async fn run(
                     // The file-system watcher's thread is gone: polling
                     // carries on, and the status and subscribers say so.
                     events_open = false;
-                    fs.events_lost("the file-system event thread ended");
-                    fs.report(&shared, &options);
+                    match fs.try_lock() {
+                        Ok(mut fs) => {
+                            fs.events_lost("the file-system event thread ended");
+                            fs.report(&shared, &options);
+                        }
+                        // The upkeep thread holds it; mode is right after.
+                        Err(_) => shared.set_watcher_mode(WatcherMode::Polling),
+                    }
                     continue;
                 }
                 while rx.try_recv().is_ok() {}
@@ -202,19 +217,26 @@ async fn run(
                 // the reload touch the file system, which may hang (a
                 // network mount): off the async workers, and never in the
                 // way of a shutdown.
-                let ensured = tokio::task::spawn_blocking(move || {
-                    fs.ensure();
-                    fs
-                });
-                fs = tokio::select! {
-                    biased;
-                    _ = &mut stop => break 'watching,
-                    ensured = ensured => match ensured {
-                        Ok(fs) => fs,
-                        Err(_) => break 'watching,
-                    },
-                };
-                fs.report(&shared, &options);
+                if upkeep.as_ref().is_none_or(JoinHandle::is_finished) {
+                    let fs = Arc::clone(&fs);
+                    upkeep = Some(tokio::task::spawn_blocking(move || {
+                        if let Ok(mut fs) = fs.lock() {
+                            fs.ensure();
+                        }
+                    }));
+                }
+                if let Some(task) = upkeep.as_mut() {
+                    // At most the read timeout; the reload then goes ahead
+                    // with the watches as they are (and its own bound).
+                    tokio::select! {
+                        biased;
+                        _ = &mut stop => break 'watching,
+                        _ = tokio::time::timeout(shared.read_timeout(), task) => {}
+                    }
+                }
+                if let Ok(mut fs) = fs.try_lock() {
+                    fs.report(&shared, &options);
+                }
 
                 let reloaded = tokio::select! {
                     biased;

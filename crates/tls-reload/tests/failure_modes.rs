@@ -50,7 +50,12 @@ async fn a_hung_read_times_out_blocks_no_later_caller_and_never_the_shutdown() {
     // start another one, and says why at once.
     let start = Instant::now();
     let again = acceptor.reload_now(Trigger::Signal).await.unwrap_err();
-    assert!(start.elapsed() < Duration::from_millis(200));
+    // At once: well under the read timeout it would otherwise wait.
+    assert!(
+        start.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        start.elapsed()
+    );
     assert!(
         matches!(
             again.error,

@@ -475,7 +475,19 @@ impl Nginx {
 }
 
 impl Drop for Nginx {
+    /// SIGQUIT, nginx's graceful stop, takes the workers with the master
+    /// (a SIGKILL of the master would leave them running); SIGKILL only if
+    /// it has not gone within 5 s.
     fn drop(&mut self) {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-QUIT", &pid]).status();
+        let started = std::time::Instant::now();
+        while started.elapsed() < Duration::from_secs(5) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
