@@ -19,6 +19,10 @@ use crate::error::{Error, Result};
 use crate::grpc_api::{GatewayApi, pb};
 use crate::state::State;
 
+/// How long a stopping gateway waits for manual reloads in flight: longer
+/// than a reload's own bound on the file system (10 s).
+const MANUAL_RELOAD_WAIT: std::time::Duration = std::time::Duration::from_secs(12);
+
 /// ALPN offered on the main port: gRPC needs h2, curl and browsers may use
 /// either.
 const ALPN: [&str; 2] = ["h2", "http/1.1"];
@@ -228,6 +232,15 @@ impl Gateway {
         }
         if let Some(watcher) = watcher {
             watcher.shutdown().await;
+        }
+        // A SIGHUP or ReloadTls still reloading is audited before the audit
+        // task stops (its read is bounded by the read timeout).
+        state.manual_in_flight.close();
+        if tokio::time::timeout(MANUAL_RELOAD_WAIT, state.manual_in_flight.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("a manual reload is still running; it may end unaudited");
         }
         drop(audit_stop);
         if let Some(task) = audit_task {

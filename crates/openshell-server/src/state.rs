@@ -21,6 +21,9 @@ pub(crate) struct State {
     pub(crate) audit_sink: Arc<OcsfSink>,
     /// Outcomes of reloads operators asked for, to the audit task.
     manual_reloads: mpsc::UnboundedSender<ManualReload>,
+    /// Manual reloads in flight: the gateway waits for them before it stops
+    /// the audit task, so that none ends unaudited.
+    pub(crate) manual_in_flight: tokio_util::task::TaskTracker,
     ready: AtomicBool,
 }
 
@@ -35,6 +38,7 @@ impl State {
             metrics: Metrics::default(),
             audit_sink,
             manual_reloads,
+            manual_in_flight: tokio_util::task::TaskTracker::new(),
             ready: AtomicBool::new(false),
         }
     }
@@ -47,6 +51,7 @@ impl State {
         &self,
         trigger: Trigger,
     ) -> Option<Result<ReloadOutcome, Arc<ReloadFailure>>> {
+        let _in_flight = self.manual_in_flight.token();
         let outcome = self.tls.as_ref()?.reload_now(trigger).await;
         // The audit task lives as long as the gateway serves.
         let _ = self.manual_reloads.send(ManualReload {
