@@ -244,6 +244,10 @@ fn write_one(sink: &OcsfSink, event: &DeviceConfigStateChange, failing: &mut u64
     }
 }
 
+/// Published failures remembered to recognise manual outcomes: more than
+/// the manual reloads that can be in flight at once in practice.
+const RECENT_FAILURES: usize = 64;
+
 /// How long a stopping gateway waits for the audit sink.
 pub(crate) const AUDIT_FLUSH_BOUND: Duration = Duration::from_secs(2);
 
@@ -273,8 +277,7 @@ pub(crate) async fn run(
         acceptor,
         files,
         warned_for,
-        last_reloaded: None,
-        last_failure: None,
+        recent_failures: std::collections::VecDeque::new(),
     };
     loop {
         tokio::select! {
@@ -312,10 +315,10 @@ struct Context {
     acceptor: ReloadableAcceptor,
     files: TlsFiles,
     warned_for: Option<String>,
-    /// The library's last published reload and failure: a manual outcome
-    /// that is one of them is on record already.
-    last_reloaded: Option<Arc<Reloaded>>,
-    last_failure: Option<Arc<ReloadFailure>>,
+    /// The failures the library published lately: a manual failure that is
+    /// one of them (the same `Arc`) is on record already. Concurrent manual
+    /// reloads can finish in any order, hence more than the last one.
+    recent_failures: std::collections::VecDeque<Arc<ReloadFailure>>,
 }
 
 impl Context {
@@ -325,14 +328,16 @@ impl Context {
             ReloadEvent::Reloaded(r) => {
                 self.audit
                     .publish(&reloaded_event(&self.source, &r, &self.files));
-                self.last_reloaded = Some(r);
                 self.check_expiry();
             }
             ReloadEvent::Failed(f) => {
                 let served = self.acceptor.status().cert;
                 self.audit
                     .publish(&failed_event(&self.source, &f, &served, &self.files));
-                self.last_failure = Some(f);
+                if self.recent_failures.len() == RECENT_FAILURES {
+                    self.recent_failures.pop_front();
+                }
+                self.recent_failures.push_back(f);
             }
             ReloadEvent::Degraded(d) => self.audit.publish(&degraded_event(&self.source, &d)),
             _ => {}
@@ -343,16 +348,8 @@ impl Context {
     /// unchanged result, or a failure the library had reported before.
     fn manual(&mut self, reload: ManualReload) {
         match reload.outcome {
-            Ok(ReloadOutcome::Reloaded(r)) => {
-                if !self
-                    .last_reloaded
-                    .as_ref()
-                    .is_some_and(|last| Arc::ptr_eq(last, &r))
-                {
-                    self.audit
-                        .publish(&reloaded_event(&self.source, &r, &self.files));
-                }
-            }
+            // The library publishes every swap: audited there already.
+            Ok(ReloadOutcome::Reloaded(_)) => {}
             Ok(_) => {
                 let status = self.acceptor.status();
                 self.audit.publish(&unchanged_event(
@@ -363,11 +360,8 @@ impl Context {
                 ));
             }
             Err(f) => {
-                if !self
-                    .last_failure
-                    .as_ref()
-                    .is_some_and(|last| Arc::ptr_eq(last, &f))
-                {
+                let published = self.recent_failures.iter().any(|p| Arc::ptr_eq(p, &f));
+                if !published {
                     let served = self.acceptor.status().cert;
                     self.audit
                         .publish(&failed_event(&self.source, &f, &served, &self.files));
