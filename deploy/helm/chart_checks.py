@@ -34,7 +34,7 @@ HEALTH_PORT = 8081
 TLS_PORT = 8080
 NONROOT_UID = 65532
 
-# The gateway's flags (SPEC §6.1, `openshell-gateway --help`): value flags take
+# The gateway's flags (README "Flags", `openshell-gateway --help`): value flags take
 # `--flag=value`, switches take no value.
 VALUE_FLAGS = {
     "--bind", "--health-bind", "--tls-cert", "--tls-key", "--tls-client-ca",

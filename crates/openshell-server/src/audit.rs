@@ -259,26 +259,24 @@ pub(crate) async fn run(
     acceptor: ReloadableAcceptor,
     mut events: tls_reload::Subscription,
     mut manual: mpsc::UnboundedReceiver<ManualReload>,
-    mut audit: Audit,
+    audit: Audit,
     stop: CancellationToken,
 ) {
-    let source = source();
-    let files = acceptor.files().clone();
-    let status = acceptor.status();
-    audit.publish(&loaded_event(&source, &status, &files));
-    let mut warned_for: Option<String> = None;
-    check_expiry(&mut audit, &source, &acceptor, &files, &mut warned_for);
+    let mut ctx = Context {
+        audit,
+        source: source(),
+        files: acceptor.files().clone(),
+        acceptor,
+        warned_for: None,
+        recent_failures: std::collections::VecDeque::new(),
+    };
+    let status = ctx.acceptor.status();
+    ctx.audit
+        .publish(&loaded_event(&ctx.source, &status, &ctx.files));
+    ctx.check_expiry();
 
     let mut hourly = tokio::time::interval(EXPIRY_CHECK_EVERY);
     hourly.tick().await;
-    let mut ctx = Context {
-        audit,
-        source,
-        acceptor,
-        files,
-        warned_for,
-        recent_failures: std::collections::VecDeque::new(),
-    };
     loop {
         tokio::select! {
             () = stop.cancelled() => break,
@@ -370,34 +368,21 @@ impl Context {
         }
     }
 
+    /// Reports the served certificate once when it is close to expiry.
     fn check_expiry(&mut self) {
-        check_expiry(
-            &mut self.audit,
-            &self.source,
-            &self.acceptor,
-            &self.files,
-            &mut self.warned_for,
-        );
-    }
-}
-
-fn check_expiry(
-    audit: &mut Audit,
-    source: &EventSource,
-    acceptor: &ReloadableAcceptor,
-    files: &TlsFiles,
-    warned_for: &mut Option<String>,
-) {
-    let status = acceptor.status();
-    let remaining = status.cert.remaining_at(SystemTime::now());
-    if remaining <= EXPIRY_WARNING && warned_for.as_deref() != Some(&status.cert.fingerprint_sha256)
-    {
-        tracing::warn!(
-            fingerprint = %status.cert.fingerprint_sha256,
-            remaining = %humantime::format_duration(Duration::from_secs(remaining.as_secs())),
-            "served TLS certificate expires soon"
-        );
-        audit.publish(&expiring_event(source, &status, files));
-        *warned_for = Some(status.cert.fingerprint_sha256.clone());
+        let status = self.acceptor.status();
+        let remaining = status.cert.remaining_at(SystemTime::now());
+        if remaining <= EXPIRY_WARNING
+            && self.warned_for.as_deref() != Some(&status.cert.fingerprint_sha256)
+        {
+            tracing::warn!(
+                fingerprint = %status.cert.fingerprint_sha256,
+                remaining = %humantime::format_duration(Duration::from_secs(remaining.as_secs())),
+                "served TLS certificate expires soon"
+            );
+            self.audit
+                .publish(&expiring_event(&self.source, &status, &self.files));
+            self.warned_for = Some(status.cert.fingerprint_sha256.clone());
+        }
     }
 }

@@ -100,21 +100,15 @@ pub fn ensure_files(dir: &Path) -> Result<DevFiles> {
     }
     let pems = generate()
         .map_err(|e| Error::Dev(format!("generating certificates in {}: {e}", dir.display())))?;
-    write(dir, &files.ca_cert, pems.ca_cert.as_bytes(), CERT_MODE)?;
-    write(
-        dir,
-        &files.server_cert,
-        pems.server_cert.as_bytes(),
-        CERT_MODE,
-    )?;
-    write(dir, &files.server_key, pems.server_key.as_bytes(), KEY_MODE)?;
-    write(
-        dir,
-        &files.client_cert,
-        pems.client_cert.as_bytes(),
-        CERT_MODE,
-    )?;
-    write(dir, &files.client_key, pems.client_key.as_bytes(), KEY_MODE)?;
+    for (path, pem, mode) in [
+        (&files.ca_cert, &pems.ca_cert, CERT_MODE),
+        (&files.server_cert, &pems.server_cert, CERT_MODE),
+        (&files.server_key, &pems.server_key, KEY_MODE),
+        (&files.client_cert, &pems.client_cert, CERT_MODE),
+        (&files.client_key, &pems.client_key, KEY_MODE),
+    ] {
+        write(dir, path, pem.as_bytes(), mode)?;
+    }
     // Best effort: makes the renames durable. The files are synced already,
     // and a lost rename only means one more generation on the next start.
     let _ = dir_handle.sync_all();

@@ -525,17 +525,19 @@ impl Shared {
             Err((error, id))
         };
         let timeout = self.load.read_timeout;
-        let dir = self
-            .files
-            .cert
-            .parent()
-            .map_or_else(|| self.files.cert.clone(), Path::to_path_buf);
-        if self.reading.swap(true, Ordering::AcqRel) {
-            return failed(Error::ReadTimedOut {
-                dir,
+        let timed_out = |still_waiting| {
+            failed(Error::ReadTimedOut {
+                dir: self
+                    .files
+                    .cert
+                    .parent()
+                    .map_or_else(|| self.files.cert.clone(), Path::to_path_buf),
                 timeout,
-                still_waiting: true,
-            });
+                still_waiting,
+            })
+        };
+        if self.reading.swap(true, Ordering::AcqRel) {
+            return timed_out(true);
         }
         let this = Arc::clone(self);
         let prev = Arc::clone(previous);
@@ -551,11 +553,7 @@ impl Shared {
         match tokio::time::timeout(timeout, task).await {
             Ok(Ok(prepared)) => prepared,
             Ok(Err(e)) => failed(Error::Task(e.to_string())),
-            Err(_) => failed(Error::ReadTimedOut {
-                dir,
-                timeout,
-                still_waiting: false,
-            }),
+            Err(_) => timed_out(false),
         }
     }
 

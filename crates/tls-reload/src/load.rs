@@ -669,6 +669,11 @@ mod tests {
         }
     }
 
+    /// A settled read of `volume`, calling `hook` after each file.
+    fn read(volume: &Volume, hook: impl FnMut(FileRole)) -> Result<Inputs, Error> {
+        Inputs::read_settled(&volume.files(), 1024, Duration::from_secs(5), hook)
+    }
+
     fn pair(inputs: &Inputs) -> (String, String) {
         (
             String::from_utf8(inputs.cert.clone()).unwrap(),
@@ -684,7 +689,7 @@ mod tests {
         // file system reuses freed inode numbers, yet the key came from `b`.
         let volume = Volume::new();
         let mut swaps = 0;
-        let inputs = Inputs::read_settled(&volume.files(), 1024, Duration::from_secs(5), |role| {
+        let inputs = read(&volume, |role| {
             if swaps < 2 {
                 swaps += 1;
                 volume.switch_to(if role == FileRole::Certificate {
@@ -703,7 +708,7 @@ mod tests {
     fn a_read_that_straddles_one_swap_returns_the_new_generation_whole() {
         let volume = Volume::new();
         let mut swapped = false;
-        let inputs = Inputs::read_settled(&volume.files(), 1024, Duration::from_secs(5), |_| {
+        let inputs = read(&volume, |_| {
             if !swapped {
                 swapped = true;
                 volume.switch_to("b");
@@ -741,10 +746,7 @@ mod tests {
     fn a_stable_read_is_read_once() {
         let volume = Volume::new();
         let mut reads = 0;
-        let inputs = Inputs::read_settled(&volume.files(), 1024, Duration::from_secs(5), |_| {
-            reads += 1
-        })
-        .unwrap();
+        let inputs = read(&volume, |_| reads += 1).unwrap();
         assert_eq!(reads, 2, "one read of each file");
         assert_eq!(pair(&inputs), ("cert-a".into(), "key-a".into()));
     }
@@ -753,8 +755,7 @@ mod tests {
     fn a_missing_file_is_reported_once_it_stays_missing() {
         let volume = Volume::new();
         fs::remove_file(volume.dir.path().join("..a/tls.key")).unwrap();
-        let err = Inputs::read_settled(&volume.files(), 1024, Duration::from_secs(5), |_| {})
-            .unwrap_err();
+        let err = read(&volume, |_| {}).unwrap_err();
         assert!(
             matches!(
                 err,
