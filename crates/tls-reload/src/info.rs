@@ -8,6 +8,18 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use x509_parser::extensions::GeneralName;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
+/// Why bytes are not one X.509 certificate ([`CertInfo::from_der`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CertParseError {
+    /// The X.509 parser rejected the bytes; its message.
+    #[error("{0}")]
+    Malformed(String),
+    /// One certificate parsed, and this many bytes followed it.
+    #[error("{0} trailing bytes after the certificate")]
+    TrailingBytes(usize),
+}
+
 /// Facts parsed from one X.509 certificate.
 ///
 /// The fingerprint is formatted as `openssl x509 -noout -fingerprint -sha256`
@@ -40,15 +52,20 @@ impl CertInfo {
     ///
     /// # Errors
     ///
-    /// Returns the parser's message when `der` is not one well-formed X.509
+    /// [`CertParseError`] when `der` is not one well-formed X.509
     /// certificate.
-    pub fn from_der(der: &[u8]) -> Result<Self, String> {
-        let (rest, cert) = X509Certificate::from_der(der).map_err(|e| e.to_string())?;
+    ///
+    /// ```
+    /// use tls_reload::{CertInfo, CertParseError};
+    ///
+    /// let err = CertInfo::from_der(b"not a certificate").unwrap_err();
+    /// assert!(matches!(err, CertParseError::Malformed(_)));
+    /// ```
+    pub fn from_der(der: &[u8]) -> Result<Self, CertParseError> {
+        let (rest, cert) =
+            X509Certificate::from_der(der).map_err(|e| CertParseError::Malformed(e.to_string()))?;
         if !rest.is_empty() {
-            return Err(format!(
-                "{} trailing bytes after the certificate",
-                rest.len()
-            ));
+            return Err(CertParseError::TrailingBytes(rest.len()));
         }
         let mut dns_names = Vec::new();
         let mut ip_addresses = Vec::new();
@@ -180,7 +197,21 @@ mod tests {
 
     #[test]
     fn rejects_bytes_that_are_not_a_certificate() {
-        assert!(CertInfo::from_der(b"not a certificate").is_err());
+        assert!(matches!(
+            CertInfo::from_der(b"not a certificate"),
+            Err(CertParseError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn names_the_bytes_left_after_one_certificate() {
+        let ca = crate::testing::TestCa::new("info-test");
+        let mut der = ca.server().cert_der.to_vec();
+        assert!(CertInfo::from_der(&der).is_ok());
+        der.extend_from_slice(b"xyz");
+        let err = CertInfo::from_der(&der).unwrap_err();
+        assert_eq!(err, CertParseError::TrailingBytes(3));
+        assert_eq!(err.to_string(), "3 trailing bytes after the certificate");
     }
 
     #[test]

@@ -118,5 +118,5 @@ pub use event::{
     Degraded, LastAttempt, ReloadCount, ReloadEvent, ReloadFailure, ReloadOutcome, Reloaded,
     Subscription, TlsStatus, Trigger, WatcherMode,
 };
-pub use info::{CertInfo, fingerprint_sha256, format_rfc3339};
+pub use info::{CertInfo, CertParseError, fingerprint_sha256, format_rfc3339};
 pub use watch::Watcher;

@@ -485,11 +485,11 @@ fn cert_infos(
         .iter()
         .enumerate()
         .map(|(index, der)| {
-            CertInfo::from_der(der).map_err(|detail| Error::InvalidCertificate {
+            CertInfo::from_der(der).map_err(|cause| Error::InvalidCertificate {
                 role,
                 path: path.to_owned(),
                 index,
-                detail,
+                detail: cause.to_string(),
             })
         })
         .collect()
