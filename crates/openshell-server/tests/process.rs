@@ -23,7 +23,7 @@ use rustls::ClientConfig;
 use rustls_pki_types::ServerName;
 use rustls_pki_types::pem::PemObject;
 use serde_json::Value;
-use tls_reload::testing::client_config;
+use tls_reload::testing::{client_config, eventually};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
@@ -249,22 +249,6 @@ fn free_port() -> SocketAddr {
     listener.local_addr().unwrap()
 }
 
-/// Polls `probe` every 20 ms until it returns `Some`, for at most `within`.
-async fn eventually<T, F, Fut>(within: Duration, what: &str, mut probe: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(v) = probe().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "{what}: not within {within:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 // === clients ===
 
 /// The fingerprint the gateway serves, bounded so a stuck server fails the
@@ -367,7 +351,12 @@ async fn sighup_reloads_the_rotated_certificate() {
         || {
             let client = client.clone();
             let want = rotated.fingerprint.clone();
-            async move { (served_fingerprint(addr, client).await.ok()? == want).then_some(()) }
+            async move {
+                let served = served_fingerprint(addr, client)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                (served == want).then_some(()).ok_or(served)
+            }
         },
     )
     .await;
@@ -518,7 +507,7 @@ async fn dev_mode_generates_certificates_then_reuses_them() {
     eventually(Duration::from_secs(3), "the dev banner on stdout", || {
         let out = gw.stdout().join("\n");
         let found = out.contains(&curl) && out.contains(&grpcurl);
-        async move { found.then_some(()) }
+        async move { found.then_some(()).ok_or("") }
     })
     .await;
     for name in ["ca.crt", "tls.crt", "tls.key", "client.crt", "client.key"] {
@@ -660,7 +649,7 @@ async fn reload_events_are_ocsf_lines_that_validate_against_the_schema() {
     };
     let loaded = eventually(Duration::from_secs(3), "the startup event", || {
         let e = with_code("tls_loaded");
-        async move { e }
+        async move { e.ok_or("") }
     })
     .await;
     assert_eq!(loaded["unmapped"]["tls"]["trigger"], "startup");
@@ -669,7 +658,7 @@ async fn reload_events_are_ocsf_lines_that_validate_against_the_schema() {
     let rotated = pki.rotate();
     let reloaded = eventually(Duration::from_secs(5), "the reload event", || {
         let e = with_code("tls_reloaded");
-        async move { e }
+        async move { e.ok_or("") }
     })
     .await;
     assert_eq!(
@@ -685,7 +674,7 @@ async fn reload_events_are_ocsf_lines_that_validate_against_the_schema() {
         .unwrap();
     let failed = eventually(Duration::from_secs(5), "the failure event", || {
         let e = with_code("tls_reload_failed");
-        async move { e }
+        async move { e.ok_or("") }
     })
     .await;
 
@@ -749,7 +738,12 @@ async fn reload_events_are_ocsf_lines_that_validate_against_the_schema() {
 async fn wait_serving(addr: SocketAddr, client: Arc<ClientConfig>, fingerprint: &str) {
     eventually(Duration::from_secs(10), "the certificate served", || {
         let client = client.clone();
-        async move { (served_fingerprint(addr, client).await.ok()? == fingerprint).then_some(()) }
+        async move {
+            let served = served_fingerprint(addr, client)
+                .await
+                .map_err(|e| e.to_string())?;
+            (served == fingerprint).then_some(()).ok_or(served)
+        }
     })
     .await;
 }
@@ -811,7 +805,7 @@ async fn an_unwritable_audit_file_is_counted_and_stops_nothing() {
     let client = client_config(&ca, None);
     eventually(Duration::from_secs(3), "the startup event", || {
         let written = std::fs::read_to_string(&audit).unwrap_or_default();
-        async move { written.contains("tls_loaded").then_some(()) }
+        async move { written.contains("tls_loaded").then_some(()).ok_or("") }
     })
     .await;
     let failures = |page: &str| -> Option<f64> {
@@ -832,8 +826,8 @@ async fn an_unwritable_audit_file_is_counted_and_stops_nothing() {
     let count = eventually(Duration::from_secs(5), "two counted failures", || {
         let ca = ca.clone();
         async move {
-            let n = failures(&get_tls(addr, &ca, "/metrics").await.body)?;
-            (n >= 2.0).then_some(n)
+            let n = failures(&get_tls(addr, &ca, "/metrics").await.body).ok_or("no counter")?;
+            (n >= 2.0).then_some(n).ok_or("fewer than two")
         }
     })
     .await;
@@ -863,7 +857,7 @@ async fn an_unwritable_audit_file_is_counted_and_stops_nothing() {
         || {
             let written = std::fs::read_to_string(&audit).unwrap_or_default();
             let want = rotated.fingerprint.clone();
-            async move { written.contains(&want).then_some(()) }
+            async move { written.contains(&want).then_some(()).ok_or("") }
         },
     )
     .await;
@@ -952,7 +946,10 @@ async fn every_manual_reload_is_audited_even_repeats_and_during_the_drain() {
         async move {
             eventually(Duration::from_secs(5), "audit lines", || {
                 let got = codes();
-                async move { (got.len() >= n).then_some(got) }
+                async move {
+                    let seen = format!("{got:?}");
+                    (got.len() >= n).then_some(got).ok_or(seen)
+                }
             })
             .await
         }
