@@ -17,21 +17,13 @@
     clippy::print_stderr
 )]
 
-#[path = "../bench/gateway.rs"]
 mod gateway;
-#[path = "../bench/handshake.rs"]
 mod handshake;
-#[path = "../bench/interleave.rs"]
 mod interleave;
-#[path = "../bench/latency.rs"]
 mod latency;
-#[path = "../bench/load.rs"]
 mod load;
-#[path = "../bench/request.rs"]
 mod request;
-#[path = "../bench/resources.rs"]
 mod resources;
-#[path = "../bench/util.rs"]
 mod util;
 
 use std::time::{Duration, Instant};
