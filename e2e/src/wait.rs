@@ -3,12 +3,16 @@
 //! Every wait in these tests is bounded, so a gateway that never reloads
 //! fails the test with the last thing it saw instead of hanging it.
 
+use std::fmt::Display;
 use std::future::Future;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tls_reload::testing::{TimedOut, poll, poll_blocking};
 
 use crate::error::{Error, Result};
 
-/// Polls `probe` every `every` until it returns `Ok`, for at most `within`.
+/// Polls `probe` every `every` until it returns `Ok`, for at most `within`
+/// ([`tls_reload::testing::poll`] with this crate's error).
 ///
 /// `probe` returns `Err(observation)` while the condition does not hold;
 /// the last observation goes into the timeout error.
@@ -17,27 +21,18 @@ use crate::error::{Error, Result};
 ///
 /// [`Error::Timeout`] naming `what`, when `probe` has not succeeded after
 /// `within`.
-pub async fn eventually<T, F, Fut>(
+pub async fn eventually<T, E, F, Fut>(
     within: Duration,
     every: Duration,
     what: &str,
-    mut probe: F,
+    probe: F,
 ) -> Result<T>
 where
+    E: Display,
     F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, String>>,
+    Fut: Future<Output = std::result::Result<T, E>>,
 {
-    let deadline = Instant::now() + within;
-    loop {
-        let last = match probe().await {
-            Ok(v) => return Ok(v),
-            Err(last) => last,
-        };
-        if Instant::now() >= deadline {
-            return Err(timeout(what, within, last));
-        }
-        tokio::time::sleep(every).await;
-    }
+    poll(within, every, what, probe).await.map_err(Error::from)
 }
 
 /// [`eventually`] for blocking probes (programs run with
@@ -47,34 +42,26 @@ where
 ///
 /// [`Error::Timeout`] naming `what`, when `probe` has not succeeded after
 /// `within`.
-pub fn eventually_blocking<T>(
+pub fn eventually_blocking<T, E: Display>(
     within: Duration,
     every: Duration,
     what: &str,
-    mut probe: impl FnMut() -> Result<T, String>,
+    probe: impl FnMut() -> std::result::Result<T, E>,
 ) -> Result<T> {
-    let deadline = Instant::now() + within;
-    loop {
-        let last = match probe() {
-            Ok(v) => return Ok(v),
-            Err(last) => last,
-        };
-        if Instant::now() >= deadline {
-            return Err(timeout(what, within, last));
-        }
-        std::thread::sleep(every);
-    }
+    poll_blocking(within, every, what, probe).map_err(Error::from)
 }
 
-fn timeout(what: &str, within: Duration, last: String) -> Error {
-    Error::Timeout {
-        what: what.to_owned(),
-        within,
-        detail: if last.is_empty() {
-            last
-        } else {
-            format!("last seen: {last}")
-        },
+impl From<TimedOut> for Error {
+    fn from(t: TimedOut) -> Self {
+        Error::Timeout {
+            what: t.what,
+            within: t.within,
+            detail: if t.last.is_empty() {
+                t.last
+            } else {
+                format!("last seen: {}", t.last)
+            },
+        }
     }
 }
 

@@ -17,4 +17,4 @@ pub use client::{HandshakeInfo, client_config, handshake, serve, served_fingerpr
 pub use kubelet::AtomicWriter;
 pub use pki::{Leaf, LeafOptions, TestCa};
 pub use volumes::SecretVolumes;
-pub use wait::{POLL_EVERY, eventually, eventually_blocking};
+pub use wait::{POLL_EVERY, TimedOut, eventually, eventually_blocking, poll, poll_blocking};

@@ -1,6 +1,6 @@
 //! Bounded waiting: poll a probe until it succeeds or a deadline passes.
 
-use std::fmt::Display;
+use std::fmt::{self, Display};
 use std::future::Future;
 use std::time::{Duration, Instant};
 
@@ -31,20 +31,15 @@ pub const POLL_EVERY: Duration = Duration::from_millis(20);
 /// assert_eq!(n, 3);
 /// # }
 /// ```
-pub async fn eventually<T, E, F, Fut>(within: Duration, what: &str, mut probe: F) -> T
+pub async fn eventually<T, E, F, Fut>(within: Duration, what: &str, probe: F) -> T
 where
     E: Display,
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, E>>,
 {
-    let deadline = Instant::now() + within;
-    loop {
-        match probe().await {
-            Ok(v) => return v,
-            Err(last) if Instant::now() >= deadline => timed_out(what, within, &last),
-            Err(_) => tokio::time::sleep(POLL_EVERY).await,
-        }
-    }
+    poll(within, POLL_EVERY, what, probe)
+        .await
+        .unwrap_or_else(|timed_out| panic!("{timed_out}"))
 }
 
 /// [`eventually`] for blocking probes (programs run with
@@ -57,24 +52,93 @@ where
 pub fn eventually_blocking<T, E: Display>(
     within: Duration,
     what: &str,
-    mut probe: impl FnMut() -> Result<T, E>,
+    probe: impl FnMut() -> Result<T, E>,
 ) -> T {
+    poll_blocking(within, POLL_EVERY, what, probe).unwrap_or_else(|timed_out| panic!("{timed_out}"))
+}
+
+/// A probe that did not succeed in time: what was awaited, for how long,
+/// and the last observation (empty when the probe gave none).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TimedOut {
+    /// The condition.
+    pub what: String,
+    /// How long it was given.
+    pub within: Duration,
+    /// The probe's last `Err`, as text.
+    pub last: String,
+}
+
+impl fmt::Display for TimedOut {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "timed out after {:?} waiting for {}",
+            self.within, self.what
+        )?;
+        if !self.last.is_empty() {
+            write!(f, "; last seen: {}", self.last)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for TimedOut {}
+
+/// The loop under [`eventually`], polling every `every` and returning
+/// [`TimedOut`] instead of panicking, for harnesses with errors of their own.
+///
+/// # Errors
+///
+/// [`TimedOut`] when `probe` has not succeeded after `within`.
+pub async fn poll<T, E, F, Fut>(
+    within: Duration,
+    every: Duration,
+    what: &str,
+    mut probe: F,
+) -> Result<T, TimedOut>
+where
+    E: Display,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
     let deadline = Instant::now() + within;
     loop {
-        match probe() {
-            Ok(v) => return v,
-            Err(last) if Instant::now() >= deadline => timed_out(what, within, &last),
-            Err(_) => std::thread::sleep(POLL_EVERY),
+        match probe().await {
+            Ok(v) => return Ok(v),
+            Err(last) if Instant::now() >= deadline => return Err(timed_out(what, within, &last)),
+            Err(_) => tokio::time::sleep(every).await,
         }
     }
 }
 
-fn timed_out(what: &str, within: Duration, last: &dyn Display) -> ! {
-    let last = last.to_string();
-    if last.is_empty() {
-        panic!("timed out after {within:?} waiting for {what}");
+/// [`poll`] for blocking probes.
+///
+/// # Errors
+///
+/// [`TimedOut`] when `probe` has not succeeded after `within`.
+pub fn poll_blocking<T, E: Display>(
+    within: Duration,
+    every: Duration,
+    what: &str,
+    mut probe: impl FnMut() -> Result<T, E>,
+) -> Result<T, TimedOut> {
+    let deadline = Instant::now() + within;
+    loop {
+        match probe() {
+            Ok(v) => return Ok(v),
+            Err(last) if Instant::now() >= deadline => return Err(timed_out(what, within, &last)),
+            Err(_) => std::thread::sleep(every),
+        }
     }
-    panic!("timed out after {within:?} waiting for {what}; last seen: {last}");
+}
+
+fn timed_out(what: &str, within: Duration, last: &dyn Display) -> TimedOut {
+    TimedOut {
+        what: what.to_owned(),
+        within,
+        last: last.to_string(),
+    }
 }
 
 #[cfg(test)]
