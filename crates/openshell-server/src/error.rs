@@ -44,6 +44,10 @@ pub enum Error {
     /// Building the gRPC reflection service failed.
     #[error("gRPC reflection: {0}")]
     Reflection(String),
+
+    /// The task serving a spawned gateway panicked or was cancelled.
+    #[error("gateway task ended abnormally: {0}")]
+    Stopped(String),
 }
 
 /// Shorthand for results with [`Error`].

@@ -152,6 +152,47 @@ impl Gateway {
         self.state.tls.as_ref()
     }
 
+    /// Binds (as [`bind`](Self::bind)) and serves in a task of the current
+    /// tokio runtime until the returned handle is stopped or dropped.
+    ///
+    /// This is the in-process gateway of tests, benchmarks and embedders
+    /// that do not need their own shutdown future.
+    ///
+    /// ```no_run
+    /// use openshell_server::{Config, Gateway};
+    /// use tls_reload::TlsFiles;
+    ///
+    /// # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+    /// let files = TlsFiles::new("/etc/tls/tls.crt", "/etc/tls/tls.key");
+    /// let running = Gateway::spawn(Config::with_tls("127.0.0.1:0".parse()?, files)).await?;
+    /// println!("serving on {}", running.addr());
+    /// running.stop().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`bind`](Self::bind).
+    pub async fn spawn(config: Config) -> Result<GatewayHandle> {
+        let gateway = Self::bind(config).await?;
+        let addr = gateway.local_addr().map_err(|error| Error::Bind {
+            addr: gateway.config.bind,
+            error,
+        })?;
+        let health_addr = gateway.health_addr();
+        let acceptor = gateway.acceptor().cloned();
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(gateway.serve(stop.clone().cancelled_owned()));
+        Ok(GatewayHandle {
+            addr,
+            health_addr,
+            acceptor,
+            stop,
+            task,
+        })
+    }
+
     /// Serves until `shutdown` completes, then stops accepting, lets open
     /// connections finish within the shutdown grace period, stops the
     /// watcher and returns.
@@ -248,6 +289,65 @@ impl Gateway {
         }
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// A gateway serving in a task of its own, from [`Gateway::spawn`].
+///
+/// Dropping the handle starts the shutdown (as SIGTERM does) without
+/// waiting for it; [`stop`](Self::stop) waits for it.
+#[derive(Debug)]
+pub struct GatewayHandle {
+    addr: SocketAddr,
+    health_addr: Option<SocketAddr>,
+    acceptor: Option<ReloadableAcceptor>,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<Result<()>>,
+}
+
+impl GatewayHandle {
+    /// The address of the main (TLS) port.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The address of the plaintext health port, if any.
+    pub fn health_addr(&self) -> Option<SocketAddr> {
+        self.health_addr
+    }
+
+    /// The reloadable acceptor (`None` with TLS disabled).
+    pub fn acceptor(&self) -> Option<&ReloadableAcceptor> {
+        self.acceptor.as_ref()
+    }
+
+    /// Starts the shutdown (as SIGTERM does) without waiting for it.
+    pub fn begin_shutdown(&self) {
+        self.stop.cancel();
+    }
+
+    /// Whether the serving task has ended.
+    pub fn is_finished(&self) -> bool {
+        self.task.is_finished()
+    }
+
+    /// Starts the shutdown and waits until the gateway has stopped.
+    ///
+    /// # Errors
+    ///
+    /// What [`Gateway::serve`] returned, or [`Error::Stopped`] when its
+    /// task panicked or was cancelled.
+    pub async fn stop(mut self) -> Result<()> {
+        self.stop.cancel();
+        (&mut self.task)
+            .await
+            .map_err(|e| Error::Stopped(e.to_string()))?
+    }
+}
+
+impl Drop for GatewayHandle {
+    fn drop(&mut self) {
+        self.stop.cancel();
     }
 }
 

@@ -45,6 +45,6 @@ pub use dev::{
     DevFiles, banner as dev_banner, default_state_dir, ensure_files as ensure_dev_files,
 };
 pub use error::{Error, Result};
-pub use gateway::{Gateway, run};
+pub use gateway::{Gateway, GatewayHandle, run};
 pub use grpc_api::pb;
 pub use telemetry::init as init_telemetry;
