@@ -1,7 +1,7 @@
-//! The real `openshell-gateway` binary as a child process: found (and kept
-//! up to date) with cargo, started with JSON logs, its listening address
-//! read from its log, its output and OCSF audit events collected, signalled
-//! with `kill -s`, and killed when dropped.
+//! The real `openshell-gateway` binary as a child process: found once per
+//! test binary, started with JSON logs, its listening addresses read from
+//! its log, its output and OCSF audit events collected, signalled with
+//! `kill -s`, and killed when dropped.
 
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Read};
@@ -9,11 +9,12 @@ use std::net::SocketAddr;
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
+use tls_reload::testing::poll;
 
 use crate::command::{self, describe};
 use crate::error::{Error, Result};
@@ -23,112 +24,59 @@ use crate::ocsf;
 /// of building one.
 pub const GATEWAY_BIN_ENV: &str = "OPENSHELL_GATEWAY_BIN";
 
-/// The binary's name.
-const BINARY: &str = "openshell-gateway";
-
-/// How long a `cargo build` of the gateway may take on a cold cache.
-const BUILD_TIMEOUT: Duration = Duration::from_secs(20 * 60);
-
 /// How often the harness looks at the child's output while waiting.
 const POLL: Duration = Duration::from_millis(20);
 
 /// The path of the gateway binary to test.
 ///
 /// `OPENSHELL_GATEWAY_BIN` when set. Otherwise the workspace's binary,
-/// built with `cargo build -p openshell-server --bin openshell-gateway`
-/// once per test process: cargo returns at once when it is up to date, and
-/// an old binary left in `target/` is never what gets tested. The path is
-/// the one cargo reports; without cargo, an existing
-/// `<workspace>/target/debug/openshell-gateway` (or under
-/// `CARGO_TARGET_DIR`) is used as is.
+/// built with [`escargot`] (`cargo build -p openshell-server --bin
+/// openshell-gateway`) once per test binary; tests that start together
+/// wait for that one build. Cargo returns at once when the binary is up to
+/// date, so an old binary left in the target directory is never what gets
+/// tested, and it takes a lock on the target directory, so test binaries
+/// running at the same time build one after the other instead of over
+/// each other.
 ///
 /// # Errors
 ///
-/// When `OPENSHELL_GATEWAY_BIN` names no file, or the build fails (with
-/// cargo's output).
+/// When `OPENSHELL_GATEWAY_BIN` names no file, or the build fails.
 pub fn gateway_binary() -> Result<PathBuf> {
     if let Some(bin) = std::env::var_os(GATEWAY_BIN_ENV) {
         let bin = PathBuf::from(bin);
-        return if bin.is_file() {
-            Ok(bin)
-        } else {
-            Err(Error::unexpected(
+        return match bin.is_file() {
+            true => Ok(bin),
+            false => Err(Error::unexpected(
                 GATEWAY_BIN_ENV,
                 format!("{} is not a file", bin.display()),
-            ))
+            )),
         };
     }
-    // One build per process; tests that start together wait for it.
-    static BUILT: Mutex<Option<PathBuf>> = Mutex::new(None);
-    let mut built = BUILT.lock().unwrap_or_else(PoisonError::into_inner);
-    if let Some(bin) = built.as_ref() {
-        return Ok(bin.clone());
-    }
-    let bin = build()?;
-    *built = Some(bin.clone());
-    Ok(bin)
+    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    BUILT
+        .get_or_init(build)
+        .clone()
+        .map_err(|e| Error::unexpected("cargo build -p openshell-server", e))
 }
 
-/// The workspace root: this crate's parent directory.
-pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from(".."))
-}
-
-/// Where a plain `cargo build` puts the binary.
-fn conventional_path() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target"));
-    target.join("debug").join(BINARY)
-}
-
-fn build() -> Result<PathBuf> {
-    // Under `cargo test`, CARGO is the cargo that runs us.
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo"));
-    let mut cmd = Command::new(cargo);
+fn build() -> Result<PathBuf, String> {
+    let mut build = escargot::CargoBuild::new()
+        .manifest_path(workspace_root().join("Cargo.toml"))
+        .package("openshell-server")
+        .bin("openshell-gateway")
+        .current_release();
     // `cargo test` gives the test process the variables of the package
     // under test; passed on, they would reach build scripts that watch
-    // them (ring's watches CARGO_MANIFEST_DIR) and make this build and the
-    // next plain one each rebuild half the dependency tree.
+    // them (ring's watches CARGO_MANIFEST_DIR), so this build and the next
+    // plain one would each rebuild half the dependency tree, and replace
+    // the binary under tests that are running it.
     for (name, _) in std::env::vars_os() {
         if is_package_variable(&name.to_string_lossy()) {
-            cmd.env_remove(name);
+            build = build.env_remove(name);
         }
     }
-    cmd.current_dir(workspace_root()).args([
-        "build",
-        "-p",
-        "openshell-server",
-        "--bin",
-        BINARY,
-        "--message-format=json-render-diagnostics",
-    ]);
-    let output = match command::run(&mut cmd, None, BUILD_TIMEOUT) {
-        Ok(output) => output,
-        Err(Error::Spawn { .. }) if conventional_path().is_file() => {
-            return Ok(conventional_path());
-        }
-        Err(e) => return Err(e),
-    };
-    // cargo names the executable it produced; trust that over guessing
-    // the target directory (which a .cargo/config.toml can move).
-    let reported = output.stdout.lines().find_map(|line| {
-        let msg: Value = serde_json::from_str(line).ok()?;
-        (msg["reason"] == "compiler-artifact" && msg["target"]["name"] == BINARY)
-            .then(|| msg["executable"].as_str().map(PathBuf::from))?
-    });
-    let bin = reported.unwrap_or_else(conventional_path);
-    if bin.is_file() {
-        Ok(bin)
-    } else {
-        Err(Error::unexpected(
-            describe(&cmd),
-            format!("succeeded but {} does not exist", bin.display()),
-        ))
-    }
+    let run = build.run().map_err(|e| e.to_string())?;
+    Ok(run.path().to_owned())
 }
 
 /// Whether `name` is one of the variables cargo sets for the process of
@@ -148,21 +96,31 @@ fn is_package_variable(name: &str) -> bool {
         || name.starts_with("CARGO_BIN_EXE_")
 }
 
+/// The workspace root: this crate's parent directory.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from(".."))
+}
+
 // === impl GatewayCommand ===
 
 /// How to start a gateway: its arguments, environment, OCSF log file and,
-/// optionally, the user it runs as.
+/// optionally, the user it runs as and its open-file limit.
 ///
 /// The gateway always gets `--log-format json` (the harness reads its
-/// listening address from the log) and `RUST_LOG=info`, and inherits no
-/// `OPENSHELL_*` variable from the test's environment, so a developer's
-/// shell settings cannot change what a test runs.
+/// listening address from the log) and `RUST_LOG=info` (unless
+/// [`env`](Self::env) sets another), and inherits no `OPENSHELL_*`
+/// variable from the test's environment, so a developer's shell settings
+/// cannot change what a test runs.
 #[derive(Debug, Clone, Default)]
 pub struct GatewayCommand {
     args: Vec<OsString>,
     envs: Vec<(OsString, OsString)>,
     ocsf_log: Option<PathBuf>,
     user: Option<(u32, u32)>,
+    nofile: Option<u32>,
 }
 
 impl GatewayCommand {
@@ -188,7 +146,7 @@ impl GatewayCommand {
         self
     }
 
-    /// Sets an environment variable of the child.
+    /// Sets an environment variable of the child (`RUST_LOG` included).
     pub fn env(mut self, name: impl Into<OsString>, value: impl Into<OsString>) -> Self {
         self.envs.push((name.into(), value.into()));
         self
@@ -219,6 +177,16 @@ impl GatewayCommand {
         self
     }
 
+    /// Lowers the gateway's open-file limit to `limit` (through the
+    /// shell's `ulimit -n`, which then execs the gateway: the process id
+    /// stays the gateway's).
+    ///
+    /// Default: the test's limit.
+    pub fn nofile(mut self, limit: u32) -> Self {
+        self.nofile = Some(limit);
+        self
+    }
+
     /// Starts the gateway ([`gateway_binary`]).
     ///
     /// # Errors
@@ -227,7 +195,16 @@ impl GatewayCommand {
     /// asking for another [`user`](Self::user) without being root).
     pub fn spawn(self) -> Result<GatewayProcess> {
         let binary = gateway_binary()?;
-        let mut cmd = Command::new(&binary);
+        let mut cmd = match self.nofile {
+            None => Command::new(&binary),
+            Some(limit) => {
+                let mut sh = Command::new("sh");
+                sh.arg("-c")
+                    .arg(format!("ulimit -n {limit} && exec \"$0\" \"$@\""))
+                    .arg(&binary);
+                sh
+            }
+        };
         for (name, _) in std::env::vars_os() {
             if name.to_string_lossy().starts_with("OPENSHELL_") {
                 cmd.env_remove(name);
@@ -243,13 +220,11 @@ impl GatewayCommand {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+        let mut command = describe(&cmd);
         if let Some((uid, gid)) = self.user {
             // std sets the group first, then drops supplementary groups
             // (setgroups) before setuid, so nothing of root's remains.
             cmd.gid(gid).uid(uid);
-        }
-        let mut command = describe(&cmd);
-        if let Some((uid, gid)) = self.user {
             command.push_str(&format!("  # as uid {uid}, gid {gid}"));
         }
         let mut child = cmd.spawn().map_err(|source| Error::Spawn {
@@ -257,30 +232,32 @@ impl GatewayCommand {
             source,
         })?;
         let (stdout, stderr) = (Lines::default(), Lines::default());
-        let mut readers = Vec::new();
-        if let Some(pipe) = child.stdout.take() {
-            readers.push(collect(pipe, stdout.clone()));
-        }
-        if let Some(pipe) = child.stderr.take() {
-            readers.push(collect(pipe, stderr.clone()));
-        }
+        let readers = [
+            child
+                .stdout
+                .take()
+                .map(|pipe| collect(pipe, stdout.clone())),
+            child
+                .stderr
+                .take()
+                .map(|pipe| collect(pipe, stderr.clone())),
+        ];
         Ok(GatewayProcess {
             child,
             command,
             stdout,
             stderr,
-            readers,
+            readers: readers.into_iter().flatten().collect(),
             status: None,
             ocsf_log: self.ocsf_log,
-            addr: None,
         })
     }
 }
 
 // === impl GatewayProcess ===
 
-/// Lines a reader thread has collected from one of the child's pipes.
-type Lines = Arc<Mutex<Vec<String>>>;
+/// Lines a reader thread has collected from one of a child's pipes.
+pub(crate) type Lines = Arc<Mutex<Vec<String>>>;
 
 /// A running `openshell-gateway`, killed when dropped so that no process
 /// outlives a failing test. When dropped during a panic, it prints
@@ -294,7 +271,6 @@ pub struct GatewayProcess {
     readers: Vec<JoinHandle<()>>,
     status: Option<ExitStatus>,
     ocsf_log: Option<PathBuf>,
-    addr: Option<SocketAddr>,
 }
 
 impl GatewayProcess {
@@ -302,11 +278,6 @@ impl GatewayProcess {
     /// has not been restarted: hot reloads do not change it.
     pub fn pid(&self) -> u32 {
         self.child.id()
-    }
-
-    /// The command line it was started with.
-    pub fn command(&self) -> &str {
-        &self.command
     }
 
     /// Its standard output so far, one entry per line.
@@ -330,23 +301,44 @@ impl GatewayProcess {
             .collect()
     }
 
-    /// How many times it logged `listening`: once per start of the
-    /// serving loop, so more than one means it restarted in place.
-    pub fn listening_count(&self) -> usize {
+    /// The `listening` log records: one per start of the serving loop.
+    fn listening_records(&self) -> impl Iterator<Item = Value> {
         self.logs()
-            .iter()
+            .into_iter()
             .filter(|l| l["fields"]["message"] == "listening")
-            .count()
     }
 
-    /// Everything it printed, for failure messages.
+    /// How many times it logged `listening`: more than one means it
+    /// restarted in place.
+    pub fn listening_count(&self) -> usize {
+        self.listening_records().count()
+    }
+
+    /// The plaintext health port's address, from the `listening` record:
+    /// `None` before that record, or without `--health-bind`.
+    pub fn health_addr(&self) -> Option<SocketAddr> {
+        let record = self.listening_records().next()?;
+        let health = record["fields"]["health"].as_str()?;
+        health
+            .strip_prefix("Some(")?
+            .strip_suffix(')')?
+            .parse()
+            .ok()
+    }
+
+    /// Everything it printed (and its OCSF file), for failure messages.
     pub fn output(&self) -> String {
-        format!(
+        let mut output = format!(
             "$ {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
             self.command,
             self.stdout_lines().join("\n"),
             self.stderr_lines().join("\n")
-        )
+        );
+        if let Some(path) = &self.ocsf_log {
+            let events = std::fs::read_to_string(path).unwrap_or_default();
+            output.push_str(&format!("\n--- {} ---\n{events}", path.display()));
+        }
+        output
     }
 
     /// Its exit status, if it has exited.
@@ -378,22 +370,46 @@ impl GatewayProcess {
     /// process output.
     pub fn ensure_not_restarted(&mut self, pid: u32) -> Result<()> {
         let problem = if !self.is_running() {
-            Some("the gateway stopped".to_owned())
+            "the gateway stopped".to_owned()
         } else if self.pid() != pid {
-            Some(format!("pid {} is not the original {pid}", self.pid()))
+            format!("pid {} is not the original {pid}", self.pid())
         } else if self.listening_count() != 1 {
-            Some(format!(
-                "the gateway started listening {} times",
-                self.listening_count()
-            ))
+            let n = self.listening_count();
+            format!("the gateway started listening {n} times")
         } else {
-            None
+            return Ok(());
         };
-        match problem {
-            None => Ok(()),
-            Some(detail) => Err(Error::Unexpected {
-                what: format!("gateway process {pid}"),
-                detail: format!("{detail}\n{}", self.output()),
+        Err(Error::unexpected(
+            format!("gateway process {pid}"),
+            format!("{problem}\n{}", self.output()),
+        ))
+    }
+
+    /// Polls `probe` until it finds something, for at most `within`,
+    /// failing at once when the gateway exits or `probe` fails.
+    async fn wait_until<T>(
+        &mut self,
+        within: Duration,
+        what: &str,
+        mut probe: impl FnMut(&Self) -> Result<Option<T>>,
+    ) -> Result<T> {
+        let outcome = poll(within, POLL, what, || {
+            std::future::ready(match probe(self) {
+                Ok(Some(found)) => Ok(Ok(found)),
+                Err(e) => Ok(Err(e)),
+                Ok(None) => match self.check_running(what) {
+                    Ok(()) => Err(""),
+                    Err(exited) => Ok(Err(exited)),
+                },
+            })
+        })
+        .await;
+        match outcome {
+            Ok(result) => result,
+            Err(_) => Err(Error::Timeout {
+                what: what.to_owned(),
+                within,
+                detail: self.output(),
             }),
         }
     }
@@ -407,35 +423,14 @@ impl GatewayProcess {
     /// [`Error::Timeout`] when it does not listen in time,
     /// [`Error::Unexpected`] when the record has no address.
     pub async fn listening(&mut self, within: Duration) -> Result<SocketAddr> {
-        if let Some(addr) = self.addr {
-            return Ok(addr);
-        }
-        let deadline = Instant::now() + within;
-        loop {
-            let record = self
-                .logs()
-                .into_iter()
-                .find(|l| l["fields"]["message"] == "listening");
-            if let Some(record) = record {
-                let addr = record["fields"]["addr"]
-                    .as_str()
-                    .and_then(|a| a.parse().ok())
-                    .ok_or_else(|| {
-                        Error::unexpected("the gateway's listening record", record.to_string())
-                    })?;
-                self.addr = Some(addr);
-                return Ok(addr);
-            }
-            self.check_running("waiting for it to listen")?;
-            if Instant::now() >= deadline {
-                return Err(Error::Timeout {
-                    what: "the gateway to log `listening`".to_owned(),
-                    within,
-                    detail: self.output(),
-                });
-            }
-            tokio::time::sleep(POLL).await;
-        }
+        let what = "the gateway to log `listening`";
+        let record = self
+            .wait_until(within, what, |p| Ok(p.listening_records().next()))
+            .await?;
+        record["fields"]["addr"]
+            .as_str()
+            .and_then(|a| a.parse().ok())
+            .ok_or_else(|| Error::unexpected("the gateway's listening record", record.to_string()))
     }
 
     /// Waits for a stderr line satisfying `pred`, for at most `within`,
@@ -451,21 +446,10 @@ impl GatewayProcess {
         what: &str,
         pred: impl Fn(&str) -> bool,
     ) -> Result<String> {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(line) = lock(&self.stderr).iter().find(|l| pred(l)) {
-                return Ok(line.clone());
-            }
-            self.check_running(what)?;
-            if Instant::now() >= deadline {
-                return Err(Error::Timeout {
-                    what: what.to_owned(),
-                    within,
-                    detail: self.output(),
-                });
-            }
-            tokio::time::sleep(POLL).await;
-        }
+        self.wait_until(within, what, |p| {
+            Ok(lock(&p.stderr).iter().find(|l| pred(l)).cloned())
+        })
+        .await
     }
 
     /// The OCSF events so far: from the `--ocsf-log` file when one was
@@ -488,36 +472,17 @@ impl GatewayProcess {
     ///
     /// # Errors
     ///
-    /// [`Error::Timeout`] naming `what` (with the events seen and the
-    /// gateway's output), [`Error::Exited`] when the gateway exits first,
-    /// or an error reading the events.
+    /// [`Error::Timeout`] naming `what` (with the gateway's output and
+    /// OCSF file), [`Error::Exited`] when the gateway exits first, or an
+    /// error reading the events.
     pub async fn wait_for_ocsf<T>(
         &mut self,
         within: Duration,
         what: &str,
         pred: impl Fn(&[Value]) -> Option<T>,
     ) -> Result<T> {
-        let deadline = Instant::now() + within;
-        loop {
-            let events = self.ocsf_events()?;
-            if let Some(found) = pred(&events) {
-                return Ok(found);
-            }
-            self.check_running(what)?;
-            if Instant::now() >= deadline {
-                let seen: Vec<String> = events.iter().map(Value::to_string).collect();
-                return Err(Error::Timeout {
-                    what: what.to_owned(),
-                    within,
-                    detail: format!(
-                        "--- OCSF events ---\n{}\n{}",
-                        seen.join("\n"),
-                        self.output()
-                    ),
-                });
-            }
-            tokio::time::sleep(POLL).await;
-        }
+        self.wait_until(within, what, |p| Ok(pred(&p.ocsf_events()?)))
+            .await
     }
 
     /// Sends the signal `name` (`HUP`, `TERM`, ...) with `kill -s`.
@@ -541,16 +506,12 @@ impl GatewayProcess {
     ///
     /// When its status cannot be queried.
     pub async fn exit_within(&mut self, within: Duration) -> Result<Option<ExitStatus>> {
-        let deadline = Instant::now() + within;
-        let status = loop {
-            if let Some(status) = self.try_status()? {
-                break status;
-            }
-            if Instant::now() >= deadline {
-                return Ok(None);
-            }
-            tokio::time::sleep(POLL).await;
-        };
+        let exited = poll(within, POLL, "the gateway to exit", || {
+            std::future::ready(self.try_status().transpose().ok_or(""))
+        })
+        .await;
+        let Ok(status) = exited else { return Ok(None) };
+        let status = status?;
         for reader in self.readers.drain(..) {
             let _ = reader.join();
         }
@@ -588,14 +549,14 @@ impl Drop for GatewayProcess {
     }
 }
 
-fn lock(lines: &Lines) -> std::sync::MutexGuard<'_, Vec<String>> {
+pub(crate) fn lock(lines: &Lines) -> MutexGuard<'_, Vec<String>> {
     // A reader thread cannot panic while holding the lock; if one did, its
     // lines so far are still worth reading.
     lines.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// A thread appending each line of `pipe` to `lines` until it closes.
-fn collect(pipe: impl Read + Send + 'static, lines: Lines) -> JoinHandle<()> {
+pub(crate) fn collect(pipe: impl Read + Send + 'static, lines: Lines) -> JoinHandle<()> {
     std::thread::spawn(move || {
         for line in BufReader::new(pipe).lines() {
             let Ok(line) = line else { break };
@@ -620,16 +581,6 @@ mod tests {
         }
         for name in ["CARGO_HOME", "CARGO_TARGET_DIR", "CARGO_BUILD_JOBS", "PATH"] {
             assert!(!is_package_variable(name), "{name}");
-        }
-    }
-
-    #[test]
-    fn the_conventional_path_is_under_the_workspace_target_directory() {
-        if std::env::var_os("CARGO_TARGET_DIR").is_none() {
-            assert_eq!(
-                conventional_path(),
-                workspace_root().join("target/debug/openshell-gateway")
-            );
         }
         assert!(workspace_root().join("Cargo.toml").is_file());
     }

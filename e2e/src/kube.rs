@@ -15,18 +15,16 @@
 //!   [`PortForward::addr`] starts it again.
 
 use std::ffi::OsString;
-use std::io::{BufRead, BufReader, Read};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
 use crate::command::{self, describe};
 use crate::error::{Error, Result};
-use crate::gateway::workspace_root;
+use crate::gateway::{Lines, collect, lock, workspace_root};
 
 /// Environment variable naming the kubeconfig of the test cluster; the k3s
 /// tests are skipped when it is not set.
@@ -348,7 +346,7 @@ struct Forwarding {
     child: Child,
     addr: SocketAddr,
     command: String,
-    output: Arc<Mutex<Vec<String>>>,
+    output: Lines,
 }
 
 impl PortForward {
@@ -399,7 +397,7 @@ impl PortForward {
             command: command.clone(),
             source,
         })?;
-        let output = Arc::new(Mutex::new(Vec::new()));
+        let output = Lines::default();
         if let Some(pipe) = child.stdout.take() {
             collect(pipe, output.clone());
         }
@@ -456,10 +454,7 @@ impl PortForward {
 
 impl Forwarding {
     fn lines(&self) -> Vec<String> {
-        self.output
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        lock(&self.output).clone()
     }
 }
 
@@ -467,18 +462,6 @@ impl Drop for PortForward {
     fn drop(&mut self) {
         self.stop();
     }
-}
-
-fn collect(pipe: impl Read + Send + 'static, lines: Arc<Mutex<Vec<String>>>) {
-    std::thread::spawn(move || {
-        for line in BufReader::new(pipe).lines() {
-            let Ok(line) = line else { break };
-            lines
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .push(line);
-        }
-    });
 }
 
 // === impl ImageRef ===
@@ -525,27 +508,18 @@ impl ImageRef {
                 format!("cannot split {reference:?} into repository, tag and digest"),
             ));
         }
-        Ok(match (tag, digest) {
-            (Some(tag), Some(digest)) => Self {
-                repository: repository.to_owned(),
-                tag: format!("{tag}@{digest}"),
-                digest: String::new(),
-            },
-            (Some(tag), None) => Self {
-                repository: repository.to_owned(),
-                tag: tag.to_owned(),
-                digest: String::new(),
-            },
-            (None, Some(digest)) => Self {
-                repository: repository.to_owned(),
-                tag: String::new(),
-                digest: digest.to_owned(),
-            },
-            (None, None) => Self {
-                repository: repository.to_owned(),
-                tag: String::new(),
-                digest: String::new(),
-            },
+        // A tag and a digest travel together in `image.tag`.
+        let (tag, digest) = match (tag, digest) {
+            (Some(tag), Some(digest)) => (format!("{tag}@{digest}"), String::new()),
+            (tag, digest) => (
+                tag.unwrap_or_default().to_owned(),
+                digest.unwrap_or_default().to_owned(),
+            ),
+        };
+        Ok(Self {
+            repository: repository.to_owned(),
+            tag,
+            digest,
         })
     }
 
