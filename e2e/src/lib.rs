@@ -18,11 +18,15 @@
 //! cargo test -p openshell-e2e          # or: mise run e2e
 //! ```
 //!
-//! `tests/local.rs` needs nothing but the workspace: it builds the gateway
-//! binary ([`gateway_binary`]; set `OPENSHELL_GATEWAY_BIN` to test another
-//! one), serves certificates from temporary directories written by
+//! `tests/local.rs` and `tests/faults.rs` need nothing but the workspace:
+//! the gateway binary is `OPENSHELL_GATEWAY_BIN` when set, else built once
+//! per test binary with `escargot` ([`gateway_binary`]). `tests/local.rs`
+//! serves certificates from temporary directories written by
 //! [`AtomicWriter`](tls_reload::testing::AtomicWriter) on loopback, rotates
-//! them, and checks the served fingerprint with a real TLS client. The OCSF
+//! them, and checks the served fingerprint with a real TLS client; it also
+//! covers the process itself: signals, the shutdown drain, the handshake
+//! timeout, `--dev`, startup errors, log filters, an unwritable audit
+//! file, a low open-file limit and the plaintext health port. The OCSF
 //! lines are validated against the schema in `../shared/ocsf/v1.8.0` when
 //! that directory exists; otherwise the tests say the validation was
 //! skipped. `tests/faults.rs` runs the fault matrix the same way: one
@@ -32,7 +36,15 @@
 //! that a new good pair heals the gateway; its rows that need `openssl`
 //! print why they are skipped when it is not on `PATH`, and under root its
 //! permission row runs the gateway as `nobody` ([`GatewayCommand::user`]).
-//! `tests/k3s.rs` prints why it is skipped and passes.
+//! `tests/hardening.rs` storms the reload path, sends hostile clients and
+//! scans every output for key material. `tests/k3s.rs` prints why it is
+//! skipped and passes.
+//!
+//! [`GatewayCommand`] starts the binary and [`GatewayProcess`] watches it
+//! (its log, stderr and OCSF events, each wait bounded by [`eventually`]);
+//! [`tls`] is the client side: served fingerprints, one HTTP client on
+//! hyper for both HTTP versions over TLS or in plaintext, and gRPC
+//! channels.
 //!
 //! # Running the tests on k3s
 //!
@@ -111,3 +123,11 @@ pub use gateway::{
     GATEWAY_BIN_ENV, GatewayCommand, GatewayProcess, gateway_binary, workspace_root,
 };
 pub use wait::{eventually, eventually_blocking};
+
+/// Writes a line to the test's stderr even when the test harness captures
+/// output, so that a skipped check or the progress of a slow test shows in
+/// `cargo test`'s output.
+pub fn say(line: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr(), "{line}");
+}

@@ -122,6 +122,23 @@ pub fn validate(events: &[Value]) -> Result<SchemaCheck> {
     })
 }
 
+/// [`validate`] for a test: there must be events, every one must validate,
+/// and when the schema files are not there, the test says so on stderr
+/// ([`say`](crate::say)) and passes.
+///
+/// # Errors
+///
+/// When there are no events, or as [`validate`].
+pub fn check(events: &[Value]) -> Result<()> {
+    if events.is_empty() {
+        return Err(Error::unexpected("the OCSF events", "there are none"));
+    }
+    if let SchemaCheck::Skipped { reason } = validate(events)? {
+        crate::say(&format!("skipping OCSF schema validation: {reason}"));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
