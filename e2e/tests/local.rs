@@ -1,23 +1,34 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Test code: a panic is a failed test.
 
-//! The real `openshell-gateway` process on loopback, serving its server
-//! certificate from one kubelet-style Secret directory and its client CA
-//! from another (both written by `AtomicWriter`, exactly as kubelet swaps
-//! them), with mutual TLS required and a 100 ms reload debounce. A real TLS
-//! client checks what is served after each rotation; the OCSF audit file
-//! and the logs are checked for the matching events.
+//! The real `openshell-gateway` process on loopback.
+//!
+//! Rotations: the server certificate comes from one kubelet-style Secret
+//! directory and the client CA from another (both written by
+//! `AtomicWriter`, exactly as kubelet swaps them), with mutual TLS required
+//! and a 100 ms reload debounce. A real TLS client checks what is served
+//! after each rotation; the OCSF audit file and the logs are checked for
+//! the matching events.
+//!
+//! The process: SIGHUP without a watcher, the SIGTERM drain, the handshake
+//! timeout, `--dev`, a startup error, log filters, an unwritable audit
+//! file, a low open-file limit and the plaintext health port.
 
-use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use openshell_e2e::ocsf::{self, SchemaCheck, event_code, tls_details, with_code};
-use openshell_e2e::{Error, GatewayCommand, GatewayProcess, eventually, tls};
+use bytes::Bytes;
+use http_body_util::Full;
+use openshell_e2e::kube::free_loopback_port;
+use openshell_e2e::ocsf::{self, event_code, tls_details, with_code};
+use openshell_e2e::tls::{self, Connection, Http};
+use openshell_e2e::{Error, GatewayCommand, GatewayProcess, eventually};
 use rustls::ClientConfig;
 use serde_json::Value;
 use tls_reload::testing::{Leaf, SecretVolumes, TestCa};
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
 
 /// How long the gateway may take to start listening.
 const STARTUP: Duration = Duration::from_secs(10);
@@ -35,12 +46,14 @@ const EVERY: Duration = Duration::from_millis(25);
 /// and a client certificate, in a temporary directory.
 type Fixture = SecretVolumes;
 
-/// What these tests add to the shared volumes: the gateway they start and
+/// What these tests add to the shared volumes: the gateways they start and
 /// the clients they use.
 trait FixtureExt {
     fn audit_log(&self) -> PathBuf;
+    fn serving_on(&self, bind: SocketAddr) -> GatewayCommand;
+    fn serving(&self) -> GatewayCommand;
     async fn start(&self) -> (GatewayProcess, SocketAddr);
-    fn client_as(&self, identity: &Leaf) -> Arc<ClientConfig>;
+    fn client_as(&self, identity: Option<&Leaf>) -> Arc<ClientConfig>;
     fn client(&self) -> Arc<ClientConfig>;
 }
 
@@ -49,13 +62,28 @@ impl FixtureExt for Fixture {
         self.dir().join("audit.jsonl")
     }
 
-    async fn start(&self) -> (GatewayProcess, SocketAddr) {
-        let mut gateway = GatewayCommand::new()
-            .args(["--bind", "127.0.0.1:0"])
+    /// A gateway serving the server volume on `bind`, without client
+    /// authentication.
+    fn serving_on(&self, bind: SocketAddr) -> GatewayCommand {
+        GatewayCommand::new()
+            .arg("--bind")
+            .arg(bind.to_string())
             .arg("--tls-cert")
             .arg(self.server.path("tls.crt"))
             .arg("--tls-key")
             .arg(self.server.path("tls.key"))
+    }
+
+    /// [`serving_on`](Self::serving_on) an ephemeral loopback port.
+    fn serving(&self) -> GatewayCommand {
+        self.serving_on(SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
+    /// The rotation tests' gateway: mTLS required, 100 ms debounce, OCSF
+    /// events in [`audit_log`](Self::audit_log).
+    async fn start(&self) -> (GatewayProcess, SocketAddr) {
+        let mut gateway = self
+            .serving()
             .arg("--tls-client-ca")
             .arg(self.client_ca_volume.path("ca.crt"))
             .args(["--tls-client-auth", "required"])
@@ -68,20 +96,20 @@ impl FixtureExt for Fixture {
     }
 
     /// A client trusting the server CA and presenting `identity`.
-    fn client_as(&self, identity: &Leaf) -> Arc<ClientConfig> {
-        tls::client_config(self.server_ca.cert_pem(), Some(identity)).unwrap()
+    fn client_as(&self, identity: Option<&Leaf>) -> Arc<ClientConfig> {
+        tls::client_config(self.server_ca.cert_pem(), identity).unwrap()
     }
 
     /// The usual client: the client certificate of the initial client CA.
     fn client(&self) -> Arc<ClientConfig> {
-        self.client_as(&self.client)
+        self.client_as(Some(&self.client))
     }
 }
 
 // === helpers ===
 
-async fn served(addr: SocketAddr, client: Arc<ClientConfig>) -> String {
-    tls::served_fingerprint(addr, client, EXCHANGE)
+async fn served(addr: SocketAddr, client: &Arc<ClientConfig>) -> String {
+    tls::served_fingerprint(addr, client.clone(), EXCHANGE)
         .await
         .unwrap()
 }
@@ -93,33 +121,53 @@ async fn wait_until_served(addr: SocketAddr, client: &Arc<ClientConfig>, fingerp
         .unwrap();
 }
 
+/// `GET path` over TLS as `client`; the reply, which must be a 200.
+async fn get_ok(addr: SocketAddr, client: &Arc<ClientConfig>, path: &str) -> tls::Reply {
+    let reply = tls::get(addr, client.clone(), path, EXCHANGE)
+        .await
+        .unwrap();
+    assert_eq!(reply.status, 200, "GET {path}: {reply:?}");
+    reply
+}
+
+/// `GET path` in plaintext HTTP/1.1.
+async fn get_plain(addr: SocketAddr, path: &str) -> tls::Reply {
+    let request = tls::get_request(path).unwrap();
+    tls::send(addr, None, Http::One, request, EXCHANGE)
+        .await
+        .unwrap()
+}
+
 /// `GET /healthz` as the client `config`: `Ok` when the gateway accepted
 /// it and answered, `Err` with the reason otherwise.
-async fn healthz(addr: SocketAddr, config: Arc<ClientConfig>) -> Result<u16, Error> {
-    tls::get(addr, config, "/healthz", EXCHANGE)
+async fn healthz(addr: SocketAddr, config: &Arc<ClientConfig>) -> Result<u16, Error> {
+    tls::get(addr, config.clone(), "/healthz", EXCHANGE)
         .await
         .map(|reply| reply.status)
 }
 
-/// Asserts that the gateway refused the client during the handshake with
-/// the TLS alert `alert` (not a timeout, not an HTTP error status).
-async fn assert_refused(addr: SocketAddr, config: Arc<ClientConfig>, alert: &str, who: &str) {
-    match healthz(addr, config).await {
-        Err(Error::Io { source, .. }) => {
-            let msg = source.to_string();
-            assert!(
-                msg.contains(&format!("received fatal alert: {alert}")),
-                "{who}: expected alert {alert}, got: {msg}"
-            );
+/// Asserts that the gateway accepts `accepted` and refuses each of
+/// `refused` (client, who) during the handshake with the TLS alert named
+/// beside it (not a timeout, not an HTTP error status).
+async fn assert_only_accepted(
+    addr: SocketAddr,
+    accepted: &Arc<ClientConfig>,
+    refused: &[(&Arc<ClientConfig>, &str, &str)],
+) {
+    assert_eq!(healthz(addr, accepted).await.unwrap(), 200);
+    for (config, alert, who) in refused {
+        match healthz(addr, config).await {
+            Err(Error::Io { source, .. }) => {
+                let msg = source.to_string();
+                assert!(
+                    msg.contains(&format!("received fatal alert: {alert}")),
+                    "{who}: expected alert {alert}, got: {msg}"
+                );
+            }
+            Err(other) => panic!("{who}: expected alert {alert}, got {other}"),
+            Ok(status) => panic!("{who}: accepted (HTTP {status}), expected alert {alert}"),
         }
-        Err(other) => panic!("{who}: expected alert {alert}, got {other}"),
-        Ok(status) => panic!("{who}: accepted (HTTP {status}), expected alert {alert}"),
     }
-}
-
-/// The process is the one that started and never restarted its listener.
-fn assert_not_restarted(gateway: &mut GatewayProcess, pid: u32) {
-    gateway.ensure_not_restarted(pid).unwrap();
 }
 
 /// Waits for the `n`th event with `code` and returns it.
@@ -132,25 +180,11 @@ async fn nth_event(gateway: &mut GatewayProcess, code: &'static str, n: usize) -
         .unwrap()
 }
 
-/// Writes a line to the test's stderr even when the harness captures
-/// output, so a skipped check is visible in `cargo test`'s output.
-fn say(line: &str) {
-    let _ = writeln!(std::io::stderr(), "{line}");
-}
-
-/// Every OCSF line validates against the schema, when the schema files are
-/// there; says so when they are not. Returns the events.
+/// Every OCSF line validates against the schema (when the schema files are
+/// there); returns the events.
 fn assert_ocsf_valid(gateway: &GatewayProcess) -> Vec<Value> {
     let events = gateway.ocsf_events().unwrap();
-    assert!(!events.is_empty(), "no OCSF events\n{}", gateway.output());
-    match ocsf::validate(&events) {
-        Ok(SchemaCheck::Validated { events: n, .. }) => assert_eq!(n, events.len()),
-        Ok(SchemaCheck::Skipped { reason }) => {
-            say(&format!("skipping OCSF schema validation: {reason}"));
-        }
-        Ok(other) => panic!("unexpected schema check {other:?}"),
-        Err(e) => panic!("{e}"),
-    }
+    ocsf::check(&events).unwrap();
     events
 }
 
@@ -163,7 +197,22 @@ fn assert_no_key_material(fixture: &Fixture, keys: &[&str]) {
     }
 }
 
-// === scenarios ===
+/// Sends SIGTERM and asserts a successful exit within `within`.
+async fn assert_stops(gateway: &mut GatewayProcess, within: Duration) {
+    gateway.signal("TERM").unwrap();
+    let status = gateway.exit_within(within).await.unwrap();
+    let output = gateway.output();
+    let status = status.unwrap_or_else(|| panic!("running {within:?} after SIGTERM\n{output}"));
+    assert!(status.success(), "{status}\n{output}");
+}
+
+/// The value of the Prometheus sample `name` (labels included) in `page`.
+fn sample(page: &str, name: &str) -> Option<f64> {
+    page.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+// === rotations ===
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotating_the_server_secret_serves_the_new_certificate_without_a_restart() {
@@ -172,14 +221,14 @@ async fn rotating_the_server_secret_serves_the_new_certificate_without_a_restart
     let pid = gateway.pid();
     let client = fixture.client();
     let first = fixture.leaf.fingerprint.clone();
-    assert_eq!(served(addr, client.clone()).await, first);
+    assert_eq!(served(addr, &client).await, first);
     let loaded = nth_event(&mut gateway, "tls_loaded", 1).await;
     assert_eq!(tls_details(&loaded)["new_fingerprint"], first.as_str());
 
     let rotated = fixture.server_ca.server();
-    fixture.publish(&rotated.cert_pem, &rotated.key_pem);
+    fixture.publish_leaf(&rotated);
     wait_until_served(addr, &client, &rotated.fingerprint).await;
-    assert_not_restarted(&mut gateway, pid);
+    gateway.ensure_not_restarted(pid).unwrap();
 
     let reloaded = nth_event(&mut gateway, "tls_reloaded", 1).await;
     let details = tls_details(&reloaded);
@@ -201,18 +250,12 @@ async fn rotating_the_server_secret_serves_the_new_certificate_without_a_restart
         .unwrap();
 
     // Established trust is unchanged: the same client is still accepted.
-    assert_eq!(healthz(addr, client).await.unwrap(), 200);
+    assert_eq!(healthz(addr, &client).await.unwrap(), 200);
     assert_ocsf_valid(&gateway);
     assert_no_key_material(&fixture, &[&fixture.leaf.key_pem, &rotated.key_pem]);
 
     // And the reloaded gateway still stops cleanly (its watcher included).
-    gateway.signal("TERM").unwrap();
-    let status = gateway
-        .exit_within(Duration::from_secs(5))
-        .await
-        .unwrap()
-        .unwrap_or_else(|| panic!("still running 5 s after SIGTERM\n{}", gateway.output()));
-    assert!(status.success(), "{status}\n{}", gateway.output());
+    assert_stops(&mut gateway, Duration::from_secs(5)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -240,9 +283,9 @@ async fn a_garbage_key_keeps_the_served_certificate_until_a_good_update_heals_it
 
     // The old certificate is still served, through the retries, which
     // report nothing new for the same broken files.
-    assert_eq!(served(addr, client.clone()).await, first);
+    assert_eq!(served(addr, &client).await, first);
     tokio::time::sleep(Duration::from_millis(800)).await;
-    assert_eq!(served(addr, client.clone()).await, first);
+    assert_eq!(served(addr, &client).await, first);
     let events = gateway.ocsf_events().unwrap();
     assert_eq!(
         with_code(&events, "tls_reload_failed").count(),
@@ -250,22 +293,17 @@ async fn a_garbage_key_keeps_the_served_certificate_until_a_good_update_heals_it
         "one failure event per broken content, not per retry"
     );
     assert_eq!(with_code(&events, "tls_reloaded").count(), 0);
-    assert_not_restarted(&mut gateway, pid);
+    gateway.ensure_not_restarted(pid).unwrap();
 
     // The next renewal heals it.
     let healed = fixture.server_ca.server();
-    fixture.publish(&healed.cert_pem, &healed.key_pem);
+    fixture.publish_leaf(&healed);
     wait_until_served(addr, &client, &healed.fingerprint).await;
     let reloaded = nth_event(&mut gateway, "tls_reloaded", 1).await;
-    assert_eq!(
-        tls_details(&reloaded)["new_fingerprint"],
-        healed.fingerprint.as_str()
-    );
-    assert_eq!(
-        tls_details(&reloaded)["previous_fingerprint"],
-        first.as_str()
-    );
-    assert_not_restarted(&mut gateway, pid);
+    let details = tls_details(&reloaded);
+    assert_eq!(details["new_fingerprint"], healed.fingerprint.as_str());
+    assert_eq!(details["previous_fingerprint"], first.as_str());
+    gateway.ensure_not_restarted(pid).unwrap();
     assert_ocsf_valid(&gateway);
     assert_no_key_material(&fixture, &[&fixture.leaf.key_pem, &healed.key_pem]);
 }
@@ -286,12 +324,11 @@ async fn a_mismatched_pair_keeps_the_served_certificate_until_a_good_update_heal
     assert!(detail.contains("does not match"), "status_detail: {detail}");
     assert_eq!(tls_details(&failed)["previous_fingerprint"], first.as_str());
 
-    assert_eq!(served(addr, client.clone()).await, first);
-    assert_ne!(served(addr, client.clone()).await, cert_of.fingerprint);
-    assert_not_restarted(&mut gateway, pid);
+    assert_eq!(served(addr, &client).await, first);
+    gateway.ensure_not_restarted(pid).unwrap();
 
     let healed = fixture.server_ca.server();
-    fixture.publish(&healed.cert_pem, &healed.key_pem);
+    fixture.publish_leaf(&healed);
     wait_until_served(addr, &client, &healed.fingerprint).await;
     let reloaded = nth_event(&mut gateway, "tls_reloaded", 1).await;
     assert_eq!(
@@ -304,7 +341,7 @@ async fn a_mismatched_pair_keeps_the_served_certificate_until_a_good_update_heal
         })
         .await
         .unwrap();
-    assert_not_restarted(&mut gateway, pid);
+    gateway.ensure_not_restarted(pid).unwrap();
     assert_ocsf_valid(&gateway);
     assert_no_key_material(
         &fixture,
@@ -318,63 +355,36 @@ async fn rotating_the_client_ca_switches_which_client_certificates_are_accepted(
     let (mut gateway, addr) = fixture.start().await;
     let pid = gateway.pid();
     let new_ca = TestCa::new("openshell-e2e client CA (rotated)");
-    let old_client = fixture.client_as(&fixture.client);
-    let new_client = fixture.client_as(&new_ca.client("openshell-e2e-client-2"));
-    let anonymous = tls::client_config(fixture.server_ca.cert_pem(), None).unwrap();
+    let old_client = fixture.client();
+    let new_client = fixture.client_as(Some(&new_ca.client("openshell-e2e-client-2")));
+    let anonymous = fixture.client_as(None);
+    let without = (
+        &anonymous,
+        "CertificateRequired",
+        "a client without a certificate",
+    );
 
     // Before: only the old CA's client is accepted.
-    assert_eq!(healthz(addr, old_client.clone()).await.unwrap(), 200);
-    assert_refused(
-        addr,
-        new_client.clone(),
-        "UnknownCA",
-        "new-CA client before the rotation",
-    )
-    .await;
-    assert_refused(
-        addr,
-        anonymous.clone(),
-        "CertificateRequired",
-        "client without a certificate",
-    )
-    .await;
+    let refused = (&new_client, "UnknownCA", "the new CA's client before");
+    assert_only_accepted(addr, &old_client, &[refused, without]).await;
 
     fixture.publish_client_ca(new_ca.cert_pem());
-    eventually(RELOAD, EVERY, "the new CA's client accepted", || {
-        let client = new_client.clone();
-        async move {
-            match healthz(addr, client).await {
-                Ok(200) => Ok(()),
-                Ok(status) => Err(format!("HTTP {status}")),
-                Err(e) => Err(e.to_string()),
-            }
+    eventually(RELOAD, EVERY, "the new CA's client accepted", || async {
+        match healthz(addr, &new_client).await {
+            Ok(200) => Ok(()),
+            Ok(status) => Err(format!("HTTP {status}")),
+            Err(e) => Err(e.to_string()),
         }
     })
     .await
     .unwrap();
 
     // After: only the new CA's client is accepted.
-    assert_refused(
-        addr,
-        old_client.clone(),
-        "UnknownCA",
-        "old-CA client after the rotation",
-    )
-    .await;
-    assert_refused(
-        addr,
-        anonymous,
-        "CertificateRequired",
-        "client without a certificate",
-    )
-    .await;
-    assert_eq!(healthz(addr, new_client.clone()).await.unwrap(), 200);
+    let refused = (&old_client, "UnknownCA", "the old CA's client after");
+    assert_only_accepted(addr, &new_client, &[refused, without]).await;
 
     // The server certificate did not change; the reload is audited.
-    assert_eq!(
-        served(addr, new_client).await,
-        fixture.leaf.fingerprint.as_str()
-    );
+    assert_eq!(served(addr, &new_client).await, fixture.leaf.fingerprint);
     let reloaded = nth_event(&mut gateway, "tls_reloaded", 1).await;
     assert_eq!(
         tls_details(&reloaded)["new_fingerprint"],
@@ -386,7 +396,7 @@ async fn rotating_the_client_ca_switches_which_client_certificates_are_accepted(
         })
         .await
         .unwrap();
-    assert_not_restarted(&mut gateway, pid);
+    gateway.ensure_not_restarted(pid).unwrap();
     assert_ocsf_valid(&gateway);
 }
 
@@ -395,16 +405,17 @@ async fn every_audit_line_is_a_valid_ocsf_event_with_a_shorthand_in_the_logs() {
     let fixture = Fixture::new();
     let (mut gateway, addr) = fixture.start().await;
     let client = fixture.client();
+    let first = fixture.leaf.fingerprint.clone();
 
     // One of each outcome: startup, a rotation, a failure, a CA change
     // with a recovery.
     let rotated = fixture.server_ca.server();
-    fixture.publish(&rotated.cert_pem, &rotated.key_pem);
+    fixture.publish_leaf(&rotated);
     wait_until_served(addr, &client, &rotated.fingerprint).await;
     fixture.publish(&rotated.cert_pem, "garbage");
     nth_event(&mut gateway, "tls_reload_failed", 1).await;
     let healed = fixture.server_ca.server();
-    fixture.publish(&healed.cert_pem, &healed.key_pem);
+    fixture.publish_leaf(&healed);
     wait_until_served(addr, &client, &healed.fingerprint).await;
     let new_ca = TestCa::new("openshell-e2e client CA (rotated)");
     fixture.publish_client_ca(new_ca.cert_pem());
@@ -427,6 +438,19 @@ async fn every_audit_line_is_a_valid_ocsf_event_with_a_shorthand_in_the_logs() {
         assert_eq!(event["class_uid"], 5019, "{event}");
         assert_eq!(event["type_uid"], 501_901, "{event}");
     }
+    let (loaded, reloaded, failed) = (&events[0], &events[1], &events[2]);
+    assert_eq!(tls_details(loaded)["trigger"], "startup");
+    assert_eq!(tls_details(loaded)["new_fingerprint"], first.as_str());
+    assert_eq!(reloaded["status_id"], 1, "{reloaded}");
+    assert_eq!(
+        reloaded["message"],
+        "TLS certificate config reloaded successfully"
+    );
+    assert_eq!(
+        (&failed["status_id"], &failed["severity_id"]),
+        (&2.into(), &3.into()),
+        "{failed}"
+    );
     // Each event also has its one-line shorthand in the logs (logged just
     // after the JSONL line is written).
     let counts = || {
@@ -437,17 +461,469 @@ async fn every_audit_line_is_a_valid_ocsf_event_with_a_shorthand_in_the_logs() {
     eventually(RELOAD, EVERY, "one shorthand log line per event", || {
         let seen = counts();
         async move {
-            if seen == [1, 3, 1] {
-                Ok(())
-            } else {
-                Err(format!("[LOADED, RELOADED, FAILED] = {seen:?}"))
+            match seen {
+                [1, 3, 1] => Ok(()),
+                _ => Err(format!("[LOADED, RELOADED, FAILED] = {seen:?}")),
             }
         }
     })
     .await
     .unwrap();
+    // The rotated-to certificate is still served after the failure.
+    assert_eq!(served(addr, &client).await, healed.fingerprint);
     assert_no_key_material(
         &fixture,
         &[&fixture.leaf.key_pem, &rotated.key_pem, &healed.key_pem],
     );
+}
+
+// === the process ===
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_watcher_every_sighup_reloads_and_is_audited_even_repeats_and_during_the_drain() {
+    let fixture = Fixture::new();
+    let first = fixture.leaf.fingerprint.clone();
+    let mut gateway = fixture
+        .serving()
+        .args(["--no-tls-reload", "--shutdown-delay", "3s"])
+        .ocsf_log(fixture.audit_log())
+        .spawn()
+        .unwrap();
+    let addr = gateway.listening(STARTUP).await.unwrap();
+    let pid = gateway.pid();
+    let client = fixture.client_as(None);
+    let audited = |gateway: &GatewayProcess| -> Vec<(String, String)> {
+        let events = gateway.ocsf_events().unwrap();
+        let trigger = |e: &Value| tls_details(e)["trigger"].as_str().unwrap_or("").to_owned();
+        let code = |e: &Value| event_code(e).to_owned();
+        events.iter().map(|e| (code(e), trigger(e))).collect()
+    };
+    let wait_for = async |gateway: &mut GatewayProcess, n: usize| {
+        let what = format!("{n} audit lines");
+        gateway
+            .wait_for_ocsf(RELOAD, &what, |events| (events.len() >= n).then_some(()))
+            .await
+            .unwrap();
+    };
+    wait_for(&mut gateway, 1).await;
+
+    // Nothing changed: the request is still on record.
+    gateway.signal("HUP").unwrap();
+    wait_for(&mut gateway, 2).await;
+    // A rotation is not noticed without a watcher...
+    let rotated = fixture.server_ca.server();
+    fixture.publish_leaf(&rotated);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(served(addr, &client).await, first, "reloaded unasked");
+    // ... until SIGHUP.
+    gateway.signal("HUP").unwrap();
+    wait_until_served(addr, &client, &rotated.fingerprint).await;
+    let shorthand = gateway
+        .wait_for_stderr(RELOAD, "the signalled reload's shorthand", |l| {
+            l.contains("CONFIG:RELOADED") && l.contains("trigger:signal")
+        })
+        .await
+        .unwrap();
+    assert!(shorthand.contains(&rotated.fingerprint[..8]), "{shorthand}");
+    gateway.ensure_not_restarted(pid).unwrap();
+    // The same mismatched pair three times: three failures, not one.
+    let next = fixture.server_ca.server();
+    fixture.publish(&next.cert_pem, &rotated.key_pem);
+    for n in 4..=6 {
+        gateway.signal("HUP").unwrap();
+        wait_for(&mut gateway, n).await;
+    }
+    // SIGTERM, then a fixed pair and a SIGHUP while the gateway is still
+    // in its shutdown delay: that reload is audited before it exits.
+    gateway.signal("TERM").unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    fixture.publish_leaf(&next);
+    gateway.signal("HUP").unwrap();
+    let status = gateway.exit_within(Duration::from_secs(10)).await.unwrap();
+    assert!(status.unwrap().success(), "{}", gateway.output());
+
+    let signal = |code: &str| (code.to_owned(), "signal".to_owned());
+    let failed = signal("tls_reload_failed");
+    assert_eq!(
+        audited(&gateway),
+        [
+            ("tls_loaded".to_owned(), "startup".to_owned()),
+            signal("tls_reload_unchanged"),
+            signal("tls_reloaded"),
+            failed.clone(),
+            failed.clone(),
+            failed,
+            signal("tls_reloaded"),
+        ],
+        "{}",
+        gateway.output()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_with_an_open_connection_exits_zero_within_the_grace_period() {
+    const GRACE: Duration = Duration::from_secs(2);
+    let fixture = Fixture::new();
+    let mut gateway = fixture
+        .serving()
+        .args(["--shutdown-grace", "2s"])
+        .spawn()
+        .unwrap();
+    let addr = gateway.listening(STARTUP).await.unwrap();
+
+    // An HTTP/2 connection that has served a request and stays open.
+    let client = fixture.client_as(None);
+    let mut h2 = Connection::open(addr, Some(client), Http::Two)
+        .await
+        .unwrap();
+    let reply = h2
+        .request(tls::get_request("/healthz").unwrap())
+        .await
+        .unwrap();
+    assert_eq!(reply.status, 200);
+    // And a client stuck before its handshake (the default handshake
+    // timeout, 10 s, is longer than the grace period).
+    let _silent = TcpStream::connect(addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    let sent = Instant::now();
+    gateway.signal("TERM").unwrap();
+    // The idle HTTP/2 connection is drained (GOAWAY, then closed) while the
+    // gateway waits for the stuck one.
+    let drained = h2.closed(Duration::from_millis(1500)).await;
+    assert!(
+        drained.is_ok(),
+        "the idle HTTP/2 connection was not closed gracefully: {drained:?}\n{}",
+        gateway.output()
+    );
+    let took = GRACE + Duration::from_secs(3);
+    let status = gateway.exit_within(took).await.unwrap();
+    let status = status.unwrap_or_else(|| panic!("running {took:?} after SIGTERM"));
+    assert!(
+        status.success(),
+        "exit status {status}\n{}",
+        gateway.output()
+    );
+    assert!(sent.elapsed() < took, "took {:?}", sent.elapsed());
+    assert!(
+        gateway.stderr_lines().iter().any(|l| l.contains("stopped")),
+        "no orderly stop logged\n{}",
+        gateway.output()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_client_is_cut_off_after_the_handshake_timeout_while_others_are_served() {
+    let fixture = Fixture::new();
+    let mut gateway = fixture
+        .serving()
+        .args(["--handshake-timeout", "1s"])
+        .spawn()
+        .unwrap();
+    let addr = gateway.listening(STARTUP).await.unwrap();
+    let client = fixture.client_as(None);
+
+    let opened = Instant::now();
+    let mut silent = TcpStream::connect(addr).await.unwrap();
+    // Meanwhile a well-behaved client is served.
+    assert_eq!(served(addr, &client).await, fixture.leaf.fingerprint);
+    assert_eq!(get_ok(addr, &client, "/healthz").await.body, "ok\n");
+    assert!(
+        opened.elapsed() < Duration::from_millis(900),
+        "the good client took too long to prove concurrency: {:?}",
+        opened.elapsed()
+    );
+
+    let mut buf = [0u8; 64];
+    let read = tokio::time::timeout(Duration::from_secs(3), silent.read(&mut buf))
+        .await
+        .expect("the silent connection is still open 3 s later");
+    let cut_after = opened.elapsed();
+    assert!(matches!(read, Ok(0) | Err(_)), "expected EOF, got {read:?}");
+    assert!(
+        cut_after >= Duration::from_millis(900),
+        "cut off after {cut_after:?}, before the 1 s handshake timeout"
+    );
+
+    // It cost that connection only: the server still serves, and counted it.
+    let metrics = get_ok(addr, &client, "/metrics").await.body;
+    let timeouts = sample(
+        &metrics,
+        "openshell_tls_handshakes_total{result=\"timeout\"}",
+    );
+    assert_eq!(timeouts, Some(1.0), "{metrics}");
+    assert!(gateway.is_running());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_mode_generates_certificates_then_reuses_them() {
+    let state = tempfile::tempdir().unwrap();
+    let dir = state.path().join("dev");
+    let ca_path = dir.join("ca.crt");
+    let mut generated: Option<(String, String)> = None;
+    for logged in ["generated a CA", "reusing certificates"] {
+        let mut gateway = GatewayCommand::new()
+            .arg("--dev")
+            .arg("--state-dir")
+            .arg(&dir)
+            .args(["--bind", "127.0.0.1:0"])
+            .spawn()
+            .unwrap();
+        let addr = gateway.listening(STARTUP).await.unwrap();
+        for name in ["ca.crt", "tls.crt", "tls.key", "client.crt", "client.key"] {
+            assert!(dir.join(name).is_file(), "{name} not generated");
+        }
+        let files = (
+            std::fs::read_to_string(&ca_path).unwrap(),
+            std::fs::read_to_string(dir.join("tls.crt")).unwrap(),
+        );
+        let first = generated.get_or_insert_with(|| files.clone());
+        assert_eq!(&files, first, "the certificates were regenerated");
+        let (ca_pem, cert_pem) = &files;
+
+        // The banner says how to connect, and that works.
+        let port = addr.port();
+        let ca = ca_path.display();
+        let curl = format!("curl --cacert {ca} https://localhost:{port}/healthz");
+        let grpcurl = format!("grpcurl -cacert {ca} localhost:{port} list");
+        eventually(RELOAD, EVERY, "the dev banner on stdout", || {
+            let out = gateway.stdout_lines().join("\n");
+            let found = out.contains(&curl) && out.contains(&grpcurl);
+            async move { found.then_some(()).ok_or(out) }
+        })
+        .await
+        .unwrap();
+        let client = tls::client_config(ca_pem, None).unwrap();
+        assert_eq!(get_ok(addr, &client, "/healthz").await.body, "ok\n");
+        let fingerprint = tls::fingerprint_of_pem(cert_pem.as_bytes()).unwrap();
+        assert_eq!(served(addr, &client).await, fingerprint);
+
+        assert_stops(&mut gateway, Duration::from_secs(5)).await;
+        assert!(
+            gateway.stderr_lines().iter().any(|l| l.contains(logged)),
+            "no log line saying {logged:?}\n{}",
+            gateway.output()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn startup_with_a_missing_key_exits_nonzero_with_one_line_naming_the_path() {
+    let fixture = Fixture::new();
+    let missing = fixture.dir().join("nowhere/tls.key");
+    let mut gateway = GatewayCommand::new()
+        .args(["--bind", "127.0.0.1:0", "--tls-cert"])
+        .arg(fixture.server.path("tls.crt"))
+        .arg("--tls-key")
+        .arg(&missing)
+        .spawn()
+        .unwrap();
+    let status = gateway.exit_within(Duration::from_secs(5)).await.unwrap();
+    let output = gateway.output();
+    let status = status.unwrap_or_else(|| panic!("still running 5 s after start\n{output}"));
+    assert!(status.code().is_some_and(|c| c != 0), "{status}");
+
+    let stderr = gateway.stderr_lines();
+    let errors: Vec<&String> = stderr
+        .iter()
+        .filter(|l| l.starts_with("openshell-gateway:"))
+        .collect();
+    assert_eq!(errors.len(), 1, "{output}");
+    let last = stderr.iter().rev().find(|l| !l.trim().is_empty()).unwrap();
+    assert_eq!(last, errors[0], "{output}");
+    assert!(last.contains(&missing.display().to_string()), "{last}");
+    assert_eq!(gateway.listening_count(), 0, "{output}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_log_filter_drops_an_audit_event() {
+    for rust_log in ["off", "warn"] {
+        let mut fixture = Fixture::new();
+        // Nothing logs the address at these levels: choose it.
+        let addr = SocketAddr::from(([127, 0, 0, 1], free_loopback_port().unwrap()));
+        let mut gateway = fixture
+            .serving_on(addr)
+            .args(["--tls-reload-debounce", "50ms"])
+            .env("RUST_LOG", rust_log)
+            .spawn()
+            .unwrap();
+        let client = fixture.client_as(None);
+        let first = fixture.leaf.fingerprint.clone();
+        tls::wait_until_served(addr, &client, &first, STARTUP, EVERY)
+            .await
+            .unwrap();
+        let rotated = fixture.rotate();
+        wait_until_served(addr, &client, &rotated.fingerprint).await;
+        let reloaded = gateway
+            .wait_for_ocsf(RELOAD, "the reload event on stderr", |events| {
+                with_code(events, "tls_reloaded").next().cloned()
+            })
+            .await
+            .unwrap();
+        assert_eq!(reloaded["class_uid"], 5019, "RUST_LOG={rust_log}");
+        assert_eq!(
+            tls_details(&reloaded)["new_fingerprint"],
+            rotated.fingerprint.as_str()
+        );
+        let events = gateway.ocsf_events().unwrap();
+        let output = gateway.output();
+        let loaded = with_code(&events, "tls_loaded").count();
+        assert_eq!(loaded, 1, "RUST_LOG={rust_log}: no startup event\n{output}");
+        // The filter still applies to the logs themselves.
+        assert!(
+            gateway.logs().iter().all(|l| l["level"] != "INFO"),
+            "RUST_LOG={rust_log} let an INFO log line through\n{output}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unwritable_audit_file_is_counted_and_stops_nothing() {
+    let mut fixture = Fixture::new();
+    let logs = fixture.dir().join("logs");
+    std::fs::create_dir(&logs).unwrap();
+    let audit = logs.join("audit.jsonl");
+    let mut gateway = fixture
+        .serving()
+        .args(["--tls-reload-debounce", "50ms"])
+        .ocsf_log(&audit)
+        .spawn()
+        .unwrap();
+    let addr = gateway.listening(STARTUP).await.unwrap();
+    let client = fixture.client_as(None);
+    nth_event(&mut gateway, "tls_loaded", 1).await;
+    let failures = async || {
+        let page = get_ok(addr, &client, "/metrics").await.body;
+        sample(&page, "openshell_audit_write_failures_total")
+    };
+    assert_eq!(failures().await, Some(0.0));
+
+    std::fs::remove_dir_all(&logs).unwrap();
+    for _ in 0..2 {
+        let rotated = fixture.rotate();
+        wait_until_served(addr, &client, &rotated.fingerprint).await;
+    }
+    let count = eventually(RELOAD, EVERY, "two counted failures", || async {
+        match failures().await {
+            Some(n) if n >= 2.0 => Ok(n),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(count, 2.0, "one failure per unwritten event");
+    // Logged once for the burst, with the event's shorthand.
+    let logged: Vec<String> = gateway
+        .stderr_lines()
+        .into_iter()
+        .filter(|l| l.contains("audit event not written"))
+        .collect();
+    assert_eq!(logged.len(), 1, "{logged:#?}");
+    assert!(logged[0].contains("CONFIG:RELOADED"), "{}", logged[0]);
+    assert!(
+        logged[0].contains(&audit.display().to_string()),
+        "{logged:?}"
+    );
+    assert!(gateway.is_running(), "the gateway stopped");
+
+    // The directory comes back: the next event is written again.
+    std::fs::create_dir(&logs).unwrap();
+    let rotated = fixture.rotate();
+    wait_until_served(addr, &client, &rotated.fingerprint).await;
+    gateway
+        .wait_for_ocsf(RELOAD, "the audit file written again", |events| {
+            let new = |e: &&Value| tls_details(e)["new_fingerprint"] == rotated.fingerprint;
+            events.iter().find(new).map(drop)
+        })
+        .await
+        .unwrap();
+}
+
+/// A gateway with a plaintext health port on loopback, its open-file limit
+/// lowered to `nofile` when given; its TLS and health addresses.
+async fn with_health_port(
+    fixture: &Fixture,
+    nofile: Option<u32>,
+) -> (GatewayProcess, SocketAddr, SocketAddr) {
+    let mut command =
+        fixture
+            .serving()
+            .args(["--handshake-timeout", "30s", "--health-bind", "127.0.0.1:0"]);
+    if let Some(limit) = nofile {
+        command = command.nofile(limit);
+    }
+    let mut gateway = command.spawn().unwrap();
+    let addr = gateway.listening(STARTUP).await.unwrap();
+    let health = gateway.health_addr().expect("the health port is logged");
+    (gateway, addr, health)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_idle_connections_under_a_low_fd_limit_does_not_starve_the_health_port() {
+    let fixture = Fixture::new();
+    let (mut gateway, addr, health) = with_health_port(&fixture, Some(128)).await;
+
+    // More idle connections than the process has descriptors.
+    let mut flood = Vec::new();
+    for _ in 0..140 {
+        flood.push(TcpStream::connect(addr).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for _ in 0..5 {
+        let start = Instant::now();
+        let request = tls::get_request("/healthz").unwrap();
+        let within = Duration::from_secs(1);
+        let reply = tls::send(health, None, Http::One, request, within).await;
+        assert_eq!(reply.unwrap().status, 200, "{}", gateway.output());
+        assert!(start.elapsed() < within);
+    }
+    let count = |text: &str| {
+        let lines = gateway.stderr_lines();
+        lines.iter().filter(|l| l.contains(text)).count()
+    };
+    assert_eq!(count("Too many open files"), 0, "{}", gateway.output());
+    let limit_lines = count("connection limit reached");
+    assert!(
+        (1..=2).contains(&limit_lines),
+        "the cap is logged at a bounded rate, got {limit_lines} lines"
+    );
+    drop(flood);
+    assert!(gateway.is_running());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_health_port_serves_health_only() {
+    let fixture = Fixture::new();
+    let (mut gateway, addr, health) = with_health_port(&fixture, None).await;
+    let client = fixture.client_as(None);
+
+    let healthz = get_plain(health, "/healthz").await;
+    assert_eq!((healthz.status, healthz.body.as_str()), (200, "ok\n"));
+    assert_eq!(get_plain(health, "/readyz").await.status, 200);
+    for path in ["/metrics", "/v1/tls"] {
+        assert_eq!(get_plain(health, path).await.status, 404, "{path}");
+        // ... whereas the TLS port serves them.
+        get_ok(addr, &client, path).await;
+    }
+
+    // gRPC does not reach the Gateway service on the health port, over
+    // h2c or HTTP/1.1.
+    for version in [Http::Two, Http::One] {
+        let request =
+            http::Request::post("http://localhost/openshell.gateway.v1.Gateway/GetTlsStatus")
+                .header("content-type", "application/grpc")
+                .header("te", "trailers")
+                .body(Full::new(Bytes::from_static(&[0, 0, 0, 0, 0])))
+                .unwrap();
+        let reply = tls::send(health, None, version, request, EXCHANGE)
+            .await
+            .unwrap();
+        assert_eq!(reply.status, 404, "{version:?}");
+        assert_ne!(reply.grpc_status(), Some("0"), "{version:?}");
+        assert!(
+            !reply.body.contains("fingerprint"),
+            "{version:?}: {reply:?}"
+        );
+    }
+    assert!(gateway.is_running());
 }
