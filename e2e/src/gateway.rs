@@ -252,6 +252,18 @@ impl GatewayCommand {
             ocsf_log: self.ocsf_log,
         })
     }
+
+    /// [`spawn`](Self::spawn), then [`GatewayProcess::listening`]: the
+    /// gateway and its TLS port's address.
+    ///
+    /// # Errors
+    ///
+    /// As those two.
+    pub async fn start(self, within: Duration) -> Result<(GatewayProcess, SocketAddr)> {
+        let mut gateway = self.spawn()?;
+        let addr = gateway.listening(within).await?;
+        Ok((gateway, addr))
+    }
 }
 
 // === impl GatewayProcess ===

@@ -56,16 +56,6 @@ const HANDSHAKE: Duration = Duration::from_secs(10);
 /// The tests share one release; they take turns.
 static CLUSTER: Mutex<()> = Mutex::new(());
 
-/// The cluster, or `None` after printing the skip line.
-fn cluster_or_skip() -> Option<(Cluster, MutexGuard<'static, ()>)> {
-    let Some(cluster) = Cluster::from_env().unwrap() else {
-        say(SKIP_MESSAGE);
-        return None;
-    };
-    let guard = CLUSTER.lock().unwrap_or_else(PoisonError::into_inner);
-    Some((cluster, guard))
-}
-
 // === the deployed gateway ===
 
 /// The installed release: its one pod, forwarded to loopback.
@@ -75,6 +65,7 @@ struct Deployed {
     uid: String,
     forward: PortForward,
     runtime: Runtime,
+    _turn: MutexGuard<'static, ()>,
 }
 
 /// The gateway image: `OPENSHELL_E2E_IMAGE`, else the one that
@@ -123,9 +114,15 @@ fn publish(cluster: &Cluster, ca: &TestCa, cert_pem: &str, key_pem: &str) {
         .unwrap();
 }
 
-/// Installs (or upgrades) the release and waits for its pod; creates the
-/// Secrets first when they do not exist yet (a rerun keeps them).
-fn deploy(cluster: Cluster) -> Deployed {
+/// The cluster's release, installed (or upgraded) with its pod running,
+/// or `None` after printing the skip line. The Secrets are created first
+/// when they do not exist yet (a rerun keeps them).
+fn deploy_or_skip() -> Option<Deployed> {
+    let Some(cluster) = Cluster::from_env().unwrap() else {
+        say(SKIP_MESSAGE);
+        return None;
+    };
+    let turn = CLUSTER.lock().unwrap_or_else(PoisonError::into_inner);
     cluster.ensure_namespace().unwrap();
     if !cluster.secret_exists(SERVER_SECRET).unwrap() {
         let ca = TestCa::new("openshell-e2e server CA");
@@ -212,13 +209,14 @@ fn deploy(cluster: Cluster) -> Deployed {
         .enable_all()
         .build()
         .unwrap();
-    Deployed {
+    Some(Deployed {
         cluster,
         pod,
         uid,
         forward,
         runtime,
-    }
+        _turn: turn,
+    })
 }
 
 impl Deployed {
@@ -244,6 +242,15 @@ impl Deployed {
         })
         .unwrap_or_else(|e| panic!("{e}\nport-forward: {}", self.forward.output()));
         started.elapsed()
+    }
+
+    /// Waits until the gateway serves the Secret's certificate (a rerun
+    /// may find an earlier overwrite still being projected); returns the
+    /// certificate's fingerprint and the CA bundle to trust it with.
+    fn serving_the_secret(&mut self, what: &str) -> (String, String) {
+        let (fingerprint, ca) = self.secret();
+        self.wait_until_served(&ca, &fingerprint, what);
+        (fingerprint, ca)
     }
 
     /// The Secret's certificate: its fingerprint and the CA bundle to
@@ -333,19 +340,10 @@ fn next_certificate(current_ca: &str) -> (TestCa, Leaf, String) {
 
 #[test]
 fn overwriting_the_server_secret_is_served_without_a_pod_restart() {
-    let Some((cluster, _turn)) = cluster_or_skip() else {
+    let Some(mut gw) = deploy_or_skip() else {
         return;
     };
-    let mut gw = deploy(cluster);
-
-    // Before: the gateway serves the Secret's certificate (a rerun may
-    // find an earlier overwrite still being projected).
-    let (before, ca) = gw.secret();
-    gw.wait_until_served(
-        &ca,
-        &before,
-        "the Secret's certificate served before the rotation",
-    );
+    let (before, ca) = gw.serving_the_secret("the Secret's certificate served before");
     gw.assert_not_restarted();
     say(&format!("served before the rotation: {before}"));
 
@@ -389,12 +387,10 @@ fn overwriting_the_server_secret_is_served_without_a_pod_restart() {
 
 #[test]
 fn a_secret_with_a_garbage_key_keeps_the_served_certificate_until_it_is_fixed() {
-    let Some((cluster, _turn)) = cluster_or_skip() else {
+    let Some(mut gw) = deploy_or_skip() else {
         return;
     };
-    let mut gw = deploy(cluster);
-    let (before, ca) = gw.secret();
-    gw.wait_until_served(&ca, &before, "the Secret's certificate served");
+    let (before, ca) = gw.serving_the_secret("the Secret's certificate served");
     let failures_before =
         with_code(&ocsf::events_in(gw.logs().lines()), "tls_reload_failed").count();
 

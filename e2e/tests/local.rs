@@ -82,17 +82,15 @@ impl FixtureExt for Fixture {
     /// The rotation tests' gateway: mTLS required, 100 ms debounce, OCSF
     /// events in [`audit_log`](Self::audit_log).
     async fn start(&self) -> (GatewayProcess, SocketAddr) {
-        let mut gateway = self
-            .serving()
+        self.serving()
             .arg("--tls-client-ca")
             .arg(self.client_ca_volume.path("ca.crt"))
             .args(["--tls-client-auth", "required"])
             .args(["--tls-reload-debounce", "100ms"])
             .ocsf_log(self.audit_log())
-            .spawn()
-            .unwrap();
-        let addr = gateway.listening(STARTUP).await.unwrap();
-        (gateway, addr)
+            .start(STARTUP)
+            .await
+            .unwrap()
     }
 
     /// A client trusting the server CA and presenting `identity`.
@@ -483,13 +481,13 @@ async fn every_audit_line_is_a_valid_ocsf_event_with_a_shorthand_in_the_logs() {
 async fn without_a_watcher_every_sighup_reloads_and_is_audited_even_repeats_and_during_the_drain() {
     let fixture = Fixture::new();
     let first = fixture.leaf.fingerprint.clone();
-    let mut gateway = fixture
+    let (mut gateway, addr) = fixture
         .serving()
         .args(["--no-tls-reload", "--shutdown-delay", "3s"])
         .ocsf_log(fixture.audit_log())
-        .spawn()
+        .start(STARTUP)
+        .await
         .unwrap();
-    let addr = gateway.listening(STARTUP).await.unwrap();
     let pid = gateway.pid();
     let client = fixture.client_as(None);
     let audited = |gateway: &GatewayProcess| -> Vec<(String, String)> {
@@ -564,12 +562,12 @@ async fn without_a_watcher_every_sighup_reloads_and_is_audited_even_repeats_and_
 async fn sigterm_with_an_open_connection_exits_zero_within_the_grace_period() {
     const GRACE: Duration = Duration::from_secs(2);
     let fixture = Fixture::new();
-    let mut gateway = fixture
+    let (mut gateway, addr) = fixture
         .serving()
         .args(["--shutdown-grace", "2s"])
-        .spawn()
+        .start(STARTUP)
+        .await
         .unwrap();
-    let addr = gateway.listening(STARTUP).await.unwrap();
 
     // An HTTP/2 connection that has served a request and stays open.
     let client = fixture.client_as(None);
@@ -615,12 +613,12 @@ async fn sigterm_with_an_open_connection_exits_zero_within_the_grace_period() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_client_is_cut_off_after_the_handshake_timeout_while_others_are_served() {
     let fixture = Fixture::new();
-    let mut gateway = fixture
+    let (mut gateway, addr) = fixture
         .serving()
         .args(["--handshake-timeout", "1s"])
-        .spawn()
+        .start(STARTUP)
+        .await
         .unwrap();
-    let addr = gateway.listening(STARTUP).await.unwrap();
     let client = fixture.client_as(None);
 
     let opened = Instant::now();
@@ -662,14 +660,14 @@ async fn dev_mode_generates_certificates_then_reuses_them() {
     let ca_path = dir.join("ca.crt");
     let mut generated: Option<(String, String)> = None;
     for logged in ["generated a CA", "reusing certificates"] {
-        let mut gateway = GatewayCommand::new()
+        let (mut gateway, addr) = GatewayCommand::new()
             .arg("--dev")
             .arg("--state-dir")
             .arg(&dir)
             .args(["--bind", "127.0.0.1:0"])
-            .spawn()
+            .start(STARTUP)
+            .await
             .unwrap();
-        let addr = gateway.listening(STARTUP).await.unwrap();
         for name in ["ca.crt", "tls.crt", "tls.key", "client.crt", "client.key"] {
             assert!(dir.join(name).is_file(), "{name} not generated");
         }
@@ -783,13 +781,13 @@ async fn an_unwritable_audit_file_is_counted_and_stops_nothing() {
     let logs = fixture.dir().join("logs");
     std::fs::create_dir(&logs).unwrap();
     let audit = logs.join("audit.jsonl");
-    let mut gateway = fixture
+    let (mut gateway, addr) = fixture
         .serving()
         .args(["--tls-reload-debounce", "50ms"])
         .ocsf_log(&audit)
-        .spawn()
+        .start(STARTUP)
+        .await
         .unwrap();
-    let addr = gateway.listening(STARTUP).await.unwrap();
     let client = fixture.client_as(None);
     nth_event(&mut gateway, "tls_loaded", 1).await;
     let failures = async || {
@@ -839,21 +837,11 @@ async fn an_unwritable_audit_file_is_counted_and_stops_nothing() {
         .unwrap();
 }
 
-/// A gateway with a plaintext health port on loopback, its open-file limit
-/// lowered to `nofile` when given; its TLS and health addresses.
-async fn with_health_port(
-    fixture: &Fixture,
-    nofile: Option<u32>,
-) -> (GatewayProcess, SocketAddr, SocketAddr) {
-    let mut command =
-        fixture
-            .serving()
-            .args(["--handshake-timeout", "30s", "--health-bind", "127.0.0.1:0"]);
-    if let Some(limit) = nofile {
-        command = command.nofile(limit);
-    }
-    let mut gateway = command.spawn().unwrap();
-    let addr = gateway.listening(STARTUP).await.unwrap();
+/// `command` with a plaintext health port on loopback: the gateway, its
+/// TLS and its health addresses.
+async fn with_health_port(command: GatewayCommand) -> (GatewayProcess, SocketAddr, SocketAddr) {
+    let command = command.args(["--handshake-timeout", "30s", "--health-bind", "127.0.0.1:0"]);
+    let (gateway, addr) = command.start(STARTUP).await.unwrap();
     let health = gateway.health_addr().expect("the health port is logged");
     (gateway, addr, health)
 }
@@ -861,7 +849,7 @@ async fn with_health_port(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_idle_connections_under_a_low_fd_limit_does_not_starve_the_health_port() {
     let fixture = Fixture::new();
-    let (mut gateway, addr, health) = with_health_port(&fixture, Some(128)).await;
+    let (mut gateway, addr, health) = with_health_port(fixture.serving().nofile(128)).await;
 
     // More idle connections than the process has descriptors.
     let mut flood = Vec::new();
@@ -894,7 +882,7 @@ async fn a_flood_of_idle_connections_under_a_low_fd_limit_does_not_starve_the_he
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_health_port_serves_health_only() {
     let fixture = Fixture::new();
-    let (mut gateway, addr, health) = with_health_port(&fixture, None).await;
+    let (mut gateway, addr, health) = with_health_port(fixture.serving()).await;
     let client = fixture.client_as(None);
 
     let healthz = get_plain(health, "/healthz").await;
