@@ -6,7 +6,9 @@ use std::ffi::OsStr;
 use std::io::{Read, Write};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tls_reload::testing::poll_blocking;
 
 use crate::error::{Error, Result};
 
@@ -112,19 +114,18 @@ pub fn run_unchecked(cmd: &mut Command, input: Option<&[u8]>, within: Duration) 
 
 /// Waits for `child` until `within`; kills it and returns `None` past that.
 fn wait_until(child: &mut Child, within: Duration, command: &str) -> Result<Option<ExitStatus>> {
-    let deadline = Instant::now() + within;
-    loop {
+    let exited = poll_blocking(within, Duration::from_millis(20), command, || {
         match child.try_wait() {
-            Ok(Some(status)) => return Ok(Some(status)),
-            Ok(None) if Instant::now() >= deadline => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Ok(None);
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
-            Err(e) => return Err(Error::io(format!("waiting for `{command}`"), e)),
+            Ok(Some(status)) => Ok(Ok(Some(status))),
+            Ok(None) => Err(""),
+            Err(e) => Ok(Err(Error::io(format!("waiting for `{command}`"), e))),
         }
-    }
+    });
+    exited.unwrap_or_else(|_| {
+        let _ = child.kill();
+        let _ = child.wait();
+        Ok(None)
+    })
 }
 
 fn drain(mut pipe: impl Read + Send + 'static) -> JoinHandle<String> {
@@ -185,7 +186,7 @@ mod tests {
 
     #[test]
     fn a_program_past_its_deadline_is_killed() {
-        let started = Instant::now();
+        let started = std::time::Instant::now();
         let err = run(
             Command::new("sleep").arg("5"),
             None,

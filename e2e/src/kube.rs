@@ -18,7 +18,7 @@ use std::ffi::OsString;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
@@ -412,28 +412,23 @@ impl PortForward {
         };
         // "Forwarding from 127.0.0.1:PORT -> REMOTE" once it listens.
         let ready = format!("Forwarding from 127.0.0.1:{port}");
-        let deadline = Instant::now() + PORT_FORWARD_START;
-        loop {
-            if forwarding.lines().iter().any(|l| l.contains(&ready)) {
-                self.running = Some(forwarding);
-                return Ok(addr);
+        let what = format!("`{}` to forward", forwarding.command);
+        crate::eventually_blocking(PORT_FORWARD_START, Duration::from_millis(50), &what, || {
+            let lines = forwarding.lines();
+            if lines.iter().any(|l| l.contains(&ready)) {
+                return Ok(Ok(()));
             }
-            if let Ok(Some(status)) = forwarding.child.try_wait() {
-                return Err(Error::CommandFailed {
+            match forwarding.child.try_wait() {
+                Ok(Some(status)) => Ok(Err(Error::CommandFailed {
                     command: forwarding.command.clone(),
                     status,
-                    stderr: forwarding.lines().join("\n"),
-                });
+                    stderr: lines.join("\n"),
+                })),
+                _ => Err(lines.join("\n")),
             }
-            if Instant::now() >= deadline {
-                return Err(Error::Timeout {
-                    what: format!("`{}` to forward", forwarding.command),
-                    within: PORT_FORWARD_START,
-                    detail: forwarding.lines().join("\n"),
-                });
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        })??;
+        self.running = Some(forwarding);
+        Ok(addr)
     }
 
     /// What kubectl printed so far, for failure messages.
