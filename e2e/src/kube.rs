@@ -150,16 +150,6 @@ impl Cluster {
         Ok(command::run(&mut cmd, None, KUBECTL_TIMEOUT)?.stdout)
     }
 
-    /// [`kubectl`](Self::kubectl) with `input` on standard input.
-    ///
-    /// # Errors
-    ///
-    /// As for [`kubectl`](Self::kubectl).
-    pub fn kubectl_with_input(&self, args: &[&str], input: &[u8]) -> Result<String> {
-        let mut cmd = self.kubectl_command(args);
-        Ok(command::run(&mut cmd, Some(input), KUBECTL_TIMEOUT)?.stdout)
-    }
-
     /// `helm --namespace <ns> <args>`, allowed `within`; returns its
     /// standard output.
     ///
@@ -180,8 +170,8 @@ impl Cluster {
     ///
     /// As for [`kubectl`](Self::kubectl).
     pub fn apply(&self, manifest: &str) -> Result<()> {
-        self.kubectl_with_input(&["apply", "-f", "-"], manifest.as_bytes())
-            .map(drop)
+        let mut cmd = self.kubectl_command(&["apply", "-f", "-"]);
+        command::run(&mut cmd, Some(manifest.as_bytes()), KUBECTL_TIMEOUT).map(drop)
     }
 
     /// Creates the namespace unless it exists.

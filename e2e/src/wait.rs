@@ -69,30 +69,6 @@ impl From<TimedOut> for Error {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn eventually_returns_the_first_success() {
-        let mut n = 0;
-        let got = eventually(
-            Duration::from_secs(2),
-            Duration::from_millis(1),
-            "three tries",
-            || {
-                n += 1;
-                let n = n;
-                async move {
-                    if n == 3 {
-                        Ok(n)
-                    } else {
-                        Err(format!("try {n}"))
-                    }
-                }
-            },
-        )
-        .await
-        .unwrap();
-        assert_eq!(got, 3);
-    }
-
     #[test]
     fn a_timeout_names_the_condition_and_the_last_observation() {
         let err = eventually_blocking(
