@@ -330,6 +330,7 @@ impl GatewayProcess {
     /// `None` before that record, or without `--health-bind`.
     pub fn health_addr(&self) -> Option<SocketAddr> {
         let record = self.listening_records().next()?;
+        // Logged as the `Option` it is: `Some(127.0.0.1:PORT)` or `None`.
         let health = record["fields"]["health"].as_str()?;
         health
             .strip_prefix("Some(")?
