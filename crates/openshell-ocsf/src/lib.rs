@@ -181,6 +181,7 @@ mod builder;
 mod enums;
 mod error;
 mod event;
+#[cfg(feature = "schema")]
 pub mod schema;
 mod shorthand;
 mod sink;

@@ -6,15 +6,7 @@ mod common;
 
 use openshell_ocsf::DeviceConfigStateChange;
 
-use common::{every_builder_event, every_constructor, source};
-
-fn reloaded() -> DeviceConfigStateChange {
-    every_constructor()
-        .into_iter()
-        .find(|(name, _)| *name == "reloaded")
-        .map(|(_, event)| event)
-        .unwrap()
-}
+use common::{every_builder_event, every_constructor, reloaded, source};
 
 #[test]
 fn reload_event_serializes_to_this_exact_line() {

@@ -6,14 +6,10 @@ mod common;
 
 use openshell_ocsf::{DeviceConfigStateChange, SeverityId, StatusId, TlsReloadDetails, Trigger};
 
-use common::{every_builder_event, every_constructor, source};
+use common::{constructed, every_builder_event, source};
 
 fn shorthand(name: &str) -> String {
-    every_constructor()
-        .into_iter()
-        .find(|(n, _)| *n == name)
-        .map(|(_, event)| event.to_string())
-        .unwrap()
+    constructed(name).to_string()
 }
 
 #[test]

@@ -12,15 +12,10 @@ use openshell_ocsf::{
 };
 use serde_json::json;
 
-use common::{REQUIRED, TIME_MS, at, every_builder_event, every_constructor, json, source};
-
-fn table<T: Copy>(
-    all: &[T],
-    id: impl Fn(T) -> u8,
-    caption: impl Fn(T) -> &'static str,
-) -> Vec<(u8, &'static str)> {
-    all.iter().map(|&v| (id(v), caption(v))).collect()
-}
+use common::{
+    REQUIRED, TIME_MS, at, constructed, enum_table, every_builder_event, every_constructor, json,
+    source,
+};
 
 #[test]
 fn class_is_device_config_state_change_in_discovery() {
@@ -37,7 +32,7 @@ fn class_is_device_config_state_change_in_discovery() {
 #[test]
 fn severity_ids_and_captions_are_those_of_ocsf_1_8_0() {
     assert_eq!(
-        table(SeverityId::ALL, SeverityId::id, SeverityId::caption),
+        enum_table!(SeverityId),
         [
             (0, "Unknown"),
             (1, "Informational"),
@@ -54,7 +49,7 @@ fn severity_ids_and_captions_are_those_of_ocsf_1_8_0() {
 #[test]
 fn status_ids_and_captions_are_those_of_ocsf_1_8_0() {
     assert_eq!(
-        table(StatusId::ALL, StatusId::id, StatusId::caption),
+        enum_table!(StatusId),
         [
             (0, "Unknown"),
             (1, "Success"),
@@ -67,7 +62,7 @@ fn status_ids_and_captions_are_those_of_ocsf_1_8_0() {
 #[test]
 fn state_ids_and_captions_are_those_of_class_5019() {
     assert_eq!(
-        table(StateId::ALL, StateId::id, StateId::caption),
+        enum_table!(StateId),
         [
             (0, "Unknown"),
             (1, "Disabled"),
@@ -80,7 +75,7 @@ fn state_ids_and_captions_are_those_of_class_5019() {
 #[test]
 fn activity_ids_and_captions_are_those_of_class_5019() {
     assert_eq!(
-        table(ActivityId::ALL, ActivityId::id, ActivityId::caption),
+        enum_table!(ActivityId),
         [(0, "Unknown"), (1, "Log"), (2, "Collect"), (99, "Other")]
     );
 }
@@ -88,7 +83,7 @@ fn activity_ids_and_captions_are_those_of_class_5019() {
 #[test]
 fn device_type_ids_and_captions_are_those_of_ocsf_1_8_0() {
     assert_eq!(
-        table(DeviceTypeId::ALL, DeviceTypeId::id, DeviceTypeId::caption),
+        enum_table!(DeviceTypeId),
         [
             (0, "Unknown"),
             (1, "Server"),
@@ -309,11 +304,7 @@ fn each_constructor_sets_its_documented_classification() {
 
 #[test]
 fn startup_with_an_expired_leaf_is_a_high_severity_event() {
-    let (_, event) = every_constructor()
-        .into_iter()
-        .find(|(name, _)| *name == "loaded with expired leaf")
-        .unwrap();
-    let value = json(&event);
+    let value = json(&constructed("loaded with expired leaf"));
     assert_eq!(value["severity_id"], 4);
     assert_eq!(value["severity"], "High");
     assert_eq!(

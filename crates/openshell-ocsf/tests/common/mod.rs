@@ -1,6 +1,11 @@
 //! Events and facts shared by the integration tests.
 
-#![allow(dead_code, reason = "each test file uses a different part")]
+#![allow(
+    dead_code,
+    unused_imports,
+    unused_macros,
+    reason = "each test file uses a different part"
+)]
 #![allow(clippy::unwrap_used, reason = "test support: a panic is a failed test")]
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -75,70 +80,77 @@ pub fn every_constructor() -> Vec<(&'static str, DeviceConfigStateChange)> {
         .cert_path("/etc/openshell-tls/server/tls.crt")
         .key_path("/etc/openshell-tls/server/tls.key");
     let expired = startup.clone().not_after("2025-12-01T00:00:00Z");
-    vec![
+    let served = || TlsReloadDetails::new().generation(3);
+    let expiring = served()
+        .new_fingerprint(NEW_FINGERPRINT)
+        .not_after("2026-01-05T00:00:00Z");
+    let failure = "private key does not match certificate";
+    [
         (
             "loaded",
-            DeviceConfigStateChange::tls_loaded(&source, startup)
-                .time(at())
-                .build(),
+            DeviceConfigStateChange::tls_loaded(&source, startup),
         ),
         (
             "loaded with expired leaf",
             DeviceConfigStateChange::tls_loaded(&source, expired)
                 .severity(SeverityId::High)
-                .status_detail("served certificate expired at 2025-12-01T00:00:00Z")
-                .time(at())
-                .build(),
+                .status_detail("served certificate expired at 2025-12-01T00:00:00Z"),
         ),
         (
             "reloaded",
-            DeviceConfigStateChange::tls_reloaded(&source, reload_details())
-                .time(at())
-                .build(),
+            DeviceConfigStateChange::tls_reloaded(&source, reload_details()),
         ),
         (
             "reload failed",
             DeviceConfigStateChange::tls_reload_failed(
                 &source,
-                TlsReloadDetails::new()
-                    .generation(3)
-                    .trigger(Trigger::Watch),
-                "private key does not match certificate",
-            )
-            .time(at())
-            .build(),
+                served().trigger(Trigger::Watch),
+                failure,
+            ),
         ),
         (
             "watcher degraded",
-            DeviceConfigStateChange::tls_watcher_degraded(&source, "inotify watch limit reached")
-                .time(at())
-                .build(),
+            DeviceConfigStateChange::tls_watcher_degraded(&source, "inotify watch limit reached"),
         ),
         (
             "cert expiring",
-            DeviceConfigStateChange::tls_cert_expiring(
-                &source,
-                TlsReloadDetails::new()
-                    .new_fingerprint(NEW_FINGERPRINT)
-                    .not_after("2026-01-05T00:00:00Z")
-                    .generation(3),
-            )
-            .time(at())
-            .build(),
+            DeviceConfigStateChange::tls_cert_expiring(&source, expiring),
         ),
         (
             "reload unchanged",
             DeviceConfigStateChange::tls_reload_unchanged(
                 &source,
-                TlsReloadDetails::new()
-                    .generation(3)
-                    .trigger(Trigger::Signal),
-            )
-            .time(at())
-            .build(),
+                served().trigger(Trigger::Signal),
+            ),
         ),
     ]
+    .map(|(name, builder)| (name, builder.time(at()).build()))
+    .into()
 }
+
+/// The constructor's event called `name` in [`every_constructor`].
+pub fn constructed(name: &str) -> DeviceConfigStateChange {
+    every_constructor()
+        .into_iter()
+        .find_map(|(n, event)| (n == name).then_some(event))
+        .unwrap_or_else(|| panic!("no constructor event {name:?}"))
+}
+
+/// The `reloaded` event of [`every_constructor`], with every detail set.
+pub fn reloaded() -> DeviceConfigStateChange {
+    constructed("reloaded")
+}
+
+/// `[(id, caption)]` of every value of an OCSF enum, in id order.
+macro_rules! enum_table {
+    ($enum:ty) => {
+        <$enum>::ALL
+            .iter()
+            .map(|&v| (v.id(), v.caption()))
+            .collect::<Vec<(u8, &'static str)>>()
+    };
+}
+pub(crate) use enum_table;
 
 /// The constructors' events, then every combination of every enum value the
 /// builder takes, with the optional parts on and off.
