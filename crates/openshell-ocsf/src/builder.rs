@@ -101,7 +101,7 @@ impl DeviceConfigStateChange {
     /// # use openshell_ocsf::*;
     /// # let source = EventSource::new(Product::new("p", "v", "1"), Device::new("h"));
     /// let details = TlsReloadDetails::new()
-    ///     .trigger(Trigger::Startup)
+    ///     .trigger("startup")
     ///     .generation(1)
     ///     .not_after("2024-01-01T00:00:00Z");
     /// let event = DeviceConfigStateChange::tls_loaded(&source, details)

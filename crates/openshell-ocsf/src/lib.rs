@@ -55,7 +55,7 @@
 //! use std::time::{Duration, UNIX_EPOCH};
 //!
 //! use openshell_ocsf::{
-//!     Device, DeviceConfigStateChange, EventSource, Product, TlsReloadDetails, Trigger,
+//!     Device, DeviceConfigStateChange, EventSource, Product, TlsReloadDetails,
 //! };
 //!
 //! # fn main() -> Result<(), openshell_ocsf::Error> {
@@ -67,7 +67,7 @@
 //!
 //! // Per reload.
 //! let details = TlsReloadDetails::new()
-//!     .trigger(Trigger::Watch)
+//!     .trigger("watch")
 //!     .generation(3)
 //!     .previous_fingerprint("9A:77:10:5B:2E:C4:D1:08:3F")
 //!     .new_fingerprint("4F:01:C3:8E:2A:19:B7:60:D5")
@@ -192,4 +192,4 @@ pub use crate::enums::{ActivityId, DeviceTypeId, SeverityId, StateId, StatusId};
 pub use crate::error::Error;
 pub use crate::event::{Device, DeviceConfigStateChange, EventSource, OCSF_VERSION, Product};
 pub use crate::sink::OcsfSink;
-pub use crate::tls::{TlsReloadDetails, Trigger};
+pub use crate::tls::TlsReloadDetails;

@@ -18,46 +18,9 @@
 //! Absent values are left out. Every value is a string or number the caller
 //! hands in; there is no field for key bytes and no way to add other keys.
 
-use std::fmt;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
-
-/// What started a TLS config load; written as `unmapped.tls.trigger`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-#[non_exhaustive]
-pub enum Trigger {
-    /// A file-system notification on the watched files.
-    Watch,
-    /// The polling fallback saw the files change.
-    Poll,
-    /// A signal (SIGHUP) asked for a reload.
-    Signal,
-    /// An API call asked for a reload.
-    Api,
-    /// The first load when the process starts.
-    Startup,
-}
-
-impl Trigger {
-    /// The name written in JSON and in the shorthand.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Watch => "watch",
-            Self::Poll => "poll",
-            Self::Signal => "signal",
-            Self::Api => "api",
-            Self::Startup => "startup",
-        }
-    }
-}
-
-impl fmt::Display for Trigger {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// Details of a TLS config load or reload, written as `unmapped.tls`.
 ///
@@ -71,10 +34,10 @@ impl fmt::Display for Trigger {
 /// # Example
 ///
 /// ```
-/// use openshell_ocsf::{TlsReloadDetails, Trigger};
+/// use openshell_ocsf::TlsReloadDetails;
 ///
 /// let details = TlsReloadDetails::new()
-///     .trigger(Trigger::Watch)
+///     .trigger("watch")
 ///     .generation(3)
 ///     .previous_fingerprint("9A:77:10")
 ///     .new_fingerprint("4F:01:C3")
@@ -101,9 +64,10 @@ pub struct TlsReloadDetails {
     /// Config generation served after the event (unchanged on failure).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub generation: Option<u64>,
-    /// What started the load.
+    /// What started the load: `watch`, `poll`, `signal`, `api` or
+    /// `startup`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub trigger: Option<Trigger>,
+    pub trigger: Option<String>,
     /// Path of the certificate chain file.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cert_path: Option<String>,
@@ -159,10 +123,16 @@ impl TlsReloadDetails {
         self
     }
 
-    /// Sets what started the load. Default: none.
+    /// Sets what started the load, one of `watch` (a file-system event),
+    /// `poll` (the periodic re-read), `signal` (SIGHUP), `api` (a reload
+    /// API call) or `startup` (the first load). Default: none.
+    ///
+    /// A string rather than a type of this crate, so that the reload
+    /// library's own trigger type can be written here without this crate
+    /// depending on it: pass its name.
     #[must_use]
-    pub fn trigger(mut self, trigger: Trigger) -> Self {
-        self.trigger = Some(trigger);
+    pub fn trigger(mut self, trigger: impl Into<String>) -> Self {
+        self.trigger = Some(trigger.into());
         self
     }
 
@@ -220,23 +190,6 @@ mod tests {
     }
 
     #[test]
-    fn trigger_serializes_as_its_lowercase_name() {
-        for (trigger, name) in [
-            (Trigger::Watch, "watch"),
-            (Trigger::Poll, "poll"),
-            (Trigger::Signal, "signal"),
-            (Trigger::Api, "api"),
-            (Trigger::Startup, "startup"),
-        ] {
-            assert_eq!(
-                serde_json::to_string(&trigger).unwrap(),
-                format!("\"{name}\"")
-            );
-            assert_eq!(trigger.to_string(), name);
-        }
-    }
-
-    #[test]
     fn setters_fill_the_stable_keys() {
         let details = TlsReloadDetails::new()
             .previous_fingerprint("AA")
@@ -244,7 +197,7 @@ mod tests {
             .serial("01")
             .not_after("2030-01-01T00:00:00Z")
             .generation(2)
-            .trigger(Trigger::Poll)
+            .trigger("poll")
             .cert_path("/c")
             .key_path("/k")
             .client_ca_path("/ca")

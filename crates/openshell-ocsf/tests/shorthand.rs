@@ -4,7 +4,7 @@
 
 mod common;
 
-use openshell_ocsf::{DeviceConfigStateChange, SeverityId, StatusId, TlsReloadDetails, Trigger};
+use openshell_ocsf::{DeviceConfigStateChange, SeverityId, StatusId, TlsReloadDetails};
 
 use common::{constructed, every_builder_event, source};
 
@@ -83,7 +83,7 @@ fn failure_with_the_offered_fingerprint_lists_it_after_the_error() {
         TlsReloadDetails::new()
             .new_fingerprint("AB:CD")
             .generation(7)
-            .trigger(Trigger::Signal),
+            .trigger("signal"),
         "certificate expired",
     )
     .build();

@@ -8,7 +8,7 @@ mod common;
 
 use openshell_ocsf::{
     ActivityId, DeviceConfigStateChange, DeviceTypeId, OCSF_VERSION, SeverityId, StateId, StatusId,
-    TlsReloadDetails, Trigger,
+    TlsReloadDetails,
 };
 use serde_json::json;
 
@@ -341,22 +341,4 @@ fn tls_details_go_under_unmapped_tls_with_stable_names() {
 fn events_without_tls_details_have_no_unmapped() {
     let event = DeviceConfigStateChange::tls_watcher_degraded(&source(), "inotify failed").build();
     assert!(json(&event).get("unmapped").is_none());
-}
-
-#[test]
-fn every_trigger_is_written_by_name() {
-    for (trigger, name) in [
-        (Trigger::Watch, "watch"),
-        (Trigger::Poll, "poll"),
-        (Trigger::Signal, "signal"),
-        (Trigger::Api, "api"),
-        (Trigger::Startup, "startup"),
-    ] {
-        let event = DeviceConfigStateChange::tls_reloaded(
-            &source(),
-            TlsReloadDetails::new().trigger(trigger),
-        )
-        .build();
-        assert_eq!(json(&event)["unmapped"]["tls"]["trigger"], name);
-    }
 }

@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use openshell_ocsf::{
     ActivityId, Device, DeviceConfigStateChange, DeviceTypeId, EventSource, Product, SeverityId,
-    StateId, StatusId, TlsReloadDetails, Trigger,
+    StateId, StatusId, TlsReloadDetails,
 };
 
 /// 2026-01-01T00:00:00.000Z, in milliseconds.
@@ -58,7 +58,7 @@ pub fn reload_details() -> TlsReloadDetails {
         .serial("1A2B3C4D")
         .not_after("2026-03-01T00:00:00Z")
         .generation(3)
-        .trigger(Trigger::Watch)
+        .trigger("watch")
         .cert_path("/etc/openshell-tls/server/tls.crt")
         .key_path("/etc/openshell-tls/server/tls.key")
         .client_ca_path("/etc/openshell-tls/client-ca/ca.crt")
@@ -76,7 +76,7 @@ pub fn every_constructor() -> Vec<(&'static str, DeviceConfigStateChange)> {
         .serial("1A2B3C4D")
         .not_after("2026-03-01T00:00:00Z")
         .generation(1)
-        .trigger(Trigger::Startup)
+        .trigger("startup")
         .cert_path("/etc/openshell-tls/server/tls.crt")
         .key_path("/etc/openshell-tls/server/tls.key");
     let expired = startup.clone().not_after("2025-12-01T00:00:00Z");
@@ -102,11 +102,7 @@ pub fn every_constructor() -> Vec<(&'static str, DeviceConfigStateChange)> {
         ),
         (
             "reload failed",
-            DeviceConfigStateChange::tls_reload_failed(
-                &source,
-                served().trigger(Trigger::Watch),
-                failure,
-            ),
+            DeviceConfigStateChange::tls_reload_failed(&source, served().trigger("watch"), failure),
         ),
         (
             "watcher degraded",
@@ -118,10 +114,7 @@ pub fn every_constructor() -> Vec<(&'static str, DeviceConfigStateChange)> {
         ),
         (
             "reload unchanged",
-            DeviceConfigStateChange::tls_reload_unchanged(
-                &source,
-                served().trigger(Trigger::Signal),
-            ),
+            DeviceConfigStateChange::tls_reload_unchanged(&source, served().trigger("signal")),
         ),
     ]
     .map(|(name, builder)| (name, builder.time(at()).build()))
