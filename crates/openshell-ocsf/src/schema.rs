@@ -967,18 +967,17 @@ mod tests {
 
     #[test]
     fn class_file_without_uid_is_a_parse_error_naming_the_file() {
-        let err = Schema::parse(
-            "1.8.0".to_owned(),
-            &[(
-                PathBuf::from("classes/bad.json"),
-                r#"{"name": "bad"}"#.to_owned(),
-            )],
-            &[],
-        )
-        .unwrap_err();
-        let message = err.to_string();
-        assert!(message.contains("classes/bad.json"), "{message}");
-        assert!(message.contains("uid"), "{message}");
+        let class = (
+            PathBuf::from("classes/bad.json"),
+            r#"{"name": "bad"}"#.to_owned(),
+        );
+        let message = Schema::parse("1.8.0".to_owned(), &[class], &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.contains("classes/bad.json: class definition has no `uid`"),
+            "{message}"
+        );
     }
 
     #[test]

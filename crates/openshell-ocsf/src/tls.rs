@@ -22,64 +22,95 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-/// Details of a TLS config load or reload, written as `unmapped.tls`.
-///
-/// Build it with [`TlsReloadDetails::new`] and the chained setters; the
-/// fields are public for reading.
-///
-/// # Defaults
-///
-/// Every field is empty; empty fields are left out of the JSON.
-///
-/// # Example
-///
-/// ```
-/// use openshell_ocsf::TlsReloadDetails;
-///
-/// let details = TlsReloadDetails::new()
-///     .trigger("watch")
-///     .generation(3)
-///     .previous_fingerprint("9A:77:10")
-///     .new_fingerprint("4F:01:C3")
-///     .cert_path("/etc/openshell-tls/server/tls.crt");
-/// assert_eq!(details.generation, Some(3));
-/// ```
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
-#[non_exhaustive]
-pub struct TlsReloadDetails {
-    /// Fingerprint of the certificate served before the event.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub previous_fingerprint: Option<String>,
-    /// Fingerprint of the certificate served after the event (on failure:
-    /// the one that was offered and rejected, when it could be read).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub new_fingerprint: Option<String>,
-    /// Serial number of the new leaf certificate.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub serial: Option<String>,
-    /// Expiry (`notAfter`) of the new leaf, as an RFC 3339 string.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub not_after: Option<String>,
-    /// Config generation served after the event (unchanged on failure).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub generation: Option<u64>,
-    /// What started the load: `watch`, `poll`, `signal`, `api` or
-    /// `startup`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub trigger: Option<String>,
-    /// Path of the certificate chain file.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub cert_path: Option<String>,
-    /// Path of the private key file (the path only, never its contents).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub key_path: Option<String>,
-    /// Path of the client-CA bundle, when mTLS is configured.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub client_ca_path: Option<String>,
-    /// Paths of the CRL files.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub crl_paths: Vec<String>,
+/// Declares [`TlsReloadDetails`]: each optional field, left out of the JSON
+/// when empty, with its chained setter (`field: Option<T> = |arg: A|
+/// stored value`), then the CRL paths.
+macro_rules! tls_reload_details {
+    (
+        $(#[$meta:meta])*
+        pub struct $name:ident {
+            $( $(#[$doc:meta])* $field:ident: Option<$ty:ty> = |$arg:ident: $arg_ty:ty| $value:expr, )+
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+        #[serde(default)]
+        #[non_exhaustive]
+        pub struct $name {
+            $(
+                $(#[$doc])*
+                #[serde(skip_serializing_if = "Option::is_none")]
+                pub $field: Option<$ty>,
+            )+
+            /// Paths of the CRL files.
+            #[serde(skip_serializing_if = "Vec::is_empty")]
+            pub crl_paths: Vec<String>,
+        }
+
+        impl $name {
+            $(
+                #[doc = concat!("Sets [`", stringify!($field), "`](Self::", stringify!($field), "). Default: none.")]
+                #[must_use]
+                pub fn $field(mut self, $arg: $arg_ty) -> Self {
+                    self.$field = Some($value);
+                    self
+                }
+            )+
+        }
+    };
+}
+
+tls_reload_details! {
+    /// Details of a TLS config load or reload, written as `unmapped.tls`.
+    ///
+    /// Build it with [`TlsReloadDetails::new`] and the chained setters; the
+    /// fields are public for reading. Paths are stored as strings, lossily
+    /// when they are not UTF-8, so that serializing never fails.
+    ///
+    /// # Defaults
+    ///
+    /// Every field is empty; empty fields are left out of the JSON.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use openshell_ocsf::TlsReloadDetails;
+    ///
+    /// let details = TlsReloadDetails::new()
+    ///     .trigger("watch")
+    ///     .generation(3)
+    ///     .previous_fingerprint("9A:77:10")
+    ///     .new_fingerprint("4F:01:C3")
+    ///     .cert_path("/etc/openshell-tls/server/tls.crt");
+    /// assert_eq!(details.generation, Some(3));
+    /// ```
+    pub struct TlsReloadDetails {
+        /// Fingerprint of the certificate served before the event.
+        previous_fingerprint: Option<String> = |fingerprint: impl Into<String>| fingerprint.into(),
+        /// Fingerprint of the certificate served after the event (on failure:
+        /// the one that was offered and rejected, when it could be read).
+        new_fingerprint: Option<String> = |fingerprint: impl Into<String>| fingerprint.into(),
+        /// Serial number of the new leaf certificate.
+        serial: Option<String> = |serial: impl Into<String>| serial.into(),
+        /// Expiry (`notAfter`) of the new leaf, as an RFC 3339 string.
+        not_after: Option<String> = |rfc3339: impl Into<String>| rfc3339.into(),
+        /// Config generation served after the event (unchanged on failure).
+        generation: Option<u64> = |generation: u64| generation,
+        /// What started the load: `watch` (a file-system event), `poll` (the
+        /// periodic re-read), `signal` (SIGHUP), `api` (a reload API call) or
+        /// `startup` (the first load).
+        ///
+        /// A string rather than a type of this crate, so that the reload
+        /// library's own trigger type is written by its name without this
+        /// crate depending on that library.
+        trigger: Option<String> = |trigger: impl Into<String>| trigger.into(),
+        /// Path of the certificate chain file.
+        cert_path: Option<String> = |path: impl AsRef<Path>| lossy(path.as_ref()),
+        /// Path of the private key file (the path only, never its contents).
+        key_path: Option<String> = |path: impl AsRef<Path>| lossy(path.as_ref()),
+        /// Path of the client-CA bundle, when mTLS is configured.
+        client_ca_path: Option<String> = |path: impl AsRef<Path>| lossy(path.as_ref()),
+    }
 }
 
 impl TlsReloadDetails {
@@ -88,84 +119,7 @@ impl TlsReloadDetails {
         Self::default()
     }
 
-    /// Sets the fingerprint of the certificate served before. Default: none.
-    #[must_use]
-    pub fn previous_fingerprint(mut self, fingerprint: impl Into<String>) -> Self {
-        self.previous_fingerprint = Some(fingerprint.into());
-        self
-    }
-
-    /// Sets the fingerprint of the new certificate. Default: none.
-    #[must_use]
-    pub fn new_fingerprint(mut self, fingerprint: impl Into<String>) -> Self {
-        self.new_fingerprint = Some(fingerprint.into());
-        self
-    }
-
-    /// Sets the serial number of the new leaf. Default: none.
-    #[must_use]
-    pub fn serial(mut self, serial: impl Into<String>) -> Self {
-        self.serial = Some(serial.into());
-        self
-    }
-
-    /// Sets the RFC 3339 expiry of the new leaf. Default: none.
-    #[must_use]
-    pub fn not_after(mut self, rfc3339: impl Into<String>) -> Self {
-        self.not_after = Some(rfc3339.into());
-        self
-    }
-
-    /// Sets the config generation. Default: none.
-    #[must_use]
-    pub fn generation(mut self, generation: u64) -> Self {
-        self.generation = Some(generation);
-        self
-    }
-
-    /// Sets what started the load, one of `watch` (a file-system event),
-    /// `poll` (the periodic re-read), `signal` (SIGHUP), `api` (a reload
-    /// API call) or `startup` (the first load). Default: none.
-    ///
-    /// A string rather than a type of this crate, so that the reload
-    /// library's own trigger type can be written here without this crate
-    /// depending on it: pass its name.
-    #[must_use]
-    pub fn trigger(mut self, trigger: impl Into<String>) -> Self {
-        self.trigger = Some(trigger.into());
-        self
-    }
-
-    /// Sets the certificate chain path. Default: none.
-    ///
-    /// A path that is not UTF-8 is written lossily.
-    #[must_use]
-    pub fn cert_path(mut self, path: impl AsRef<Path>) -> Self {
-        self.cert_path = Some(lossy(path.as_ref()));
-        self
-    }
-
-    /// Sets the private key path. Default: none.
-    ///
-    /// A path that is not UTF-8 is written lossily.
-    #[must_use]
-    pub fn key_path(mut self, path: impl AsRef<Path>) -> Self {
-        self.key_path = Some(lossy(path.as_ref()));
-        self
-    }
-
-    /// Sets the client-CA bundle path. Default: none.
-    ///
-    /// A path that is not UTF-8 is written lossily.
-    #[must_use]
-    pub fn client_ca_path(mut self, path: impl AsRef<Path>) -> Self {
-        self.client_ca_path = Some(lossy(path.as_ref()));
-        self
-    }
-
-    /// Sets the CRL file paths. Default: none.
-    ///
-    /// A path that is not UTF-8 is written lossily.
+    /// Sets [`crl_paths`](Self::crl_paths). Default: none.
     #[must_use]
     pub fn crl_paths<P: AsRef<Path>>(mut self, paths: impl IntoIterator<Item = P>) -> Self {
         self.crl_paths = paths.into_iter().map(|p| lossy(p.as_ref())).collect();
