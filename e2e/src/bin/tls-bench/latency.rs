@@ -19,7 +19,7 @@ pub(crate) async fn latency(s: &Settings, debounce: Duration) -> Vec<Row> {
     let tmp = util::volume_dir();
     let writer = AtomicWriter::new(tmp.path().join("server")).expect("volume");
     writer
-        .write(&util::payload(&pool[0], &ca))
+        .write(&util::payload(&pool[0], ca.cert_pem()))
         .expect("initial write");
     let (acceptor, watcher) = ReloadableAcceptor::builder(TlsFiles::new(
         writer.path("tls.crt"),
@@ -43,19 +43,8 @@ pub(crate) async fn latency(s: &Settings, debounce: Duration) -> Vec<Row> {
     let (mut timeouts, mut probe_errors, mut probes) = (0u32, 0u64, 0u64);
     for i in 1..=rotations {
         let next = pool[i % pool.len()].clone();
-        let (w, payload_ca) = (writer.clone(), ca.cert_pem().to_owned());
         let t0 = Instant::now();
-        let leaf = next.clone();
-        tokio::task::spawn_blocking(move || {
-            w.write(&[
-                ("tls.crt", leaf.cert_pem.as_bytes()),
-                ("tls.key", leaf.key_pem.as_bytes()),
-                ("ca.crt", payload_ca.as_bytes()),
-            ])
-            .expect("kubelet-style write")
-        })
-        .await
-        .expect("writer task");
+        util::rotate(&writer, &next, &ca).await;
         write_ms.push(util::ms(t0.elapsed()));
         loop {
             probes += 1;

@@ -21,7 +21,7 @@ pub(crate) async fn reloads(s: &Settings) -> Vec<Row> {
     let tmp = util::volume_dir();
     let writer = AtomicWriter::new(tmp.path().join("server")).expect("volume");
     writer
-        .write(&util::payload(&pair[0], &ca))
+        .write(&util::payload(&pair[0], ca.cert_pem()))
         .expect("initial write");
     let acceptor = ReloadableAcceptor::builder(TlsFiles::new(
         writer.path("tls.crt"),
@@ -42,7 +42,7 @@ pub(crate) async fn reloads(s: &Settings) -> Vec<Row> {
         }
         let leaf = &pair[(i + 1) % 2];
         writer
-            .write(&util::payload(leaf, &ca))
+            .write(&util::payload(leaf, ca.cert_pem()))
             .expect("kubelet-style write");
         let t = Instant::now();
         let outcome = acceptor.reload_now(Trigger::Manual).await;
