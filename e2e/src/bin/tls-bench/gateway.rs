@@ -15,7 +15,7 @@ use openshell_server::{Config, Gateway, TlsMode};
 use rustls::ClientConfig;
 use rustls_pki_types::ServerName;
 use tls_reload::testing::{AtomicWriter, Leaf, TestCa};
-use tls_reload::{ReloadEvent, ReloadableAcceptor, TlsFiles};
+use tls_reload::{ReloadEvent, ReloadableAcceptor};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
@@ -75,11 +75,7 @@ pub(crate) fn volume_config(
     leaf: &Leaf,
     debounce: Duration,
 ) -> (AtomicWriter, Config) {
-    let writer = AtomicWriter::new(dir.join("server")).expect("volume");
-    writer
-        .write(&util::payload(leaf, ca.cert_pem()))
-        .expect("initial write");
-    let files = TlsFiles::new(writer.path("tls.crt"), writer.path("tls.key"));
+    let (writer, files) = util::volume(dir, leaf, ca);
     let mut config = Config::with_tls(SocketAddr::from(([127, 0, 0, 1], 0)), files);
     if let TlsMode::Files {
         reload: Some(r), ..

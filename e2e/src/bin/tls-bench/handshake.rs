@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tls_reload::ReloadableAcceptor;
-use tls_reload::testing::{AtomicWriter, TestCa};
+use tls_reload::testing::TestCa;
 
 use crate::interleave::{Round, Schedule, interleave, interleave_flag, summarize};
 use crate::load::{self, After, ClientSpec, Clients, Published};
@@ -136,18 +136,12 @@ pub(crate) async fn rotating(s: &Settings) -> Vec<Row> {
     let pool = Arc::new(util::leaves(&ca, 4));
     let published = Arc::new(Published::new(pool.iter().map(|l| l.fingerprint.clone())));
     let tmp = util::volume_dir();
-    let writer = AtomicWriter::new(tmp.path().join("server")).expect("volume");
-    writer
-        .write(&util::payload(&pool[0], ca.cert_pem()))
-        .expect("initial write");
+    let (writer, files) = util::volume(tmp.path(), &pool[0], &ca);
     let debounce = Duration::from_millis(10);
-    let (acceptor, watcher) = ReloadableAcceptor::builder(tls_reload::TlsFiles::new(
-        writer.path("tls.crt"),
-        writer.path("tls.key"),
-    ))
-    .debounce(debounce)
-    .start()
-    .expect("start acceptor");
+    let (acceptor, watcher) = ReloadableAcceptor::builder(files)
+        .debounce(debounce)
+        .start()
+        .expect("start acceptor");
     let (listener, addr) = load::listen().await;
     let served = acceptor.clone();
     let server = load::spawn_server(listener, Duration::from_secs(600), move |tcp| {

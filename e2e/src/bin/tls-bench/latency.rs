@@ -3,8 +3,8 @@
 
 use std::time::{Duration, Instant};
 
-use tls_reload::testing::{AtomicWriter, TestCa, served_fingerprint};
-use tls_reload::{ReloadableAcceptor, TlsFiles};
+use tls_reload::ReloadableAcceptor;
+use tls_reload::testing::{TestCa, served_fingerprint};
 
 use crate::load;
 use crate::util::{self, Row, Settings};
@@ -17,19 +17,13 @@ pub(crate) async fn latency(s: &Settings, debounce: Duration) -> Vec<Row> {
     let ca = TestCa::new("bench CA");
     let pool = util::leaves(&ca, 8);
     let tmp = util::volume_dir();
-    let writer = AtomicWriter::new(tmp.path().join("server")).expect("volume");
-    writer
-        .write(&util::payload(&pool[0], ca.cert_pem()))
-        .expect("initial write");
-    let (acceptor, watcher) = ReloadableAcceptor::builder(TlsFiles::new(
-        writer.path("tls.crt"),
-        writer.path("tls.key"),
-    ))
-    .debounce(debounce)
-    // The event path is what is measured: keep the safety-net poll out.
-    .poll_interval(Duration::from_secs(3600))
-    .start()
-    .expect("start acceptor");
+    let (writer, files) = util::volume(tmp.path(), &pool[0], &ca);
+    let (acceptor, watcher) = ReloadableAcceptor::builder(files)
+        .debounce(debounce)
+        // The event path is what is measured: keep the safety-net poll out.
+        .poll_interval(Duration::from_secs(3600))
+        .start()
+        .expect("start acceptor");
     let (addr, server) = tls_reload::testing::serve(acceptor.clone()).await;
     let config = load::client(ca.cert_pem(), &[]);
     println!(

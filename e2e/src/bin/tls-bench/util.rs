@@ -456,6 +456,17 @@ pub(crate) fn payload<'a>(leaf: &'a Leaf, ca_pem: &'a str) -> [(&'static str, &'
     ]
 }
 
+/// A Secret volume in `dir/server` holding `leaf` (written as kubelet
+/// does), and the certificate and key paths it serves.
+pub(crate) fn volume(dir: &Path, leaf: &Leaf, ca: &TestCa) -> (AtomicWriter, TlsFiles) {
+    let writer = AtomicWriter::new(dir.join("server")).expect("volume");
+    writer
+        .write(&payload(leaf, ca.cert_pem()))
+        .expect("initial write");
+    let files = TlsFiles::new(writer.path("tls.crt"), writer.path("tls.key"));
+    (writer, files)
+}
+
 /// Writes `leaf` into `writer`'s Secret volume as kubelet does, on a
 /// blocking thread, and waits for it.
 pub(crate) async fn rotate(writer: &AtomicWriter, leaf: &Leaf, ca: &TestCa) {
