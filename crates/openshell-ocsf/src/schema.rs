@@ -69,7 +69,6 @@
 //! ```
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt;
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -323,20 +322,23 @@ fn declared_profiles(event: &Value) -> BTreeSet<String> {
 /// One way an event breaks the schema; `path` is the attribute, dotted from
 /// the event root (`metadata.product.name`, `metadata.profiles[0]`), empty
 /// for the event itself.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum Violation {
     /// A required attribute is absent (or `null`).
+    #[error("{path}: required attribute is missing")]
     MissingRequired {
         /// The attribute.
         path: String,
     },
     /// The class or object defines no such attribute.
+    #[error("{path}: not defined by the schema (use `unmapped`)")]
     UnknownAttribute {
         /// The attribute.
         path: String,
     },
     /// The value has the wrong JSON type, or an integer is out of range.
+    #[error("{path}: expected {expected}, found {found}")]
     WrongType {
         /// The attribute.
         path: String,
@@ -346,6 +348,7 @@ pub enum Violation {
         found: &'static str,
     },
     /// An enum attribute holds a value its `enum` does not list.
+    #[error("{path}: {value} is not in the enum")]
     NotInEnum {
         /// The attribute.
         path: String,
@@ -353,6 +356,7 @@ pub enum Violation {
         value: String,
     },
     /// A sibling string is not the caption of its id.
+    #[error("{path}: expected caption {expected:?}, found {found:?}")]
     SiblingMismatch {
         /// The sibling attribute, e.g. `severity`.
         path: String,
@@ -362,6 +366,7 @@ pub enum Violation {
         found: String,
     },
     /// An object constraint does not hold.
+    #[error("{}: {constraint} of {attributes:?} not met", if path.is_empty() { "event" } else { path })]
     ConstraintUnmet {
         /// The object.
         path: String,
@@ -371,11 +376,13 @@ pub enum Violation {
         attributes: Vec<String>,
     },
     /// No class file has this `class_uid`.
+    #[error("class_uid: no class {class_uid} in the schema")]
     UnknownClass {
         /// The `class_uid` that arrived.
         class_uid: u64,
     },
     /// `type_uid` is not `class_uid * 100 + activity_id`.
+    #[error("type_uid: expected {expected} (class_uid * 100 + activity_id), found {found}")]
     TypeUidMismatch {
         /// `class_uid * 100 + activity_id`.
         expected: u64,
@@ -383,6 +390,7 @@ pub enum Violation {
         found: u64,
     },
     /// `metadata.version` is not the schema's version.
+    #[error("metadata.version: expected {expected:?}, found {found:?}")]
     VersionMismatch {
         /// The schema's version.
         expected: String,
@@ -404,49 +412,6 @@ impl Violation {
             Self::UnknownClass { .. } => "class_uid",
             Self::TypeUidMismatch { .. } => "type_uid",
             Self::VersionMismatch { .. } => "metadata.version",
-        }
-    }
-}
-
-impl fmt::Display for Violation {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::MissingRequired { path } => write!(f, "{path}: required attribute is missing"),
-            Self::UnknownAttribute { path } => {
-                write!(f, "{path}: not defined by the schema (use `unmapped`)")
-            }
-            Self::WrongType {
-                path,
-                expected,
-                found,
-            } => write!(f, "{path}: expected {expected}, found {found}"),
-            Self::NotInEnum { path, value } => write!(f, "{path}: {value} is not in the enum"),
-            Self::SiblingMismatch {
-                path,
-                expected,
-                found,
-            } => write!(f, "{path}: expected caption {expected:?}, found {found:?}"),
-            Self::ConstraintUnmet {
-                path,
-                constraint,
-                attributes,
-            } => {
-                let object = if path.is_empty() { "event" } else { path };
-                write!(f, "{object}: {constraint} of {attributes:?} not met")
-            }
-            Self::UnknownClass { class_uid } => {
-                write!(f, "class_uid: no class {class_uid} in the schema")
-            }
-            Self::TypeUidMismatch { expected, found } => write!(
-                f,
-                "type_uid: expected {expected} (class_uid * 100 + activity_id), found {found}"
-            ),
-            Self::VersionMismatch { expected, found } => {
-                write!(
-                    f,
-                    "metadata.version: expected {expected:?}, found {found:?}"
-                )
-            }
         }
     }
 }
