@@ -19,7 +19,7 @@ use openshell_ocsf::{
 };
 use serde_json::{Value, json};
 
-use common::{REQUIRED, enum_table, every_builder_event, every_constructor, json, reloaded};
+use common::{REQUIRED, constructed, enum_table, every_builder_event, every_constructor, json};
 
 /// The schema directory and the schema, or `None` after printing the skip
 /// line.
@@ -58,7 +58,7 @@ fn schema_enum(file: &Value, attribute: &str) -> BTreeMap<u64, String> {
 
 /// The violations of the reload event after `edit`.
 fn violations(schema: &Schema, edit: impl FnOnce(&mut Value)) -> Vec<Violation> {
-    let mut event = json(&reloaded());
+    let mut event = json(&constructed("reloaded"));
     edit(&mut event);
     let mut found = schema.validate(&event).err().unwrap_or_default();
     found.sort_by(|a, b| a.path().cmp(b.path()));

@@ -62,10 +62,7 @@ pub fn reload_details() -> TlsReloadDetails {
         .cert_path("/etc/openshell-tls/server/tls.crt")
         .key_path("/etc/openshell-tls/server/tls.key")
         .client_ca_path("/etc/openshell-tls/client-ca/ca.crt")
-        .crl_paths([
-            "/etc/openshell-tls/crl/a.pem",
-            "/etc/openshell-tls/crl/b.pem",
-        ])
+        .crl_paths(["a", "b"].map(|name| format!("/etc/openshell-tls/crl/{name}.pem")))
 }
 
 /// One event of each kind the gateway emits, at [`TIME_MS`].
@@ -127,11 +124,6 @@ pub fn constructed(name: &str) -> DeviceConfigStateChange {
         .into_iter()
         .find_map(|(n, event)| (n == name).then_some(event))
         .unwrap_or_else(|| panic!("no constructor event {name:?}"))
-}
-
-/// The `reloaded` event of [`every_constructor`], with every detail set.
-pub fn reloaded() -> DeviceConfigStateChange {
-    constructed("reloaded")
 }
 
 /// `[(id, caption)]` of every value of an OCSF enum, in id order.
