@@ -101,11 +101,13 @@ pub enum SchemaCheck {
 /// [`Error::Schema`] when the directory cannot be loaded, and
 /// [`Error::SchemaViolations`] for the first event that does not validate.
 pub fn validate(events: &[Value]) -> Result<SchemaCheck> {
-    let Some(dir) = default_schema_dir() else {
-        return Ok(SchemaCheck::Skipped {
-            reason: "the OCSF v1.8.0 schema directory (../shared/ocsf/v1.8.0) was not found"
-                .to_owned(),
-        });
+    let dir = match default_schema_dir() {
+        Ok(dir) => dir,
+        Err(skipped) => {
+            return Ok(SchemaCheck::Skipped {
+                reason: skipped.to_string(),
+            });
+        }
     };
     let schema = Schema::load(&dir)?;
     for event in events {

@@ -43,6 +43,21 @@ impl Kind {
     pub(crate) fn from_code(code: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|kind| kind.code() == code)
     }
+
+    /// The message, severity, status and state its constructor presets.
+    const fn preset(self) -> (&'static str, SeverityId, StatusId, StateId) {
+        use SeverityId::{Informational, Low, Medium};
+        use StateId::{Enabled, Unknown};
+        use StatusId::{Failure, Success};
+        match self {
+            Self::Loaded => (LOADED, Informational, Success, Enabled),
+            Self::Reloaded => (RELOADED, Informational, Success, Enabled),
+            Self::ReloadFailed => (RELOAD_FAILED, Medium, Failure, Unknown),
+            Self::WatcherDegraded => (WATCHER_DEGRADED, Low, Failure, Unknown),
+            Self::CertExpiring => (CERT_EXPIRING, Medium, Success, Enabled),
+            Self::ReloadUnchanged => (RELOAD_UNCHANGED, Informational, Success, Enabled),
+        }
+    }
 }
 
 /// Message of [`DeviceConfigStateChange::tls_loaded`].
@@ -71,10 +86,10 @@ impl DeviceConfigStateChange {
     pub fn builder(source: &EventSource) -> EventBuilder {
         EventBuilder {
             time: None,
-            activity_id: ActivityId::Log,
-            severity_id: SeverityId::Informational,
-            status_id: StatusId::Unknown,
-            state_id: StateId::Unknown,
+            activity: ActivityId::Log,
+            severity: SeverityId::Informational,
+            status: StatusId::Unknown,
+            state: StateId::Unknown,
             message: None,
             status_detail: None,
             tls: None,
@@ -83,8 +98,14 @@ impl DeviceConfigStateChange {
         }
     }
 
-    fn tls_kind(source: &EventSource, kind: Kind, message: &str) -> EventBuilder {
-        let mut builder = Self::builder(source).message(message);
+    /// A builder preset for `kind`, as its constructor documents.
+    fn tls_kind(source: &EventSource, kind: Kind) -> EventBuilder {
+        let (message, severity, status, state) = kind.preset();
+        let mut builder = Self::builder(source)
+            .message(message)
+            .severity(severity)
+            .status(status)
+            .state(state);
         builder.event_code = Some(kind.code());
         builder
     }
@@ -101,7 +122,7 @@ impl DeviceConfigStateChange {
     /// # use openshell_ocsf::*;
     /// # let source = EventSource::new(Product::new("p", "v", "1"), Device::new("h"));
     /// let details = TlsReloadDetails::new()
-    ///     .trigger(Trigger::Startup)
+    ///     .trigger("startup")
     ///     .generation(1)
     ///     .not_after("2024-01-01T00:00:00Z");
     /// let event = DeviceConfigStateChange::tls_loaded(&source, details)
@@ -111,10 +132,7 @@ impl DeviceConfigStateChange {
     /// assert_eq!(event.severity_id(), SeverityId::High);
     /// ```
     pub fn tls_loaded(source: &EventSource, details: TlsReloadDetails) -> EventBuilder {
-        Self::tls_kind(source, Kind::Loaded, LOADED)
-            .status(StatusId::Success)
-            .state(StateId::Enabled)
-            .tls(details)
+        Self::tls_kind(source, Kind::Loaded).tls(details)
     }
 
     /// A reload put a new TLS config into service.
@@ -123,10 +141,7 @@ impl DeviceConfigStateChange {
     /// `TLS certificate config reloaded successfully`, `unmapped.tls` =
     /// `details`.
     pub fn tls_reloaded(source: &EventSource, details: TlsReloadDetails) -> EventBuilder {
-        Self::tls_kind(source, Kind::Reloaded, RELOADED)
-            .status(StatusId::Success)
-            .state(StateId::Enabled)
-            .tls(details)
+        Self::tls_kind(source, Kind::Reloaded).tls(details)
     }
 
     /// A reload was rejected; the previous config stays in service.
@@ -140,10 +155,7 @@ impl DeviceConfigStateChange {
         details: TlsReloadDetails,
         error: impl fmt::Display,
     ) -> EventBuilder {
-        Self::tls_kind(source, Kind::ReloadFailed, RELOAD_FAILED)
-            .severity(SeverityId::Medium)
-            .status(StatusId::Failure)
-            .state(StateId::Unknown)
+        Self::tls_kind(source, Kind::ReloadFailed)
             .status_detail(error.to_string())
             .tls(details)
     }
@@ -156,10 +168,7 @@ impl DeviceConfigStateChange {
     /// `TLS certificate config reload requested; files unchanged`,
     /// `unmapped.tls` = `details` (the served generation and the trigger).
     pub fn tls_reload_unchanged(source: &EventSource, details: TlsReloadDetails) -> EventBuilder {
-        Self::tls_kind(source, Kind::ReloadUnchanged, RELOAD_UNCHANGED)
-            .status(StatusId::Success)
-            .state(StateId::Enabled)
-            .tls(details)
+        Self::tls_kind(source, Kind::ReloadUnchanged).tls(details)
     }
 
     /// The file watcher stopped working and reloads now rely on polling.
@@ -169,11 +178,7 @@ impl DeviceConfigStateChange {
     /// polling`, `status_detail` = `reason`. Add paths with
     /// [`EventBuilder::tls`] if wanted.
     pub fn tls_watcher_degraded(source: &EventSource, reason: impl fmt::Display) -> EventBuilder {
-        Self::tls_kind(source, Kind::WatcherDegraded, WATCHER_DEGRADED)
-            .severity(SeverityId::Low)
-            .status(StatusId::Failure)
-            .state(StateId::Unknown)
-            .status_detail(reason.to_string())
+        Self::tls_kind(source, Kind::WatcherDegraded).status_detail(reason.to_string())
     }
 
     /// The served certificate is close to its expiry (the gateway warns
@@ -184,11 +189,7 @@ impl DeviceConfigStateChange {
     /// `Served TLS certificate is close to expiry`, `unmapped.tls` =
     /// `details` (with `not_after`).
     pub fn tls_cert_expiring(source: &EventSource, details: TlsReloadDetails) -> EventBuilder {
-        Self::tls_kind(source, Kind::CertExpiring, CERT_EXPIRING)
-            .severity(SeverityId::Medium)
-            .status(StatusId::Success)
-            .state(StateId::Enabled)
-            .tls(details)
+        Self::tls_kind(source, Kind::CertExpiring).tls(details)
     }
 }
 
@@ -203,10 +204,10 @@ impl DeviceConfigStateChange {
 #[must_use = "an EventBuilder does nothing until `build` is called"]
 pub struct EventBuilder {
     time: Option<SystemTime>,
-    activity_id: ActivityId,
-    severity_id: SeverityId,
-    status_id: StatusId,
-    state_id: StateId,
+    activity: ActivityId,
+    severity: SeverityId,
+    status: StatusId,
+    state: StateId,
     message: Option<String>,
     status_detail: Option<String>,
     tls: Option<TlsReloadDetails>,
@@ -214,54 +215,39 @@ pub struct EventBuilder {
     source: EventSource,
 }
 
+/// Builder setters, each replacing one field: `name(arg: Type) = stored
+/// value;`, after the setter's docs.
+macro_rules! setters {
+    ($( $(#[$doc:meta])* $field:ident($arg:ident: $ty:ty) = $value:expr; )+) => {
+        $(
+            $(#[$doc])*
+            pub fn $field(mut self, $arg: $ty) -> Self {
+                self.$field = $value;
+                self
+            }
+        )+
+    };
+}
+
 impl EventBuilder {
-    /// Sets `time`, written in milliseconds since the Unix epoch (sub-millisecond
-    /// parts are dropped). Default: the time of [`build`](Self::build).
-    pub fn time(mut self, time: SystemTime) -> Self {
-        self.time = Some(time);
-        self
-    }
-
-    /// Sets `activity_id` (and with it `type_uid`). Default: Log.
-    pub fn activity(mut self, activity: ActivityId) -> Self {
-        self.activity_id = activity;
-        self
-    }
-
-    /// Sets `severity_id`. Default: Informational, or the constructor's.
-    pub fn severity(mut self, severity: SeverityId) -> Self {
-        self.severity_id = severity;
-        self
-    }
-
-    /// Sets `status_id`. Default: Unknown, or the constructor's.
-    pub fn status(mut self, status: StatusId) -> Self {
-        self.status_id = status;
-        self
-    }
-
-    /// Sets `state_id`. Default: Unknown, or the constructor's.
-    pub fn state(mut self, state: StateId) -> Self {
-        self.state_id = state;
-        self
-    }
-
-    /// Sets `message`. Default: none, or the constructor's.
-    pub fn message(mut self, message: impl Into<String>) -> Self {
-        self.message = Some(message.into());
-        self
-    }
-
-    /// Sets `status_detail`. Default: none, or the constructor's.
-    pub fn status_detail(mut self, detail: impl Into<String>) -> Self {
-        self.status_detail = Some(detail.into());
-        self
-    }
-
-    /// Sets `unmapped.tls`. Default: none, or the constructor's.
-    pub fn tls(mut self, details: TlsReloadDetails) -> Self {
-        self.tls = Some(details);
-        self
+    setters! {
+        /// Sets `time`, written in milliseconds since the Unix epoch (sub-millisecond
+        /// parts are dropped). Default: the time of [`build`](Self::build).
+        time(time: SystemTime) = Some(time);
+        /// Sets `activity_id` (and with it `type_uid`). Default: Log.
+        activity(activity: ActivityId) = activity;
+        /// Sets `severity_id`. Default: Informational, or the constructor's.
+        severity(severity: SeverityId) = severity;
+        /// Sets `status_id`. Default: Unknown, or the constructor's.
+        status(status: StatusId) = status;
+        /// Sets `state_id`. Default: Unknown, or the constructor's.
+        state(state: StateId) = state;
+        /// Sets `message`. Default: none, or the constructor's.
+        message(message: impl Into<String>) = Some(message.into());
+        /// Sets `status_detail`. Default: none, or the constructor's.
+        status_detail(detail: impl Into<String>) = Some(detail.into());
+        /// Sets `unmapped.tls`. Default: none, or the constructor's.
+        tls(details: TlsReloadDetails) = Some(details);
     }
 
     /// The event.
@@ -274,10 +260,10 @@ impl EventBuilder {
         } = self.source;
         DeviceConfigStateChange {
             time_ms: unix_millis(self.time.unwrap_or_else(SystemTime::now)),
-            activity_id: self.activity_id,
-            severity_id: self.severity_id,
-            status_id: self.status_id,
-            state_id: self.state_id,
+            activity_id: self.activity,
+            severity_id: self.severity,
+            status_id: self.status,
+            state_id: self.state,
             message: self.message,
             status_detail: self.status_detail,
             product,

@@ -3,7 +3,8 @@
 //!
 //! Each enum serializes as its integer id (the `*_id` attribute); the sibling
 //! string attribute (`severity`, `status`, ...) is its [`caption`], written by
-//! the event serializer so that id and caption can never disagree.
+//! the event serializer so that id and caption can never disagree. Every
+//! OCSF enum has `Unknown` (0) and `Other` (99); the macro adds both.
 //!
 //! [`caption`]: SeverityId::caption
 
@@ -11,30 +12,43 @@ use serde::de::{self, Deserializer, Unexpected};
 use serde::ser::Serializer;
 use serde::{Deserialize, Serialize};
 
-/// Defines a fieldless OCSF enum: the variants with their ids and captions,
-/// `id()`, `caption()`, `from_id()`, `ALL`, and serde as the integer id.
+/// Defines a fieldless OCSF enum: `Unknown` (0), the listed variants with
+/// their ids and captions (the variant's name unless given), and `Other`
+/// (99); `id()`, `caption()`, `from_id()`, `ALL`, and serde as the integer
+/// id. Each variant's docs end with its caption and id.
 macro_rules! ocsf_enum {
     (
         $(#[$meta:meta])*
         $name:ident, $attr:literal {
-            $( $(#[$vmeta:meta])* $variant:ident = $id:literal => $caption:literal, )+
+            $( $(#[$vmeta:meta])* $variant:ident = $id:literal $(=> $caption:literal)? ),+ $(,)?
         }
     ) => {
         $(#[$meta])*
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
         #[non_exhaustive]
         pub enum $name {
-            $( $(#[$vmeta])* $variant, )+
+            /// The value is unknown (caption `Unknown`, id 0).
+            Unknown,
+            $(
+                $(#[$vmeta])*
+                #[doc = concat!("\n\nCaption `", caption!($variant $(, $caption)?), "`, id ", $id, ".")]
+                $variant,
+            )+
+            /// A value OCSF does not normalize; the source names it in the
+            /// sibling string (caption `Other`, id 99).
+            Other,
         }
 
         impl $name {
             /// Every value, in the order of their ids.
-            pub const ALL: &'static [Self] = &[$(Self::$variant),+];
+            pub const ALL: &'static [Self] = &[Self::Unknown, $(Self::$variant,)+ Self::Other];
 
             /// The integer OCSF writes in the `*_id` attribute.
             pub const fn id(self) -> u8 {
                 match self {
+                    Self::Unknown => 0,
                     $(Self::$variant => $id,)+
+                    Self::Other => 99,
                 }
             }
 
@@ -42,7 +56,9 @@ macro_rules! ocsf_enum {
             /// attribute.
             pub const fn caption(self) -> &'static str {
                 match self {
-                    $(Self::$variant => $caption,)+
+                    Self::Unknown => "Unknown",
+                    $(Self::$variant => caption!($variant $(, $caption)?),)+
+                    Self::Other => "Other",
                 }
             }
 
@@ -50,7 +66,9 @@ macro_rules! ocsf_enum {
             /// such value.
             pub const fn from_id(id: u64) -> Option<Self> {
                 match id {
+                    0 => Some(Self::Unknown),
                     $($id => Some(Self::$variant),)+
+                    99 => Some(Self::Other),
                     _ => None,
                 }
             }
@@ -76,53 +94,51 @@ macro_rules! ocsf_enum {
     };
 }
 
+/// A variant's caption: the one given, else the variant's name.
+macro_rules! caption {
+    ($variant:ident) => {
+        stringify!($variant)
+    };
+    ($variant:ident, $caption:literal) => {
+        $caption
+    };
+}
+
 ocsf_enum! {
     /// `severity_id`: how much attention the event needs.
     SeverityId, "severity_id" {
-        /// The severity is unknown.
-        Unknown = 0 => "Unknown",
         /// Informational message; no action required.
-        Informational = 1 => "Informational",
+        Informational = 1,
         /// The user decides if action is needed.
-        Low = 2 => "Low",
+        Low = 2,
         /// Action is required but the situation is not serious at this time.
-        Medium = 3 => "Medium",
+        Medium = 3,
         /// Action is required immediately.
-        High = 4 => "High",
+        High = 4,
         /// Action is required immediately and the scope is broad.
-        Critical = 5 => "Critical",
+        Critical = 5,
         /// An error occurred but it is too late to take remedial action.
-        Fatal = 6 => "Fatal",
-        /// Not mapped to a normalized severity.
-        Other = 99 => "Other",
+        Fatal = 6,
     }
 }
 
 ocsf_enum! {
     /// `status_id`: the outcome of the reported operation.
     StatusId, "status_id" {
-        /// The status is unknown.
-        Unknown = 0 => "Unknown",
         /// The operation succeeded.
-        Success = 1 => "Success",
+        Success = 1,
         /// The operation failed.
-        Failure = 2 => "Failure",
-        /// Not mapped to a normalized status.
-        Other = 99 => "Other",
+        Failure = 2,
     }
 }
 
 ocsf_enum! {
     /// `state_id`: the Config Change State of the managed entity (class 5019).
     StateId, "state_id" {
-        /// The config change state is unknown or does not apply.
-        Unknown = 0 => "Unknown",
         /// The config state changed to disabled.
-        Disabled = 1 => "Disabled",
+        Disabled = 1,
         /// The config state changed to enabled.
-        Enabled = 2 => "Enabled",
-        /// Not mapped to a normalized state.
-        Other = 99 => "Other",
+        Enabled = 2,
     }
 }
 
@@ -130,54 +146,20 @@ ocsf_enum! {
     /// `activity_id` of Device Config State Change (class 5019); it also
     /// fixes `type_uid` as `class_uid * 100 + activity_id`.
     ActivityId, "activity_id" {
-        /// The activity is unknown.
-        Unknown = 0 => "Unknown",
         /// The information was discovered via a log.
-        Log = 1 => "Log",
+        Log = 1,
         /// The information was discovered via a collection process.
-        Collect = 2 => "Collect",
-        /// Not mapped to a normalized activity.
-        Other = 99 => "Other",
+        Collect = 2,
     }
 }
 
 ocsf_enum! {
-    /// `device.type_id`: the kind of device the event is about.
+    /// `device.type_id`: the kind of device the event is about (the
+    /// captions say what each is: IOT, IDS and IPS are spelt as OCSF does).
     DeviceTypeId, "device.type_id" {
-        /// The type is unknown.
-        Unknown = 0 => "Unknown",
-        /// A server.
-        Server = 1 => "Server",
-        /// A desktop computer.
-        Desktop = 2 => "Desktop",
-        /// A laptop computer.
-        Laptop = 3 => "Laptop",
-        /// A tablet computer.
-        Tablet = 4 => "Tablet",
-        /// A mobile phone.
-        Mobile = 5 => "Mobile",
-        /// A virtual machine.
-        Virtual = 6 => "Virtual",
-        /// An IoT device.
-        Iot = 7 => "IOT",
-        /// A web browser.
-        Browser = 8 => "Browser",
-        /// A firewall.
-        Firewall = 9 => "Firewall",
-        /// A network switch.
-        Switch = 10 => "Switch",
-        /// A network hub.
-        Hub = 11 => "Hub",
-        /// A router.
-        Router = 12 => "Router",
-        /// An intrusion detection system.
-        Ids = 13 => "IDS",
-        /// An intrusion prevention system.
-        Ips = 14 => "IPS",
-        /// A load balancer.
-        LoadBalancer = 15 => "Load Balancer",
-        /// Not mapped to a normalized device type.
-        Other = 99 => "Other",
+        Server = 1, Desktop = 2, Laptop = 3, Tablet = 4, Mobile = 5, Virtual = 6,
+        Iot = 7 => "IOT", Browser = 8, Firewall = 9, Switch = 10, Hub = 11, Router = 12,
+        Ids = 13 => "IDS", Ips = 14 => "IPS", LoadBalancer = 15 => "Load Balancer",
     }
 }
 

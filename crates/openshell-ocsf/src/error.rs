@@ -45,6 +45,7 @@ pub enum Error {
     },
 
     /// A schema file or directory could not be read.
+    #[cfg(feature = "schema")]
     #[error("reading OCSF schema {path}: {source}")]
     ReadSchema {
         /// The file or directory.
@@ -54,6 +55,7 @@ pub enum Error {
     },
 
     /// A schema file is not JSON of the expected shape.
+    #[cfg(feature = "schema")]
     #[error("parsing OCSF schema file {path}: {source}")]
     ParseSchema {
         /// The file.

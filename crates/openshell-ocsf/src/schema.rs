@@ -9,7 +9,9 @@
 //! ```
 //!
 //! The class files hold the resolved attribute set of the class (the base
-//! event's attributes included), so no `extends` chain is followed.
+//! event's attributes included), so no `extends` chain is followed. The
+//! files are not part of the repository: [`default_schema_dir`] looks for
+//! them at run time, beside it, and says `skipped: ...` when they are absent.
 //!
 //! [`Schema::validate`] checks one event, given as a `serde_json::Value`:
 //!
@@ -50,8 +52,14 @@
 //! ```
 //! use openshell_ocsf::schema::{Schema, default_schema_dir};
 //! # fn main() -> Result<(), openshell_ocsf::Error> {
-//! // The schema files live outside the repository; skip when absent.
-//! let Some(dir) = default_schema_dir() else { return Ok(()) };
+//! // The schema files live beside the repository; skip when absent.
+//! let dir = match default_schema_dir() {
+//!     Ok(dir) => dir,
+//!     Err(skipped) => {
+//!         println!("{skipped}");
+//!         return Ok(());
+//!     }
+//! };
 //! let schema = Schema::load(&dir)?;
 //! let event = serde_json::json!({ "class_uid": 5019 });
 //! let violations = schema.validate(&event).unwrap_err();
@@ -61,7 +69,6 @@
 //! ```
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt;
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -70,16 +77,55 @@ use serde_json::{Map, Value};
 
 use crate::error::Error;
 
-/// The OCSF v1.8.0 schema directory shared beside this repository
-/// (`<repository>/../shared/ocsf/v1.8.0`), when it exists.
+/// Where the OCSF v1.8.0 schema files are kept, relative to a directory at
+/// or above the repository: `shared/ocsf/v1.8.0`.
+pub const SHARED_SCHEMA_DIR: &str = "shared/ocsf/v1.8.0";
+
+/// The nearest [`SHARED_SCHEMA_DIR`] in `start` or a directory above it
+/// (in this project's layout: beside the repository).
 ///
-/// The location is fixed relative to this crate's source directory at
-/// compile time, so it answers the same from this crate's tests and from the
-/// tests of the crates that depend on it. `None` in a fresh clone without the
-/// shared directory: tests then skip schema validation and say so.
-pub fn default_schema_dir() -> Option<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/ocsf/v1.8.0");
-    fs::canonicalize(dir).ok().filter(|dir| dir.is_dir())
+/// # Errors
+///
+/// [`NotFound`] when no such directory exists; a test then skips and says
+/// so with the error's text.
+pub fn find_schema_dir(start: &Path) -> Result<PathBuf, NotFound> {
+    start
+        .ancestors()
+        .map(|dir| dir.join(SHARED_SCHEMA_DIR))
+        .find(|dir| dir.is_dir())
+        .ok_or_else(|| NotFound {
+            start: start.to_owned(),
+        })
+}
+
+/// [`find_schema_dir`] from the package directory cargo names for this run
+/// (`CARGO_MANIFEST_DIR`, read at run time), else from the current
+/// directory.
+///
+/// # Errors
+///
+/// [`NotFound`] as [`find_schema_dir`].
+pub fn default_schema_dir() -> Result<PathBuf, NotFound> {
+    let start = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .or_else(|| std::env::current_dir().ok())
+        .unwrap_or_default();
+    find_schema_dir(&start)
+}
+
+/// No [`SHARED_SCHEMA_DIR`] at or above a directory; its text is the skip
+/// line: `skipped: shared/ocsf/v1.8.0 not found in <dir> or above`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("skipped: {SHARED_SCHEMA_DIR} not found in {} or above", start.display())]
+pub struct NotFound {
+    start: PathBuf,
+}
+
+impl NotFound {
+    /// The directory the search started from.
+    pub fn start(&self) -> &Path {
+        &self.start
+    }
 }
 
 // === impl Schema ===
@@ -276,20 +322,23 @@ fn declared_profiles(event: &Value) -> BTreeSet<String> {
 /// One way an event breaks the schema; `path` is the attribute, dotted from
 /// the event root (`metadata.product.name`, `metadata.profiles[0]`), empty
 /// for the event itself.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum Violation {
     /// A required attribute is absent (or `null`).
+    #[error("{path}: required attribute is missing")]
     MissingRequired {
         /// The attribute.
         path: String,
     },
     /// The class or object defines no such attribute.
+    #[error("{path}: not defined by the schema (use `unmapped`)")]
     UnknownAttribute {
         /// The attribute.
         path: String,
     },
     /// The value has the wrong JSON type, or an integer is out of range.
+    #[error("{path}: expected {expected}, found {found}")]
     WrongType {
         /// The attribute.
         path: String,
@@ -299,6 +348,7 @@ pub enum Violation {
         found: &'static str,
     },
     /// An enum attribute holds a value its `enum` does not list.
+    #[error("{path}: {value} is not in the enum")]
     NotInEnum {
         /// The attribute.
         path: String,
@@ -306,6 +356,7 @@ pub enum Violation {
         value: String,
     },
     /// A sibling string is not the caption of its id.
+    #[error("{path}: expected caption {expected:?}, found {found:?}")]
     SiblingMismatch {
         /// The sibling attribute, e.g. `severity`.
         path: String,
@@ -315,6 +366,7 @@ pub enum Violation {
         found: String,
     },
     /// An object constraint does not hold.
+    #[error("{}: {constraint} of {attributes:?} not met", if path.is_empty() { "event" } else { path })]
     ConstraintUnmet {
         /// The object.
         path: String,
@@ -324,11 +376,13 @@ pub enum Violation {
         attributes: Vec<String>,
     },
     /// No class file has this `class_uid`.
+    #[error("class_uid: no class {class_uid} in the schema")]
     UnknownClass {
         /// The `class_uid` that arrived.
         class_uid: u64,
     },
     /// `type_uid` is not `class_uid * 100 + activity_id`.
+    #[error("type_uid: expected {expected} (class_uid * 100 + activity_id), found {found}")]
     TypeUidMismatch {
         /// `class_uid * 100 + activity_id`.
         expected: u64,
@@ -336,6 +390,7 @@ pub enum Violation {
         found: u64,
     },
     /// `metadata.version` is not the schema's version.
+    #[error("metadata.version: expected {expected:?}, found {found:?}")]
     VersionMismatch {
         /// The schema's version.
         expected: String,
@@ -357,49 +412,6 @@ impl Violation {
             Self::UnknownClass { .. } => "class_uid",
             Self::TypeUidMismatch { .. } => "type_uid",
             Self::VersionMismatch { .. } => "metadata.version",
-        }
-    }
-}
-
-impl fmt::Display for Violation {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::MissingRequired { path } => write!(f, "{path}: required attribute is missing"),
-            Self::UnknownAttribute { path } => {
-                write!(f, "{path}: not defined by the schema (use `unmapped`)")
-            }
-            Self::WrongType {
-                path,
-                expected,
-                found,
-            } => write!(f, "{path}: expected {expected}, found {found}"),
-            Self::NotInEnum { path, value } => write!(f, "{path}: {value} is not in the enum"),
-            Self::SiblingMismatch {
-                path,
-                expected,
-                found,
-            } => write!(f, "{path}: expected caption {expected:?}, found {found:?}"),
-            Self::ConstraintUnmet {
-                path,
-                constraint,
-                attributes,
-            } => {
-                let object = if path.is_empty() { "event" } else { path };
-                write!(f, "{object}: {constraint} of {attributes:?} not met")
-            }
-            Self::UnknownClass { class_uid } => {
-                write!(f, "class_uid: no class {class_uid} in the schema")
-            }
-            Self::TypeUidMismatch { expected, found } => write!(
-                f,
-                "type_uid: expected {expected} (class_uid * 100 + activity_id), found {found}"
-            ),
-            Self::VersionMismatch { expected, found } => {
-                write!(
-                    f,
-                    "metadata.version: expected {expected:?}, found {found:?}"
-                )
-            }
         }
     }
 }
@@ -763,180 +775,137 @@ mod tests {
         assert_eq!(schema().validate(&valid()), Ok(()));
     }
 
+    /// A change to the valid event.
+    type Edit = fn(&mut Value);
+
+    fn remove(value: &mut Value, key: &str) {
+        value.as_object_mut().unwrap().remove(key);
+    }
+
+    /// Each rule, by an edit of the valid event and the violations it
+    /// causes (sorted by path).
     #[test]
-    fn reports_missing_required_attributes_at_every_level() {
-        let mut event = valid();
-        event.as_object_mut().unwrap().remove("time");
-        event["metadata"].as_object_mut().unwrap().remove("product");
-        assert_eq!(
-            violations(&event),
-            [
-                Violation::MissingRequired {
-                    path: "metadata.product".into()
+    fn each_rule_reports_what_breaks_it() {
+        let missing = |path: &str| Violation::MissingRequired { path: path.into() };
+        let wrong = |path: &str, expected, found| Violation::WrongType {
+            path: path.into(),
+            expected,
+            found,
+        };
+        let cases: Vec<(&str, Edit, Vec<Violation>)> = vec![
+            (
+                "required attributes at every level",
+                |e| {
+                    remove(e, "time");
+                    remove(&mut e["metadata"], "product");
                 },
-                Violation::MissingRequired {
-                    path: "time".into()
+                vec![missing("metadata.product"), missing("time")],
+            ),
+            (
+                "a profile attribute once the profile is declared",
+                |e| e["metadata"]["profiles"] = json!(["cloud"]),
+                vec![missing("cloud")],
+            ),
+            (
+                "`profiles: null` means always required",
+                |e| remove(e, "device"),
+                vec![missing("device")],
+            ),
+            (
+                "JSON types",
+                |e| {
+                    e["time"] = json!("2024-01-01T00:00:00Z");
+                    e["count"] = json!(1.5);
+                    e["labels"] = json!(["a", 2]);
+                    e["device"]["hostname"] = json!(7);
                 },
-            ]
-        );
-    }
-
-    #[test]
-    fn profile_attribute_is_required_only_when_the_profile_is_declared() {
-        assert_eq!(schema().validate(&valid()), Ok(()));
-        let mut event = valid();
-        event["metadata"]["profiles"] = json!(["cloud"]);
-        assert_eq!(
-            violations(&event),
-            [Violation::MissingRequired {
-                path: "cloud".into()
-            }]
-        );
-    }
-
-    #[test]
-    fn null_profiles_means_always_required() {
-        let mut event = valid();
-        event.as_object_mut().unwrap().remove("device");
-        assert_eq!(
-            violations(&event),
-            [Violation::MissingRequired {
-                path: "device".into()
-            }]
-        );
-    }
-
-    #[test]
-    fn reports_wrong_json_types() {
-        let mut event = valid();
-        event["time"] = json!("2024-01-01T00:00:00Z");
-        event["count"] = json!(1.5);
-        event["labels"] = json!(["a", 2]);
-        event["device"]["hostname"] = json!(7);
-        assert_eq!(
-            violations(&event),
-            [
-                Violation::WrongType {
-                    path: "count".into(),
-                    expected: "32-bit integer",
-                    found: "fractional number"
+                vec![
+                    wrong("count", "32-bit integer", "fractional number"),
+                    wrong("device.hostname", "string", "integer"),
+                    wrong("labels[1]", "string", "integer"),
+                    wrong("time", "integer", "string"),
+                ],
+            ),
+            (
+                "integer_t fits in 32 bits",
+                |e| e["count"] = json!(i64::from(i32::MAX) + 1),
+                vec![wrong("count", "32-bit integer", "integer")],
+            ),
+            (
+                "a value outside the enum",
+                |e| {
+                    e["activity_id"] = json!(2);
+                    e["type_uid"] = json!(902);
                 },
-                Violation::WrongType {
-                    path: "device.hostname".into(),
-                    expected: "string",
-                    found: "integer"
+                vec![Violation::NotInEnum {
+                    path: "activity_id".into(),
+                    value: "2".into(),
+                }],
+            ),
+            (
+                "a sibling that is not the caption",
+                |e| e["activity_name"] = json!("Collect"),
+                vec![Violation::SiblingMismatch {
+                    path: "activity_name".into(),
+                    expected: "Log".into(),
+                    found: "Collect".into(),
+                }],
+            ),
+            (
+                "type_uid other than class_uid * 100 + activity_id",
+                |e| e["type_uid"] = json!(902),
+                vec![Violation::TypeUidMismatch {
+                    expected: 901,
+                    found: 902,
+                }],
+            ),
+            (
+                "attributes the schema does not define",
+                |e| {
+                    e["fingerprint"] = json!("4F:01");
+                    e["metadata"]["product"]["color"] = json!("red");
                 },
-                Violation::WrongType {
-                    path: "labels[1]".into(),
-                    expected: "string",
-                    found: "integer"
+                vec![
+                    Violation::UnknownAttribute {
+                        path: "fingerprint".into(),
+                    },
+                    Violation::UnknownAttribute {
+                        path: "metadata.product.color".into(),
+                    },
+                ],
+            ),
+            (
+                "an unmet at_least_one constraint",
+                |e| e["metadata"]["product"] = json!({}),
+                vec![Violation::ConstraintUnmet {
+                    path: "metadata.product".into(),
+                    constraint: "at_least_one",
+                    attributes: vec!["name".into(), "uid".into()],
+                }],
+            ),
+            (
+                "another metadata.version",
+                |e| e["metadata"]["version"] = json!("1.7.0"),
+                vec![Violation::VersionMismatch {
+                    expected: "1.8.0".into(),
+                    found: "1.7.0".into(),
+                }],
+            ),
+            (
+                "Other (99) takes any sibling",
+                |e| {
+                    e["activity_id"] = json!(99);
+                    e["activity_name"] = json!("Collect");
+                    e["type_uid"] = json!(999);
                 },
-                Violation::WrongType {
-                    path: "time".into(),
-                    expected: "integer",
-                    found: "string"
-                },
-            ]
-        );
-    }
-
-    #[test]
-    fn integer_t_must_fit_in_32_bits() {
-        let mut event = valid();
-        event["count"] = json!(i64::from(i32::MAX) + 1);
-        assert!(matches!(
-            violations(&event).as_slice(),
-            [Violation::WrongType { path, .. }] if path == "count"
-        ));
-    }
-
-    #[test]
-    fn reports_values_outside_the_enum() {
-        let mut event = valid();
-        event["activity_id"] = json!(2);
-        event["type_uid"] = json!(902);
-        assert_eq!(
-            violations(&event),
-            [Violation::NotInEnum {
-                path: "activity_id".into(),
-                value: "2".into()
-            }]
-        );
-    }
-
-    #[test]
-    fn sibling_must_be_the_caption_except_for_other() {
-        let mut event = valid();
-        event["activity_name"] = json!("Collect");
-        assert_eq!(
-            violations(&event),
-            [Violation::SiblingMismatch {
-                path: "activity_name".into(),
-                expected: "Log".into(),
-                found: "Collect".into()
-            }]
-        );
-        event["activity_id"] = json!(99);
-        event["type_uid"] = json!(999);
-        assert_eq!(schema().validate(&event), Ok(()));
-    }
-
-    #[test]
-    fn reports_type_uid_that_is_not_class_times_100_plus_activity() {
-        let mut event = valid();
-        event["type_uid"] = json!(902);
-        assert_eq!(
-            violations(&event),
-            [Violation::TypeUidMismatch {
-                expected: 901,
-                found: 902
-            }]
-        );
-    }
-
-    #[test]
-    fn reports_attributes_the_schema_does_not_define() {
-        let mut event = valid();
-        event["fingerprint"] = json!("4F:01");
-        event["metadata"]["product"]["color"] = json!("red");
-        assert_eq!(
-            violations(&event),
-            [
-                Violation::UnknownAttribute {
-                    path: "fingerprint".into()
-                },
-                Violation::UnknownAttribute {
-                    path: "metadata.product.color".into()
-                },
-            ]
-        );
-    }
-
-    #[test]
-    fn reports_unmet_at_least_one_constraint() {
-        let mut event = valid();
-        event["metadata"]["product"] = json!({});
-        assert_eq!(
-            violations(&event),
-            [Violation::ConstraintUnmet {
-                path: "metadata.product".into(),
-                constraint: "at_least_one",
-                attributes: vec!["name".into(), "uid".into()]
-            }]
-        );
-    }
-
-    #[test]
-    fn reports_metadata_version_other_than_the_schema_version() {
-        let mut event = valid();
-        event["metadata"]["version"] = json!("1.7.0");
-        assert_eq!(
-            violations(&event),
-            [Violation::VersionMismatch {
-                expected: "1.8.0".into(),
-                found: "1.7.0".into()
-            }]
-        );
+                vec![],
+            ),
+        ];
+        for (rule, edit, expected) in cases {
+            let mut event = valid();
+            edit(&mut event);
+            assert_eq!(violations(&event), expected, "{rule}");
+        }
     }
 
     #[test]
@@ -963,18 +932,17 @@ mod tests {
 
     #[test]
     fn class_file_without_uid_is_a_parse_error_naming_the_file() {
-        let err = Schema::parse(
-            "1.8.0".to_owned(),
-            &[(
-                PathBuf::from("classes/bad.json"),
-                r#"{"name": "bad"}"#.to_owned(),
-            )],
-            &[],
-        )
-        .unwrap_err();
-        let message = err.to_string();
-        assert!(message.contains("classes/bad.json"), "{message}");
-        assert!(message.contains("uid"), "{message}");
+        let class = (
+            PathBuf::from("classes/bad.json"),
+            r#"{"name": "bad"}"#.to_owned(),
+        );
+        let message = Schema::parse("1.8.0".to_owned(), &[class], &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.contains("classes/bad.json: class definition has no `uid`"),
+            "{message}"
+        );
     }
 
     #[test]
@@ -990,14 +958,19 @@ mod tests {
     #[test]
     fn load_reads_version_classes_and_objects_from_disk() {
         let dir = tempfile::tempdir().unwrap();
-        fs::create_dir(dir.path().join("classes")).unwrap();
-        fs::create_dir(dir.path().join("objects")).unwrap();
-        fs::write(dir.path().join("VERSION"), "1.8.0\n").unwrap();
-        fs::write(dir.path().join("classes/widget_change.json"), CLASS).unwrap();
-        fs::write(dir.path().join("objects/metadata.json"), METADATA).unwrap();
-        fs::write(dir.path().join("objects/product.json"), PRODUCT).unwrap();
-        fs::write(dir.path().join("objects/device.json"), DEVICE).unwrap();
-        fs::write(dir.path().join("objects/README.md"), "not json").unwrap();
+        let files = [
+            ("VERSION", "1.8.0\n"),
+            ("classes/widget_change.json", CLASS),
+            ("objects/metadata.json", METADATA),
+            ("objects/product.json", PRODUCT),
+            ("objects/device.json", DEVICE),
+            ("objects/README.md", "not json"),
+        ];
+        for (name, text) in files {
+            let path = dir.path().join(name);
+            fs::create_dir_all(path.parent().unwrap()).unwrap();
+            fs::write(path, text).unwrap();
+        }
         let schema = Schema::load(dir.path()).unwrap();
         assert_eq!(schema.version(), "1.8.0");
         assert_eq!(schema.validate(&valid()), Ok(()));

@@ -43,8 +43,8 @@ impl fmt::Display for DeviceConfigStateChange {
         if let Some(generation) = tls.and_then(|t| t.generation) {
             fields.plain("generation", &generation.to_string())?;
         }
-        if let Some(trigger) = tls.and_then(|t| t.trigger) {
-            fields.plain("trigger", trigger.as_str())?;
+        if let Some(trigger) = tls.and_then(|t| t.trigger.as_deref()) {
+            fields.plain("trigger", trigger)?;
         }
         fields.finish()
     }

@@ -18,104 +18,99 @@
 //! Absent values are left out. Every value is a string or number the caller
 //! hands in; there is no field for key bytes and no way to add other keys.
 
-use std::fmt;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-/// What started a TLS config load; written as `unmapped.tls.trigger`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-#[non_exhaustive]
-pub enum Trigger {
-    /// A file-system notification on the watched files.
-    Watch,
-    /// The polling fallback saw the files change.
-    Poll,
-    /// A signal (SIGHUP) asked for a reload.
-    Signal,
-    /// An API call asked for a reload.
-    Api,
-    /// The first load when the process starts.
-    Startup,
-}
-
-impl Trigger {
-    /// The name written in JSON and in the shorthand.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Watch => "watch",
-            Self::Poll => "poll",
-            Self::Signal => "signal",
-            Self::Api => "api",
-            Self::Startup => "startup",
+/// Declares [`TlsReloadDetails`]: each optional field, left out of the JSON
+/// when empty, with its chained setter (`field: Option<T> = |arg: A|
+/// stored value`), then the CRL paths.
+macro_rules! tls_reload_details {
+    (
+        $(#[$meta:meta])*
+        pub struct $name:ident {
+            $( $(#[$doc:meta])* $field:ident: Option<$ty:ty> = |$arg:ident: $arg_ty:ty| $value:expr, )+
         }
-    }
+    ) => {
+        $(#[$meta])*
+        #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+        #[serde(default)]
+        #[non_exhaustive]
+        pub struct $name {
+            $(
+                $(#[$doc])*
+                #[serde(skip_serializing_if = "Option::is_none")]
+                pub $field: Option<$ty>,
+            )+
+            /// Paths of the CRL files.
+            #[serde(skip_serializing_if = "Vec::is_empty")]
+            pub crl_paths: Vec<String>,
+        }
+
+        impl $name {
+            $(
+                #[doc = concat!("Sets [`", stringify!($field), "`](Self::", stringify!($field), "). Default: none.")]
+                #[must_use]
+                pub fn $field(mut self, $arg: $arg_ty) -> Self {
+                    self.$field = Some($value);
+                    self
+                }
+            )+
+        }
+    };
 }
 
-impl fmt::Display for Trigger {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+tls_reload_details! {
+    /// Details of a TLS config load or reload, written as `unmapped.tls`.
+    ///
+    /// Build it with [`TlsReloadDetails::new`] and the chained setters; the
+    /// fields are public for reading. Paths are stored as strings, lossily
+    /// when they are not UTF-8, so that serializing never fails.
+    ///
+    /// # Defaults
+    ///
+    /// Every field is empty; empty fields are left out of the JSON.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use openshell_ocsf::TlsReloadDetails;
+    ///
+    /// let details = TlsReloadDetails::new()
+    ///     .trigger("watch")
+    ///     .generation(3)
+    ///     .previous_fingerprint("9A:77:10")
+    ///     .new_fingerprint("4F:01:C3")
+    ///     .cert_path("/etc/openshell-tls/server/tls.crt");
+    /// assert_eq!(details.generation, Some(3));
+    /// ```
+    pub struct TlsReloadDetails {
+        /// Fingerprint of the certificate served before the event.
+        previous_fingerprint: Option<String> = |fingerprint: impl Into<String>| fingerprint.into(),
+        /// Fingerprint of the certificate served after the event (on failure:
+        /// the one that was offered and rejected, when it could be read).
+        new_fingerprint: Option<String> = |fingerprint: impl Into<String>| fingerprint.into(),
+        /// Serial number of the new leaf certificate.
+        serial: Option<String> = |serial: impl Into<String>| serial.into(),
+        /// Expiry (`notAfter`) of the new leaf, as an RFC 3339 string.
+        not_after: Option<String> = |rfc3339: impl Into<String>| rfc3339.into(),
+        /// Config generation served after the event (unchanged on failure).
+        generation: Option<u64> = |generation: u64| generation,
+        /// What started the load: `watch` (a file-system event), `poll` (the
+        /// periodic re-read), `signal` (SIGHUP), `api` (a reload API call) or
+        /// `startup` (the first load).
+        ///
+        /// A string rather than a type of this crate, so that the reload
+        /// library's own trigger type is written by its name without this
+        /// crate depending on that library.
+        trigger: Option<String> = |trigger: impl Into<String>| trigger.into(),
+        /// Path of the certificate chain file.
+        cert_path: Option<String> = |path: impl AsRef<Path>| lossy(path.as_ref()),
+        /// Path of the private key file (the path only, never its contents).
+        key_path: Option<String> = |path: impl AsRef<Path>| lossy(path.as_ref()),
+        /// Path of the client-CA bundle, when mTLS is configured.
+        client_ca_path: Option<String> = |path: impl AsRef<Path>| lossy(path.as_ref()),
     }
-}
-
-/// Details of a TLS config load or reload, written as `unmapped.tls`.
-///
-/// Build it with [`TlsReloadDetails::new`] and the chained setters; the
-/// fields are public for reading.
-///
-/// # Defaults
-///
-/// Every field is empty; empty fields are left out of the JSON.
-///
-/// # Example
-///
-/// ```
-/// use openshell_ocsf::{TlsReloadDetails, Trigger};
-///
-/// let details = TlsReloadDetails::new()
-///     .trigger(Trigger::Watch)
-///     .generation(3)
-///     .previous_fingerprint("9A:77:10")
-///     .new_fingerprint("4F:01:C3")
-///     .cert_path("/etc/openshell-tls/server/tls.crt");
-/// assert_eq!(details.generation, Some(3));
-/// ```
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
-#[non_exhaustive]
-pub struct TlsReloadDetails {
-    /// Fingerprint of the certificate served before the event.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub previous_fingerprint: Option<String>,
-    /// Fingerprint of the certificate served after the event (on failure:
-    /// the one that was offered and rejected, when it could be read).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub new_fingerprint: Option<String>,
-    /// Serial number of the new leaf certificate.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub serial: Option<String>,
-    /// Expiry (`notAfter`) of the new leaf, as an RFC 3339 string.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub not_after: Option<String>,
-    /// Config generation served after the event (unchanged on failure).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub generation: Option<u64>,
-    /// What started the load.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub trigger: Option<Trigger>,
-    /// Path of the certificate chain file.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub cert_path: Option<String>,
-    /// Path of the private key file (the path only, never its contents).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub key_path: Option<String>,
-    /// Path of the client-CA bundle, when mTLS is configured.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub client_ca_path: Option<String>,
-    /// Paths of the CRL files.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub crl_paths: Vec<String>,
 }
 
 impl TlsReloadDetails {
@@ -124,78 +119,7 @@ impl TlsReloadDetails {
         Self::default()
     }
 
-    /// Sets the fingerprint of the certificate served before. Default: none.
-    #[must_use]
-    pub fn previous_fingerprint(mut self, fingerprint: impl Into<String>) -> Self {
-        self.previous_fingerprint = Some(fingerprint.into());
-        self
-    }
-
-    /// Sets the fingerprint of the new certificate. Default: none.
-    #[must_use]
-    pub fn new_fingerprint(mut self, fingerprint: impl Into<String>) -> Self {
-        self.new_fingerprint = Some(fingerprint.into());
-        self
-    }
-
-    /// Sets the serial number of the new leaf. Default: none.
-    #[must_use]
-    pub fn serial(mut self, serial: impl Into<String>) -> Self {
-        self.serial = Some(serial.into());
-        self
-    }
-
-    /// Sets the RFC 3339 expiry of the new leaf. Default: none.
-    #[must_use]
-    pub fn not_after(mut self, rfc3339: impl Into<String>) -> Self {
-        self.not_after = Some(rfc3339.into());
-        self
-    }
-
-    /// Sets the config generation. Default: none.
-    #[must_use]
-    pub fn generation(mut self, generation: u64) -> Self {
-        self.generation = Some(generation);
-        self
-    }
-
-    /// Sets what started the load. Default: none.
-    #[must_use]
-    pub fn trigger(mut self, trigger: Trigger) -> Self {
-        self.trigger = Some(trigger);
-        self
-    }
-
-    /// Sets the certificate chain path. Default: none.
-    ///
-    /// A path that is not UTF-8 is written lossily.
-    #[must_use]
-    pub fn cert_path(mut self, path: impl AsRef<Path>) -> Self {
-        self.cert_path = Some(lossy(path.as_ref()));
-        self
-    }
-
-    /// Sets the private key path. Default: none.
-    ///
-    /// A path that is not UTF-8 is written lossily.
-    #[must_use]
-    pub fn key_path(mut self, path: impl AsRef<Path>) -> Self {
-        self.key_path = Some(lossy(path.as_ref()));
-        self
-    }
-
-    /// Sets the client-CA bundle path. Default: none.
-    ///
-    /// A path that is not UTF-8 is written lossily.
-    #[must_use]
-    pub fn client_ca_path(mut self, path: impl AsRef<Path>) -> Self {
-        self.client_ca_path = Some(lossy(path.as_ref()));
-        self
-    }
-
-    /// Sets the CRL file paths. Default: none.
-    ///
-    /// A path that is not UTF-8 is written lossily.
+    /// Sets [`crl_paths`](Self::crl_paths). Default: none.
     #[must_use]
     pub fn crl_paths<P: AsRef<Path>>(mut self, paths: impl IntoIterator<Item = P>) -> Self {
         self.crl_paths = paths.into_iter().map(|p| lossy(p.as_ref())).collect();
@@ -220,23 +144,6 @@ mod tests {
     }
 
     #[test]
-    fn trigger_serializes_as_its_lowercase_name() {
-        for (trigger, name) in [
-            (Trigger::Watch, "watch"),
-            (Trigger::Poll, "poll"),
-            (Trigger::Signal, "signal"),
-            (Trigger::Api, "api"),
-            (Trigger::Startup, "startup"),
-        ] {
-            assert_eq!(
-                serde_json::to_string(&trigger).unwrap(),
-                format!("\"{name}\"")
-            );
-            assert_eq!(trigger.to_string(), name);
-        }
-    }
-
-    #[test]
     fn setters_fill_the_stable_keys() {
         let details = TlsReloadDetails::new()
             .previous_fingerprint("AA")
@@ -244,7 +151,7 @@ mod tests {
             .serial("01")
             .not_after("2030-01-01T00:00:00Z")
             .generation(2)
-            .trigger(Trigger::Poll)
+            .trigger("poll")
             .cert_path("/c")
             .key_path("/k")
             .client_ca_path("/ca")

@@ -6,20 +6,12 @@ mod common;
 
 use openshell_ocsf::DeviceConfigStateChange;
 
-use common::{every_builder_event, every_constructor, source};
-
-fn reloaded() -> DeviceConfigStateChange {
-    every_constructor()
-        .into_iter()
-        .find(|(name, _)| *name == "reloaded")
-        .map(|(_, event)| event)
-        .unwrap()
-}
+use common::{constructed, every_builder_event, every_constructor, source};
 
 #[test]
 fn reload_event_serializes_to_this_exact_line() {
     assert_eq!(
-        reloaded().to_json().unwrap(),
+        constructed("reloaded").to_json().unwrap(),
         concat!(
             r#"{"time":1767225600000,"class_uid":5019,"class_name":"Device Config State Change","#,
             r#""category_uid":5,"category_name":"Discovery","activity_id":1,"activity_name":"Log","#,
@@ -77,7 +69,7 @@ fn newlines_in_values_stay_escaped_inside_the_line() {
 
 fn parse_error(edit: impl FnOnce(&mut serde_json::Value)) -> String {
     let mut value: serde_json::Value =
-        serde_json::from_str(&reloaded().to_json().unwrap()).unwrap();
+        serde_json::from_str(&constructed("reloaded").to_json().unwrap()).unwrap();
     edit(&mut value);
     serde_json::from_value::<DeviceConfigStateChange>(value)
         .unwrap_err()

@@ -4,80 +4,53 @@
 
 mod common;
 
-use openshell_ocsf::{DeviceConfigStateChange, SeverityId, StatusId, TlsReloadDetails, Trigger};
+use openshell_ocsf::{DeviceConfigStateChange, SeverityId, StatusId, TlsReloadDetails};
 
-use common::{every_builder_event, every_constructor, source};
-
-fn shorthand(name: &str) -> String {
-    every_constructor()
-        .into_iter()
-        .find(|(n, _)| *n == name)
-        .map(|(_, event)| event.to_string())
-        .unwrap()
-}
+use common::{constructed, every_builder_event, source};
 
 #[test]
-fn reload_success_shorthand() {
-    assert_eq!(
-        shorthand("reloaded"),
-        "CONFIG:RELOADED [INFO] TLS certificate config reloaded successfully \
-         [fingerprint:4F:01:C3:8E:2A:19:B7:60:.. generation:3 trigger:watch]"
-    );
-}
-
-#[test]
-fn reload_failure_shorthand() {
-    assert_eq!(
-        shorthand("reload failed"),
-        "CONFIG:FAILED [MED] TLS certificate config reload failed \
-         [error:\"private key does not match certificate\" generation:3 trigger:watch]"
-    );
-}
-
-#[test]
-fn initial_load_shorthand() {
-    assert_eq!(
-        shorthand("loaded"),
-        "CONFIG:LOADED [INFO] TLS certificate config loaded \
-         [fingerprint:4F:01:C3:8E:2A:19:B7:60:.. generation:1 trigger:startup]"
-    );
-}
-
-#[test]
-fn initial_load_with_expired_leaf_shorthand() {
-    assert_eq!(
-        shorthand("loaded with expired leaf"),
-        "CONFIG:LOADED [HIGH] TLS certificate config loaded \
-         [detail:\"served certificate expired at 2025-12-01T00:00:00Z\" \
-         fingerprint:4F:01:C3:8E:2A:19:B7:60:.. generation:1 trigger:startup]"
-    );
-}
-
-#[test]
-fn watcher_degraded_shorthand() {
-    assert_eq!(
-        shorthand("watcher degraded"),
-        "CONFIG:DEGRADED [LOW] TLS config watcher degraded to polling \
-         [reason:\"inotify watch limit reached\"]"
-    );
-}
-
-#[test]
-fn cert_expiring_shorthand() {
-    assert_eq!(
-        shorthand("cert expiring"),
-        "CONFIG:EXPIRING [MED] Served TLS certificate is close to expiry \
-         [fingerprint:4F:01:C3:8E:2A:19:B7:60:.. not_after:2026-01-05T00:00:00Z generation:3]"
-    );
-}
-
-#[test]
-fn reload_unchanged_shorthand() {
-    assert_eq!(
-        shorthand("reload unchanged"),
-        "CONFIG:UNCHANGED [INFO] TLS certificate config reload requested; files unchanged \
-         [generation:3 trigger:signal]"
-    );
+fn each_constructor_event_has_this_shorthand() {
+    let expected = [
+        (
+            "reloaded",
+            "CONFIG:RELOADED [INFO] TLS certificate config reloaded successfully \
+             [fingerprint:4F:01:C3:8E:2A:19:B7:60:.. generation:3 trigger:watch]",
+        ),
+        (
+            "reload failed",
+            "CONFIG:FAILED [MED] TLS certificate config reload failed \
+             [error:\"private key does not match certificate\" generation:3 trigger:watch]",
+        ),
+        (
+            "loaded",
+            "CONFIG:LOADED [INFO] TLS certificate config loaded \
+             [fingerprint:4F:01:C3:8E:2A:19:B7:60:.. generation:1 trigger:startup]",
+        ),
+        (
+            "loaded with expired leaf",
+            "CONFIG:LOADED [HIGH] TLS certificate config loaded \
+             [detail:\"served certificate expired at 2025-12-01T00:00:00Z\" \
+             fingerprint:4F:01:C3:8E:2A:19:B7:60:.. generation:1 trigger:startup]",
+        ),
+        (
+            "watcher degraded",
+            "CONFIG:DEGRADED [LOW] TLS config watcher degraded to polling \
+             [reason:\"inotify watch limit reached\"]",
+        ),
+        (
+            "cert expiring",
+            "CONFIG:EXPIRING [MED] Served TLS certificate is close to expiry \
+             [fingerprint:4F:01:C3:8E:2A:19:B7:60:.. not_after:2026-01-05T00:00:00Z generation:3]",
+        ),
+        (
+            "reload unchanged",
+            "CONFIG:UNCHANGED [INFO] TLS certificate config reload requested; files unchanged \
+             [generation:3 trigger:signal]",
+        ),
+    ];
+    for (name, shorthand) in expected {
+        assert_eq!(constructed(name).to_string(), shorthand, "{name}");
+    }
 }
 
 #[test]
@@ -87,7 +60,7 @@ fn failure_with_the_offered_fingerprint_lists_it_after_the_error() {
         TlsReloadDetails::new()
             .new_fingerprint("AB:CD")
             .generation(7)
-            .trigger(Trigger::Signal),
+            .trigger("signal"),
         "certificate expired",
     )
     .build();

@@ -8,19 +8,14 @@ mod common;
 
 use openshell_ocsf::{
     ActivityId, DeviceConfigStateChange, DeviceTypeId, OCSF_VERSION, SeverityId, StateId, StatusId,
-    TlsReloadDetails, Trigger,
+    TlsReloadDetails,
 };
 use serde_json::json;
 
-use common::{REQUIRED, TIME_MS, at, every_builder_event, every_constructor, json, source};
-
-fn table<T: Copy>(
-    all: &[T],
-    id: impl Fn(T) -> u8,
-    caption: impl Fn(T) -> &'static str,
-) -> Vec<(u8, &'static str)> {
-    all.iter().map(|&v| (id(v), caption(v))).collect()
-}
+use common::{
+    REQUIRED, TIME_MS, at, constructed, enum_table, every_builder_event, every_constructor, json,
+    source,
+};
 
 #[test]
 fn class_is_device_config_state_change_in_discovery() {
@@ -34,81 +29,44 @@ fn class_is_device_config_state_change_in_discovery() {
     assert_eq!(OCSF_VERSION, "1.8.0");
 }
 
-#[test]
-fn severity_ids_and_captions_are_those_of_ocsf_1_8_0() {
-    assert_eq!(
-        table(SeverityId::ALL, SeverityId::id, SeverityId::caption),
-        [
-            (0, "Unknown"),
-            (1, "Informational"),
-            (2, "Low"),
-            (3, "Medium"),
-            (4, "High"),
-            (5, "Critical"),
-            (6, "Fatal"),
-            (99, "Other"),
-        ]
-    );
+/// `id caption, ...` of an enum table.
+fn text(table: &[(u8, &str)]) -> String {
+    let pairs: Vec<String> = table
+        .iter()
+        .map(|(id, caption)| format!("{id} {caption}"))
+        .collect();
+    pairs.join(", ")
 }
 
 #[test]
-fn status_ids_and_captions_are_those_of_ocsf_1_8_0() {
-    assert_eq!(
-        table(StatusId::ALL, StatusId::id, StatusId::caption),
-        [
-            (0, "Unknown"),
-            (1, "Success"),
-            (2, "Failure"),
-            (99, "Other")
-        ]
-    );
-}
-
-#[test]
-fn state_ids_and_captions_are_those_of_class_5019() {
-    assert_eq!(
-        table(StateId::ALL, StateId::id, StateId::caption),
-        [
-            (0, "Unknown"),
-            (1, "Disabled"),
-            (2, "Enabled"),
-            (99, "Other")
-        ]
-    );
-}
-
-#[test]
-fn activity_ids_and_captions_are_those_of_class_5019() {
-    assert_eq!(
-        table(ActivityId::ALL, ActivityId::id, ActivityId::caption),
-        [(0, "Unknown"), (1, "Log"), (2, "Collect"), (99, "Other")]
-    );
-}
-
-#[test]
-fn device_type_ids_and_captions_are_those_of_ocsf_1_8_0() {
-    assert_eq!(
-        table(DeviceTypeId::ALL, DeviceTypeId::id, DeviceTypeId::caption),
-        [
-            (0, "Unknown"),
-            (1, "Server"),
-            (2, "Desktop"),
-            (3, "Laptop"),
-            (4, "Tablet"),
-            (5, "Mobile"),
-            (6, "Virtual"),
-            (7, "IOT"),
-            (8, "Browser"),
-            (9, "Firewall"),
-            (10, "Switch"),
-            (11, "Hub"),
-            (12, "Router"),
-            (13, "IDS"),
-            (14, "IPS"),
-            (15, "Load Balancer"),
-            (99, "Other"),
-        ]
-    );
+fn enum_ids_and_captions_are_those_of_ocsf_1_8_0_and_class_5019() {
+    let tables = [
+        (
+            enum_table!(SeverityId),
+            "0 Unknown, 1 Informational, 2 Low, 3 Medium, 4 High, 5 Critical, 6 Fatal, 99 Other",
+        ),
+        (
+            enum_table!(StatusId),
+            "0 Unknown, 1 Success, 2 Failure, 99 Other",
+        ),
+        (
+            enum_table!(StateId),
+            "0 Unknown, 1 Disabled, 2 Enabled, 99 Other",
+        ),
+        (
+            enum_table!(ActivityId),
+            "0 Unknown, 1 Log, 2 Collect, 99 Other",
+        ),
+        (
+            enum_table!(DeviceTypeId),
+            "0 Unknown, 1 Server, 2 Desktop, 3 Laptop, 4 Tablet, 5 Mobile, 6 Virtual, 7 IOT, \
+             8 Browser, 9 Firewall, 10 Switch, 11 Hub, 12 Router, 13 IDS, 14 IPS, \
+             15 Load Balancer, 99 Other",
+        ),
+    ];
+    for (table, expected) in tables {
+        assert_eq!(text(&table), expected);
+    }
 }
 
 #[test]
@@ -205,115 +163,47 @@ fn time_is_the_given_system_time_in_integer_milliseconds() {
 }
 
 #[test]
-fn reload_success_is_informational_success_with_the_spec_message() {
-    let event = DeviceConfigStateChange::tls_reloaded(&source(), TlsReloadDetails::new()).build();
-    assert_eq!(event.severity_id(), SeverityId::Informational);
-    assert_eq!(event.status_id(), StatusId::Success);
-    assert_eq!(event.state_id(), StateId::Enabled);
-    assert_eq!(
-        event.message(),
-        Some("TLS certificate config reloaded successfully")
-    );
-    assert_eq!(event.status_detail(), None);
-    assert_eq!(event.event_code(), Some("tls_reloaded"));
-}
-
-#[test]
-fn reload_failure_is_medium_failure_with_the_error_in_status_detail() {
-    let event = DeviceConfigStateChange::tls_reload_failed(
-        &source(),
-        TlsReloadDetails::new().generation(3),
-        "reading certificate /etc/tls/tls.crt: permission denied",
-    )
-    .build();
-    assert_eq!(event.severity_id(), SeverityId::Medium);
-    assert_eq!(event.status_id(), StatusId::Failure);
-    assert_eq!(
-        event.status_detail(),
-        Some("reading certificate /etc/tls/tls.crt: permission denied")
-    );
-    assert_eq!(
-        event.message(),
-        Some("TLS certificate config reload failed")
-    );
-    assert_eq!(event.event_code(), Some("tls_reload_failed"));
-    let value = json(&event);
-    assert_eq!(value["severity_id"], 3);
-    assert_eq!(value["status_id"], 2);
-    assert_eq!(value["unmapped"]["tls"]["generation"], 3);
-}
-
-#[test]
-fn each_constructor_sets_its_documented_classification() {
+fn each_constructor_sets_its_documented_classification_and_message() {
     let expected = [
-        (
-            "loaded",
-            "tls_loaded",
-            SeverityId::Informational,
-            StatusId::Success,
-            StateId::Enabled,
-        ),
-        (
-            "loaded with expired leaf",
-            "tls_loaded",
-            SeverityId::High,
-            StatusId::Success,
-            StateId::Enabled,
-        ),
-        (
-            "reloaded",
-            "tls_reloaded",
-            SeverityId::Informational,
-            StatusId::Success,
-            StateId::Enabled,
-        ),
-        (
-            "reload failed",
-            "tls_reload_failed",
-            SeverityId::Medium,
-            StatusId::Failure,
-            StateId::Unknown,
-        ),
-        (
-            "watcher degraded",
-            "tls_watcher_degraded",
-            SeverityId::Low,
-            StatusId::Failure,
-            StateId::Unknown,
-        ),
-        (
-            "cert expiring",
-            "tls_cert_expiring",
-            SeverityId::Medium,
-            StatusId::Success,
-            StateId::Enabled,
-        ),
-        (
-            "reload unchanged",
-            "tls_reload_unchanged",
-            SeverityId::Informational,
-            StatusId::Success,
-            StateId::Enabled,
-        ),
+        "loaded: tls_loaded Informational Success Enabled \"TLS certificate config loaded\"",
+        "loaded with expired leaf: tls_loaded High Success Enabled \"TLS certificate config loaded\"",
+        "reloaded: tls_reloaded Informational Success Enabled \"TLS certificate config reloaded successfully\"",
+        "reload failed: tls_reload_failed Medium Failure Unknown \"TLS certificate config reload failed\"",
+        "watcher degraded: tls_watcher_degraded Low Failure Unknown \"TLS config watcher degraded to polling\"",
+        "cert expiring: tls_cert_expiring Medium Success Enabled \"Served TLS certificate is close to expiry\"",
+        "reload unchanged: tls_reload_unchanged Informational Success Enabled \"TLS certificate config reload requested; files unchanged\"",
     ];
-    let events = every_constructor();
-    assert_eq!(events.len(), expected.len());
-    for ((name, event), (want_name, code, severity, status, state)) in events.iter().zip(expected) {
-        assert_eq!(*name, want_name);
-        assert_eq!(event.event_code(), Some(code), "{name}");
-        assert_eq!(event.severity_id(), severity, "{name}");
-        assert_eq!(event.status_id(), status, "{name}");
-        assert_eq!(event.state_id(), state, "{name}");
-    }
+    let found: Vec<String> = every_constructor()
+        .iter()
+        .map(|(name, event)| {
+            format!(
+                "{name}: {} {} {} {} {:?}",
+                event.event_code().unwrap(),
+                event.severity_id().caption(),
+                event.status_id().caption(),
+                event.state_id().caption(),
+                event.message().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(found, expected);
+}
+
+#[test]
+fn a_failure_carries_its_error_in_status_detail() {
+    let error = "reading certificate /etc/tls/tls.crt: permission denied";
+    let event =
+        DeviceConfigStateChange::tls_reload_failed(&source(), TlsReloadDetails::new(), error)
+            .build();
+    assert_eq!(json(&event)["status_detail"], error);
+    let reloaded =
+        DeviceConfigStateChange::tls_reloaded(&source(), TlsReloadDetails::new()).build();
+    assert_eq!(reloaded.status_detail(), None);
 }
 
 #[test]
 fn startup_with_an_expired_leaf_is_a_high_severity_event() {
-    let (_, event) = every_constructor()
-        .into_iter()
-        .find(|(name, _)| *name == "loaded with expired leaf")
-        .unwrap();
-    let value = json(&event);
+    let value = json(&constructed("loaded with expired leaf"));
     assert_eq!(value["severity_id"], 4);
     assert_eq!(value["severity"], "High");
     assert_eq!(
@@ -350,22 +240,4 @@ fn tls_details_go_under_unmapped_tls_with_stable_names() {
 fn events_without_tls_details_have_no_unmapped() {
     let event = DeviceConfigStateChange::tls_watcher_degraded(&source(), "inotify failed").build();
     assert!(json(&event).get("unmapped").is_none());
-}
-
-#[test]
-fn every_trigger_is_written_by_name() {
-    for (trigger, name) in [
-        (Trigger::Watch, "watch"),
-        (Trigger::Poll, "poll"),
-        (Trigger::Signal, "signal"),
-        (Trigger::Api, "api"),
-        (Trigger::Startup, "startup"),
-    ] {
-        let event = DeviceConfigStateChange::tls_reloaded(
-            &source(),
-            TlsReloadDetails::new().trigger(trigger),
-        )
-        .build();
-        assert_eq!(json(&event)["unmapped"]["tls"]["trigger"], name);
-    }
 }

@@ -6,7 +6,6 @@ use std::time::{Duration, SystemTime};
 
 use openshell_ocsf::{
     Device, DeviceConfigStateChange, EventSource, OcsfSink, Product, SeverityId, TlsReloadDetails,
-    Trigger as OcsfTrigger,
 };
 use tls_reload::{
     CertInfo, Degraded, ReloadEvent, ReloadFailure, ReloadOutcome, ReloadableAcceptor, Reloaded,
@@ -31,17 +30,6 @@ pub(crate) fn source() -> EventSource {
         Product::new("openshell-gateway", "OpenShell", env!("CARGO_PKG_VERSION")),
         Device::new(hostname),
     )
-}
-
-fn trigger(t: Trigger) -> OcsfTrigger {
-    match t {
-        Trigger::Startup => OcsfTrigger::Startup,
-        Trigger::Watch => OcsfTrigger::Watch,
-        Trigger::Poll => OcsfTrigger::Poll,
-        Trigger::Signal => OcsfTrigger::Signal,
-        // The library's catch-all is an administrative call here too.
-        _ => OcsfTrigger::Api,
-    }
 }
 
 fn with_files(details: TlsReloadDetails, files: &TlsFiles) -> TlsReloadDetails {
@@ -72,7 +60,7 @@ pub(crate) fn loaded_event(
 ) -> DeviceConfigStateChange {
     let details = with_files(cert_details(&status.cert), files)
         .generation(status.generation)
-        .trigger(OcsfTrigger::Startup);
+        .trigger(Trigger::Startup.as_str());
     let builder = DeviceConfigStateChange::tls_loaded(source, details);
     if status.cert.is_expired_at(SystemTime::now()) {
         builder
@@ -95,7 +83,7 @@ pub(crate) fn reloaded_event(
     let details = with_files(cert_details(&r.current), files)
         .previous_fingerprint(&r.previous.fingerprint_sha256)
         .generation(r.generation)
-        .trigger(trigger(r.trigger));
+        .trigger(r.trigger.as_str());
     DeviceConfigStateChange::tls_reloaded(source, details).build()
 }
 
@@ -109,7 +97,7 @@ pub(crate) fn failed_event(
     let details = with_files(TlsReloadDetails::new(), files)
         .previous_fingerprint(&served.fingerprint_sha256)
         .generation(f.served_generation)
-        .trigger(trigger(f.trigger));
+        .trigger(f.trigger.as_str());
     DeviceConfigStateChange::tls_reload_failed(source, details, &f.error).build()
 }
 
@@ -122,7 +110,7 @@ pub(crate) fn unchanged_event(
     let details = with_files(TlsReloadDetails::new(), files)
         .previous_fingerprint(&served.cert.fingerprint_sha256)
         .generation(served.generation)
-        .trigger(self::trigger(trigger));
+        .trigger(trigger.as_str());
     DeviceConfigStateChange::tls_reload_unchanged(source, details).build()
 }
 

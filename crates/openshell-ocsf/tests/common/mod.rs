@@ -1,13 +1,18 @@
 //! Events and facts shared by the integration tests.
 
-#![allow(dead_code, reason = "each test file uses a different part")]
+#![allow(
+    dead_code,
+    unused_imports,
+    unused_macros,
+    reason = "each test file uses a different part"
+)]
 #![allow(clippy::unwrap_used, reason = "test support: a panic is a failed test")]
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use openshell_ocsf::{
     ActivityId, Device, DeviceConfigStateChange, DeviceTypeId, EventSource, Product, SeverityId,
-    StateId, StatusId, TlsReloadDetails, Trigger,
+    StateId, StatusId, TlsReloadDetails,
 };
 
 /// 2026-01-01T00:00:00.000Z, in milliseconds.
@@ -53,14 +58,11 @@ pub fn reload_details() -> TlsReloadDetails {
         .serial("1A2B3C4D")
         .not_after("2026-03-01T00:00:00Z")
         .generation(3)
-        .trigger(Trigger::Watch)
+        .trigger("watch")
         .cert_path("/etc/openshell-tls/server/tls.crt")
         .key_path("/etc/openshell-tls/server/tls.key")
         .client_ca_path("/etc/openshell-tls/client-ca/ca.crt")
-        .crl_paths([
-            "/etc/openshell-tls/crl/a.pem",
-            "/etc/openshell-tls/crl/b.pem",
-        ])
+        .crl_paths(["a", "b"].map(|name| format!("/etc/openshell-tls/crl/{name}.pem")))
 }
 
 /// One event of each kind the gateway emits, at [`TIME_MS`].
@@ -71,74 +73,69 @@ pub fn every_constructor() -> Vec<(&'static str, DeviceConfigStateChange)> {
         .serial("1A2B3C4D")
         .not_after("2026-03-01T00:00:00Z")
         .generation(1)
-        .trigger(Trigger::Startup)
+        .trigger("startup")
         .cert_path("/etc/openshell-tls/server/tls.crt")
         .key_path("/etc/openshell-tls/server/tls.key");
     let expired = startup.clone().not_after("2025-12-01T00:00:00Z");
-    vec![
+    let served = || TlsReloadDetails::new().generation(3);
+    let expiring = served()
+        .new_fingerprint(NEW_FINGERPRINT)
+        .not_after("2026-01-05T00:00:00Z");
+    let failure = "private key does not match certificate";
+    [
         (
             "loaded",
-            DeviceConfigStateChange::tls_loaded(&source, startup)
-                .time(at())
-                .build(),
+            DeviceConfigStateChange::tls_loaded(&source, startup),
         ),
         (
             "loaded with expired leaf",
             DeviceConfigStateChange::tls_loaded(&source, expired)
                 .severity(SeverityId::High)
-                .status_detail("served certificate expired at 2025-12-01T00:00:00Z")
-                .time(at())
-                .build(),
+                .status_detail("served certificate expired at 2025-12-01T00:00:00Z"),
         ),
         (
             "reloaded",
-            DeviceConfigStateChange::tls_reloaded(&source, reload_details())
-                .time(at())
-                .build(),
+            DeviceConfigStateChange::tls_reloaded(&source, reload_details()),
         ),
         (
             "reload failed",
-            DeviceConfigStateChange::tls_reload_failed(
-                &source,
-                TlsReloadDetails::new()
-                    .generation(3)
-                    .trigger(Trigger::Watch),
-                "private key does not match certificate",
-            )
-            .time(at())
-            .build(),
+            DeviceConfigStateChange::tls_reload_failed(&source, served().trigger("watch"), failure),
         ),
         (
             "watcher degraded",
-            DeviceConfigStateChange::tls_watcher_degraded(&source, "inotify watch limit reached")
-                .time(at())
-                .build(),
+            DeviceConfigStateChange::tls_watcher_degraded(&source, "inotify watch limit reached"),
         ),
         (
             "cert expiring",
-            DeviceConfigStateChange::tls_cert_expiring(
-                &source,
-                TlsReloadDetails::new()
-                    .new_fingerprint(NEW_FINGERPRINT)
-                    .not_after("2026-01-05T00:00:00Z")
-                    .generation(3),
-            )
-            .time(at())
-            .build(),
+            DeviceConfigStateChange::tls_cert_expiring(&source, expiring),
         ),
         (
             "reload unchanged",
-            DeviceConfigStateChange::tls_reload_unchanged(
-                &source,
-                TlsReloadDetails::new()
-                    .generation(3)
-                    .trigger(Trigger::Signal),
-            )
-            .time(at())
-            .build(),
+            DeviceConfigStateChange::tls_reload_unchanged(&source, served().trigger("signal")),
         ),
     ]
+    .map(|(name, builder)| (name, builder.time(at()).build()))
+    .into()
 }
+
+/// The constructor's event called `name` in [`every_constructor`].
+pub fn constructed(name: &str) -> DeviceConfigStateChange {
+    every_constructor()
+        .into_iter()
+        .find_map(|(n, event)| (n == name).then_some(event))
+        .unwrap_or_else(|| panic!("no constructor event {name:?}"))
+}
+
+/// `[(id, caption)]` of every value of an OCSF enum, in id order.
+macro_rules! enum_table {
+    ($enum:ty) => {
+        <$enum>::ALL
+            .iter()
+            .map(|&v| (v.id(), v.caption()))
+            .collect::<Vec<(u8, &'static str)>>()
+    };
+}
+pub(crate) use enum_table;
 
 /// The constructors' events, then every combination of every enum value the
 /// builder takes, with the optional parts on and off.

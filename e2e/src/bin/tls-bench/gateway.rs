@@ -15,7 +15,7 @@ use openshell_server::{Config, Gateway, TlsMode};
 use rustls::ClientConfig;
 use rustls_pki_types::ServerName;
 use tls_reload::testing::{AtomicWriter, Leaf, TestCa};
-use tls_reload::{ReloadEvent, ReloadableAcceptor, TlsFiles};
+use tls_reload::{ReloadEvent, ReloadableAcceptor};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
@@ -23,7 +23,7 @@ use tokio::task::JoinHandle;
 use tokio_rustls::TlsConnector;
 use tonic::transport::Channel;
 
-use crate::interleave::{Schedule, interleave, summarize};
+use crate::interleave::{Schedule, interleave_flag, summarize};
 use crate::load::{self, After, ClientSpec, Clients, Published};
 use crate::util::{self, Row, Settings};
 
@@ -75,11 +75,7 @@ pub(crate) fn volume_config(
     leaf: &Leaf,
     debounce: Duration,
 ) -> (AtomicWriter, Config) {
-    let writer = AtomicWriter::new(dir.join("server")).expect("volume");
-    writer
-        .write(&util::payload(leaf, ca))
-        .expect("initial write");
-    let files = TlsFiles::new(writer.path("tls.crt"), writer.path("tls.key"));
+    let (writer, files) = util::volume(dir, leaf, ca);
     let mut config = Config::with_tls(SocketAddr::from(([127, 0, 0, 1], 0)), files);
     if let TlsMode::Files {
         reload: Some(r), ..
@@ -182,19 +178,8 @@ pub(crate) async fn rotations_under_load(s: &Settings) -> Vec<Row> {
             break;
         }
         published.publish(r);
-        let (w, payload_leaf, payload_ca) =
-            (writer.clone(), leaf.clone(), ca.cert_pem().to_owned());
         let tr = Instant::now();
-        tokio::task::spawn_blocking(move || {
-            w.write(&[
-                ("tls.crt", payload_leaf.cert_pem.as_bytes()),
-                ("tls.key", payload_leaf.key_pem.as_bytes()),
-                ("ca.crt", payload_ca.as_bytes()),
-            ])
-            .expect("kubelet-style write")
-        })
-        .await
-        .expect("writer task");
+        util::rotate(&writer, leaf, &ca).await;
         let swapped = tokio::time::timeout(Duration::from_secs(5), async {
             while let Some(event) = events.recv().await {
                 if let ReloadEvent::Reloaded(r) = event
@@ -351,15 +336,7 @@ impl Loops {
     /// Stops the loops; returns the failures and the first error.
     async fn stop(self) -> (u64, Option<String>) {
         self.stop.store(true, Ordering::Relaxed);
-        for task in self.tasks {
-            let abort = task.abort_handle();
-            if tokio::time::timeout(Duration::from_secs(15), task)
-                .await
-                .is_err()
-            {
-                abort.abort();
-            }
-        }
+        util::join_or_abort(self.tasks, Duration::from_secs(15)).await;
         let error = self.first_error.lock().expect("first error").clone();
         (self.failed.load(Ordering::Relaxed), error)
     }
@@ -423,14 +400,7 @@ pub(crate) async fn grpc(s: &Settings) -> Vec<Row> {
         })
     };
     tokio::time::sleep(warmup).await;
-    let one = interleave(
-        &schedule,
-        || loops.ok(),
-        names,
-        |b| use_tls.store(b, Ordering::Relaxed),
-        |_| tokio::time::sleep(schedule.slot),
-    )
-    .await;
+    let one = interleave_flag(&schedule, || loops.ok(), names, &use_tls).await;
     let (mut failed, mut first_error) = loops.stop().await;
 
     // A new connection (TCP, TLS, HTTP/2) for every call.
@@ -451,14 +421,7 @@ pub(crate) async fn grpc(s: &Settings) -> Vec<Row> {
         })
     };
     tokio::time::sleep(warmup).await;
-    let fresh = interleave(
-        &schedule,
-        || loops.ok(),
-        names,
-        |b| use_tls.store(b, Ordering::Relaxed),
-        |_| tokio::time::sleep(schedule.slot),
-    )
-    .await;
+    let fresh = interleave_flag(&schedule, || loops.ok(), names, &use_tls).await;
     let (f, e) = loops.stop().await;
     failed += f;
     first_error = first_error.or(e);
@@ -468,8 +431,8 @@ pub(crate) async fn grpc(s: &Settings) -> Vec<Row> {
     let error = first_error
         .map(|e| format!(" (first: {e})"))
         .unwrap_or_default();
-    let one_tls = crate::util::median(&one.iter().map(|r| r.b).collect::<Vec<_>>());
-    let fresh_tls = crate::util::median(&fresh.iter().map(|r| r.b).collect::<Vec<_>>());
+    let one_tls = crate::util::median(&one.iter().map(|r| r.rates[1]).collect::<Vec<_>>());
+    let fresh_tls = crate::util::median(&fresh.iter().map(|r| r.rates[1]).collect::<Vec<_>>());
     vec![
         Row::info(
             format!(

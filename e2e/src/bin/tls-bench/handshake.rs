@@ -7,9 +7,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tls_reload::ReloadableAcceptor;
-use tls_reload::testing::{AtomicWriter, TestCa};
+use tls_reload::testing::TestCa;
 
-use crate::interleave::{Round, Schedule, interleave, summarize};
+use crate::interleave::{Round, Schedule, interleave, interleave_flag, summarize};
 use crate::load::{self, After, ClientSpec, Clients, Published};
 use crate::util::{self, KeyKind, Row, Settings};
 
@@ -78,14 +78,7 @@ pub(crate) async fn throughput(s: &Settings, kind: KeyKind) -> Vec<Row> {
     let clients = Clients::start(&spec, s.clients);
     tokio::time::sleep(s.pick(Duration::from_millis(500), Duration::from_millis(100))).await;
     let names = ["plain", "reloadable"];
-    let rounds = interleave(
-        &schedule,
-        || clients.ok(),
-        names,
-        |b| reloadable_arm.store(b, Ordering::Relaxed),
-        |_| tokio::time::sleep(schedule.slot),
-    )
-    .await;
+    let rounds = interleave_flag(&schedule, || clients.ok(), names, &reloadable_arm).await;
     // The noise floor of this schedule on this machine right now: the
     // same comparison with the plain acceptor in both arms.
     let control = if kind == KeyKind::EcdsaP256 {
@@ -98,14 +91,9 @@ pub(crate) async fn throughput(s: &Settings, kind: KeyKind) -> Vec<Row> {
             schedule.describe()
         );
         reloadable_arm.store(false, Ordering::Relaxed);
-        let rounds = interleave(
-            &schedule,
-            || clients.ok(),
-            ["plain", "plain"],
-            |_| {},
-            |_| tokio::time::sleep(schedule.slot),
-        )
-        .await;
+        // A flag that nothing reads: both arms serve the plain acceptor.
+        let unread = AtomicBool::new(false);
+        let rounds = interleave_flag(&schedule, || clients.ok(), ["plain", "plain"], &unread).await;
         Some(rounds)
     } else {
         None
@@ -148,18 +136,12 @@ pub(crate) async fn rotating(s: &Settings) -> Vec<Row> {
     let pool = Arc::new(util::leaves(&ca, 4));
     let published = Arc::new(Published::new(pool.iter().map(|l| l.fingerprint.clone())));
     let tmp = util::volume_dir();
-    let writer = AtomicWriter::new(tmp.path().join("server")).expect("volume");
-    writer
-        .write(&util::payload(&pool[0], &ca))
-        .expect("initial write");
+    let (writer, files) = util::volume(tmp.path(), &pool[0], &ca);
     let debounce = Duration::from_millis(10);
-    let (acceptor, watcher) = ReloadableAcceptor::builder(tls_reload::TlsFiles::new(
-        writer.path("tls.crt"),
-        writer.path("tls.key"),
-    ))
-    .debounce(debounce)
-    .start()
-    .expect("start acceptor");
+    let (acceptor, watcher) = ReloadableAcceptor::builder(files)
+        .debounce(debounce)
+        .start()
+        .expect("start acceptor");
     let (listener, addr) = load::listen().await;
     let served = acceptor.clone();
     let server = load::spawn_server(listener, Duration::from_secs(600), move |tcp| {
@@ -222,14 +204,7 @@ pub(crate) async fn rotating(s: &Settings) -> Vec<Row> {
                     tokio::time::sleep_until(start + period * k).await;
                     let i = next.fetch_add(1, Ordering::Relaxed) as usize % pool.len();
                     published.publish(i);
-                    let (writer, ca, pool) = (writer.clone(), ca.clone(), pool.clone());
-                    tokio::task::spawn_blocking(move || {
-                        writer
-                            .write(&util::payload(&pool[i], &ca))
-                            .expect("kubelet-style write")
-                    })
-                    .await
-                    .expect("writer task");
+                    util::rotate(&writer, &pool[i], &ca).await;
                     rotations.fetch_add(1, Ordering::Relaxed);
                 }
                 tokio::time::sleep_until(start + period * per_slot).await;

@@ -1,6 +1,7 @@
 //! Fine-grained interleaving of two arms A and B under the same load, so
 //! that whatever else the machine does falls on both alike.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::util;
@@ -48,8 +49,8 @@ impl Schedule {
 /// One round of an interleaved comparison.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Round {
-    pub(crate) a: f64,
-    pub(crate) b: f64,
+    /// Operations per second of arms A and B.
+    pub(crate) rates: [f64; 2],
     /// CPU per operation of A over that of B (> 1: B cheaper).
     pub(crate) cpu_ratio: f64,
     /// Share of the machine other processes used during the round.
@@ -58,7 +59,7 @@ pub(crate) struct Round {
 
 impl Round {
     pub(crate) fn ratio(&self) -> f64 {
-        self.b / self.a
+        self.rates[1] / self.rates[0]
     }
 }
 
@@ -100,8 +101,7 @@ where
         let rate = |i: usize| done[i] as f64 / time[i].as_secs_f64();
         let per_op = |i: usize| cpu[i] as f64 / done[i].max(1) as f64;
         let round = Round {
-            a: rate(0),
-            b: rate(1),
+            rates: [rate(0), rate(1)],
             cpu_ratio: per_op(0) / per_op(1),
             foreign,
         };
@@ -109,9 +109,9 @@ where
             "   round {:>2}: {} {:.0}/s, {} {:.0}/s, ratio {:.4}, CPU/op ratio {:.4}, other processes {:.1} %{}",
             r + 1,
             names[0],
-            round.a,
+            round.rates[0],
             names[1],
-            round.b,
+            round.rates[1],
             round.ratio(),
             round.cpu_ratio,
             foreign * 100.0,
@@ -126,12 +126,27 @@ where
     rounds
 }
 
+/// [`interleave`] where the arm is a flag the running loops read (`false`:
+/// A) and each slot is a wait of `schedule.slot`.
+pub(crate) async fn interleave_flag(
+    schedule: &Schedule,
+    count: impl Fn() -> u64,
+    names: [&str; 2],
+    arm: &AtomicBool,
+) -> Vec<Round> {
+    let switch = |b| arm.store(b, Ordering::Relaxed);
+    interleave(schedule, count, names, switch, |_| {
+        tokio::time::sleep(schedule.slot)
+    })
+    .await
+}
+
 /// The figure of an interleaved comparison: the median round ratio.
 pub(crate) fn summarize(rounds: &[Round], names: [&str; 2]) -> (f64, String) {
     let ratios: Vec<f64> = rounds.iter().map(Round::ratio).collect();
     let cpu: Vec<f64> = rounds.iter().map(|r| r.cpu_ratio).collect();
-    let a: Vec<f64> = rounds.iter().map(|r| r.a).collect();
-    let b: Vec<f64> = rounds.iter().map(|r| r.b).collect();
+    let a: Vec<f64> = rounds.iter().map(|r| r.rates[0]).collect();
+    let b: Vec<f64> = rounds.iter().map(|r| r.rates[1]).collect();
     let pooled = b.iter().sum::<f64>() / a.iter().sum::<f64>();
     let (lo, hi) = util::range(&ratios);
     let disturbed = rounds.iter().filter(|r| r.foreign >= DISTURBED).count();

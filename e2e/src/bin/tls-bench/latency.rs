@@ -3,8 +3,8 @@
 
 use std::time::{Duration, Instant};
 
-use tls_reload::testing::{AtomicWriter, TestCa, served_fingerprint};
-use tls_reload::{ReloadableAcceptor, TlsFiles};
+use tls_reload::ReloadableAcceptor;
+use tls_reload::testing::{TestCa, served_fingerprint};
 
 use crate::load;
 use crate::util::{self, Row, Settings};
@@ -17,19 +17,13 @@ pub(crate) async fn latency(s: &Settings, debounce: Duration) -> Vec<Row> {
     let ca = TestCa::new("bench CA");
     let pool = util::leaves(&ca, 8);
     let tmp = util::volume_dir();
-    let writer = AtomicWriter::new(tmp.path().join("server")).expect("volume");
-    writer
-        .write(&util::payload(&pool[0], &ca))
-        .expect("initial write");
-    let (acceptor, watcher) = ReloadableAcceptor::builder(TlsFiles::new(
-        writer.path("tls.crt"),
-        writer.path("tls.key"),
-    ))
-    .debounce(debounce)
-    // The event path is what is measured: keep the safety-net poll out.
-    .poll_interval(Duration::from_secs(3600))
-    .start()
-    .expect("start acceptor");
+    let (writer, files) = util::volume(tmp.path(), &pool[0], &ca);
+    let (acceptor, watcher) = ReloadableAcceptor::builder(files)
+        .debounce(debounce)
+        // The event path is what is measured: keep the safety-net poll out.
+        .poll_interval(Duration::from_secs(3600))
+        .start()
+        .expect("start acceptor");
     let (addr, server) = tls_reload::testing::serve(acceptor.clone()).await;
     let config = load::client(ca.cert_pem(), &[]);
     println!(
@@ -43,19 +37,8 @@ pub(crate) async fn latency(s: &Settings, debounce: Duration) -> Vec<Row> {
     let (mut timeouts, mut probe_errors, mut probes) = (0u32, 0u64, 0u64);
     for i in 1..=rotations {
         let next = pool[i % pool.len()].clone();
-        let (w, payload_ca) = (writer.clone(), ca.cert_pem().to_owned());
         let t0 = Instant::now();
-        let leaf = next.clone();
-        tokio::task::spawn_blocking(move || {
-            w.write(&[
-                ("tls.crt", leaf.cert_pem.as_bytes()),
-                ("tls.key", leaf.key_pem.as_bytes()),
-                ("ca.crt", payload_ca.as_bytes()),
-            ])
-            .expect("kubelet-style write")
-        })
-        .await
-        .expect("writer task");
+        util::rotate(&writer, &next, &ca).await;
         write_ms.push(util::ms(t0.elapsed()));
         loop {
             probes += 1;

@@ -188,15 +188,7 @@ impl Clients {
     /// Stops the loops and waits for them (each finishes its handshake).
     pub(crate) async fn stop(self) -> Arc<Counters> {
         self.stop.store(true, Ordering::Relaxed);
-        for task in self.tasks {
-            let abort = task.abort_handle();
-            if tokio::time::timeout(Duration::from_secs(15), task)
-                .await
-                .is_err()
-            {
-                abort.abort();
-            }
-        }
+        crate::util::join_or_abort(self.tasks, Duration::from_secs(15)).await;
         self.counters
     }
 }

@@ -3,8 +3,8 @@
 
 use std::time::{Duration, Instant};
 
-use tls_reload::testing::{AtomicWriter, TestCa};
-use tls_reload::{ReloadOutcome, ReloadableAcceptor, TlsFiles, Trigger};
+use tls_reload::testing::TestCa;
+use tls_reload::{ReloadOutcome, ReloadableAcceptor, Trigger};
 
 use crate::gateway::{Running, volume_config};
 use crate::util::{self, Row, Settings};
@@ -19,16 +19,10 @@ pub(crate) async fn reloads(s: &Settings) -> Vec<Row> {
     let ca = TestCa::new("bench CA");
     let pair = [ca.server(), ca.server()];
     let tmp = util::volume_dir();
-    let writer = AtomicWriter::new(tmp.path().join("server")).expect("volume");
-    writer
-        .write(&util::payload(&pair[0], &ca))
-        .expect("initial write");
-    let acceptor = ReloadableAcceptor::builder(TlsFiles::new(
-        writer.path("tls.crt"),
-        writer.path("tls.key"),
-    ))
-    .build()
-    .expect("acceptor");
+    let (writer, files) = util::volume(tmp.path(), &pair[0], &ca);
+    let acceptor = ReloadableAcceptor::builder(files)
+        .build()
+        .expect("acceptor");
 
     let mut failures = 0u64;
     let mut first_error = None;
@@ -42,7 +36,7 @@ pub(crate) async fn reloads(s: &Settings) -> Vec<Row> {
         }
         let leaf = &pair[(i + 1) % 2];
         writer
-            .write(&util::payload(leaf, &ca))
+            .write(&util::payload(leaf, ca.cert_pem()))
             .expect("kubelet-style write");
         let t = Instant::now();
         let outcome = acceptor.reload_now(Trigger::Manual).await;

@@ -7,7 +7,8 @@ use std::process::Command;
 use std::time::{Duration, SystemTime};
 
 use tls_reload::TlsFiles;
-use tls_reload::testing::{Leaf, LeafOptions, TestCa};
+use tls_reload::testing::{AtomicWriter, Leaf, LeafOptions, TestCa};
+use tokio::task::JoinHandle;
 
 /// How this run was asked to behave.
 #[derive(Debug, Clone)]
@@ -28,10 +29,10 @@ impl Settings {
 }
 
 /// Outcome of one row of the summary.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug)]
 pub(crate) enum Verdict {
-    Pass,
-    Miss,
+    /// Measured against a target, which it met or missed.
+    Checked { target: String, pass: bool },
     /// No target: a figure to read, not to judge.
     Info,
     /// Could not be measured here.
@@ -39,15 +40,23 @@ pub(crate) enum Verdict {
 }
 
 /// One line of the summary table.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) struct Row {
     pub(crate) figure: String,
     pub(crate) value: String,
-    pub(crate) target: String,
     pub(crate) verdict: Verdict,
 }
 
 impl Row {
+    fn new(figure: impl Into<String>, value: String, verdict: Verdict) -> Self {
+        let figure = figure.into();
+        Self {
+            figure,
+            value,
+            verdict,
+        }
+    }
+
     /// A figure with a target.
     pub(crate) fn check(
         figure: impl Into<String>,
@@ -55,31 +64,32 @@ impl Row {
         target: impl Into<String>,
         pass: bool,
     ) -> Self {
-        Self {
-            figure: figure.into(),
-            value: value.into(),
-            target: target.into(),
-            verdict: if pass { Verdict::Pass } else { Verdict::Miss },
-        }
+        let target = target.into();
+        Self::new(figure, value.into(), Verdict::Checked { target, pass })
     }
 
     /// A figure without a target.
     pub(crate) fn info(figure: impl Into<String>, value: impl Into<String>) -> Self {
-        Self {
-            figure: figure.into(),
-            value: value.into(),
-            target: "-".into(),
-            verdict: Verdict::Info,
-        }
+        Self::new(figure, value.into(), Verdict::Info)
     }
 
     /// A figure that could not be measured, and why.
     pub(crate) fn skipped(figure: impl Into<String>, reason: impl Into<String>) -> Self {
-        Self {
-            figure: figure.into(),
-            value: format!("skipped: {}", reason.into()),
-            target: "-".into(),
-            verdict: Verdict::Skipped,
+        Self::new(
+            figure,
+            format!("skipped: {}", reason.into()),
+            Verdict::Skipped,
+        )
+    }
+
+    /// The target it was measured against, if any.
+    pub(crate) fn missed(&self) -> Option<&str> {
+        match &self.verdict {
+            Verdict::Checked {
+                target,
+                pass: false,
+            } => Some(target),
+            _ => None,
         }
     }
 }
@@ -87,29 +97,27 @@ impl Row {
 /// Renders the summary table; in smoke mode the verdicts are marked as not
 /// enforced.
 pub(crate) fn table(rows: &[Row], smoke: bool) -> String {
-    let verdict = |v: Verdict| -> String {
-        let s = match v {
-            Verdict::Pass => "pass",
-            Verdict::Miss => "MISS",
-            Verdict::Info => "info",
-            Verdict::Skipped => "skip",
+    let columns = |v: &Verdict| -> [String; 2] {
+        let (target, result) = match v {
+            Verdict::Checked { target, pass } => {
+                (target.as_str(), if *pass { "pass" } else { "MISS" })
+            }
+            Verdict::Info => ("-", "info"),
+            Verdict::Skipped => ("-", "skip"),
         };
-        if smoke && matches!(v, Verdict::Pass | Verdict::Miss) {
-            format!("{s} (smoke, not enforced)")
+        let result = if smoke && matches!(v, Verdict::Checked { .. }) {
+            format!("{result} (smoke, not enforced)")
         } else {
-            s.to_owned()
-        }
+            result.to_owned()
+        };
+        [target.to_owned(), result]
     };
     let header = ["figure", "value", "target", "result"];
     let cells: Vec<[String; 4]> = rows
         .iter()
         .map(|r| {
-            [
-                r.figure.clone(),
-                r.value.clone(),
-                r.target.clone(),
-                verdict(r.verdict),
-            ]
+            let [target, result] = columns(&r.verdict);
+            [r.figure.clone(), r.value.clone(), target, result]
         })
         .collect();
     let mut width = header.map(str::len);
@@ -439,10 +447,45 @@ pub(crate) fn write_plain(dir: &Path, leaf: &Leaf) -> std::io::Result<TlsFiles> 
 }
 
 /// The Secret-volume payload kubelet would write for `leaf`.
-pub(crate) fn payload<'a>(leaf: &'a Leaf, ca: &'a TestCa) -> [(&'static str, &'a [u8]); 3] {
+/// `ca_pem` is the CA certificate (`TestCa::cert_pem`).
+pub(crate) fn payload<'a>(leaf: &'a Leaf, ca_pem: &'a str) -> [(&'static str, &'a [u8]); 3] {
     [
         ("tls.crt", leaf.cert_pem.as_bytes()),
         ("tls.key", leaf.key_pem.as_bytes()),
-        ("ca.crt", ca.cert_pem().as_bytes()),
+        ("ca.crt", ca_pem.as_bytes()),
     ]
+}
+
+/// A Secret volume in `dir/server` holding `leaf` (written as kubelet
+/// does), and the certificate and key paths it serves.
+pub(crate) fn volume(dir: &Path, leaf: &Leaf, ca: &TestCa) -> (AtomicWriter, TlsFiles) {
+    let writer = AtomicWriter::new(dir.join("server")).expect("volume");
+    writer
+        .write(&payload(leaf, ca.cert_pem()))
+        .expect("initial write");
+    let files = TlsFiles::new(writer.path("tls.crt"), writer.path("tls.key"));
+    (writer, files)
+}
+
+/// Writes `leaf` into `writer`'s Secret volume as kubelet does, on a
+/// blocking thread, and waits for it.
+pub(crate) async fn rotate(writer: &AtomicWriter, leaf: &Leaf, ca: &TestCa) {
+    let (writer, leaf, ca) = (writer.clone(), leaf.clone(), ca.cert_pem().to_owned());
+    tokio::task::spawn_blocking(move || {
+        writer
+            .write(&payload(&leaf, &ca))
+            .expect("kubelet-style write");
+    })
+    .await
+    .expect("writer task");
+}
+
+/// Waits for each task at most `limit`, and aborts one still running then.
+pub(crate) async fn join_or_abort<T>(tasks: Vec<JoinHandle<T>>, limit: Duration) {
+    for task in tasks {
+        let abort = task.abort_handle();
+        if tokio::time::timeout(limit, task).await.is_err() {
+            abort.abort();
+        }
+    }
 }
