@@ -1,0 +1,99 @@
+//! What `faults.rs` and `hardening.rs` share: their time limits, the
+//! gateway's `/metrics` page, its memory, and the checks a run ends with.
+
+// Each test crate that includes this module uses a part of it.
+#![allow(dead_code)]
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openshell_e2e::ocsf::{self, SchemaCheck};
+use openshell_e2e::{GatewayProcess, tls};
+use rustls::ClientConfig;
+
+/// How long the gateway may take to start listening.
+pub const STARTUP: Duration = Duration::from_secs(10);
+/// How long a change may take to be served or reported (the debounce is
+/// 50 or 100 ms; the rest is slack for a loaded two-core machine).
+pub const RELOAD: Duration = Duration::from_secs(5);
+/// One TLS exchange or RPC.
+pub const EXCHANGE: Duration = Duration::from_secs(5);
+/// How often a wait probes.
+pub const EVERY: Duration = Duration::from_millis(25);
+
+/// Writes a line to the test's stderr even when the harness captures
+/// output, so a skipped check or a figure is visible.
+pub fn say(line: &str) {
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
+
+/// A Prometheus text page from `GET /metrics`.
+pub struct MetricsPage(pub String);
+
+impl MetricsPage {
+    /// The page, or why it could not be had.
+    pub async fn fetch(addr: SocketAddr, config: &Arc<ClientConfig>) -> Result<Self, String> {
+        let reply = tls::get(addr, config.clone(), "/metrics", EXCHANGE)
+            .await
+            .map_err(|e| e.to_string())?;
+        match reply.status {
+            200 => Ok(Self(reply.body)),
+            status => Err(format!("/metrics: HTTP {status}")),
+        }
+    }
+
+    /// Sum of the series named `name` whose labels include every one of
+    /// `labels`.
+    pub fn sum(&self, name: &str, labels: &[(&str, &str)]) -> u64 {
+        let total: f64 = self
+            .0
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| {
+                let (series, value) = l.rsplit_once(' ')?;
+                let (metric, rest) = series.split_once('{').unwrap_or((series, "}"));
+                let have: Vec<(&str, &str)> = rest
+                    .trim_end_matches('}')
+                    .split(',')
+                    .filter_map(|kv| kv.split_once('='))
+                    .map(|(k, v)| (k, v.trim_matches('"')))
+                    .collect();
+                (metric == name && labels.iter().all(|want| have.contains(want)))
+                    .then(|| value.parse::<f64>().ok())?
+            })
+            .sum();
+        total as u64
+    }
+
+    /// `openshell_tls_handshakes_total{result=...}`.
+    pub fn handshakes(&self, result: &str) -> u64 {
+        self.sum("openshell_tls_handshakes_total", &[("result", result)])
+    }
+}
+
+/// `VmRSS` (resident now) and `VmHWM` (its peak so far, where a buffer
+/// allocated and freed between two looks shows) of a process, in KiB.
+pub fn memory_kib(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in /proc/{pid}/status"))
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// Every OCSF line validates against the schema, when the schema files are
+/// there; says so when they are not.
+pub fn assert_ocsf_valid(gateway: &GatewayProcess) {
+    let events = gateway.ocsf_events().unwrap();
+    match ocsf::validate(&events).unwrap() {
+        SchemaCheck::Validated { events: n, .. } => assert_eq!(n, events.len()),
+        SchemaCheck::Skipped { reason } => say(&format!("OCSF schema check skipped: {reason}")),
+        other => panic!("unexpected schema check {other:?}"),
+    }
+}
