@@ -54,21 +54,17 @@ use std::net::SocketAddr;
 use std::os::unix::fs::{PermissionsExt, chown, symlink};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
-use common::{EVERY, EXCHANGE, MetricsPage, RELOAD, STARTUP, memory_kib, say};
+use common::{EVERY, EXCHANGE, MetricsPage, Prober, RELOAD, STARTUP, memory_kib, say};
 use openshell_e2e::ocsf::{event_code, tls_details, with_code};
 use openshell_e2e::{GatewayCommand, GatewayProcess, command, eventually, tls};
 use rustls::ClientConfig;
 use serde_json::Value;
 use tempfile::TempDir;
 use tls_reload::testing::{Leaf, TestCa};
-use tokio::task::JoinHandle;
 
-/// Pause between the background client's handshakes.
-const PROBE_EVERY: Duration = Duration::from_millis(20);
 /// How long the burst row watches the gateway after the burst: many times
 /// the debounce.
 const QUIET: Duration = Duration::from_millis(500);
@@ -250,7 +246,7 @@ async fn run_row(fault: Fault) {
     assert_eq!(healthz(addr, &client).await, 200);
 
     // Break the files while a client keeps handshaking.
-    let monitor = Monitor::start(addr, client.clone());
+    let monitor = Prober::handshakes(addr, client.clone());
     monitor.wait_for_first().await;
     let memory_before = memory_kib(pid);
     let fault_at = monitor.len();
@@ -313,7 +309,7 @@ async fn run_row(fault: Fault) {
             );
         }
         Expect::Nothing => {
-            // The monitor keeps handshaking meanwhile.
+            // The background client keeps handshaking meanwhile.
             tokio::time::sleep(QUIET).await;
             assert_codes(&gateway.ocsf_events().unwrap(), &["tls_loaded"]);
         }
@@ -349,8 +345,8 @@ async fn run_row(fault: Fault) {
     tls::wait_until_served(addr, &client, &healed.fingerprint, RELOAD, EVERY)
         .await
         .unwrap();
-    let probes = monitor.stop().await;
-    check_handshakes(&probes, fault_at, heal_at, &original, &healed.fingerprint);
+    let served = monitor.stop("the background client").await;
+    check_handshakes(&served, (fault_at, heal_at), &original, &healed.fingerprint);
 
     let reloaded = wait_for_event(&mut gateway, "tls_reloaded", |e| {
         tls_details(e)["new_fingerprint"] == healed.fingerprint.as_str()
@@ -488,86 +484,13 @@ impl Fixture {
     }
 }
 
-// === the background client ===
+// === helpers ===
 
-/// One handshake of the background client: the served fingerprint, or why
-/// the handshake failed.
-type Probe = Result<String, String>;
-
-/// Handshakes with the gateway back to back until stopped, recording what
-/// each one saw.
-struct Monitor {
-    stop: Arc<AtomicBool>,
-    probes: Arc<Mutex<Vec<Probe>>>,
-    task: JoinHandle<()>,
-}
-
-impl Monitor {
-    fn start(addr: SocketAddr, client: Arc<ClientConfig>) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let probes = Arc::new(Mutex::new(Vec::new()));
-        let task = tokio::spawn({
-            let (stop, probes) = (stop.clone(), probes.clone());
-            async move {
-                while !stop.load(Ordering::Relaxed) {
-                    let probe = tls::served_fingerprint(addr, client.clone(), EXCHANGE)
-                        .await
-                        .map_err(|e| e.to_string());
-                    lock(&probes).push(probe);
-                    tokio::time::sleep(PROBE_EVERY).await;
-                }
-            }
-        });
-        Self { stop, probes, task }
-    }
-
-    fn len(&self) -> usize {
-        lock(&self.probes).len()
-    }
-
-    async fn wait_for_first(&self) {
-        eventually(
-            RELOAD,
-            EVERY,
-            "the background client's first handshake",
-            || {
-                let n = self.len();
-                async move { if n > 0 { Ok(()) } else { Err(String::new()) } }
-            },
-        )
-        .await
-        .unwrap();
-    }
-
-    async fn stop(self) -> Vec<Probe> {
-        self.stop.store(true, Ordering::Relaxed);
-        self.task.await.unwrap();
-        std::mem::take(&mut *lock(&self.probes))
-    }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// No handshake failed; while the files were bad only `original` was
-/// served (and handshakes did happen then); after the heal the served
-/// certificate went from `original` to `healed` once, never back.
-fn check_handshakes(
-    probes: &[Probe],
-    fault_at: usize,
-    heal_at: usize,
-    original: &str,
-    healed: &str,
-) {
-    let served: Vec<&str> = probes
-        .iter()
-        .enumerate()
-        .map(|(i, p)| match p {
-            Ok(fp) => fp.as_str(),
-            Err(e) => panic!("handshake #{i} of {} failed: {e}", probes.len()),
-        })
-        .collect();
+/// While the files were bad only `original` was served (and handshakes
+/// did happen then); after the heal the served certificate went from
+/// `original` to `healed` once, never back.
+fn check_handshakes(served: &[String], at: (usize, usize), original: &str, healed: &str) {
+    let (fault_at, heal_at) = at;
     assert!(
         heal_at - fault_at >= MIN_BAD_STATE_HANDSHAKES,
         "only {} handshakes while the files were bad",
@@ -592,8 +515,6 @@ fn check_handshakes(
         );
     }
 }
-
-// === helpers ===
 
 async fn served(addr: SocketAddr, client: &Arc<ClientConfig>) -> String {
     tls::served_fingerprint(addr, client.clone(), EXCHANGE)

@@ -1,17 +1,21 @@
-//! What `faults.rs` and `hardening.rs` share: their time limits, the
-//! gateway's `/metrics` page, its memory, and the checks a run ends with.
+//! What `faults.rs` and `hardening.rs` share: their time limits, a client
+//! probing the gateway in the background, its `/metrics` page, its memory,
+//! and the OCSF check a run ends with.
 
 // Each test crate that includes this module uses a part of it.
 #![allow(dead_code)]
 
+use std::future::Future;
 use std::io::Write as _;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
 use openshell_e2e::ocsf::{self, SchemaCheck};
-use openshell_e2e::{GatewayProcess, tls};
+use openshell_e2e::{GatewayProcess, eventually, tls};
 use rustls::ClientConfig;
+use tokio::task::JoinHandle;
 
 /// How long the gateway may take to start listening.
 pub const STARTUP: Duration = Duration::from_secs(10);
@@ -96,4 +100,102 @@ pub fn assert_ocsf_valid(gateway: &GatewayProcess) {
         SchemaCheck::Skipped { reason } => say(&format!("OCSF schema check skipped: {reason}")),
         other => panic!("unexpected schema check {other:?}"),
     }
+}
+
+/// What one try of a [`Prober`] saw: what was served, or why it failed.
+pub type Probe = Result<String, String>;
+
+/// A well-behaved client trying again and again, [`PROBE_PAUSE`] apart
+/// (for at most [`PROBE_MAX_TIME`]), recording what each try saw until
+/// stopped.
+pub struct Prober {
+    stop: Arc<AtomicBool>,
+    probes: Arc<Mutex<Vec<Probe>>>,
+    task: JoinHandle<()>,
+}
+
+/// Pause between a prober's tries.
+const PROBE_PAUSE: Duration = Duration::from_millis(20);
+/// How long a prober runs at most.
+const PROBE_MAX_TIME: Duration = Duration::from_secs(60);
+
+impl Prober {
+    fn spawn<F, Fut>(mut probe: F) -> Self
+    where
+        F: FnMut() -> Fut + Send + 'static,
+        Fut: Future<Output = Probe> + Send,
+    {
+        let stop = Arc::new(AtomicBool::new(false));
+        let probes = Arc::new(Mutex::new(Vec::new()));
+        let task = tokio::spawn({
+            let (stop, probes) = (stop.clone(), probes.clone());
+            async move {
+                let started = Instant::now();
+                while !stop.load(Ordering::Relaxed) && started.elapsed() < PROBE_MAX_TIME {
+                    let seen = probe().await;
+                    lock(&probes).push(seen);
+                    tokio::time::sleep(PROBE_PAUSE).await;
+                }
+            }
+        });
+        Self { stop, probes, task }
+    }
+
+    /// Full handshakes, each recording the served fingerprint.
+    pub fn handshakes(addr: SocketAddr, config: Arc<ClientConfig>) -> Self {
+        Self::spawn(move || {
+            let config = config.clone();
+            async move {
+                let served = tls::served_fingerprint(addr, config, EXCHANGE).await;
+                served.map_err(|e| e.to_string())
+            }
+        })
+    }
+
+    /// `GET /healthz` over TLS, each of which must answer 200.
+    pub fn healthz(addr: SocketAddr, config: Arc<ClientConfig>) -> Self {
+        Self::spawn(move || {
+            let config = config.clone();
+            async move {
+                match tls::get(addr, config, "/healthz", EXCHANGE).await {
+                    Ok(reply) if reply.status == 200 => Ok(reply.body),
+                    Ok(reply) => Err(format!("HTTP {}", reply.status)),
+                    Err(e) => Err(e.to_string()),
+                }
+            }
+        })
+    }
+
+    /// How many tries so far.
+    pub fn len(&self) -> usize {
+        lock(&self.probes).len()
+    }
+
+    /// Waits for the first try to be recorded.
+    pub async fn wait_for_first(&self) {
+        eventually(RELOAD, EVERY, "the prober's first try", || {
+            let n = self.len();
+            async move { if n > 0 { Ok(()) } else { Err("none yet") } }
+        })
+        .await
+        .unwrap();
+    }
+
+    /// Stops it and returns what each try saw; `what` failed if any try
+    /// failed, or none ran.
+    pub async fn stop(self, what: &str) -> Vec<String> {
+        self.stop.store(true, Ordering::Relaxed);
+        let stopped = tokio::time::timeout(EXCHANGE * 2, self.task).await;
+        stopped.expect("the prober did not stop").unwrap();
+        let probes = std::mem::take(&mut *lock(&self.probes));
+        assert!(!probes.is_empty(), "{what}: the prober never ran");
+        let n = probes.len();
+        let seen = probes.into_iter().enumerate();
+        seen.map(|(i, p)| p.unwrap_or_else(|e| panic!("{what}: try #{i} of {n} failed: {e}")))
+            .collect()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
