@@ -171,11 +171,11 @@ impl Prober {
         lock(&self.probes).len()
     }
 
-    /// Waits for the first try to be recorded.
-    pub async fn wait_for_first(&self) {
-        eventually(RELOAD, EVERY, "the prober's first try", || {
-            let n = self.len();
-            async move { if n > 0 { Ok(()) } else { Err("none yet") } }
+    /// Waits until `n` tries have been recorded.
+    pub async fn wait_for(&self, n: usize) {
+        eventually(RELOAD, EVERY, &format!("{n} tries of the prober"), || {
+            let seen = self.len();
+            async move { if seen >= n { Ok(()) } else { Err(seen) } }
         })
         .await
         .unwrap();
