@@ -38,6 +38,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{EVERY, EXCHANGE, MetricsPage, Prober, RELOAD, STARTUP, memory_kib, say};
+use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use openshell_e2e::ocsf::{self, tls_details, with_code};
 use openshell_e2e::{GatewayCommand, GatewayProcess, command, eventually, gateway_binary, tls};
@@ -107,12 +108,6 @@ async fn start(pki: &Pki, mtls: bool, extra: &[&str]) -> (GatewayProcess, Socket
 /// when `with_cert` (HTTP/1.1 ALPN).
 fn client_config(pki: &Pki, with_cert: bool) -> Arc<ClientConfig> {
     tls::client_config(pki.server_ca.cert_pem(), with_cert.then_some(&pki.client)).unwrap()
-}
-
-fn with_alpn(config: &Arc<ClientConfig>, alpn: &[u8]) -> Arc<ClientConfig> {
-    let mut c = (**config).clone();
-    c.alpn_protocols = vec![alpn.to_vec()];
-    Arc::new(c)
 }
 
 fn localhost() -> ServerName<'static> {
@@ -747,62 +742,49 @@ async fn a_thousand_connections_that_never_finish_the_handshake_time_out_with_bo
     .await;
 }
 
-/// Sends `request` over TLS with ALPN `http/1.1` (ignoring write errors:
-/// the server may answer and hang up before reading it all) and returns
-/// the status line that came back before the connection ended, if any.
-async fn http1_raw(addr: SocketAddr, config: &Arc<ClientConfig>, request: Vec<u8>) -> String {
-    let tcp = TcpStream::connect(addr).await.unwrap();
-    let tls = TlsConnector::from(with_alpn(config, b"http/1.1"))
-        .connect(localhost(), tcp)
-        .await
-        .unwrap();
-    let (mut rd, mut wr) = tokio::io::split(tls);
-    let writer = tokio::spawn(async move {
-        let _ = wr.write_all(&request).await;
-        let _ = wr.flush().await;
-        tokio::time::sleep(EXCHANGE * 2).await;
-        drop(wr);
-    });
-    let mut reply = Vec::new();
-    let mut buf = vec![0u8; 8192];
-    let _ = tokio::time::timeout(EXCHANGE * 2, async {
-        while let Ok(n @ 1..) = rd.read(&mut buf).await {
-            reply.extend_from_slice(&buf[..n]);
-        }
-    })
-    .await;
-    writer.abort();
-    let reply = String::from_utf8_lossy(&reply);
-    reply.lines().next().unwrap_or("").to_owned()
-}
-
-/// One request over HTTP/2 (TLS, ALPN h2) with a header of `size` bytes:
-/// the status, or the error that ended the exchange.
-async fn h2_with_big_header(
+/// One `GET /healthz` over TLS with ALPN `alpn` (`http/1.1` or `h2`) and a
+/// header of `size` bytes: the status, or the error that ended the
+/// exchange.
+async fn with_big_header(
     addr: SocketAddr,
     config: &Arc<ClientConfig>,
+    alpn: &str,
     size: usize,
 ) -> Result<u16, String> {
+    let mut tls_config = (**config).clone();
+    tls_config.alpn_protocols = vec![alpn.as_bytes().to_vec()];
     let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
-    let tls = TlsConnector::from(with_alpn(config, b"h2"))
+    let tls = TlsConnector::from(Arc::new(tls_config))
         .connect(localhost(), tcp)
         .await
         .map_err(|e| e.to_string())?;
-    let (mut send, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
-            .await
-            .map_err(|e| e.to_string())?;
-    let conn = tokio::spawn(conn);
-    let request = hyper::Request::get("https://localhost/healthz")
-        .header("x-oversized", "a".repeat(size))
-        .body(String::new())
-        .unwrap();
-    let outcome = tokio::time::timeout(EXCHANGE * 2, send.send_request(request)).await;
-    conn.abort();
-    match outcome {
+    // HTTP/2 takes the authority from the URI, HTTP/1.1 from `Host`.
+    let uri = if alpn == "h2" {
+        "https://localhost/healthz"
+    } else {
+        "/healthz"
+    };
+    let mut request = hyper::Request::get(uri).header("x-oversized", "a".repeat(size));
+    if alpn != "h2" {
+        request = request.header("host", "localhost");
+    }
+    let request = request.body(String::new()).unwrap();
+    let io = TokioIo::new(tls);
+    let exchange = async {
+        let response = if alpn == "h2" {
+            let (mut send, conn) = http2::handshake(TokioExecutor::new(), io).await?;
+            tokio::spawn(conn);
+            send.send_request(request).await?
+        } else {
+            let (mut send, conn) = http1::handshake(io).await?;
+            tokio::spawn(conn);
+            send.send_request(request).await?
+        };
+        Ok::<_, hyper::Error>(response.status().as_u16())
+    };
+    match tokio::time::timeout(EXCHANGE * 2, exchange).await {
         Err(_) => Err("no answer in time".to_owned()),
-        Ok(Ok(resp)) => Ok(resp.status().as_u16()),
-        Ok(Err(e)) => Err(format!("{e:?}")),
+        Ok(outcome) => outcome.map_err(|e| format!("{e:?}")),
     }
 }
 
@@ -810,30 +792,24 @@ async fn h2_with_big_header(
 async fn oversized_headers_get_431_or_a_closed_connection_never_a_crash() {
     const MIB: usize = 1024 * 1024;
     under_attack("oversized headers", |addr, config, _| async move {
-        // HTTP/1.1: one 1 MiB header.
-        let request = format!(
-            "GET /healthz HTTP/1.1\r\nHost: localhost\r\nx-oversized: {}\r\n\r\n",
-            "a".repeat(MIB)
-        );
-        let h1 = http1_raw(addr, &config, request.into_bytes()).await;
-        assert!(
-            h1.is_empty() || h1.starts_with("HTTP/1.1 431"),
-            "HTTP/1.1 with a 1 MiB header: {h1:?}"
-        );
-        // HTTP/2: 1 MiB (too many CONTINUATION frames), 64 KiB (far over the
-        // 16 KiB header list limit) and 20 KiB (just over it).
-        let mut h2 = Vec::new();
-        for size in [MIB, 64 * 1024, 20 * 1024] {
-            let outcome = h2_with_big_header(addr, &config, size).await;
-            assert!(
-                matches!(outcome, Ok(431) | Err(_)),
-                "HTTP/2 with a {size}-byte header: {outcome:?}"
-            );
-            h2.push((size, outcome));
+        // HTTP/1.1: one 1 MiB header. HTTP/2: 1 MiB (too many CONTINUATION
+        // frames), 64 KiB (far over the 16 KiB header list limit) and
+        // 20 KiB (just over it).
+        let mut outcomes = Vec::new();
+        for (alpn, size) in [
+            ("http/1.1", MIB),
+            ("h2", MIB),
+            ("h2", 64 * 1024),
+            ("h2", 20 * 1024),
+        ] {
+            let outcome = with_big_header(addr, &config, alpn, size).await;
+            let what = format!("{alpn} with a {size}-byte header: {outcome:?}");
+            assert!(matches!(outcome, Ok(431) | Err(_)), "{what}");
+            outcomes.push(what);
         }
         // The same client still gets served normally afterwards.
         assert_eq!(http_get(addr, &config, "/healthz").await, "ok\n");
-        format!("HTTP/1.1 1 MiB -> {h1:?} (empty: connection closed); HTTP/2 -> {h2:?}")
+        outcomes.join("; ")
     })
     .await;
 }
@@ -989,16 +965,18 @@ fn key_material_in(what: &str, text: &str, needles: &[(String, String)]) -> Vec<
     findings
 }
 
-/// A gateway with `--log-format pretty` (and `RUST_LOG=debug`), which the
-/// harness does not read: started directly, its output in files, killed
-/// (and reaped) when dropped so that none outlives a failing test.
-struct PrettyGateway {
+/// A gateway logging in `format` (`json` or `pretty`, which the harness
+/// does not read) with `RUST_LOG=debug`: started directly, its output in
+/// files, killed (and reaped) when dropped so that none outlives a failing
+/// test.
+struct LoggingGateway {
     child: Child,
+    format: &'static str,
     stderr: PathBuf,
     stdout: PathBuf,
 }
 
-impl Drop for PrettyGateway {
+impl Drop for LoggingGateway {
     fn drop(&mut self) {
         if matches!(self.child.try_wait(), Ok(None)) {
             let _ = self.child.kill();
@@ -1007,20 +985,18 @@ impl Drop for PrettyGateway {
     }
 }
 
-impl PrettyGateway {
+impl LoggingGateway {
     /// Starts it and reads its address from the `listening` line.
-    async fn start(pki: &Pki) -> (Self, SocketAddr) {
-        let (stderr, stdout) = (
-            pki.dir().join("pretty.stderr"),
-            pki.dir().join("pretty.stdout"),
-        );
+    async fn start(pki: &Pki, format: &'static str) -> (Self, SocketAddr) {
+        let out = |name: &str| pki.dir().join(format!("{format}.{name}"));
+        let (stderr, stdout) = (out("stderr"), out("stdout"));
         let mut cmd = Command::new(gateway_binary().unwrap());
         for (name, _) in std::env::vars_os() {
             if name.to_string_lossy().starts_with("OPENSHELL_") {
                 cmd.env_remove(name);
             }
         }
-        cmd.args(gateway_args(pki, true, &["--log-format", "pretty"]))
+        cmd.args(gateway_args(pki, true, &["--log-format", format]))
             .arg("--ocsf-log")
             .arg(audit_log(pki))
             .env("RUST_LOG", "debug")
@@ -1029,15 +1005,19 @@ impl PrettyGateway {
             .stderr(std::fs::File::create(&stderr).unwrap());
         let gateway = Self {
             child: cmd.spawn().unwrap(),
+            format,
             stderr,
             stdout,
         };
-        let addr = eventually(STARTUP, EVERY, "the pretty gateway to listen", || {
+        // `listening addr=127.0.0.1:port` or `"listening","addr":"127.0.0.1:port"`.
+        let addr = eventually(STARTUP, EVERY, "the gateway to listen", || {
             let text = strip_ansi(&std::fs::read_to_string(&gateway.stderr).unwrap_or_default());
             async move {
-                let line = text.lines().find(|l| l.contains(" listening "));
-                let addr = line.and_then(|l| l.split("addr=").nth(1)?.split_whitespace().next());
-                addr.and_then(|a| a.parse::<SocketAddr>().ok()).ok_or(text)
+                let line = text.lines().find(|l| l.contains("listening"));
+                let addr = line.and_then(|l| l.split("addr").nth(1));
+                let addr = addr.map(|a| a.trim_start_matches(['=', '"', ':']));
+                let addr = addr.and_then(|a| a.split(['"', ' ']).next()?.parse().ok());
+                addr.ok_or(text)
             }
         })
         .await;
@@ -1050,7 +1030,7 @@ impl PrettyGateway {
         let status = eventually(
             Duration::from_secs(10),
             EVERY,
-            "the pretty gateway to exit",
+            "the gateway to exit",
             || {
                 let status = self.child.try_wait();
                 async move {
@@ -1064,9 +1044,10 @@ impl PrettyGateway {
         let err = std::fs::read_to_string(&self.stderr).unwrap();
         assert!(status.is_ok_and(|s| s.success()), "{err}");
         let out = std::fs::read_to_string(&self.stdout).unwrap();
+        let format = self.format;
         vec![
-            ("pretty stderr".to_owned(), err),
-            ("pretty stdout".to_owned(), out),
+            (format!("{format} stderr"), err),
+            (format!("{format} stdout"), out),
         ]
     }
 }
@@ -1263,35 +1244,19 @@ async fn run_full_of_failures(
 async fn nothing_the_gateway_writes_contains_key_material() {
     let started = Instant::now();
     let (json_pki, pretty_pki) = (Pki::new(), Pki::new());
-    let mut json = GatewayCommand::new()
-        .args(gateway_args(&json_pki, true, &[]))
-        .ocsf_log(audit_log(&json_pki))
-        .env("RUST_LOG", "debug")
-        .spawn()
-        .unwrap();
-    let json_addr = json.listening(STARTUP).await.unwrap();
-    let (pretty, pretty_addr) = PrettyGateway::start(&pretty_pki).await;
-
+    let (json, json_addr) = LoggingGateway::start(&json_pki, "json").await;
+    let (pretty, pretty_addr) = LoggingGateway::start(&pretty_pki, "pretty").await;
     let (json_run, pretty_run) = tokio::join!(
-        run_full_of_failures(&json_pki, json.pid(), json_addr),
+        run_full_of_failures(&json_pki, json.child.id(), json_addr),
         run_full_of_failures(&pretty_pki, pretty.child.id(), pretty_addr),
     );
-    json.signal("TERM").unwrap();
-    let status = json.exit_within(Duration::from_secs(10)).await.unwrap();
-    assert!(status.is_some_and(|s| s.success()), "{}", json.output());
-    let json_output = vec![
-        ("JSON stderr".to_owned(), json.stderr_lines().join("\n")),
-        ("JSON stdout".to_owned(), json.stdout_lines().join("\n")),
-    ];
-    let pretty_output = pretty.stop().await;
-
     let mut checked = Vec::new();
     let mut findings = Vec::new();
-    for (pki, printed, (mut outputs, keys)) in [
-        (&json_pki, json_output, json_run),
-        (&pretty_pki, pretty_output, pretty_run),
+    for (pki, gateway, (mut outputs, keys)) in [
+        (&json_pki, json, json_run),
+        (&pretty_pki, pretty, pretty_run),
     ] {
-        outputs.extend(printed);
+        outputs.extend(gateway.stop().await);
         let audit = std::fs::read_to_string(audit_log(pki)).unwrap();
         outputs.push(("OCSF file".to_owned(), audit));
         let keys: Vec<String> = keys
