@@ -473,29 +473,23 @@ impl Fixture {
 /// `original` to `healed` once, never back.
 fn check_handshakes(served: &[String], at: (usize, usize), original: &str, healed: &str) {
     let (fault_at, heal_at) = at;
+    let bad_state = heal_at - fault_at;
     assert!(
-        heal_at - fault_at >= MIN_BAD_STATE_HANDSHAKES,
-        "only {} handshakes while the files were bad",
-        heal_at - fault_at
+        bad_state >= MIN_BAD_STATE_HANDSHAKES,
+        "{bad_state} handshakes in the bad state"
     );
-    if let Some(i) = served[..heal_at].iter().position(|fp| *fp != original) {
-        panic!(
-            "handshake #{i} (before the heal) was served {}, not {original}",
-            served[i]
-        );
-    }
-    let after = &served[heal_at..];
-    let switch = after
-        .iter()
-        .position(|fp| *fp != original)
-        .unwrap_or(after.len());
-    if let Some(i) = after[switch..].iter().position(|fp| *fp != healed) {
-        panic!(
-            "after the heal, handshake #{} was served {}: expected {original} then {healed} only",
-            heal_at + switch + i,
-            after[switch + i]
-        );
-    }
+    let switch = served.iter().position(|fp| fp != original);
+    let switch = switch.unwrap_or(served.len());
+    assert!(
+        switch >= heal_at,
+        "handshake #{switch}, before the heal, was served {}",
+        served[switch]
+    );
+    let after = served[switch..].iter().position(|fp| fp != healed);
+    assert!(
+        after.is_none(),
+        "after the heal: {original} then {healed} expected: {served:?}"
+    );
 }
 
 async fn served(addr: SocketAddr, client: &Arc<ClientConfig>) -> String {

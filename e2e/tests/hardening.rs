@@ -928,13 +928,10 @@ const LABEL_DIAGNOSTICS: &[&str] = &[
 /// any of the `needles`. One finding per kind and needle, each with an
 /// excerpt.
 fn key_material_in(what: &str, text: &str, needles: &[(String, String)]) -> Vec<String> {
-    // Up to 120 bytes before and 200 after `at`, on character boundaries.
+    // Up to 120 bytes before and 200 after `at`.
     let excerpt = |text: &str, at: usize| {
-        let start = (0..=at.saturating_sub(120))
-            .rev()
-            .find(|&i| text.is_char_boundary(i));
-        let end = ((at + 200).min(text.len())..=text.len()).find(|&i| text.is_char_boundary(i));
-        text[start.unwrap_or(0)..end.unwrap_or(text.len())].to_owned()
+        let bytes = &text.as_bytes()[at.saturating_sub(120)..(at + 200).min(text.len())];
+        String::from_utf8_lossy(bytes).into_owned()
     };
     let mut findings = Vec::new();
     if let Some(at) = text.find("-----BEGIN") {
