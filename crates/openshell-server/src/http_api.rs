@@ -44,11 +44,7 @@ pub(crate) fn handle<B>(req: &Request<B>, state: &State, routes: Routes) -> Resp
             let page = state
                 .metrics
                 .render(status.as_ref(), state.audit_sink.failed_writes());
-            respond(
-                StatusCode::OK,
-                "text/plain; version=0.0.4; charset=utf-8",
-                page,
-            )
+            respond(StatusCode::OK, crate::metrics::CONTENT_TYPE, page)
         }
         _ => respond(
             StatusCode::OK,
