@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic::service::Routes;
 
+use crate::config::Config;
 use crate::grpc_api::PeerIdentity;
 use crate::metrics::Handshake;
 use crate::multiplex;
@@ -36,16 +37,27 @@ const TCP_KEEPALIVE: socket2::TcpKeepalive = socket2::TcpKeepalive::new()
 /// At most one log line about failed accepts per this interval.
 const ACCEPT_ERROR_LOG_EVERY: Duration = Duration::from_secs(5);
 
-/// Per-connection limits.
+/// Per-connection limits, from the [`Config`].
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Limits {
     /// For the TLS handshake, and then for the first request (and each
     /// HTTP/1 request's headers).
-    pub(crate) handshake_timeout: Duration,
-    pub(crate) max_age: Duration,
-    pub(crate) max_age_grace: Duration,
+    handshake_timeout: Duration,
+    max_age: Duration,
+    max_age_grace: Duration,
     /// What a connection gets to finish when the gateway drains.
-    pub(crate) shutdown_grace: Duration,
+    shutdown_grace: Duration,
+}
+
+impl From<&Config> for Limits {
+    fn from(config: &Config) -> Self {
+        Self {
+            handshake_timeout: config.handshake_timeout,
+            max_age: config.max_connection_age,
+            max_age_grace: config.max_connection_age_grace,
+            shutdown_grace: config.shutdown_grace,
+        }
+    }
 }
 
 /// Which port a connection came in on, for metrics and logs.
@@ -72,13 +84,14 @@ pub(crate) async fn serve_main(
     listener: TcpListener,
     state: Arc<State>,
     grpc: Routes,
+    http: axum::Router,
     limits: Limits,
     max_connections: usize,
     stop: CancellationToken,
     tracker: TaskTracker,
 ) {
     accept_loop(listener, Port::Main, max_connections, &state, &stop, |tcp, permit| {
-        let (state, grpc, stop) = (state.clone(), grpc.clone(), stop.clone());
+        let (state, grpc, http, stop) = (state.clone(), grpc.clone(), http.clone(), stop.clone());
         tracker.spawn(async move {
             let _permit = permit;
             match &state.tls {
@@ -109,10 +122,10 @@ pub(crate) async fn serve_main(
                             .peer_certificates()
                             .is_some_and(|c| !c.is_empty()),
                     };
-                    serve_http(tls, state, Some(grpc), peer, limits, stop).await;
+                    serve_http(tls, Some(grpc), http, peer, limits, stop).await;
                 }
                 None => {
-                    serve_http(tcp, state, Some(grpc), PeerIdentity::default(), limits, stop)
+                    serve_http(tcp, Some(grpc), http, PeerIdentity::default(), limits, stop)
                         .await;
                 }
             }
@@ -126,6 +139,7 @@ pub(crate) async fn serve_main(
 pub(crate) async fn serve_health(
     listener: TcpListener,
     state: Arc<State>,
+    http: axum::Router,
     limits: Limits,
     max_connections: usize,
     stop: CancellationToken,
@@ -137,10 +151,10 @@ pub(crate) async fn serve_health(
         &state,
         &stop,
         |tcp, permit| {
-            let (state, stop) = (state.clone(), stop.clone());
+            let (http, stop) = (http.clone(), stop.clone());
             tokio::spawn(async move {
                 let _permit = permit;
-                serve_http(tcp, state, None, PeerIdentity::default(), limits, stop).await;
+                serve_http(tcp, None, http, PeerIdentity::default(), limits, stop).await;
             });
         },
     )
@@ -244,8 +258,8 @@ fn jittered(max_age: Duration) -> Duration {
 
 async fn serve_http<IO>(
     io: IO,
-    state: Arc<State>,
     grpc: Option<Routes>,
+    http: axum::Router,
     peer: PeerIdentity,
     limits: Limits,
     stop: CancellationToken,
@@ -260,7 +274,7 @@ async fn serve_http<IO>(
         let requested = requested.clone();
         hyper::service::service_fn(move |req: http::Request<Incoming>| {
             requested.store(true, Ordering::Relaxed);
-            multiplex::route(req, grpc.as_ref(), &state, &peer)
+            multiplex::route(req, grpc.as_ref(), &http, &peer)
         })
     };
     let mut builder = auto::Builder::new(TokioExecutor::new());

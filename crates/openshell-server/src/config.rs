@@ -265,6 +265,16 @@ pub struct ReloadSettings {
     pub poll: Duration,
 }
 
+impl Default for ReloadSettings {
+    /// 1 s debounce, 30 s poll.
+    fn default() -> Self {
+        Self {
+            debounce: Duration::from_secs(1),
+            poll: Duration::from_secs(30),
+        }
+    }
+}
+
 /// The resolved configuration of one gateway.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -300,22 +310,27 @@ impl Config {
     /// A configuration serving TLS from `files` on `bind`, with defaults for
     /// everything else (for embedding and tests).
     pub fn with_tls(bind: SocketAddr, files: TlsFiles) -> Self {
+        Self::with_defaults(
+            bind,
+            TlsMode::Files {
+                files,
+                reload: Some(ReloadSettings::default()),
+            },
+        )
+    }
+
+    /// The documented defaults of every setting but these two.
+    fn with_defaults(bind: SocketAddr, tls: TlsMode) -> Self {
         Self {
             bind,
             health_bind: None,
-            tls: TlsMode::Files {
-                files,
-                reload: Some(ReloadSettings {
-                    debounce: DEFAULT_DEBOUNCE,
-                    poll: DEFAULT_POLL,
-                }),
-            },
+            tls,
             log_format: LogFormat::Pretty,
             ocsf: OcsfTarget::Stderr,
-            max_connection_age: DEFAULT_MAX_AGE,
-            max_connection_age_grace: DEFAULT_MAX_AGE_GRACE,
-            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
-            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            max_connection_age: Duration::from_secs(3600),
+            max_connection_age_grace: Duration::from_secs(30),
+            handshake_timeout: Duration::from_secs(10),
+            shutdown_grace: Duration::from_secs(30),
             shutdown_delay: Duration::ZERO,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             health_max_connections: DEFAULT_HEALTH_MAX_CONNECTIONS,
@@ -338,7 +353,9 @@ impl Config {
         I: IntoIterator<Item = T>,
         T: Into<OsString> + Clone,
     {
-        Self::from_settings(Settings::parse(args)?)
+        let config = Self::from_settings(Settings::parse(args)?)?;
+        config.check()?;
+        Ok(config)
     }
 
     fn from_settings(s: Settings) -> Result<Self> {
@@ -398,73 +415,95 @@ impl Config {
             for crl in s.tls_crl {
                 files = files.crl(crl);
             }
+            let default = ReloadSettings::default();
             let reload = (!s.no_tls_reload).then(|| ReloadSettings {
-                debounce: s.tls_reload_debounce.unwrap_or(DEFAULT_DEBOUNCE),
-                poll: s.tls_reload_poll.unwrap_or(DEFAULT_POLL),
+                debounce: s.tls_reload_debounce.unwrap_or(default.debounce),
+                poll: s.tls_reload_poll.unwrap_or(default.poll),
             });
             TlsMode::Files { files, reload }
         };
 
-        let health_max_connections = positive(
-            "health_max_connections",
-            s.health_max_connections
-                .unwrap_or(DEFAULT_HEALTH_MAX_CONNECTIONS),
-        )?;
-        let ocsf = match s.ocsf_log.as_deref() {
-            None | Some("stderr") | Some("-") => OcsfTarget::Stderr,
-            Some(path) => OcsfTarget::File(PathBuf::from(path)),
-        };
+        let d = Self::with_defaults(s.bind.unwrap_or(default_bind), tls);
+        let health_max_connections = s.health_max_connections.unwrap_or(d.health_max_connections);
         Ok(Self {
-            bind: s.bind.unwrap_or(default_bind),
             health_bind: s.health_bind,
-            tls,
-            log_format: s.log_format.unwrap_or_default(),
-            ocsf,
-            max_connection_age: bounded(
-                "max_connection_age",
-                s.max_connection_age.unwrap_or(DEFAULT_MAX_AGE),
-            )?,
-            max_connection_age_grace: grace(
-                "max_connection_age_grace",
-                s.max_connection_age_grace.unwrap_or(DEFAULT_MAX_AGE_GRACE),
-            )?,
-            handshake_timeout: bounded(
-                "handshake_timeout",
-                s.handshake_timeout.unwrap_or(DEFAULT_HANDSHAKE_TIMEOUT),
-            )?,
-            shutdown_grace: grace(
-                "shutdown_grace",
-                s.shutdown_grace.unwrap_or(DEFAULT_SHUTDOWN_GRACE),
-            )?,
-            shutdown_delay: grace("shutdown_delay", s.shutdown_delay.unwrap_or(Duration::ZERO))?,
-            max_connections: positive(
-                "max_connections",
-                s.max_connections.unwrap_or_else(|| {
-                    default_max_connections(open_file_limit(), health_max_connections)
-                }),
-            )?,
+            log_format: s.log_format.unwrap_or(d.log_format),
+            ocsf: match s.ocsf_log.as_deref() {
+                None | Some("stderr") | Some("-") => OcsfTarget::Stderr,
+                Some(path) => OcsfTarget::File(PathBuf::from(path)),
+            },
+            max_connection_age: s.max_connection_age.unwrap_or(d.max_connection_age),
+            max_connection_age_grace: s
+                .max_connection_age_grace
+                .unwrap_or(d.max_connection_age_grace),
+            handshake_timeout: s.handshake_timeout.unwrap_or(d.handshake_timeout),
+            shutdown_grace: s.shutdown_grace.unwrap_or(d.shutdown_grace),
+            shutdown_delay: s.shutdown_delay.unwrap_or(d.shutdown_delay),
+            max_connections: s.max_connections.unwrap_or_else(|| {
+                default_max_connections(open_file_limit(), health_max_connections)
+            }),
             health_max_connections,
             dev_state_dir,
+            ..d
         })
+    }
+
+    /// Checks the ranges: connection caps from 1 to a million; timeouts and
+    /// ages more than zero (a zero max age would close every connection at
+    /// once); every duration at most a year, so that deadlines computed
+    /// from it cannot overflow.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] naming the setting, its value and the range.
+    pub fn check(&self) -> Result<()> {
+        for (name, n) in [
+            ("max_connections", self.max_connections),
+            ("health_max_connections", self.health_max_connections),
+        ] {
+            if !(1..=MAX_CONNECTIONS_LIMIT).contains(&n) {
+                return Err(Error::Config(format!(
+                    "{name} = {n}: expected 1 to {MAX_CONNECTIONS_LIMIT}"
+                )));
+            }
+        }
+        for (name, d, zero_allowed) in [
+            ("max_connection_age", self.max_connection_age, false),
+            ("handshake_timeout", self.handshake_timeout, false),
+            (
+                "max_connection_age_grace",
+                self.max_connection_age_grace,
+                true,
+            ),
+            ("shutdown_grace", self.shutdown_grace, true),
+            ("shutdown_delay", self.shutdown_delay, true),
+        ] {
+            if d > YEAR || (d.is_zero() && !zero_allowed) {
+                let expected = if zero_allowed {
+                    "at most 365 days"
+                } else {
+                    "more than 0 and at most 365 days"
+                };
+                return Err(Error::Config(format!(
+                    "{name} = {}: expected {expected}",
+                    humantime::format_duration(d)
+                )));
+            }
+        }
+        Ok(())
     }
 }
 
-/// Default: Quiet period before a reload.
-const DEFAULT_DEBOUNCE: Duration = Duration::from_secs(1);
-/// Default: Safety-net poll interval.
-const DEFAULT_POLL: Duration = Duration::from_secs(30);
-/// Default: Max connection age.
-const DEFAULT_MAX_AGE: Duration = Duration::from_secs(3600);
-/// Default: Grace after the max age.
-const DEFAULT_MAX_AGE_GRACE: Duration = Duration::from_secs(30);
-/// Default: Handshake (and first request) timeout.
-const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Default: Drain time on shutdown.
-const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// Default of `--max-connections`.
 const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 /// Default of `--health-max-connections`: probes need a handful.
 const DEFAULT_HEALTH_MAX_CONNECTIONS: usize = 64;
+
+/// Largest connection cap accepted: far above what a process can hold open.
+const MAX_CONNECTIONS_LIMIT: usize = 1_000_000;
+
+/// The longest duration accepted.
+const YEAR: Duration = Duration::from_secs(365 * 86_400);
 
 /// Descriptors kept free beyond the health port's cap: listeners, the TLS
 /// files during a reload, the watcher, the audit file.
@@ -492,45 +531,6 @@ fn open_file_limit() -> Option<u64> {
         .next()?
         .parse()
         .ok()
-}
-
-/// Largest connection cap accepted: far above what a process can hold open.
-const MAX_CONNECTIONS_LIMIT: usize = 1_000_000;
-
-fn positive(name: &str, n: usize) -> Result<usize> {
-    if !(1..=MAX_CONNECTIONS_LIMIT).contains(&n) {
-        return Err(Error::Config(format!(
-            "{name} = {n}: expected 1 to {MAX_CONNECTIONS_LIMIT}"
-        )));
-    }
-    Ok(n)
-}
-
-/// At most a year, so that deadlines computed from a duration cannot
-/// overflow.
-const YEAR: Duration = Duration::from_secs(365 * 86_400);
-
-/// Connection ages and timeouts: not zero (a zero max age would close every
-/// connection at once), and at most a year.
-fn bounded(name: &str, d: Duration) -> Result<Duration> {
-    if d.is_zero() || d > YEAR {
-        return Err(Error::Config(format!(
-            "{name} = {}: expected more than 0 and at most 365 days",
-            humantime::format_duration(d)
-        )));
-    }
-    Ok(d)
-}
-
-/// Grace periods: zero (no grace) is allowed, more than a year is not.
-fn grace(name: &str, d: Duration) -> Result<Duration> {
-    if d > YEAR {
-        return Err(Error::Config(format!(
-            "{name} = {}: expected at most 365 days",
-            humantime::format_duration(d)
-        )));
-    }
-    Ok(d)
 }
 
 #[cfg(test)]

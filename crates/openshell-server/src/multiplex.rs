@@ -1,35 +1,30 @@
 //! One port, two protocols: requests with a gRPC content type go to tonic,
-//! everything else to the HTTP routes.
-//!
-//! The HTTP routes are answered synchronously: their response is ready
-//! when the request arrives, so the future hyper spawns per request is
-//! small and nothing is cloned or boxed for them. Only gRPC requests take
-//! the router's (boxed) future.
+//! everything else to the HTTP routes' `axum::Router`.
 
 use std::convert::Infallible;
 use std::future::{Future, Ready, ready};
 use std::pin::Pin;
 
-use bytes::Bytes;
 use http::{Request, Response, StatusCode, Version, header};
-use http_body_util::{Either, Full};
+use http_body_util::Either;
 use hyper::body::Incoming;
 use tonic::service::Routes;
-use tower::ServiceExt as _;
+use tower::{Service as _, ServiceExt as _};
 
 use crate::grpc_api::PeerIdentity;
 use crate::http_api;
-use crate::state::State;
 
 /// The body of every response on the main port.
-pub(crate) type ResponseBody = Either<Full<Bytes>, tonic::body::Body>;
+pub(crate) type ResponseBody = Either<axum::body::Body, tonic::body::Body>;
 
 type Answer = Result<Response<ResponseBody>, Infallible>;
 
-/// What one request's future is: ready for HTTP, the router's for gRPC.
+/// What one request's future is.
 pub(crate) enum RouteFuture {
-    /// The synchronous answer of an HTTP route.
+    /// An answer ready at once (gRPC over HTTP/1).
     Ready(Ready<Answer>),
+    /// The HTTP router's future.
+    Http(axum::routing::future::RouteFuture<Infallible>),
     /// The gRPC router's future.
     Grpc(Pin<Box<dyn Future<Output = Answer> + Send>>),
 }
@@ -40,6 +35,9 @@ impl Future for RouteFuture {
     fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Answer> {
         match self.get_mut() {
             Self::Ready(answer) => Pin::new(answer).poll(cx),
+            Self::Http(call) => Pin::new(call)
+                .poll(cx)
+                .map(|answer| answer.map(|resp| resp.map(Either::Left))),
             Self::Grpc(call) => call.as_mut().poll(cx),
         }
     }
@@ -55,23 +53,22 @@ pub(crate) fn is_grpc<B>(req: &Request<B>) -> bool {
 }
 
 /// Routes one request of a connection on the main port (`grpc` set) or
-/// the health port (`grpc` unset: health routes only).
+/// the health port (`grpc` unset: its router has the health routes only).
 pub(crate) fn route(
     mut req: Request<Incoming>,
     grpc: Option<&Routes>,
-    state: &State,
+    http: &axum::Router,
     peer: &PeerIdentity,
 ) -> RouteFuture {
-    let http = |resp: Response<Full<Bytes>>| RouteFuture::Ready(ready(Ok(resp.map(Either::Left))));
-    let Some(grpc) = grpc else {
-        return http(http_api::handle(&req, state, http_api::Routes::HealthOnly));
-    };
-    if is_grpc(&req) {
+    if let Some(grpc) = grpc.filter(|_| is_grpc(&req)) {
         if req.version() != Version::HTTP_2 {
-            return http(http_api::text(
+            let resp = http_api::text(
                 StatusCode::HTTP_VERSION_NOT_SUPPORTED,
                 "gRPC needs HTTP/2\n",
-            ));
+            );
+            return RouteFuture::Ready(ready(Ok(
+                resp.map(|b| Either::Left(axum::body::Body::new(b)))
+            )));
         }
         req.extensions_mut().insert(peer.clone());
         let call = grpc.clone().oneshot(req);
@@ -79,5 +76,5 @@ pub(crate) fn route(
             call.await.map(|resp| resp.map(Either::Right))
         }));
     }
-    http(http_api::handle(&req, state, http_api::Routes::All))
+    RouteFuture::Http(http.clone().call(req))
 }
