@@ -122,10 +122,10 @@ pub(crate) async fn serve_main(
                             .peer_certificates()
                             .is_some_and(|c| !c.is_empty()),
                     };
-                    serve_http(tls, Some(grpc), http, peer, limits, stop).await;
+                    serve_http(tls, state, Some(grpc), http, peer, limits, stop).await;
                 }
                 None => {
-                    serve_http(tcp, Some(grpc), http, PeerIdentity::default(), limits, stop)
+                    serve_http(tcp, state, Some(grpc), http, PeerIdentity::default(), limits, stop)
                         .await;
                 }
             }
@@ -151,10 +151,19 @@ pub(crate) async fn serve_health(
         &state,
         &stop,
         |tcp, permit| {
-            let (http, stop) = (http.clone(), stop.clone());
+            let (state, http, stop) = (state.clone(), http.clone(), stop.clone());
             tokio::spawn(async move {
                 let _permit = permit;
-                serve_http(tcp, None, http, PeerIdentity::default(), limits, stop).await;
+                serve_http(
+                    tcp,
+                    state,
+                    None,
+                    http,
+                    PeerIdentity::default(),
+                    limits,
+                    stop,
+                )
+                .await;
             });
         },
     )
@@ -258,6 +267,7 @@ fn jittered(max_age: Duration) -> Duration {
 
 async fn serve_http<IO>(
     io: IO,
+    state: Arc<State>,
     grpc: Option<Routes>,
     http: axum::Router,
     peer: PeerIdentity,
@@ -274,7 +284,7 @@ async fn serve_http<IO>(
         let requested = requested.clone();
         hyper::service::service_fn(move |req: http::Request<Incoming>| {
             requested.store(true, Ordering::Relaxed);
-            multiplex::route(req, grpc.as_ref(), &http, &peer)
+            multiplex::route(req, grpc.as_ref(), &http, &state, &peer)
         })
     };
     let mut builder = auto::Builder::new(TokioExecutor::new());
