@@ -21,6 +21,7 @@ use tonic::service::Routes;
 
 use crate::config::Config;
 use crate::grpc_api::PeerIdentity;
+use crate::http_api;
 use crate::metrics::Handshake;
 use crate::multiplex;
 use crate::state::State;
@@ -84,12 +85,12 @@ pub(crate) async fn serve_main(
     listener: TcpListener,
     state: Arc<State>,
     grpc: Routes,
-    http: axum::Router,
     limits: Limits,
     max_connections: usize,
     stop: CancellationToken,
     tracker: TaskTracker,
 ) {
+    let http = http_api::router(state.clone(), http_api::Routes::All);
     accept_loop(listener, Port::Main, max_connections, &state, &stop, |tcp, permit| {
         let (state, grpc, http, stop) = (state.clone(), grpc.clone(), http.clone(), stop.clone());
         tracker.spawn(async move {
@@ -139,11 +140,11 @@ pub(crate) async fn serve_main(
 pub(crate) async fn serve_health(
     listener: TcpListener,
     state: Arc<State>,
-    http: axum::Router,
     limits: Limits,
     max_connections: usize,
     stop: CancellationToken,
 ) {
+    let http = http_api::router(state.clone(), http_api::Routes::HealthOnly);
     accept_loop(
         listener,
         Port::Health,

@@ -213,7 +213,6 @@ impl Gateway {
             self.listener,
             state.clone(),
             self.grpc,
-            crate::http_api::router(state.clone(), crate::http_api::Routes::All),
             limits,
             config.max_connections,
             stop.clone(),
@@ -226,7 +225,6 @@ impl Gateway {
             tokio::spawn(accept::serve_health(
                 l,
                 state.clone(),
-                crate::http_api::router(state.clone(), crate::http_api::Routes::HealthOnly),
                 limits,
                 config.health_max_connections,
                 health_stop.clone(),
