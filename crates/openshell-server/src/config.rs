@@ -543,6 +543,17 @@ mod tests {
         Config::from_args(argv)
     }
 
+    /// Parses `args` with `--config` naming a file `gateway.toml` that
+    /// holds `toml`.
+    fn parse_with_file(toml: &str, args: &[&str]) -> Result<Config> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gateway.toml");
+        std::fs::write(&path, toml).unwrap();
+        let mut argv = vec!["--config", path.to_str().unwrap()];
+        argv.extend_from_slice(args);
+        parse(&argv)
+    }
+
     #[test]
     fn the_default_connection_cap_leaves_descriptors_for_the_health_port() {
         assert_eq!(default_max_connections(None, 64), 10_000);
@@ -593,20 +604,11 @@ mod tests {
 
     #[test]
     fn flags_override_the_toml_file_which_overrides_defaults() {
-        let dir = tempfile::tempdir().unwrap();
-        let toml = dir.path().join("gateway.toml");
-        std::fs::write(
-            &toml,
+        let cfg = parse_with_file(
             "tls_cert = \"/t/tls.crt\"\ntls_key = \"/t/tls.key\"\nbind = \"127.0.0.1:9000\"\n\
              tls_reload_debounce = \"250ms\"\nhealth_bind = \"127.0.0.1:9001\"\n",
+            &["--bind", "127.0.0.1:9100"],
         )
-        .unwrap();
-        let cfg = parse(&[
-            "--config",
-            toml.to_str().unwrap(),
-            "--bind",
-            "127.0.0.1:9100",
-        ])
         .unwrap();
         assert_eq!(cfg.bind, "127.0.0.1:9100".parse().unwrap());
         assert_eq!(cfg.health_bind, Some("127.0.0.1:9001".parse().unwrap()));
@@ -626,10 +628,7 @@ mod tests {
 
     #[test]
     fn unknown_toml_keys_are_refused_with_the_file_name() {
-        let dir = tempfile::tempdir().unwrap();
-        let toml = dir.path().join("gateway.toml");
-        std::fs::write(&toml, "tls_certificate = \"x\"\n").unwrap();
-        let err = parse(&["--config", toml.to_str().unwrap()])
+        let err = parse_with_file("tls_certificate = \"x\"\n", &[])
             .unwrap_err()
             .to_string();
         assert!(
@@ -685,18 +684,15 @@ mod tests {
 
     #[test]
     fn bad_durations_name_the_setting() {
-        let dir = tempfile::tempdir().unwrap();
-        let toml = dir.path().join("g.toml");
         for (bad, key) in [
             ("handshake_timeout = \"soon\"", "handshake_timeout"),
             ("tls_client_auth = \"sometimes\"", "tls_client_auth"),
         ] {
-            std::fs::write(&toml, format!("disable_tls = true\n{bad}\n")).unwrap();
-            let err = parse(&["--config", toml.to_str().unwrap()])
+            let err = parse_with_file(&format!("disable_tls = true\n{bad}\n"), &[])
                 .unwrap_err()
                 .to_string();
             assert!(
-                err.contains("g.toml") && err.contains("line 2") && err.contains(key),
+                err.contains("gateway.toml") && err.contains("line 2") && err.contains(key),
                 "{err}"
             );
         }
@@ -704,29 +700,15 @@ mod tests {
 
     #[test]
     fn switches_and_typed_values_come_from_the_file_unless_a_flag_is_given() {
-        let dir = tempfile::tempdir().unwrap();
-        let toml = dir.path().join("g.toml");
-        std::fs::write(
-            &toml,
-            "disable_tls = true\nshutdown_delay = \"2s\"\nlog_format = \"json\"\n\
-             max_connections = 9\n",
-        )
-        .unwrap();
-        let file = toml.to_str().unwrap();
-        let cfg = parse(&["--config", file]).unwrap();
+        let toml = "disable_tls = true\nshutdown_delay = \"2s\"\nlog_format = \"json\"\n\
+                    max_connections = 9\n";
+        let cfg = parse_with_file(toml, &[]).unwrap();
         assert!(matches!(cfg.tls, TlsMode::Disabled));
         assert_eq!(cfg.shutdown_delay, Duration::from_secs(2));
         assert_eq!(cfg.log_format, LogFormat::Json);
         assert_eq!(cfg.max_connections, 9);
-        let cfg = parse(&[
-            "--config",
-            file,
-            "--log-format",
-            "pretty",
-            "--shutdown-delay",
-            "1s",
-        ])
-        .unwrap();
+        let flags = ["--log-format", "pretty", "--shutdown-delay", "1s"];
+        let cfg = parse_with_file(toml, &flags).unwrap();
         assert!(
             matches!(cfg.tls, TlsMode::Disabled),
             "a switch the file set"
