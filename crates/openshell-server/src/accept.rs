@@ -19,7 +19,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic::service::Routes;
 
+use crate::config::Config;
 use crate::grpc_api::PeerIdentity;
+use crate::http_api;
 use crate::metrics::Handshake;
 use crate::multiplex;
 use crate::state::State;
@@ -36,16 +38,27 @@ const TCP_KEEPALIVE: socket2::TcpKeepalive = socket2::TcpKeepalive::new()
 /// At most one log line about failed accepts per this interval.
 const ACCEPT_ERROR_LOG_EVERY: Duration = Duration::from_secs(5);
 
-/// Per-connection limits.
+/// Per-connection limits, from the [`Config`].
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Limits {
     /// For the TLS handshake, and then for the first request (and each
     /// HTTP/1 request's headers).
-    pub(crate) handshake_timeout: Duration,
-    pub(crate) max_age: Duration,
-    pub(crate) max_age_grace: Duration,
+    handshake_timeout: Duration,
+    max_age: Duration,
+    max_age_grace: Duration,
     /// What a connection gets to finish when the gateway drains.
-    pub(crate) shutdown_grace: Duration,
+    shutdown_grace: Duration,
+}
+
+impl From<&Config> for Limits {
+    fn from(config: &Config) -> Self {
+        Self {
+            handshake_timeout: config.handshake_timeout,
+            max_age: config.max_connection_age,
+            max_age_grace: config.max_connection_age_grace,
+            shutdown_grace: config.shutdown_grace,
+        }
+    }
 }
 
 /// Which port a connection came in on, for metrics and logs.
@@ -77,8 +90,9 @@ pub(crate) async fn serve_main(
     stop: CancellationToken,
     tracker: TaskTracker,
 ) {
+    let http = http_api::router(state.clone(), http_api::Routes::All);
     accept_loop(listener, Port::Main, max_connections, &state, &stop, |tcp, permit| {
-        let (state, grpc, stop) = (state.clone(), grpc.clone(), stop.clone());
+        let (state, grpc, http, stop) = (state.clone(), grpc.clone(), http.clone(), stop.clone());
         tracker.spawn(async move {
             let _permit = permit;
             match &state.tls {
@@ -109,10 +123,10 @@ pub(crate) async fn serve_main(
                             .peer_certificates()
                             .is_some_and(|c| !c.is_empty()),
                     };
-                    serve_http(tls, state, Some(grpc), peer, limits, stop).await;
+                    serve_http(tls, state, Some(grpc), http, peer, limits, stop).await;
                 }
                 None => {
-                    serve_http(tcp, state, Some(grpc), PeerIdentity::default(), limits, stop)
+                    serve_http(tcp, state, Some(grpc), http, PeerIdentity::default(), limits, stop)
                         .await;
                 }
             }
@@ -130,6 +144,7 @@ pub(crate) async fn serve_health(
     max_connections: usize,
     stop: CancellationToken,
 ) {
+    let http = http_api::router(state.clone(), http_api::Routes::HealthOnly);
     accept_loop(
         listener,
         Port::Health,
@@ -137,10 +152,19 @@ pub(crate) async fn serve_health(
         &state,
         &stop,
         |tcp, permit| {
-            let (state, stop) = (state.clone(), stop.clone());
+            let (state, http, stop) = (state.clone(), http.clone(), stop.clone());
             tokio::spawn(async move {
                 let _permit = permit;
-                serve_http(tcp, state, None, PeerIdentity::default(), limits, stop).await;
+                serve_http(
+                    tcp,
+                    state,
+                    None,
+                    http,
+                    PeerIdentity::default(),
+                    limits,
+                    stop,
+                )
+                .await;
             });
         },
     )
@@ -246,6 +270,7 @@ async fn serve_http<IO>(
     io: IO,
     state: Arc<State>,
     grpc: Option<Routes>,
+    http: axum::Router,
     peer: PeerIdentity,
     limits: Limits,
     stop: CancellationToken,
@@ -260,7 +285,7 @@ async fn serve_http<IO>(
         let requested = requested.clone();
         hyper::service::service_fn(move |req: http::Request<Incoming>| {
             requested.store(true, Ordering::Relaxed);
-            multiplex::route(req, grpc.as_ref(), &state, &peer)
+            multiplex::route(req, grpc.as_ref(), &http, &state, &peer)
         })
     };
     let mut builder = auto::Builder::new(TokioExecutor::new());

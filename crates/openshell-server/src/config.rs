@@ -4,47 +4,64 @@
 //! Precedence: a flag, then its `OPENSHELL_*` environment variable, then the
 //! TOML file given by `--config`, then the default.
 
+use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::builder::{PossibleValuesParser, TypedValueParser as _};
+use clap::{CommandFactory as _, FromArgMatches as _, Parser, ValueEnum};
 use serde::Deserialize;
 use tls_reload::{ClientAuth, TlsFiles};
 
 use crate::error::{Error, Result};
 
+/// Every setting, as a flag (with its environment variable) and as a key of
+/// the TOML file: one struct, so the two cannot drift apart. Unset settings
+/// are `None` (or `false`, or empty) and take their default in
+/// [`Config::from_settings`].
+///
 /// The OpenShell gateway: gRPC and HTTP on one TLS port, with certificates
 /// reloaded from disk as they change.
-#[derive(Debug, Parser, Default)]
+#[derive(Debug, Clone, Default, Parser, Deserialize)]
 #[command(name = "openshell-gateway", version, about, long_about = None)]
-pub struct Cli {
+#[serde(default, deny_unknown_fields)]
+struct Settings {
     /// TOML file with any of these settings (names as the flags, with
     /// underscores: `tls_cert = "/etc/tls/tls.crt"`).
     #[arg(long, env = "OPENSHELL_CONFIG", value_name = "PATH")]
-    pub config: Option<PathBuf>,
+    #[serde(skip)]
+    config: Option<PathBuf>,
 
     /// Address of the TLS port serving gRPC and HTTP [default: 0.0.0.0:8080;
     /// 127.0.0.1:8080 with --dev].
     #[arg(long, env = "OPENSHELL_BIND", value_name = "ADDR")]
-    pub bind: Option<SocketAddr>,
+    bind: Option<SocketAddr>,
 
     /// Server certificate chain, PEM, leaf first.
     #[arg(long, env = "OPENSHELL_TLS_CERT", value_name = "PATH")]
-    pub tls_cert: Option<PathBuf>,
+    tls_cert: Option<PathBuf>,
 
     /// Private key of the server certificate, PEM.
     #[arg(long, env = "OPENSHELL_TLS_KEY", value_name = "PATH")]
-    pub tls_key: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
 
     /// CA bundle that client certificates must chain to, PEM.
     #[arg(long, env = "OPENSHELL_TLS_CLIENT_CA", value_name = "PATH")]
-    pub tls_client_ca: Option<PathBuf>,
+    tls_client_ca: Option<PathBuf>,
 
     /// Client certificate policy [default: required with a client CA, else
     /// none].
-    #[arg(long, env = "OPENSHELL_TLS_CLIENT_AUTH", value_name = "MODE")]
-    pub tls_client_auth: Option<ClientAuthArg>,
+    #[arg(
+        long,
+        env = "OPENSHELL_TLS_CLIENT_AUTH",
+        value_name = "MODE",
+        value_parser = PossibleValuesParser::new(["none", "optional", "required"])
+            .try_map(|s| s.parse::<ClientAuth>())
+    )]
+    #[serde(deserialize_with = "from_str")]
+    tls_client_auth: Option<ClientAuth>,
 
     /// Certificate revocation list for client certificates, PEM
     /// (repeatable; comma-separated in the environment variable).
@@ -54,114 +71,155 @@ pub struct Cli {
         value_name = "PATH",
         value_delimiter = ','
     )]
-    pub tls_crl: Vec<PathBuf>,
+    tls_crl: Vec<PathBuf>,
 
     /// Serve plaintext instead of TLS (explicit opt-out; not for production).
     #[arg(long, env = "OPENSHELL_DISABLE_TLS")]
-    pub disable_tls: bool,
+    disable_tls: bool,
 
     /// Quiet period after a file change before reloading [default: 1s].
-    #[arg(long, env = "OPENSHELL_TLS_RELOAD_DEBOUNCE", value_name = "DURATION")]
-    pub tls_reload_debounce: Option<humantime::Duration>,
+    #[arg(long, env = "OPENSHELL_TLS_RELOAD_DEBOUNCE", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    #[serde(with = "humantime_serde")]
+    tls_reload_debounce: Option<Duration>,
 
     /// Interval of the safety-net poll of the TLS files [default: 30s].
-    #[arg(long, env = "OPENSHELL_TLS_RELOAD_POLL", value_name = "DURATION")]
-    pub tls_reload_poll: Option<humantime::Duration>,
+    #[arg(long, env = "OPENSHELL_TLS_RELOAD_POLL", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    #[serde(with = "humantime_serde")]
+    tls_reload_poll: Option<Duration>,
 
     /// Do not watch the TLS files; reload only on SIGHUP or ReloadTls.
     #[arg(long, env = "OPENSHELL_NO_TLS_RELOAD")]
-    pub no_tls_reload: bool,
+    no_tls_reload: bool,
 
     /// Plaintext address serving only /healthz and /readyz, for kubelet
     /// probes [default: none].
     #[arg(long, env = "OPENSHELL_HEALTH_BIND", value_name = "ADDR")]
-    pub health_bind: Option<SocketAddr>,
+    health_bind: Option<SocketAddr>,
 
     /// Log format [default: pretty].
     #[arg(long, env = "OPENSHELL_LOG_FORMAT", value_name = "FORMAT")]
-    pub log_format: Option<LogFormat>,
+    log_format: Option<LogFormat>,
 
     /// Where OCSF audit events go, one JSON object per line: `stderr` or a
     /// file path (appended) [default: stderr].
     #[arg(long, env = "OPENSHELL_OCSF_LOG", value_name = "stderr|PATH")]
-    pub ocsf_log: Option<String>,
+    ocsf_log: Option<String>,
 
     /// Close HTTP/2 and HTTP/1 connections after this age (after a graceful
     /// GOAWAY), so long-lived clients re-handshake and see rotated
     /// certificates [default: 1h].
-    #[arg(long, env = "OPENSHELL_MAX_CONNECTION_AGE", value_name = "DURATION")]
-    pub max_connection_age: Option<humantime::Duration>,
+    #[arg(long, env = "OPENSHELL_MAX_CONNECTION_AGE", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    #[serde(with = "humantime_serde")]
+    max_connection_age: Option<Duration>,
 
     /// How long a connection past its max age may finish in-flight requests
     /// [default: 30s].
-    #[arg(
-        long,
-        env = "OPENSHELL_MAX_CONNECTION_AGE_GRACE",
-        value_name = "DURATION"
-    )]
-    pub max_connection_age_grace: Option<humantime::Duration>,
+    #[arg(long, env = "OPENSHELL_MAX_CONNECTION_AGE_GRACE", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    #[serde(with = "humantime_serde")]
+    max_connection_age_grace: Option<Duration>,
 
     /// A client must complete the TLS handshake, then send its first
     /// request (on both ports), and each HTTP/1 request's headers, within
     /// this time [default: 10s].
-    #[arg(long, env = "OPENSHELL_HANDSHAKE_TIMEOUT", value_name = "DURATION")]
-    pub handshake_timeout: Option<humantime::Duration>,
+    #[arg(long, env = "OPENSHELL_HANDSHAKE_TIMEOUT", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    #[serde(with = "humantime_serde")]
+    handshake_timeout: Option<Duration>,
 
     /// On SIGTERM, how long open connections may drain [default: 30s].
     /// Connections draining at shutdown get this, even when it is longer
     /// than the max-age grace.
-    #[arg(long, env = "OPENSHELL_SHUTDOWN_GRACE", value_name = "DURATION")]
-    pub shutdown_grace: Option<humantime::Duration>,
+    #[arg(long, env = "OPENSHELL_SHUTDOWN_GRACE", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    #[serde(with = "humantime_serde")]
+    shutdown_grace: Option<Duration>,
 
     /// On SIGTERM, first report not-ready and keep accepting for this long
     /// (while Kubernetes removes the pod from its endpoints), then drain
     /// [default: 0s].
-    #[arg(long, env = "OPENSHELL_SHUTDOWN_DELAY", value_name = "DURATION")]
-    pub shutdown_delay: Option<humantime::Duration>,
+    #[arg(long, env = "OPENSHELL_SHUTDOWN_DELAY", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    #[serde(with = "humantime_serde")]
+    shutdown_delay: Option<Duration>,
 
     /// Open connections allowed on the TLS port; further connections are
     /// closed at once and counted [default: 10000, or fewer so that the
     /// health port and the TLS files keep descriptors under the process's
     /// open-file limit].
     #[arg(long, env = "OPENSHELL_MAX_CONNECTIONS", value_name = "N")]
-    pub max_connections: Option<usize>,
+    max_connections: Option<usize>,
 
     /// Open connections allowed on the health port [default: 64].
     #[arg(long, env = "OPENSHELL_HEALTH_MAX_CONNECTIONS", value_name = "N")]
-    pub health_max_connections: Option<usize>,
+    health_max_connections: Option<usize>,
 
     /// Zero-setup development mode: generate a CA, a localhost server
     /// certificate and a client certificate in the state directory (kept
     /// across runs) and serve with TLS and hot-reload on.
     #[arg(long, env = "OPENSHELL_DEV")]
-    pub dev: bool,
+    dev: bool,
 
     /// State directory for --dev [default: $XDG_STATE_HOME/openshell/dev, or
     /// ~/.local/state/openshell/dev].
     #[arg(long, env = "OPENSHELL_STATE_DIR", value_name = "DIR")]
-    pub state_dir: Option<PathBuf>,
+    state_dir: Option<PathBuf>,
 }
 
-/// Client certificate policy, as given on the command line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ClientAuthArg {
-    /// Do not ask for client certificates.
-    None,
-    /// Verify a client certificate when one is presented.
-    Optional,
-    /// Refuse clients without a verified certificate.
-    Required,
-}
-
-impl From<ClientAuthArg> for ClientAuth {
-    fn from(a: ClientAuthArg) -> Self {
-        match a {
-            ClientAuthArg::None => ClientAuth::None,
-            ClientAuthArg::Optional => ClientAuth::Optional,
-            ClientAuthArg::Required => ClientAuth::Required,
+impl Settings {
+    /// Flags and environment variables over the TOML file named by
+    /// `--config` (or `OPENSHELL_CONFIG`).
+    fn parse<I, T>(args: I) -> Result<Self>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString> + Clone,
+    {
+        let matches = Self::command().try_get_matches_from(args)?;
+        let mut settings = Self::from_arg_matches(&matches)?;
+        if let Some(path) = settings.config.take() {
+            let file = Self::read(&path)?;
+            let mut merged = file.clone();
+            // Only what was given on the command line or in the
+            // environment replaces the file's value.
+            merged.update_from_arg_matches(&matches)?;
+            // Switches are off unless turned on somewhere: a flag that was
+            // not given does not turn off the file's `true`.
+            merged.disable_tls |= file.disable_tls;
+            merged.no_tls_reload |= file.no_tls_reload;
+            merged.dev |= file.dev;
+            settings = merged;
         }
+        Ok(settings)
     }
+
+    /// The TOML file; an error names the file, and the key at fault.
+    fn read(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::Config(format!("reading config file {}: {e}", path.display())))?;
+        toml::from_str(&text).map_err(|e| {
+            let at = e
+                .span()
+                .and_then(|span| text.get(..span.start))
+                .map(|before| {
+                    let line = before.matches('\n').count() + 1;
+                    let key = text.lines().nth(line - 1).unwrap_or_default().trim();
+                    format!(", line {line} `{key}`")
+                })
+                .unwrap_or_default();
+            Error::Config(format!(
+                "config file {}{at}: {}",
+                path.display(),
+                e.message()
+            ))
+        })
+    }
+}
+
+/// Deserializes a setting through its `FromStr`, as the flag parses it.
+fn from_str<'de, D, T>(d: D) -> std::result::Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: FromStr<Err: std::fmt::Display>,
+{
+    Option::<String>::deserialize(d)?
+        .map(|s| s.parse().map_err(serde::de::Error::custom))
+        .transpose()
 }
 
 /// Log output format.
@@ -173,34 +231,6 @@ pub enum LogFormat {
     Pretty,
     /// One JSON object per line.
     Json,
-}
-
-/// The TOML file: the same settings as the flags.
-#[derive(Debug, Default, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-struct FileConfig {
-    bind: Option<SocketAddr>,
-    tls_cert: Option<PathBuf>,
-    tls_key: Option<PathBuf>,
-    tls_client_ca: Option<PathBuf>,
-    tls_client_auth: Option<ClientAuthArg>,
-    tls_crl: Vec<PathBuf>,
-    disable_tls: bool,
-    tls_reload_debounce: Option<String>,
-    tls_reload_poll: Option<String>,
-    no_tls_reload: bool,
-    health_bind: Option<SocketAddr>,
-    log_format: Option<LogFormat>,
-    ocsf_log: Option<String>,
-    max_connection_age: Option<String>,
-    max_connection_age_grace: Option<String>,
-    handshake_timeout: Option<String>,
-    shutdown_grace: Option<String>,
-    shutdown_delay: Option<String>,
-    max_connections: Option<usize>,
-    health_max_connections: Option<usize>,
-    dev: bool,
-    state_dir: Option<PathBuf>,
 }
 
 /// Where OCSF events are written.
@@ -233,6 +263,16 @@ pub struct ReloadSettings {
     pub debounce: Duration,
     /// Safety-net poll interval.
     pub poll: Duration,
+}
+
+impl Default for ReloadSettings {
+    /// 1 s debounce, 30 s poll.
+    fn default() -> Self {
+        Self {
+            debounce: Duration::from_secs(1),
+            poll: Duration::from_secs(30),
+        }
+    }
 }
 
 /// The resolved configuration of one gateway.
@@ -270,16 +310,21 @@ impl Config {
     /// A configuration serving TLS from `files` on `bind`, with defaults for
     /// everything else (for embedding and tests).
     pub fn with_tls(bind: SocketAddr, files: TlsFiles) -> Self {
+        Self::with_defaults(
+            bind,
+            TlsMode::Files {
+                files,
+                reload: Some(ReloadSettings::default()),
+            },
+        )
+    }
+
+    /// The documented defaults of every setting but these two.
+    fn with_defaults(bind: SocketAddr, tls: TlsMode) -> Self {
         Self {
             bind,
             health_bind: None,
-            tls: TlsMode::Files {
-                files,
-                reload: Some(ReloadSettings {
-                    debounce: Duration::from_secs(1),
-                    poll: Duration::from_secs(30),
-                }),
-            },
+            tls,
             log_format: LogFormat::Pretty,
             ocsf: OcsfTarget::Stderr,
             max_connection_age: Duration::from_secs(3600),
@@ -293,56 +338,42 @@ impl Config {
         }
     }
 
-    /// Resolves the command line, its environment variables and the TOML
-    /// file. In `--dev` mode the certificate paths point into the state
-    /// directory; [`run`](crate::run) creates the files.
+    /// Resolves the command line `args` (program name first), the
+    /// `OPENSHELL_*` environment variables and the TOML file. In `--dev`
+    /// mode the certificate paths point into the state directory;
+    /// [`run`](crate::run) creates the files.
     ///
     /// # Errors
     ///
-    /// An unreadable or invalid TOML file, an invalid duration, or TLS
-    /// enabled without a certificate and key.
-    pub fn from_cli(cli: Cli) -> Result<Self> {
-        let file = match &cli.config {
-            Some(path) => read_file_config(path)?,
-            None => FileConfig::default(),
-        };
-        let dur = |flag: Option<humantime::Duration>,
-                   toml: &Option<String>,
-                   name: &str,
-                   default: Duration|
-         -> Result<Duration> {
-            match (flag, toml) {
-                (Some(d), _) => Ok(d.into()),
-                (None, Some(s)) => humantime::parse_duration(s)
-                    .map_err(|e| Error::Config(format!("{name} = {s:?}: {e}"))),
-                (None, None) => Ok(default),
-            }
-        };
-        let dev = cli.dev || file.dev;
-        let disable_tls = cli.disable_tls || file.disable_tls;
-        if dev && disable_tls {
+    /// [`Error::Args`] for a bad command line (and for `--help` and
+    /// `--version`, whose text it carries); [`Error::Config`] for an
+    /// unreadable or invalid TOML file or contradictory settings.
+    pub fn from_args<I, T>(args: I) -> Result<Self>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString> + Clone,
+    {
+        let config = Self::from_settings(Settings::parse(args)?)?;
+        config.check()?;
+        Ok(config)
+    }
+
+    fn from_settings(s: Settings) -> Result<Self> {
+        if s.dev && s.disable_tls {
             return Err(Error::Config(
                 "--dev and --disable-tls exclude each other".into(),
             ));
         }
-        let default_bind = if dev {
-            "127.0.0.1:8080"
+        let default_bind = if s.dev {
+            SocketAddr::from(([127, 0, 0, 1], 8080))
         } else {
-            "0.0.0.0:8080"
+            SocketAddr::from(([0, 0, 0, 0], 8080))
         };
-        let bind = cli
-            .bind
-            .or(file.bind)
-            .map_or_else(|| default_bind.parse(), Ok)
-            .map_err(|e| Error::Config(format!("bind address: {e}")))?;
-
-        let mut cert = cli.tls_cert.or(file.tls_cert);
-        let mut key = cli.tls_key.or(file.tls_key);
-        let mut client_ca = cli.tls_client_ca.or(file.tls_client_ca);
-        let mut client_auth = cli.tls_client_auth.or(file.tls_client_auth);
+        let (mut cert, mut key) = (s.tls_cert, s.tls_key);
+        let (mut client_ca, mut client_auth) = (s.tls_client_ca, s.tls_client_auth);
         let mut dev_state_dir = None;
-        if dev {
-            let dir = match cli.state_dir.or(file.state_dir) {
+        if s.dev {
+            let dir = match s.state_dir {
                 Some(d) => d,
                 None => crate::dev::default_state_dir()?,
             };
@@ -354,17 +385,12 @@ impl Config {
                 client_ca = Some(generated.ca_cert);
                 // Optional: curl works without a client certificate, and
                 // ReloadTls still demands one.
-                client_auth.get_or_insert(ClientAuthArg::Optional);
+                client_auth.get_or_insert(ClientAuth::Optional);
             }
             dev_state_dir = Some(dir);
         }
 
-        let crls: Vec<PathBuf> = if cli.tls_crl.is_empty() {
-            file.tls_crl
-        } else {
-            cli.tls_crl
-        };
-        let tls = if disable_tls {
+        let tls = if s.disable_tls {
             TlsMode::Disabled
         } else {
             let (Some(cert), Some(key)) = (cert, key) else {
@@ -375,113 +401,96 @@ impl Config {
                 ));
             };
             let mut files = TlsFiles::new(cert, key);
-            if let Some(ca) = client_ca {
-                let mode = client_auth.unwrap_or(ClientAuthArg::Required);
-                files = files.client_ca(ca, mode.into());
-            } else if let Some(mode @ (ClientAuthArg::Optional | ClientAuthArg::Required)) =
-                client_auth
-            {
-                return Err(Error::Config(format!(
-                    "--tls-client-auth {} needs --tls-client-ca",
-                    ClientAuth::from(mode)
-                )));
+            match (client_ca, client_auth) {
+                (Some(ca), mode) => {
+                    files = files.client_ca(ca, mode.unwrap_or(ClientAuth::Required));
+                }
+                (None, Some(mode @ (ClientAuth::Optional | ClientAuth::Required))) => {
+                    return Err(Error::Config(format!(
+                        "--tls-client-auth {mode} needs --tls-client-ca"
+                    )));
+                }
+                (None, _) => {}
             }
-            for crl in crls {
+            for crl in s.tls_crl {
                 files = files.crl(crl);
             }
-            let reload = if cli.no_tls_reload || file.no_tls_reload {
-                None
-            } else {
-                Some(ReloadSettings {
-                    debounce: dur(
-                        cli.tls_reload_debounce,
-                        &file.tls_reload_debounce,
-                        "tls_reload_debounce",
-                        Duration::from_secs(1),
-                    )?,
-                    poll: dur(
-                        cli.tls_reload_poll,
-                        &file.tls_reload_poll,
-                        "tls_reload_poll",
-                        Duration::from_secs(30),
-                    )?,
-                })
-            };
+            let default = ReloadSettings::default();
+            let reload = (!s.no_tls_reload).then(|| ReloadSettings {
+                debounce: s.tls_reload_debounce.unwrap_or(default.debounce),
+                poll: s.tls_reload_poll.unwrap_or(default.poll),
+            });
             TlsMode::Files { files, reload }
         };
 
-        let health_max_connections = positive(
-            "health_max_connections",
-            cli.health_max_connections
-                .or(file.health_max_connections)
-                .unwrap_or(DEFAULT_HEALTH_MAX_CONNECTIONS),
-        )?;
-        let ocsf = match cli.ocsf_log.or(file.ocsf_log).as_deref() {
-            None | Some("stderr") | Some("-") => OcsfTarget::Stderr,
-            Some(path) => OcsfTarget::File(PathBuf::from(path)),
-        };
+        let d = Self::with_defaults(s.bind.unwrap_or(default_bind), tls);
+        let health_max_connections = s.health_max_connections.unwrap_or(d.health_max_connections);
         Ok(Self {
-            bind,
-            health_bind: cli.health_bind.or(file.health_bind),
-            tls,
-            log_format: cli.log_format.or(file.log_format).unwrap_or_default(),
-            ocsf,
-            max_connection_age: bounded(
-                "max_connection_age",
-                dur(
-                    cli.max_connection_age,
-                    &file.max_connection_age,
-                    "max_connection_age",
-                    Duration::from_secs(3600),
-                )?,
-            )?,
-            max_connection_age_grace: grace(
-                "max_connection_age_grace",
-                dur(
-                    cli.max_connection_age_grace,
-                    &file.max_connection_age_grace,
-                    "max_connection_age_grace",
-                    Duration::from_secs(30),
-                )?,
-            )?,
-            handshake_timeout: bounded(
-                "handshake_timeout",
-                dur(
-                    cli.handshake_timeout,
-                    &file.handshake_timeout,
-                    "handshake_timeout",
-                    Duration::from_secs(10),
-                )?,
-            )?,
-            shutdown_grace: grace(
-                "shutdown_grace",
-                dur(
-                    cli.shutdown_grace,
-                    &file.shutdown_grace,
-                    "shutdown_grace",
-                    Duration::from_secs(30),
-                )?,
-            )?,
-            shutdown_delay: grace(
-                "shutdown_delay",
-                dur(
-                    cli.shutdown_delay,
-                    &file.shutdown_delay,
-                    "shutdown_delay",
-                    Duration::ZERO,
-                )?,
-            )?,
-            max_connections: positive(
-                "max_connections",
-                cli.max_connections
-                    .or(file.max_connections)
-                    .unwrap_or_else(|| {
-                        default_max_connections(open_file_limit(), health_max_connections)
-                    }),
-            )?,
+            health_bind: s.health_bind,
+            log_format: s.log_format.unwrap_or(d.log_format),
+            ocsf: match s.ocsf_log.as_deref() {
+                None | Some("stderr") | Some("-") => OcsfTarget::Stderr,
+                Some(path) => OcsfTarget::File(PathBuf::from(path)),
+            },
+            max_connection_age: s.max_connection_age.unwrap_or(d.max_connection_age),
+            max_connection_age_grace: s
+                .max_connection_age_grace
+                .unwrap_or(d.max_connection_age_grace),
+            handshake_timeout: s.handshake_timeout.unwrap_or(d.handshake_timeout),
+            shutdown_grace: s.shutdown_grace.unwrap_or(d.shutdown_grace),
+            shutdown_delay: s.shutdown_delay.unwrap_or(d.shutdown_delay),
+            max_connections: s.max_connections.unwrap_or_else(|| {
+                default_max_connections(open_file_limit(), health_max_connections)
+            }),
             health_max_connections,
             dev_state_dir,
+            ..d
         })
+    }
+
+    /// Checks the ranges: connection caps from 1 to a million; timeouts and
+    /// ages more than zero (a zero max age would close every connection at
+    /// once); every duration at most a year, so that deadlines computed
+    /// from it cannot overflow.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] naming the setting, its value and the range.
+    pub fn check(&self) -> Result<()> {
+        for (name, n) in [
+            ("max_connections", self.max_connections),
+            ("health_max_connections", self.health_max_connections),
+        ] {
+            if !(1..=MAX_CONNECTIONS_LIMIT).contains(&n) {
+                return Err(Error::Config(format!(
+                    "{name} = {n}: expected 1 to {MAX_CONNECTIONS_LIMIT}"
+                )));
+            }
+        }
+        for (name, d, zero_allowed) in [
+            ("max_connection_age", self.max_connection_age, false),
+            ("handshake_timeout", self.handshake_timeout, false),
+            (
+                "max_connection_age_grace",
+                self.max_connection_age_grace,
+                true,
+            ),
+            ("shutdown_grace", self.shutdown_grace, true),
+            ("shutdown_delay", self.shutdown_delay, true),
+        ] {
+            if d > YEAR || (d.is_zero() && !zero_allowed) {
+                let expected = if zero_allowed {
+                    "at most 365 days"
+                } else {
+                    "more than 0 and at most 365 days"
+                };
+                return Err(Error::Config(format!(
+                    "{name} = {}: expected {expected}",
+                    humantime::format_duration(d)
+                )));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -489,6 +498,12 @@ impl Config {
 const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 /// Default of `--health-max-connections`: probes need a handful.
 const DEFAULT_HEALTH_MAX_CONNECTIONS: usize = 64;
+
+/// Largest connection cap accepted: far above what a process can hold open.
+const MAX_CONNECTIONS_LIMIT: usize = 1_000_000;
+
+/// The longest duration accepted.
+const YEAR: Duration = Duration::from_secs(365 * 86_400);
 
 /// Descriptors kept free beyond the health port's cap: listeners, the TLS
 /// files during a reload, the watcher, the audit file.
@@ -518,52 +533,6 @@ fn open_file_limit() -> Option<u64> {
         .ok()
 }
 
-/// Largest connection cap accepted: far above what a process can hold open.
-const MAX_CONNECTIONS_LIMIT: usize = 1_000_000;
-
-fn positive(name: &str, n: usize) -> Result<usize> {
-    if !(1..=MAX_CONNECTIONS_LIMIT).contains(&n) {
-        return Err(Error::Config(format!(
-            "{name} = {n}: expected 1 to {MAX_CONNECTIONS_LIMIT}"
-        )));
-    }
-    Ok(n)
-}
-
-/// At most a year, so that deadlines computed from a duration cannot
-/// overflow.
-const YEAR: Duration = Duration::from_secs(365 * 86_400);
-
-/// Connection ages and timeouts: not zero (a zero max age would close every
-/// connection at once), and at most a year.
-fn bounded(name: &str, d: Duration) -> Result<Duration> {
-    if d.is_zero() || d > YEAR {
-        return Err(Error::Config(format!(
-            "{name} = {}: expected more than 0 and at most 365 days",
-            humantime::format_duration(d)
-        )));
-    }
-    Ok(d)
-}
-
-/// Grace periods: zero (no grace) is allowed, more than a year is not.
-fn grace(name: &str, d: Duration) -> Result<Duration> {
-    if d > YEAR {
-        return Err(Error::Config(format!(
-            "{name} = {}: expected at most 365 days",
-            humantime::format_duration(d)
-        )));
-    }
-    Ok(d)
-}
-
-fn read_file_config(path: &Path) -> Result<FileConfig> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| Error::Config(format!("reading config file {}: {e}", path.display())))?;
-    toml::from_str(&text)
-        .map_err(|e| Error::Config(format!("config file {}: {}", path.display(), e.message())))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -571,7 +540,18 @@ mod tests {
     fn parse(args: &[&str]) -> Result<Config> {
         let mut argv = vec!["openshell-gateway"];
         argv.extend_from_slice(args);
-        Config::from_cli(Cli::try_parse_from(argv).unwrap())
+        Config::from_args(argv)
+    }
+
+    /// Parses `args` with `--config` naming a file `gateway.toml` that
+    /// holds `toml`.
+    fn parse_with_file(toml: &str, args: &[&str]) -> Result<Config> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gateway.toml");
+        std::fs::write(&path, toml).unwrap();
+        let mut argv = vec!["--config", path.to_str().unwrap()];
+        argv.extend_from_slice(args);
+        parse(&argv)
     }
 
     #[test]
@@ -624,20 +604,11 @@ mod tests {
 
     #[test]
     fn flags_override_the_toml_file_which_overrides_defaults() {
-        let dir = tempfile::tempdir().unwrap();
-        let toml = dir.path().join("gateway.toml");
-        std::fs::write(
-            &toml,
+        let cfg = parse_with_file(
             "tls_cert = \"/t/tls.crt\"\ntls_key = \"/t/tls.key\"\nbind = \"127.0.0.1:9000\"\n\
              tls_reload_debounce = \"250ms\"\nhealth_bind = \"127.0.0.1:9001\"\n",
+            &["--bind", "127.0.0.1:9100"],
         )
-        .unwrap();
-        let cfg = parse(&[
-            "--config",
-            toml.to_str().unwrap(),
-            "--bind",
-            "127.0.0.1:9100",
-        ])
         .unwrap();
         assert_eq!(cfg.bind, "127.0.0.1:9100".parse().unwrap());
         assert_eq!(cfg.health_bind, Some("127.0.0.1:9001".parse().unwrap()));
@@ -657,10 +628,7 @@ mod tests {
 
     #[test]
     fn unknown_toml_keys_are_refused_with_the_file_name() {
-        let dir = tempfile::tempdir().unwrap();
-        let toml = dir.path().join("gateway.toml");
-        std::fs::write(&toml, "tls_certificate = \"x\"\n").unwrap();
-        let err = parse(&["--config", toml.to_str().unwrap()])
+        let err = parse_with_file("tls_certificate = \"x\"\n", &[])
             .unwrap_err()
             .to_string();
         assert!(
@@ -716,12 +684,53 @@ mod tests {
 
     #[test]
     fn bad_durations_name_the_setting() {
-        let dir = tempfile::tempdir().unwrap();
-        let toml = dir.path().join("g.toml");
-        std::fs::write(&toml, "disable_tls = true\nhandshake_timeout = \"soon\"\n").unwrap();
-        let err = parse(&["--config", toml.to_str().unwrap()])
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("handshake_timeout"), "{err}");
+        for (bad, key) in [
+            ("handshake_timeout = \"soon\"", "handshake_timeout"),
+            ("tls_client_auth = \"sometimes\"", "tls_client_auth"),
+        ] {
+            let err = parse_with_file(&format!("disable_tls = true\n{bad}\n"), &[])
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("gateway.toml") && err.contains("line 2") && err.contains(key),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn switches_and_typed_values_come_from_the_file_unless_a_flag_is_given() {
+        let toml = "disable_tls = true\nshutdown_delay = \"2s\"\nlog_format = \"json\"\n\
+                    max_connections = 9\n";
+        let cfg = parse_with_file(toml, &[]).unwrap();
+        assert!(matches!(cfg.tls, TlsMode::Disabled));
+        assert_eq!(cfg.shutdown_delay, Duration::from_secs(2));
+        assert_eq!(cfg.log_format, LogFormat::Json);
+        assert_eq!(cfg.max_connections, 9);
+        let flags = ["--log-format", "pretty", "--shutdown-delay", "1s"];
+        let cfg = parse_with_file(toml, &flags).unwrap();
+        assert!(
+            matches!(cfg.tls, TlsMode::Disabled),
+            "a switch the file set"
+        );
+        assert_eq!(cfg.log_format, LogFormat::Pretty);
+        assert_eq!(cfg.shutdown_delay, Duration::from_secs(1));
+    }
+
+    #[test]
+    fn help_names_each_flag_its_variable_and_its_values() {
+        let Err(Error::Args(help)) = parse(&["--help"]) else {
+            panic!("--help is not an Args error");
+        };
+        let help = help.to_string();
+        for text in [
+            "--tls-reload-debounce <DURATION>",
+            "[env: OPENSHELL_TLS_RELOAD_DEBOUNCE=]",
+            "--tls-client-auth <MODE>",
+            "[possible values: none, optional, required]",
+            "--config <PATH>",
+        ] {
+            assert!(help.contains(text), "no {text} in\n{help}");
+        }
     }
 }

@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 
 /// The files `--dev` serves with.
 #[derive(Debug, Clone)]
-pub struct DevFiles {
+pub(crate) struct DevFiles {
     /// The development CA certificate (trust it in clients).
     pub ca_cert: PathBuf,
     /// Server certificate for localhost, 127.0.0.1 and ::1.
@@ -60,7 +60,7 @@ impl DevFiles {
 /// # Errors
 ///
 /// When neither `XDG_STATE_HOME` nor `HOME` is set.
-pub fn default_state_dir() -> Result<PathBuf> {
+pub(crate) fn default_state_dir() -> Result<PathBuf> {
     if let Some(state) = std::env::var_os("XDG_STATE_HOME").filter(|s| !s.is_empty()) {
         return Ok(PathBuf::from(state).join("openshell/dev"));
     }
@@ -87,7 +87,7 @@ pub fn default_state_dir() -> Result<PathBuf> {
 ///
 /// When the directory or files cannot be created, `dir` or a reused file is
 /// someone else's, a reused file is not a regular file, or generation fails.
-pub fn ensure_files(dir: &Path) -> Result<DevFiles> {
+pub(crate) fn ensure_files(dir: &Path) -> Result<DevFiles> {
     let me = current_uid()?;
     let dir_handle = open_state_dir(dir, me)?;
     let files = DevFiles::in_dir(dir);
@@ -315,7 +315,7 @@ pub(crate) fn print_banner(state_dir: &Path, addr: std::net::SocketAddr) {
 }
 
 /// The lines `--dev` prints once the gateway listens.
-pub fn banner(state_dir: &Path, addr: std::net::SocketAddr) -> String {
+pub(crate) fn banner(state_dir: &Path, addr: std::net::SocketAddr) -> String {
     let f = DevFiles::in_dir(state_dir);
     let port = addr.port();
     let (ca, cert, key) = (

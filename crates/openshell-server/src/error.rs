@@ -8,6 +8,11 @@ use std::net::SocketAddr;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
+    /// A bad command line, or `--help` or `--version` (the text to print;
+    /// `clap::Error::exit` prints it and exits as clap would).
+    #[error("{0}")]
+    Args(#[from] clap::Error),
+
     /// Invalid or contradictory settings.
     #[error("configuration: {0}")]
     Config(String),

@@ -59,8 +59,10 @@ impl Gateway {
     ///
     /// # Errors
     ///
-    /// Invalid TLS files, or an address that cannot be bound.
+    /// Settings out of range ([`Config::check`]), invalid TLS files, or an
+    /// address that cannot be bound.
     pub async fn bind(config: Config) -> Result<Self> {
+        config.check()?;
         let (acceptor, watcher) = match &config.tls {
             TlsMode::Disabled => {
                 tracing::warn!("TLS is disabled: serving plaintext");
@@ -201,32 +203,16 @@ impl Gateway {
     ///
     /// None at present; the signature leaves room for fatal serving errors.
     pub async fn serve(self, shutdown: impl Future<Output = ()>) -> Result<()> {
-        let Self {
-            config,
-            listener,
-            health_listener,
-            state,
-            watcher,
-            grpc,
-            health,
-            stop,
-            audit_stop,
-            audit_task,
-        } = self;
-        set_health(&health, ServingStatus::Serving).await;
+        let (config, state, stop, health) = (&self.config, &self.state, &self.stop, &self.health);
+        set_health(health, ServingStatus::Serving).await;
         state.set_ready(true);
 
         let tracker = TaskTracker::new();
-        let limits = Limits {
-            handshake_timeout: config.handshake_timeout,
-            max_age: config.max_connection_age,
-            max_age_grace: config.max_connection_age_grace,
-            shutdown_grace: config.shutdown_grace,
-        };
+        let limits = Limits::from(config);
         let main = tokio::spawn(accept::serve_main(
-            listener,
+            self.listener,
             state.clone(),
-            grpc,
+            self.grpc,
             limits,
             config.max_connections,
             stop.clone(),
@@ -235,7 +221,7 @@ impl Gateway {
         // The health port outlives the drain so probes keep answering
         // (readiness says "not ready" meanwhile).
         let health_stop = CancellationToken::new();
-        let health_task = health_listener.map(|l| {
+        let health_task = self.health_listener.map(|l| {
             tokio::spawn(accept::serve_health(
                 l,
                 state.clone(),
@@ -247,7 +233,7 @@ impl Gateway {
 
         shutdown.await;
         state.set_ready(false);
-        set_health(&health, ServingStatus::NotServing).await;
+        set_health(health, ServingStatus::NotServing).await;
         if !config.shutdown_delay.is_zero() {
             // Kubernetes keeps routing to a terminating pod until the
             // endpoint removal has reached every node: keep accepting.
@@ -271,7 +257,7 @@ impl Gateway {
         if let Some(task) = health_task {
             let _ = task.await;
         }
-        if let Some(watcher) = watcher {
+        if let Some(watcher) = self.watcher {
             watcher.shutdown().await;
         }
         // A SIGHUP or ReloadTls still reloading is audited before the audit
@@ -283,8 +269,8 @@ impl Gateway {
         {
             tracing::warn!("a manual reload is still running; it may end unaudited");
         }
-        drop(audit_stop);
-        if let Some(task) = audit_task {
+        drop(self.audit_stop);
+        if let Some(task) = self.audit_task {
             let _ = task.await;
         }
         tracing::info!("stopped");

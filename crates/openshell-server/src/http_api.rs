@@ -1,8 +1,14 @@
-//! The HTTP routes of the TLS port: health, readiness, metrics and TLS
-//! status. The plaintext health port serves the first two only.
+//! The HTTP routes of the TLS port, as an `axum::Router`: health,
+//! readiness, metrics and TLS status. The plaintext health port serves the
+//! first two only. A known path with another method than GET or HEAD gets
+//! 405 (with `Allow`), any other path 404.
 
+use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
+use axum::Router;
+use axum::extract::State as Shared;
+use axum::routing::get;
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
@@ -20,46 +26,72 @@ pub(crate) enum Routes {
     HealthOnly,
 }
 
-pub(crate) fn handle<B>(req: &Request<B>, state: &State, routes: Routes) -> Response<Full<Bytes>> {
-    let path = req.uri().path();
-    let known = match routes {
-        Routes::All => matches!(path, "/healthz" | "/readyz" | "/metrics" | "/v1/tls"),
-        Routes::HealthOnly => matches!(path, "/healthz" | "/readyz"),
-    };
-    if !known {
-        return text(StatusCode::NOT_FOUND, "not found\n");
+/// The router of one port.
+pub(crate) fn router(state: Arc<State>, routes: Routes) -> Router {
+    let mut router = Router::new()
+        .route("/healthz", get(|| std::future::ready(healthz())))
+        .route("/readyz", get(readyz));
+    if routes == Routes::All {
+        router = router
+            .route("/metrics", get(metrics))
+            .route("/v1/tls", get(tls));
     }
+    router
+        .fallback(|| std::future::ready(text(StatusCode::NOT_FOUND, "not found\n")))
+        .with_state(state)
+}
+
+/// The answer to a probe (`GET` or `HEAD` of `/healthz` or `/readyz`),
+/// without the router: probes are the hot path (kubelet, load balancers,
+/// benchmarks), and answering them here costs no boxing and no shared
+/// reference count per request. Anything else is `None`, for the router,
+/// which serves the same two routes (and their 405s) through the same
+/// functions.
+pub(crate) fn probe<B>(req: &Request<B>, state: &State) -> Option<Response<Full<Bytes>>> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
-        let mut resp = text(StatusCode::METHOD_NOT_ALLOWED, "only GET\n");
-        resp.headers_mut()
-            .insert(header::ALLOW, header::HeaderValue::from_static("GET, HEAD"));
-        return resp;
+        return None;
     }
-    match path {
-        "/healthz" => text(StatusCode::OK, "ok\n"),
-        "/readyz" if state.is_ready() => text(StatusCode::OK, "ready\n"),
-        "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
-        "/metrics" => {
-            let status = state.tls.as_ref().map(|t| t.status());
-            let page = state
-                .metrics
-                .render(status.as_ref(), state.audit_sink.failed_writes());
-            respond(
-                StatusCode::OK,
-                "text/plain; version=0.0.4; charset=utf-8",
-                page,
-            )
-        }
-        _ => respond(
-            StatusCode::OK,
-            "application/json",
-            tls_json(state).to_string() + "\n",
-        ),
+    match req.uri().path() {
+        "/healthz" => Some(healthz()),
+        "/readyz" => Some(readiness(state)),
+        _ => None,
     }
 }
 
+fn healthz() -> Response<Full<Bytes>> {
+    text(StatusCode::OK, "ok\n")
+}
+
+fn readiness(state: &State) -> Response<Full<Bytes>> {
+    if state.is_ready() {
+        text(StatusCode::OK, "ready\n")
+    } else {
+        text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+    }
+}
+
+async fn readyz(Shared(state): Shared<Arc<State>>) -> Response<Full<Bytes>> {
+    readiness(&state)
+}
+
+async fn metrics(Shared(state): Shared<Arc<State>>) -> Response<Full<Bytes>> {
+    let status = state.tls.as_ref().map(|t| t.status());
+    let page = state
+        .metrics
+        .render(status.as_ref(), state.audit_sink.failed_writes());
+    respond(StatusCode::OK, crate::metrics::CONTENT_TYPE, page)
+}
+
+async fn tls(Shared(state): Shared<Arc<State>>) -> Response<Full<Bytes>> {
+    respond(
+        StatusCode::OK,
+        "application/json",
+        tls_json(&state).to_string() + "\n",
+    )
+}
+
 /// The body of `/v1/tls`.
-pub(crate) fn tls_json(state: &State) -> serde_json::Value {
+fn tls_json(state: &State) -> serde_json::Value {
     let Some(tls) = &state.tls else {
         return json!({ "tls_enabled": false });
     };

@@ -40,10 +40,7 @@ mod multiplex;
 mod state;
 mod telemetry;
 
-pub use config::{Cli, ClientAuthArg, Config, LogFormat, OcsfTarget, ReloadSettings, TlsMode};
-pub use dev::{
-    DevFiles, banner as dev_banner, default_state_dir, ensure_files as ensure_dev_files,
-};
+pub use config::{Config, LogFormat, OcsfTarget, ReloadSettings, TlsMode};
 pub use error::{Error, Result};
 pub use gateway::{Gateway, GatewayHandle, run};
 pub use grpc_api::pb;

@@ -2,8 +2,7 @@
 
 use std::time::Duration;
 
-use clap::Parser;
-use openshell_server::{Cli, Config, init_telemetry, run};
+use openshell_server::{Config, Error, init_telemetry, run};
 
 /// How long the exit waits for blocking threads (a TLS file read on a hung
 /// mount, say) before the process ends anyway.
@@ -18,7 +17,7 @@ fn main() -> std::process::ExitCode {
         Err(e) => return fail(&format!("starting the async runtime: {e}")),
     };
     let result = runtime.block_on(async {
-        let config = Config::from_cli(Cli::parse())?;
+        let config = Config::from_args(std::env::args_os())?;
         init_telemetry(&config)?;
         run(config).await
     });
@@ -26,6 +25,8 @@ fn main() -> std::process::ExitCode {
     runtime.shutdown_timeout(BLOCKING_THREADS_AT_EXIT);
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        // Usage errors, `--help` and `--version` print as clap prints them.
+        Err(Error::Args(e)) => e.exit(),
         Err(e) => fail(&e.to_string()),
     }
 }

@@ -1,15 +1,24 @@
-//! Prometheus metrics, rendered in the text exposition format at scrape
-//! time from the acceptor's status and the gateway's own counters.
+//! Prometheus metrics through `prometheus-client`: the gateway's own
+//! counters live here; the TLS series are read from the acceptor's status
+//! at scrape time, so they can never disagree with `/v1/tls`.
 
-use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::UNIX_EPOCH;
 
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::prometheus_text;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 use tls_reload::{TlsStatus, Trigger, WatcherMode};
 use tokio::sync::Semaphore;
 
 use crate::accept::Port;
+
+/// The `Content-Type` of `/metrics`: the Prometheus text format 0.0.4.
+pub(crate) const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
 
 /// Outcome of one TLS handshake.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,17 +40,56 @@ impl Handshake {
     }
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    result: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PortLabel {
+    port: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReloadLabels {
+    result: &'static str,
+    trigger: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ModeLabel {
+    mode: &'static str,
+}
+
 /// A port's connection cap: its semaphore and its size.
 type Cap = (Arc<Semaphore>, usize);
 
 /// Counters the gateway keeps itself; the rest comes from the acceptor.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Metrics {
-    handshakes: [AtomicU64; 3],
+    handshakes: Family<ResultLabel, Counter>,
     /// Per port: connections closed at once because the cap was reached.
-    rejected: [AtomicU64; 2],
+    rejected: Family<PortLabel, Counter>,
     /// Per port: the semaphore bounding open connections, and its size.
     caps: Mutex<[Option<Cap>; 2]>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let metrics = Self {
+            handshakes: Family::default(),
+            rejected: Family::default(),
+            caps: Mutex::default(),
+        };
+        // Every series is on the page from the start, at 0.
+        for outcome in Handshake::ALL {
+            metrics.handshake_counter(outcome);
+        }
+        for port in Port::ALL {
+            let _ = metrics.rejected.get_or_create(&port_label(port));
+        }
+        metrics
+    }
 }
 
 impl Metrics {
@@ -50,195 +98,172 @@ impl Metrics {
     }
 
     pub(crate) fn connection_rejected(&self, port: Port) {
-        self.rejected[port as usize].fetch_add(1, Ordering::Relaxed);
+        self.rejected.get_or_create(&port_label(port)).inc();
     }
 
     pub(crate) fn handshake(&self, outcome: Handshake) {
-        self.handshakes[outcome as usize].fetch_add(1, Ordering::Relaxed);
+        self.handshake_counter(outcome).inc();
     }
 
-    pub(crate) fn handshakes(&self, outcome: Handshake) -> u64 {
-        self.handshakes[outcome as usize].load(Ordering::Relaxed)
+    fn handshake_counter(&self, outcome: Handshake) -> Counter {
+        self.handshakes.get_or_create_owned(&ResultLabel {
+            result: outcome.label(),
+        })
     }
 
     /// The metrics page. `tls` is `None` when TLS is disabled;
     /// `audit_failures` is the audit sink's count of unwritten events.
     pub(crate) fn render(&self, tls: Option<&TlsStatus>, audit_failures: u64) -> String {
-        let mut out = String::with_capacity(2048);
-        let w = &mut out;
+        let mut registry = Registry::default();
         if let Some(status) = tls {
-            header(
-                w,
-                "openshell_tls_reload_total",
-                "counter",
-                "TLS reload attempts that swapped (success) or failed, by trigger.",
-            );
-            for count in status
-                .by_trigger
-                .iter()
-                .filter(|c| c.trigger != Trigger::Startup)
-            {
-                let t = count.trigger.as_str();
-                line(
-                    w,
-                    &format!("openshell_tls_reload_total{{result=\"success\",trigger=\"{t}\"}}"),
-                    count.succeeded as f64,
-                );
-                line(
-                    w,
-                    &format!("openshell_tls_reload_total{{result=\"failure\",trigger=\"{t}\"}}"),
-                    count.failed as f64,
-                );
-            }
-            header(
-                w,
-                "openshell_tls_cert_not_after_seconds",
-                "gauge",
-                "notAfter of the served leaf certificate, Unix seconds.",
-            );
-            line(
-                w,
-                "openshell_tls_cert_not_after_seconds",
-                status.cert.not_after_unix() as f64,
-            );
-            header(
-                w,
-                "openshell_tls_cert_not_before_seconds",
-                "gauge",
-                "notBefore of the served leaf certificate, Unix seconds.",
-            );
-            line(
-                w,
-                "openshell_tls_cert_not_before_seconds",
-                status.cert.not_before_unix() as f64,
-            );
-            if let Some(earliest) = status.client_ca.iter().map(|c| c.not_after_unix()).min() {
-                header(
-                    w,
-                    "openshell_tls_client_ca_not_after_seconds",
-                    "gauge",
-                    "Earliest notAfter among the trusted client CA certificates, Unix seconds.",
-                );
-                line(
-                    w,
-                    "openshell_tls_client_ca_not_after_seconds",
-                    earliest as f64,
-                );
-            }
-            header(
-                w,
-                "openshell_tls_config_generation",
-                "gauge",
-                "Generation of the served TLS config: 1 at startup, +1 per reload.",
-            );
-            line(
-                w,
-                "openshell_tls_config_generation",
-                status.generation as f64,
-            );
-            header(
-                w,
-                "openshell_tls_last_reload_success_timestamp_seconds",
-                "gauge",
-                "When the served TLS config was loaded, Unix seconds.",
-            );
-            line(
-                w,
-                "openshell_tls_last_reload_success_timestamp_seconds",
-                unix_seconds(status.loaded_at),
-            );
-            header(
-                w,
-                "openshell_tls_watcher_mode",
-                "gauge",
-                "How TLS file changes are noticed: 1 for the current mode.",
-            );
-            for mode in [WatcherMode::Off, WatcherMode::Events, WatcherMode::Polling] {
-                let v = if status.watcher == mode { 1.0 } else { 0.0 };
-                line(
-                    w,
-                    &format!("openshell_tls_watcher_mode{{mode=\"{mode}\"}}"),
-                    v,
-                );
-            }
+            register_tls(&mut registry, status);
         }
-        header(
-            w,
-            "openshell_tls_handshakes_total",
-            "counter",
-            "TLS handshakes by result.",
+        registry.register(
+            "openshell_tls_handshakes",
+            "TLS handshakes by result",
+            self.handshakes.clone(),
         );
-        for outcome in Handshake::ALL {
-            line(
-                w,
-                &format!(
-                    "openshell_tls_handshakes_total{{result=\"{}\"}}",
-                    outcome.label()
-                ),
-                self.handshakes(outcome) as f64,
-            );
-        }
-        header(
-            w,
-            "openshell_connections_open",
-            "gauge",
-            "Open connections, by port (main: the TLS port; health: the probe port).",
-        );
+        let open = Family::<PortLabel, Gauge>::default();
         let caps = self
             .caps
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
         for port in Port::ALL {
-            if let Some((open, max)) = &caps[port as usize] {
-                let n = max.saturating_sub(open.available_permits());
-                line(
-                    w,
-                    &format!("openshell_connections_open{{port=\"{}\"}}", port.label()),
-                    n as f64,
-                );
+            if let Some((sem, max)) = &caps[port as usize] {
+                let n = max.saturating_sub(sem.available_permits());
+                open.get_or_create(&port_label(port))
+                    .set(i64::try_from(n).unwrap_or(i64::MAX));
             }
         }
-        header(
-            w,
-            "openshell_connections_rejected_total",
-            "counter",
-            "Connections closed on accept because the port's connection cap was reached.",
+        registry.register(
+            "openshell_connections_open",
+            "Open connections, by port (main: the TLS port; health: the probe port)",
+            open,
         );
-        for port in Port::ALL {
-            line(
-                w,
-                &format!(
-                    "openshell_connections_rejected_total{{port=\"{}\"}}",
-                    port.label()
-                ),
-                self.rejected[port as usize].load(Ordering::Relaxed) as f64,
-            );
-        }
-        header(
-            w,
-            "openshell_audit_write_failures_total",
-            "counter",
-            "OCSF audit events that could not be written to the audit sink.",
+        registry.register(
+            "openshell_connections_rejected",
+            "Connections closed on accept because the port's connection cap was reached",
+            self.rejected.clone(),
         );
-        line(
-            w,
-            "openshell_audit_write_failures_total",
-            audit_failures as f64,
+        let audit = Counter::<u64>::default();
+        audit.inc_by(audit_failures);
+        registry.register(
+            "openshell_audit_write_failures",
+            "OCSF audit events that could not be written to the audit sink",
+            audit,
         );
-        out
+        let mut page = String::with_capacity(2048);
+        // Writing into a `String` cannot fail.
+        let _ = prometheus_text::encode(&mut page, &registry);
+        page
     }
 }
 
-fn header(w: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(w, "# HELP {name} {help}\n# TYPE {name} {kind}");
+/// The series read from the acceptor's status.
+fn register_tls(registry: &mut Registry, status: &TlsStatus) {
+    let reloads = Family::<ReloadLabels, Counter>::default();
+    for count in status
+        .by_trigger
+        .iter()
+        .filter(|c| c.trigger != Trigger::Startup)
+    {
+        let trigger = count.trigger.as_str();
+        for (result, n) in [("success", count.succeeded), ("failure", count.failed)] {
+            reloads
+                .get_or_create(&ReloadLabels { result, trigger })
+                .inc_by(n);
+        }
+    }
+    registry.register(
+        "openshell_tls_reload",
+        "TLS reload attempts that swapped (success) or failed, by trigger",
+        reloads,
+    );
+    let gauge = |value: i64| {
+        let g = Gauge::<i64>::default();
+        g.set(value);
+        g
+    };
+    registry.register(
+        "openshell_tls_cert_not_after_seconds",
+        "notAfter of the served leaf certificate, Unix seconds",
+        gauge(status.cert.not_after_unix()),
+    );
+    registry.register(
+        "openshell_tls_cert_not_before_seconds",
+        "notBefore of the served leaf certificate, Unix seconds",
+        gauge(status.cert.not_before_unix()),
+    );
+    if let Some(earliest) = status.client_ca.iter().map(|c| c.not_after_unix()).min() {
+        registry.register(
+            "openshell_tls_client_ca_not_after_seconds",
+            "Earliest notAfter among the trusted client CA certificates, Unix seconds",
+            gauge(earliest),
+        );
+    }
+    registry.register(
+        "openshell_tls_config_generation",
+        "Generation of the served TLS config: 1 at startup, +1 per reload",
+        gauge(i64::try_from(status.generation).unwrap_or(i64::MAX)),
+    );
+    let loaded = Gauge::<f64, AtomicU64>::default();
+    loaded.set(
+        status
+            .loaded_at
+            .duration_since(UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64()),
+    );
+    registry.register(
+        "openshell_tls_last_reload_success_timestamp_seconds",
+        "When the served TLS config was loaded, Unix seconds",
+        loaded,
+    );
+    let modes = Family::<ModeLabel, Gauge>::default();
+    for mode in [WatcherMode::Off, WatcherMode::Events, WatcherMode::Polling] {
+        modes
+            .get_or_create(&ModeLabel {
+                mode: mode.as_str(),
+            })
+            .set(i64::from(status.watcher == mode));
+    }
+    registry.register(
+        "openshell_tls_watcher_mode",
+        "How TLS file changes are noticed: 1 for the current mode",
+        modes,
+    );
 }
 
-fn line(w: &mut String, series: &str, value: f64) {
-    let _ = writeln!(w, "{series} {value}");
+fn port_label(port: Port) -> PortLabel {
+    PortLabel { port: port.label() }
 }
 
-fn unix_seconds(t: SystemTime) -> f64 {
-    t.duration_since(UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_series_keeps_its_name_and_labels_and_the_page_parses() {
+        let metrics = Metrics::default();
+        metrics.handshake(Handshake::Timeout);
+        metrics.connection_rejected(Port::Health);
+        metrics.set_connection_cap(Port::Main, Arc::new(Semaphore::new(10)), 12);
+        let page = metrics.render(None, 3);
+        for line in [
+            "# TYPE openshell_tls_handshakes_total counter",
+            "openshell_tls_handshakes_total{result=\"success\"} 0",
+            "openshell_tls_handshakes_total{result=\"failure\"} 0",
+            "openshell_tls_handshakes_total{result=\"timeout\"} 1",
+            "# TYPE openshell_connections_open gauge",
+            "openshell_connections_open{port=\"main\"} 2",
+            "openshell_connections_rejected_total{port=\"health\"} 1",
+            "openshell_connections_rejected_total{port=\"main\"} 0",
+            "openshell_audit_write_failures_total 3",
+        ] {
+            assert!(page.lines().any(|l| l == line), "no {line} in\n{page}");
+        }
+        let scrape = prometheus_parse::Scrape::parse(page.lines().map(|l| Ok(l.to_owned())))
+            .expect("Prometheus text format");
+        assert_eq!(scrape.samples.len(), 3 + 1 + 2 + 1, "{page}");
+    }
 }

@@ -1,10 +1,8 @@
 //! One port, two protocols: requests with a gRPC content type go to tonic,
-//! everything else to the HTTP routes.
-//!
-//! The HTTP routes are answered synchronously: their response is ready
-//! when the request arrives, so the future hyper spawns per request is
-//! small and nothing is cloned or boxed for them. Only gRPC requests take
-//! the router's (boxed) future.
+//! everything else to the HTTP routes' `axum::Router`, except the probes,
+//! which are answered synchronously: their response is ready when the
+//! request arrives, so the future hyper spawns per request is small and
+//! nothing is cloned or boxed for them.
 
 use std::convert::Infallible;
 use std::future::{Future, Ready, ready};
@@ -15,21 +13,24 @@ use http::{Request, Response, StatusCode, Version, header};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use tonic::service::Routes;
-use tower::ServiceExt as _;
+use tower::{Service as _, ServiceExt as _};
 
 use crate::grpc_api::PeerIdentity;
 use crate::http_api;
 use crate::state::State;
 
-/// The body of every response on the main port.
-pub(crate) type ResponseBody = Either<Full<Bytes>, tonic::body::Body>;
+/// The body of every response: a probe's is not boxed, the routers' are.
+pub(crate) type ResponseBody = Either<Full<Bytes>, Either<axum::body::Body, tonic::body::Body>>;
 
 type Answer = Result<Response<ResponseBody>, Infallible>;
 
-/// What one request's future is: ready for HTTP, the router's for gRPC.
+/// What one request's future is.
 pub(crate) enum RouteFuture {
-    /// The synchronous answer of an HTTP route.
+    /// An answer ready at once: a probe, or gRPC over HTTP/1.
     Ready(Ready<Answer>),
+    /// The HTTP router's future, boxed so that it does not make every
+    /// request's future (probes included) as large as itself.
+    Http(Box<axum::routing::future::RouteFuture<Infallible>>),
     /// The gRPC router's future.
     Grpc(Pin<Box<dyn Future<Output = Answer> + Send>>),
 }
@@ -40,6 +41,9 @@ impl Future for RouteFuture {
     fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Answer> {
         match self.get_mut() {
             Self::Ready(answer) => Pin::new(answer).poll(cx),
+            Self::Http(call) => Pin::new(&mut **call)
+                .poll(cx)
+                .map(|answer| answer.map(|resp| resp.map(|b| Either::Right(Either::Left(b))))),
             Self::Grpc(call) => call.as_mut().poll(cx),
         }
     }
@@ -55,20 +59,18 @@ pub(crate) fn is_grpc<B>(req: &Request<B>) -> bool {
 }
 
 /// Routes one request of a connection on the main port (`grpc` set) or
-/// the health port (`grpc` unset: health routes only).
+/// the health port (`grpc` unset: its router has the health routes only).
 pub(crate) fn route(
     mut req: Request<Incoming>,
     grpc: Option<&Routes>,
+    http: &axum::Router,
     state: &State,
     peer: &PeerIdentity,
 ) -> RouteFuture {
-    let http = |resp: Response<Full<Bytes>>| RouteFuture::Ready(ready(Ok(resp.map(Either::Left))));
-    let Some(grpc) = grpc else {
-        return http(http_api::handle(&req, state, http_api::Routes::HealthOnly));
-    };
-    if is_grpc(&req) {
+    let now = |resp: Response<Full<Bytes>>| RouteFuture::Ready(ready(Ok(resp.map(Either::Left))));
+    if let Some(grpc) = grpc.filter(|_| is_grpc(&req)) {
         if req.version() != Version::HTTP_2 {
-            return http(http_api::text(
+            return now(http_api::text(
                 StatusCode::HTTP_VERSION_NOT_SUPPORTED,
                 "gRPC needs HTTP/2\n",
             ));
@@ -76,8 +78,12 @@ pub(crate) fn route(
         req.extensions_mut().insert(peer.clone());
         let call = grpc.clone().oneshot(req);
         return RouteFuture::Grpc(Box::pin(async move {
-            call.await.map(|resp| resp.map(Either::Right))
+            call.await
+                .map(|resp| resp.map(|b| Either::Right(Either::Right(b))))
         }));
     }
-    http(http_api::handle(&req, state, http_api::Routes::All))
+    if let Some(resp) = http_api::probe(&req, state) {
+        return now(resp);
+    }
+    RouteFuture::Http(Box::new(http.clone().call(req)))
 }

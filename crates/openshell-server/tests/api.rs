@@ -11,16 +11,30 @@ use common::*;
 use openshell_server::pb::gateway_client::GatewayClient;
 use openshell_server::pb::{GetTlsStatusRequest, ReloadTlsRequest};
 use tls_reload::ClientAuth;
-use tls_reload::testing::served_fingerprint;
+use tls_reload::testing::{Leaf, served_fingerprint};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
+/// A client of the gateway API over TLS, with a client certificate or
+/// without.
+async fn gateway(
+    addr: std::net::SocketAddr,
+    pki: &Pki,
+    identity: Option<&Leaf>,
+) -> GatewayClient<tonic::transport::Channel> {
+    GatewayClient::new(
+        grpc(addr, tls(&pki.server_ca, identity, &["h2"]))
+            .await
+            .unwrap(),
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_health_reports_serving_over_tls() {
     let pki = Pki::new();
-    let gw = Running::start(test_config(pki.files())).await;
-    let channel = grpc(gw.addr, tls(&pki.server_ca, None, &["h2"]))
+    let gw = start(test_config(pki.files())).await;
+    let channel = grpc(gw.addr(), tls(&pki.server_ca, None, &["h2"]))
         .await
         .unwrap();
     let mut health = HealthClient::new(channel);
@@ -34,7 +48,7 @@ async fn grpc_health_reports_serving_over_tls() {
             .into_inner();
         assert_eq!(resp.status(), ServingStatus::Serving, "service {service:?}");
     }
-    gw.stop().await;
+    gw.stop().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -45,8 +59,8 @@ async fn reflection_lists_the_services() {
     use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
 
     let pki = Pki::new();
-    let gw = Running::start(test_config(pki.files())).await;
-    let channel = grpc(gw.addr, tls(&pki.server_ca, None, &["h2"]))
+    let gw = start(test_config(pki.files())).await;
+    let channel = grpc(gw.addr(), tls(&pki.server_ca, None, &["h2"]))
         .await
         .unwrap();
     let request = ServerReflectionRequest {
@@ -73,17 +87,14 @@ async fn reflection_lists_the_services() {
             "{expected} missing from {names:?}"
         );
     }
-    gw.stop().await;
+    gw.stop().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn get_tls_status_follows_a_kubelet_rotation() {
     let mut pki = Pki::new();
-    let gw = Running::start(test_config(pki.files())).await;
-    let channel = grpc(gw.addr, tls(&pki.server_ca, None, &["h2"]))
-        .await
-        .unwrap();
-    let mut client = GatewayClient::new(channel);
+    let gw = start(test_config(pki.files())).await;
+    let mut client = gateway(gw.addr(), &pki, None).await;
 
     let before = client
         .get_tls_status(GetTlsStatusRequest {})
@@ -121,21 +132,21 @@ async fn get_tls_status_follows_a_kubelet_rotation() {
     assert_eq!(last.trigger, "watch");
     assert_eq!(after.reloads_succeeded, 1);
     // The same, long-lived channel keeps working across the rotation.
-    let served = served_fingerprint(gw.addr, tls(&pki.server_ca, None, &[]))
+    let served = served_fingerprint(gw.addr(), tls(&pki.server_ca, None, &[]))
         .await
         .unwrap();
     assert_eq!(served, new.fingerprint);
-    gw.stop().await;
+    gw.stop().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_client_auth_required_only_clients_of_the_ca_connect_and_may_reload() {
     let mut pki = Pki::new();
-    let gw = Running::start(test_config(pki.mtls_files(ClientAuth::Required))).await;
+    let gw = start(test_config(pki.mtls_files(ClientAuth::Required))).await;
 
     // No certificate: the connection itself is refused.
     let anonymous = async {
-        let channel = grpc(gw.addr, tls(&pki.server_ca, None, &["h2"])).await?;
+        let channel = grpc(gw.addr(), tls(&pki.server_ca, None, &["h2"])).await?;
         GatewayClient::new(channel)
             .get_tls_status(GetTlsStatusRequest {})
             .await
@@ -147,7 +158,7 @@ async fn with_client_auth_required_only_clients_of_the_ca_connect_and_may_reload
         "a client without a certificate must not get through"
     );
     let stranger = tls_reload::testing::TestCa::new("stranger").client("mallory");
-    let channel = grpc(gw.addr, tls(&pki.server_ca, Some(&stranger), &["h2"])).await;
+    let channel = grpc(gw.addr(), tls(&pki.server_ca, Some(&stranger), &["h2"])).await;
     let refused = match channel {
         Err(_) => true,
         Ok(ch) => GatewayClient::new(ch)
@@ -158,10 +169,7 @@ async fn with_client_auth_required_only_clients_of_the_ca_connect_and_may_reload
     assert!(refused, "a client of another CA must not get through");
 
     let alice = pki.client_ca.client("alice");
-    let channel = grpc(gw.addr, tls(&pki.server_ca, Some(&alice), &["h2"]))
-        .await
-        .unwrap();
-    let mut client = GatewayClient::new(channel);
+    let mut client = gateway(gw.addr(), &pki, Some(&alice)).await;
     let unchanged = client
         .reload_tls(ReloadTlsRequest {})
         .await
@@ -183,43 +191,38 @@ async fn with_client_auth_required_only_clients_of_the_ca_connect_and_may_reload
         new.fingerprint
     );
     assert_eq!(resp.generation, 2);
-    gw.stop().await;
+    gw.stop().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_optional_client_auth_reload_tls_refuses_anonymous_callers() {
     let pki = Pki::new();
-    let gw = Running::start(test_config(pki.mtls_files(ClientAuth::Optional))).await;
-    let channel = grpc(gw.addr, tls(&pki.server_ca, None, &["h2"]))
-        .await
-        .unwrap();
-    let mut client = GatewayClient::new(channel);
+    let gw = start(test_config(pki.mtls_files(ClientAuth::Optional))).await;
+    let mut client = gateway(gw.addr(), &pki, None).await;
     // Reading the status is open; reloading is not.
     client.get_tls_status(GetTlsStatusRequest {}).await.unwrap();
     let err = client.reload_tls(ReloadTlsRequest {}).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unauthenticated, "{err}");
 
     let alice = pki.client_ca.client("alice");
-    let channel = grpc(gw.addr, tls(&pki.server_ca, Some(&alice), &["h2"]))
+    gateway(gw.addr(), &pki, Some(&alice))
         .await
-        .unwrap();
-    GatewayClient::new(channel)
         .reload_tls(ReloadTlsRequest {})
         .await
         .unwrap();
-    gw.stop().await;
+    gw.stop().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_routes_answer_over_http1_and_http2() {
     let pki = Pki::new();
-    let gw = Running::start(test_config(pki.files())).await;
+    let gw = start(test_config(pki.files())).await;
     for version in [Http::One, Http::Two] {
-        let (status, _, body) = get(gw.addr, &pki.server_ca, version, "/healthz").await;
+        let (status, _, body) = get(gw.addr(), &pki.server_ca, version, "/healthz").await;
         assert_eq!((status, body.as_str()), (200, "ok\n"), "{version:?}");
-        let (status, _, _) = get(gw.addr, &pki.server_ca, version, "/readyz").await;
+        let (status, _, _) = get(gw.addr(), &pki.server_ca, version, "/readyz").await;
         assert_eq!(status, 200);
-        let (status, ct, body) = get(gw.addr, &pki.server_ca, version, "/v1/tls").await;
+        let (status, ct, body) = get(gw.addr(), &pki.server_ca, version, "/v1/tls").await;
         assert_eq!(status, 200);
         assert_eq!(ct, "application/json");
         let json: serde_json::Value = serde_json::from_str(&body).unwrap();
@@ -232,15 +235,32 @@ async fn http_routes_answer_over_http1_and_http2() {
             json["files"]["cert"],
             pki.server.path("tls.crt").to_str().unwrap()
         );
-        let (status, ct, body) = get(gw.addr, &pki.server_ca, version, "/metrics").await;
+        let (status, ct, body) = get(gw.addr(), &pki.server_ca, version, "/metrics").await;
         assert_eq!(status, 200);
         assert!(ct.starts_with("text/plain; version=0.0.4"), "{ct}");
         let metrics = parse_metrics(&body);
         assert_eq!(metrics["openshell_tls_config_generation"], 1.0);
-        let (status, _, _) = get(gw.addr, &pki.server_ca, version, "/nope").await;
+        let (status, _, _) = get(gw.addr(), &pki.server_ca, version, "/nope").await;
         assert_eq!(status, 404);
+        let alpn = if version == Http::One {
+            "http/1.1"
+        } else {
+            "h2"
+        };
+        let post = http::Request::post("https://localhost/healthz")
+            .body(http_body_util::Full::default())
+            .unwrap();
+        let reply = send(
+            connect(gw.addr(), &pki.server_ca, alpn).await,
+            version,
+            post,
+        )
+        .await;
+        assert_eq!(reply.status, 405, "{version:?}");
+        let allow = reply.headers[http::header::ALLOW].to_str().unwrap();
+        assert!(allow.contains("GET") && allow.contains("HEAD"), "{allow}");
     }
-    gw.stop().await;
+    gw.stop().await.unwrap();
 }
 
 /// Series name with labels (as `name{k="v",...}`, labels sorted) to value.
@@ -279,10 +299,15 @@ async fn metrics_move_on_reload_success_and_failure_and_the_old_cert_stays() {
         files: pki.files(),
         reload: None,
     };
-    let gw = Running::start(config).await;
-    let acceptor = gw.acceptor.clone().unwrap();
-    let scrape =
-        || async { parse_metrics(&get(gw.addr, &pki.server_ca, Http::Two, "/metrics").await.2) };
+    let gw = start(config).await;
+    let acceptor = gw.acceptor().cloned().unwrap();
+    let scrape = || async {
+        parse_metrics(
+            &get(gw.addr(), &pki.server_ca, Http::Two, "/metrics")
+                .await
+                .2,
+        )
+    };
 
     let m0 = scrape().await;
     assert_eq!(
@@ -338,30 +363,23 @@ async fn metrics_move_on_reload_success_and_failure_and_the_old_cert_stays() {
         1.0
     );
     assert_eq!(m2["openshell_tls_config_generation"], 2.0);
-    let served = served_fingerprint(gw.addr, tls(&pki.server_ca, None, &[]))
+    let served = served_fingerprint(gw.addr(), tls(&pki.server_ca, None, &[]))
         .await
         .unwrap();
     assert_eq!(
         served, new.fingerprint,
         "the last good cert is still served"
     );
-    gw.stop().await;
+    gw.stop().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_over_http1_is_refused_with_a_clear_status() {
     let pki = Pki::new();
-    let gw = Running::start(test_config(pki.files())).await;
+    let gw = start(test_config(pki.files())).await;
     // Hand-made HTTP/1.1 request with a gRPC content type.
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
-    let mut tls = tokio_rustls::TlsConnector::from(tls(&pki.server_ca, None, &["http/1.1"]))
-        .connect(
-            rustls_pki_types::ServerName::try_from("localhost").unwrap(),
-            tcp,
-        )
-        .await
-        .unwrap();
+    let mut tls = connect(gw.addr(), &pki.server_ca, "http/1.1").await;
     tls.write_all(
         b"POST /openshell.gateway.v1.Gateway/GetTlsStatus HTTP/1.1\r\nhost: localhost\r\n\
           content-type: application/grpc\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
@@ -371,7 +389,7 @@ async fn grpc_over_http1_is_refused_with_a_clear_status() {
     let mut resp = String::new();
     tls.read_to_string(&mut resp).await.unwrap();
     assert!(resp.starts_with("HTTP/1.1 505"), "{resp}");
-    gw.stop().await;
+    gw.stop().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -380,16 +398,9 @@ async fn connections_past_their_max_age_are_closed_so_clients_rehandshake() {
     let mut config = test_config(pki.files());
     config.max_connection_age = Duration::from_millis(300);
     config.max_connection_age_grace = Duration::from_millis(200);
-    let gw = Running::start(config).await;
+    let gw = start(config).await;
 
-    let tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
-    let tls_stream = tokio_rustls::TlsConnector::from(tls(&pki.server_ca, None, &["h2"]))
-        .connect(
-            rustls_pki_types::ServerName::try_from("localhost").unwrap(),
-            tcp,
-        )
-        .await
-        .unwrap();
+    let tls_stream = connect(gw.addr(), &pki.server_ca, "h2").await;
     let (mut send, conn) = hyper::client::conn::http2::handshake(
         hyper_util::rt::TokioExecutor::new(),
         hyper_util::rt::TokioIo::new(tls_stream),
@@ -411,7 +422,7 @@ async fn connections_past_their_max_age_are_closed_so_clients_rehandshake() {
         .unwrap()
         .ok();
     assert!(send.send_request(req()).await.is_err());
-    gw.stop().await;
+    gw.stop().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -421,8 +432,8 @@ async fn plaintext_mode_reports_tls_disabled_and_refuses_reload() {
         tls_reload::TlsFiles::new("unused", "unused"),
     );
     config.tls = openshell_server::TlsMode::Disabled;
-    let gw = Running::start(config).await;
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", gw.addr))
+    let gw = start(config).await;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", gw.addr()))
         .unwrap()
         .connect()
         .await
@@ -436,7 +447,7 @@ async fn plaintext_mode_reports_tls_disabled_and_refuses_reload() {
     assert!(!status.tls_enabled);
     let err = client.reload_tls(ReloadTlsRequest {}).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::FailedPrecondition);
-    gw.stop().await;
+    gw.stop().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -445,16 +456,9 @@ async fn a_client_that_never_sends_its_request_headers_is_cut_off() {
     let pki = Pki::new();
     let mut config = test_config(pki.files());
     config.handshake_timeout = Duration::from_millis(500);
-    let gw = Running::start(config).await;
+    let gw = start(config).await;
 
-    let tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
-    let mut tls = tokio_rustls::TlsConnector::from(tls(&pki.server_ca, None, &["http/1.1"]))
-        .connect(
-            rustls_pki_types::ServerName::try_from("localhost").unwrap(),
-            tcp,
-        )
-        .await
-        .unwrap();
+    let mut tls = connect(gw.addr(), &pki.server_ca, "http/1.1").await;
     // Half a request line, then nothing.
     tls.write_all(b"GET /healthz HT").await.unwrap();
     let started = std::time::Instant::now();
@@ -467,7 +471,7 @@ async fn a_client_that_never_sends_its_request_headers_is_cut_off() {
         started.elapsed()
     );
     // Well-behaved clients are served meanwhile and after.
-    let (status, _, _) = get(gw.addr, &pki.server_ca, Http::One, "/healthz").await;
+    let (status, _, _) = get(gw.addr(), &pki.server_ca, Http::One, "/healthz").await;
     assert_eq!(status, 200);
-    gw.stop().await;
+    gw.stop().await.unwrap();
 }

@@ -6,14 +6,11 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use common::*;
-use rustls_pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio_rustls::TlsConnector;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
@@ -44,23 +41,11 @@ async fn closed_within<R: AsyncReadExt + Unpin>(
     }
 }
 
-async fn tls_to(
-    addr: SocketAddr,
-    pki: &Pki,
-    alpn: &str,
-) -> tokio_rustls::client::TlsStream<TcpStream> {
-    let tcp = TcpStream::connect(addr).await.unwrap();
-    TlsConnector::from(tls(&pki.server_ca, None, &[alpn]))
-        .connect(ServerName::try_from("localhost").unwrap(), tcp)
-        .await
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_that_send_no_request_are_closed_on_both_ports() {
     let pki = Pki::new();
-    let gw = Running::start(config(&pki)).await;
-    let health = gw.health.unwrap();
+    let gw = start(config(&pki)).await;
+    let health = gw.health_addr().unwrap();
     let limit = TIMEOUT * 4;
 
     // Each connection is timed from just before it was opened: the
@@ -75,11 +60,11 @@ async fn connections_that_send_no_request_are_closed_on_both_ports() {
     // The TLS port after a completed handshake: nothing (h2 and
     // http/1.1), and only the first byte of the HTTP/2 preface.
     let t = Instant::now();
-    let h2_silent = (tls_to(gw.addr, &pki, "h2").await, t);
+    let h2_silent = (connect(gw.addr(), &pki.server_ca, "h2").await, t);
     let t = Instant::now();
-    let h1_silent = (tls_to(gw.addr, &pki, "http/1.1").await, t);
+    let h1_silent = (connect(gw.addr(), &pki.server_ca, "http/1.1").await, t);
     let t = Instant::now();
-    let mut h2_p = tls_to(gw.addr, &pki, "h2").await;
+    let mut h2_p = connect(gw.addr(), &pki.server_ca, "h2").await;
     h2_p.write_all(b"P").await.unwrap();
     h2_p.flush().await.unwrap();
     let h2_p = (h2_p, t);
@@ -107,7 +92,7 @@ async fn connections_that_send_no_request_are_closed_on_both_ports() {
 
     // A connection that did send a request is not cut by that deadline.
     let mut h2 = HealthClient::new(
-        grpc(gw.addr, tls(&pki.server_ca, None, &["h2"]))
+        grpc(gw.addr(), tls(&pki.server_ca, None, &["h2"]))
             .await
             .unwrap(),
     );
@@ -120,7 +105,7 @@ async fn connections_that_send_no_request_are_closed_on_both_ports() {
         h2.check(req()).await.unwrap().into_inner().status(),
         ServingStatus::Serving
     );
-    gw.stop().await;
+    gw.stop().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -129,8 +114,8 @@ async fn the_health_port_caps_its_connections_counts_rejections_and_keeps_answer
     let mut cfg = config(&pki);
     cfg.health_max_connections = 4;
     cfg.handshake_timeout = Duration::from_secs(5);
-    let gw = Running::start(cfg).await;
-    let health = gw.health.unwrap();
+    let gw = start(cfg).await;
+    let health = gw.health_addr().unwrap();
 
     let mut idle = Vec::new();
     for _ in 0..4 {
@@ -142,7 +127,9 @@ async fn the_health_port_caps_its_connections_counts_rejections_and_keeps_answer
     let took = closed_within(extra, Duration::from_secs(4)).await;
     assert!(took.is_some(), "a connection over the cap was kept open");
 
-    let metrics = get(gw.addr, &pki.server_ca, Http::One, "/metrics").await.2;
+    let metrics = get(gw.addr(), &pki.server_ca, Http::One, "/metrics")
+        .await
+        .2;
     let sample = |series: &str| -> f64 {
         metrics
             .lines()
@@ -160,7 +147,9 @@ async fn the_health_port_caps_its_connections_counts_rejections_and_keeps_answer
     drop(idle);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let page = get(gw.addr, &pki.server_ca, Http::One, "/metrics").await.2;
+        let page = get(gw.addr(), &pki.server_ca, Http::One, "/metrics")
+            .await
+            .2;
         if page.contains("openshell_connections_open{port=\"health\"} 0\n") {
             break;
         }
@@ -170,16 +159,10 @@ async fn the_health_port_caps_its_connections_counts_rejections_and_keeps_answer
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let reply = send(
-        TcpStream::connect(health).await.unwrap(),
-        Http::One,
-        http::Request::get("http://localhost/healthz")
-            .body(http_body_util::Full::default())
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(reply.status, 200);
-    gw.stop().await;
+    assert_eq!(get_plain(health, "/healthz").await.status, 200);
+    // The health port serves the probes only.
+    assert_eq!(get_plain(health, "/metrics").await.status, 404);
+    gw.stop().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -188,10 +171,10 @@ async fn a_shutdown_delay_keeps_accepting_while_readiness_fails() {
     let mut cfg = config(&pki);
     cfg.handshake_timeout = Duration::from_secs(5);
     cfg.shutdown_delay = Duration::from_secs(4);
-    let mut gw = Running::start(cfg).await;
-    let health = gw.health.unwrap();
+    let gw = start(cfg).await;
+    let (addr, health) = (gw.addr(), gw.health_addr().unwrap());
     assert_eq!(
-        get(gw.addr, &pki.server_ca, Http::Two, "/readyz").await.0,
+        get(gw.addr(), &pki.server_ca, Http::Two, "/readyz").await.0,
         200
     );
 
@@ -202,33 +185,26 @@ async fn a_shutdown_delay_keeps_accepting_while_readiness_fails() {
     // both ports, liveness does not.
     while start.elapsed() < Duration::from_millis(1500) {
         assert_eq!(
-            get(gw.addr, &pki.server_ca, Http::Two, "/readyz").await.0,
+            get(gw.addr(), &pki.server_ca, Http::Two, "/readyz").await.0,
             503
         );
         assert_eq!(
-            get(gw.addr, &pki.server_ca, Http::One, "/healthz").await.0,
+            get(gw.addr(), &pki.server_ca, Http::One, "/healthz")
+                .await
+                .0,
             200
         );
-        let ready = send(
-            TcpStream::connect(health).await.unwrap(),
-            Http::One,
-            http::Request::get("http://localhost/readyz")
-                .body(http_body_util::Full::default())
-                .unwrap(),
-        )
-        .await;
-        assert_eq!(ready.status, 503);
+        assert_eq!(get_plain(health, "/readyz").await.status, 503);
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // Then the listener closes and the gateway stops.
-    tokio::time::timeout(Duration::from_secs(15), &mut gw.task)
+    tokio::time::timeout(Duration::from_secs(15), gw.stop())
         .await
         .expect("stopped after the delay and the drain")
-        .unwrap()
         .unwrap();
     assert!(start.elapsed() >= Duration::from_secs(4));
     assert!(
-        TcpStream::connect(gw.addr).await.is_err(),
+        TcpStream::connect(addr).await.is_err(),
         "still accepting after the stop"
     );
 }
@@ -240,8 +216,8 @@ async fn a_stream_open_at_shutdown_gets_the_shutdown_grace_not_the_max_age_grace
     cfg.handshake_timeout = Duration::from_secs(5);
     cfg.shutdown_grace = Duration::from_secs(4);
     cfg.max_connection_age_grace = Duration::from_millis(200);
-    let mut gw = Running::start(cfg).await;
-    let channel = grpc(gw.addr, tls(&pki.server_ca, None, &["h2"]))
+    let gw = start(cfg).await;
+    let channel = grpc(gw.addr(), tls(&pki.server_ca, None, &["h2"]))
         .await
         .unwrap();
     let mut stream = HealthClient::new(channel)
@@ -268,9 +244,8 @@ async fn a_stream_open_at_shutdown_gets_the_shutdown_grace_not_the_max_age_grace
         Ok(end) => panic!("the stream ended within the shutdown grace: {end:?}"),
     }
     drop(stream);
-    tokio::time::timeout(Duration::from_secs(6), &mut gw.task)
+    tokio::time::timeout(Duration::from_secs(6), gw.stop())
         .await
         .expect("stopped")
-        .unwrap()
         .unwrap();
 }

@@ -10,16 +10,15 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use openshell_server::{Config, Gateway};
+use openshell_server::{Config, Gateway, GatewayHandle};
 use rustls::ClientConfig;
 use rustls_pki_types::ServerName;
 use tls_reload::TlsFiles;
 use tls_reload::testing::{Leaf, SecretVolumes, TestCa, client_config};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
 use tonic::transport::{Channel, Endpoint};
 
 /// A client config for the gateway with the given ALPN.
@@ -49,6 +48,23 @@ pub async fn grpc(
         .await
 }
 
+/// A TLS connection to `addr` offering the one ALPN protocol `alpn`.
+pub async fn connect(addr: SocketAddr, ca: &TestCa, alpn: &str) -> TlsStream<TcpStream> {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    TlsConnector::from(tls(ca, None, &[alpn]))
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap()
+}
+
+/// `GET path` over plaintext HTTP/1.1 (the health port).
+pub async fn get_plain(addr: SocketAddr, path: &str) -> Reply {
+    let req = http::Request::get(format!("http://localhost{path}"))
+        .body(Full::default())
+        .unwrap();
+    send(TcpStream::connect(addr).await.unwrap(), Http::One, req).await
+}
+
 /// HTTP version to use in [`get`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Http {
@@ -68,11 +84,7 @@ pub async fn get(
         Http::One => "http/1.1",
         Http::Two => "h2",
     };
-    let tcp = TcpStream::connect(addr).await.unwrap();
-    let tls = TlsConnector::from(tls(ca, None, &[alpn]))
-        .connect(ServerName::try_from("localhost").unwrap(), tcp)
-        .await
-        .unwrap();
+    let tls = connect(addr, ca, alpn).await;
     let req = http::Request::get(format!("https://localhost{path}"))
         .body(Full::default())
         .unwrap();
@@ -154,43 +166,7 @@ pub fn test_config(files: TlsFiles) -> Config {
     config
 }
 
-/// A gateway serving in this process until `stop` is sent or dropped.
-pub struct Running {
-    pub addr: SocketAddr,
-    pub health: Option<SocketAddr>,
-    pub acceptor: Option<tls_reload::ReloadableAcceptor>,
-    stop: Option<oneshot::Sender<()>>,
-    pub task: JoinHandle<openshell_server::Result<()>>,
-}
-
-impl Running {
-    pub async fn start(config: Config) -> Self {
-        let gateway = Gateway::bind(config).await.unwrap();
-        let addr = gateway.local_addr().unwrap();
-        let health = gateway.health_addr();
-        let acceptor = gateway.acceptor().cloned();
-        let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(gateway.serve(async move {
-            let _ = rx.await;
-        }));
-        Self {
-            addr,
-            health,
-            acceptor,
-            stop: Some(tx),
-            task,
-        }
-    }
-
-    /// Starts the shutdown (as SIGTERM does) without waiting for it.
-    pub fn begin_shutdown(&mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-    }
-
-    pub async fn stop(mut self) {
-        self.begin_shutdown();
-        (&mut self.task).await.unwrap().unwrap();
-    }
+/// A gateway serving `config` in this process until stopped or dropped.
+pub async fn start(config: Config) -> GatewayHandle {
+    Gateway::spawn(config).await.unwrap()
 }

@@ -11,14 +11,13 @@ use std::time::{Duration, Instant};
 
 use openshell_server::pb::GetTlsStatusRequest;
 use openshell_server::pb::gateway_client::GatewayClient;
-use openshell_server::{Config, Gateway, TlsMode};
+use openshell_server::{Config, Gateway, GatewayHandle, TlsMode};
 use rustls::ClientConfig;
 use rustls_pki_types::ServerName;
 use tls_reload::testing::{AtomicWriter, Leaf, TestCa};
-use tls_reload::{ReloadEvent, ReloadableAcceptor};
+use tls_reload::ReloadEvent;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsConnector;
 use tonic::transport::Channel;
@@ -27,43 +26,17 @@ use crate::interleave::{Schedule, interleave_flag, summarize};
 use crate::load::{self, After, ClientSpec, Clients, Published};
 use crate::util::{self, Row, Settings};
 
-/// A gateway serving in this process until stopped.
-pub(crate) struct Running {
-    pub(crate) addr: SocketAddr,
-    pub(crate) acceptor: Option<ReloadableAcceptor>,
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<openshell_server::Result<()>>,
+/// Starts a gateway serving `config` in this process.
+pub(crate) async fn start(config: Config) -> GatewayHandle {
+    Gateway::spawn(config).await.expect("gateway bind")
 }
 
-impl Running {
-    pub(crate) async fn start(config: Config) -> Self {
-        let gateway = Gateway::bind(config).await.expect("gateway bind");
-        let addr = gateway.local_addr().expect("gateway address");
-        let acceptor = gateway.acceptor().cloned();
-        let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(gateway.serve(async move {
-            let _ = rx.await;
-        }));
-        Self {
-            addr,
-            acceptor,
-            stop: Some(tx),
-            task,
-        }
-    }
-
-    pub(crate) async fn stop(mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        let abort = self.task.abort_handle();
-        if tokio::time::timeout(Duration::from_secs(20), &mut self.task)
-            .await
-            .is_err()
-        {
-            println!("   gateway did not stop within 20 s; aborting it");
-            abort.abort();
-        }
+/// Stops a gateway started by [`start`], waiting at most 20 s.
+pub(crate) async fn stop(gateway: GatewayHandle) {
+    match tokio::time::timeout(Duration::from_secs(20), gateway.stop()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => println!("   gateway stopped with an error: {e}"),
+        Err(_) => println!("   gateway did not stop within 20 s; leaving it"),
     }
 }
 
@@ -146,13 +119,13 @@ pub(crate) async fn rotations_under_load(s: &Settings) -> Vec<Row> {
     let tmp = util::volume_dir();
     let debounce = Duration::from_millis(10);
     let (writer, config) = volume_config(tmp.path(), &ca, &leaves[0], debounce);
-    let gateway = Running::start(config).await;
-    let acceptor = gateway.acceptor.clone().expect("TLS gateway");
+    let gateway = start(config).await;
+    let acceptor = gateway.acceptor().cloned().expect("TLS gateway");
     let mut events = acceptor.subscribe();
-    let (fail0, timeout0) = server_failures(gateway.addr, &ca).await;
+    let (fail0, timeout0) = server_failures(gateway.addr(), &ca).await;
 
     let spec = ClientSpec {
-        addr: gateway.addr,
+        addr: gateway.addr(),
         config: load::client(ca.cert_pem(), &["h2"]),
         after: After::Close,
         published: Some(published.clone()),
@@ -204,9 +177,9 @@ pub(crate) async fn rotations_under_load(s: &Settings) -> Vec<Row> {
     let handshakes = clients.ok() - ok0;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let counters = clients.stop().await;
-    let (fail1, timeout1) = server_failures(gateway.addr, &ca).await;
+    let (fail1, timeout1) = server_failures(gateway.addr(), &ca).await;
     let status = acceptor.status();
-    gateway.stop().await;
+    stop(gateway).await;
 
     let failed = counters.failed.load(Ordering::Relaxed);
     let total = counters.ok.load(Ordering::Relaxed);
@@ -359,8 +332,8 @@ pub(crate) async fn grpc(s: &Settings) -> Vec<Row> {
     let (_writer, tls_config) = volume_config(tmp.path(), &ca, &leaf, Duration::from_secs(1));
     let mut plain_config = tls_config.clone();
     plain_config.tls = TlsMode::Disabled;
-    let tls_gw = Running::start(tls_config).await;
-    let plain_gw = Running::start(plain_config).await;
+    let tls_gw = start(tls_config).await;
+    let plain_gw = start(plain_config).await;
     let client_tls = load::client(ca.cert_pem(), &["h2"]);
 
     let schedule = Schedule {
@@ -382,10 +355,10 @@ pub(crate) async fn grpc(s: &Settings) -> Vec<Row> {
 
     // Unary calls over one HTTP/2 connection per gateway.
     println!("   one connection: {callers} concurrent callers sharing one channel per gateway");
-    let tls_ch = channel(tls_gw.addr, Some(client_tls.clone()))
+    let tls_ch = channel(tls_gw.addr(), Some(client_tls.clone()))
         .await
         .expect("gRPC channel (TLS)");
-    let plain_ch = channel(plain_gw.addr, None)
+    let plain_ch = channel(plain_gw.addr(), None)
         .await
         .expect("gRPC channel (plaintext)");
     let loops = {
@@ -407,7 +380,7 @@ pub(crate) async fn grpc(s: &Settings) -> Vec<Row> {
     println!("   new connection: {conn_loops} loops of connect + handshake + HTTP/2 + one call");
     let loops = {
         let use_tls = use_tls.clone();
-        let (tls_addr, plain_addr) = (tls_gw.addr, plain_gw.addr);
+        let (tls_addr, plain_addr) = (tls_gw.addr(), plain_gw.addr());
         Loops::start(conn_loops, limit, move || {
             let (addr, cfg) = if use_tls.load(Ordering::Relaxed) {
                 (tls_addr, Some(client_tls.clone()))
@@ -425,8 +398,8 @@ pub(crate) async fn grpc(s: &Settings) -> Vec<Row> {
     let (f, e) = loops.stop().await;
     failed += f;
     first_error = first_error.or(e);
-    tls_gw.stop().await;
-    plain_gw.stop().await;
+    stop(tls_gw).await;
+    stop(plain_gw).await;
 
     let error = first_error
         .map(|e| format!(" (first: {e})"))

@@ -23,7 +23,7 @@ use tls_reload::testing::{Leaf, TestCa};
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
-use crate::gateway::{Running, volume_config};
+use crate::gateway::{start, stop, volume_config};
 use crate::load;
 use crate::util::{self, Row, Settings};
 
@@ -51,7 +51,7 @@ pub(crate) async fn request_path(s: &Settings) -> Vec<Row> {
     // Audit events to a file, so that they do not interleave with the
     // benchmark's output.
     config.ocsf = openshell_server::OcsfTarget::File(tmp.path().join("audit.jsonl"));
-    let gateway = Running::start(config).await;
+    let gateway = start(config).await;
     let static_tls = server_config(&leaf);
     let (hyper_addr, hyper_task) = bare_hyper(static_tls).await;
     let (tonic_addr, tonic_task) = bare_tonic(&leaf).await;
@@ -84,14 +84,14 @@ pub(crate) async fn request_path(s: &Settings) -> Vec<Row> {
     };
     let mut http_arms = vec![
         Arm::new("bare hyper", http(hyper_addr), None, None),
-        Arm::new("gateway", http(gateway.addr), None, None),
+        Arm::new("gateway", http(gateway.addr()), None, None),
     ];
     if let Ok(n) = &nginx {
         http_arms.push(Arm::new("nginx", http(n.addr), None, Some(n.child.id())));
     }
     let mut grpc_arms = vec![
         Arm::new("bare tonic", grpc(tonic_addr), Some(body.clone()), None),
-        Arm::new("gateway", grpc(gateway.addr), Some(body.clone()), None),
+        Arm::new("gateway", grpc(gateway.addr()), Some(body.clone()), None),
     ];
     if let Ok(b) = &binary {
         let pid = Some(b.child.id());
@@ -112,7 +112,7 @@ pub(crate) async fn request_path(s: &Settings) -> Vec<Row> {
             }
         }
     }
-    gateway.stop().await;
+    stop(gateway).await;
     hyper_task.abort();
     tonic_task.abort();
     let nginx_missing = nginx.as_ref().err().cloned().unwrap_or_default();

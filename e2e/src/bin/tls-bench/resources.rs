@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use tls_reload::testing::TestCa;
 use tls_reload::{ReloadOutcome, ReloadableAcceptor, Trigger};
 
-use crate::gateway::{Running, volume_config};
+use crate::gateway::{start, stop, volume_config};
 use crate::util::{self, Row, Settings};
 
 /// Figure 5a and 5c: RSS before and after many reloads, and the cost of
@@ -140,15 +140,14 @@ pub(crate) async fn idle_cpu(s: &Settings) -> Vec<Row> {
     let tmp = util::volume_dir();
     // Production timings: debounce 1 s, poll every 30 s.
     let (_writer, config) = volume_config(tmp.path(), &ca, &leaf, Duration::from_secs(1));
-    let gateway = Running::start(config).await;
+    let gateway = start(config).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (pct, ns_pct, used) = cpu_over(wall).await;
     let mode = gateway
-        .acceptor
-        .as_ref()
+        .acceptor()
         .map(|a| a.status().watcher.to_string())
         .unwrap_or_default();
-    gateway.stop().await;
+    stop(gateway).await;
     println!(
         "   {:.1} ms CPU in {} s = {pct:.3} % of one core (schedstat {ns_pct:.4} %); \
          same process without gateway over {} ms: {base_pct:.3} % (schedstat {base_ns_pct:.4} %); \
