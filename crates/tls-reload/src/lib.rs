@@ -106,6 +106,7 @@ mod error;
 mod event;
 mod info;
 mod load;
+mod reload;
 mod watch;
 
 #[cfg(feature = "testing")]

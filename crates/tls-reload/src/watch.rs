@@ -18,9 +18,9 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::acceptor::Shared;
 use crate::config::{TlsFiles, WatchOptions};
 use crate::event::{Trigger, WatcherMode};
+use crate::reload::Shared;
 
 /// The running watcher of one [`ReloadableAcceptor`].
 ///
