@@ -104,6 +104,7 @@ mod acceptor;
 mod config;
 mod error;
 mod event;
+mod fingerprint;
 mod info;
 mod load;
 mod reload;
@@ -119,5 +120,6 @@ pub use event::{
     Degraded, LastAttempt, ReloadCount, ReloadEvent, ReloadFailure, ReloadOutcome, Reloaded,
     Subscription, TlsStatus, Trigger, WatcherMode,
 };
-pub use info::{CertInfo, CertParseError, fingerprint_sha256, format_rfc3339};
+pub use fingerprint::{Fingerprint, ParseFingerprintError};
+pub use info::{CertInfo, CertParseError, format_rfc3339};
 pub use watch::Watcher;

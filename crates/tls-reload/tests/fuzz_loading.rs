@@ -43,7 +43,7 @@ use rustls_pki_types::pem::{SectionKind, SliceIter};
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 use tls_reload::testing::{Leaf, LeafOptions, TestCa, client_config, handshake, serve};
 use tls_reload::{
-    ClientAuth, Error, ReloadOutcome, ReloadableAcceptor, TlsFiles, Trigger, fingerprint_sha256,
+    ClientAuth, Error, Fingerprint, ReloadOutcome, ReloadableAcceptor, TlsFiles, Trigger,
 };
 
 // === Configuration ===
@@ -1256,13 +1256,13 @@ fn check_error(err: &Error, files: &TlsFiles, written: &[Written]) -> Result<(),
 }
 
 /// The fingerprint of the first certificate of a file the library loaded.
-fn first_cert_fingerprint(bytes: &[u8]) -> String {
+fn first_cert_fingerprint(bytes: &[u8]) -> Fingerprint {
     let sections = sections(bytes).expect("the library loaded this PEM");
     let (_, der) = sections
         .iter()
         .find(|(kind, _)| *kind == SectionKind::Certificate)
         .expect("a loaded file has a certificate");
-    fingerprint_sha256(der)
+    Fingerprint::of(der)
 }
 
 async fn build(

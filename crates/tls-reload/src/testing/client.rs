@@ -14,8 +14,8 @@ use tokio::task::JoinHandle;
 use tokio_rustls::TlsConnector;
 
 use super::Leaf;
+use crate::Fingerprint;
 use crate::ReloadableAcceptor;
-use crate::info::fingerprint_sha256;
 
 /// A client config trusting the CA certificates in `ca_pem`, presenting
 /// `identity` when given. Uses the ring provider.
@@ -80,7 +80,7 @@ pub async fn handshake(addr: SocketAddr, config: Arc<ClientConfig>) -> io::Resul
     let fingerprint = conn
         .peer_certificates()
         .and_then(|c| c.first())
-        .map(|c| fingerprint_sha256(c))
+        .map(|c| Fingerprint::of(c).to_string())
         .ok_or_else(|| io::Error::other("no server certificate"))?;
     Ok(HandshakeInfo {
         fingerprint,
@@ -105,7 +105,7 @@ pub async fn served_fingerprint(addr: SocketAddr, config: Arc<ClientConfig>) -> 
         .1
         .peer_certificates()
         .and_then(|c| c.first())
-        .map(|c| fingerprint_sha256(c))
+        .map(|c| Fingerprint::of(c).to_string())
         .ok_or_else(|| io::Error::other("no server certificate"))
 }
 

@@ -12,7 +12,7 @@ use rcgen::{
 use rustls_pki_types::CertificateDer;
 use time::OffsetDateTime;
 
-use crate::info::fingerprint_sha256;
+use crate::Fingerprint;
 
 /// A certificate authority that issues server and client certificates.
 pub struct TestCa {
@@ -24,7 +24,7 @@ pub struct TestCa {
 impl fmt::Debug for TestCa {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TestCa")
-            .field("fingerprint", &fingerprint_sha256(&self.cert_der))
+            .field("fingerprint", &Fingerprint::of(&self.cert_der))
             .finish_non_exhaustive()
     }
 }
@@ -85,7 +85,8 @@ pub struct Leaf {
     pub key_pem: String,
     /// The leaf certificate, DER.
     pub cert_der: CertificateDer<'static>,
-    /// SHA-256 fingerprint of the leaf, as `openssl` prints it.
+    /// SHA-256 fingerprint of the leaf, as `openssl` prints it (the text of
+    /// [`Fingerprint`]).
     pub fingerprint: String,
     /// The serial number's bytes.
     pub serial: Vec<u8>,
@@ -193,7 +194,7 @@ impl TestCa {
         Leaf {
             cert_pem: cert.pem(),
             key_pem: key.serialize_pem(),
-            fingerprint: fingerprint_sha256(cert.der()),
+            fingerprint: Fingerprint::of(cert.der()).to_string(),
             cert_der: cert.der().clone(),
             serial: serial.to_bytes(),
         }
