@@ -9,7 +9,7 @@ use rustls::ServerConfig;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::config::{LoadOptions, TlsFiles, WatchOptions};
-use crate::error::Error;
+use crate::error::{Error, SettingsError};
 use crate::event::{ReloadFailure, ReloadOutcome, Subscription, TlsStatus, Trigger};
 use crate::reload::Shared;
 use crate::watch::{self, Watcher};
@@ -264,9 +264,7 @@ impl Builder {
     /// outside a tokio runtime.
     pub fn start(self) -> Result<(ReloadableAcceptor, Watcher), Error> {
         if tokio::runtime::Handle::try_current().is_err() {
-            return Err(Error::Settings(
-                "the watcher needs a tokio runtime: call start() inside one".into(),
-            ));
+            return Err(Error::Settings(SettingsError::NoRuntime));
         }
         let pending = watch::Pending::new(&self.files, self.watch.clone());
         let acceptor = self.build()?;

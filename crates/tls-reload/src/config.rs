@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
+use crate::error::SettingsError;
+
 /// Whether and how clients must present a certificate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[non_exhaustive]
@@ -128,22 +130,17 @@ impl TlsFiles {
     }
 
     pub(crate) fn check(&self) -> Result<(), crate::Error> {
-        match (self.client_auth, &self.client_ca) {
-            (ClientAuth::None, Some(ca)) => Err(crate::Error::Settings(format!(
-                "client CA {} given with client auth mode none; use optional or required",
-                ca.display()
-            ))),
+        let problem = match (self.client_auth, &self.client_ca) {
+            (ClientAuth::None, Some(ca)) => SettingsError::ClientCaWithoutAuth(ca.clone()),
             (ClientAuth::Optional | ClientAuth::Required, None) => {
-                Err(crate::Error::Settings(format!(
-                    "client auth mode {} needs a client CA bundle",
-                    self.client_auth
-                )))
+                SettingsError::AuthWithoutClientCa(self.client_auth)
             }
-            _ if !self.crls.is_empty() && self.client_ca.is_none() => Err(crate::Error::Settings(
-                "CRLs need a client CA bundle: they only apply to client certificates".into(),
-            )),
-            _ => Ok(()),
-        }
+            _ if !self.crls.is_empty() && self.client_ca.is_none() => {
+                SettingsError::CrlsWithoutClientCa
+            }
+            _ => return Ok(()),
+        };
+        Err(crate::Error::Settings(problem))
     }
 }
 

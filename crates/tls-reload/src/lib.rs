@@ -115,7 +115,7 @@ pub mod testing;
 
 pub use acceptor::{Builder, ReloadableAcceptor};
 pub use config::{ClientAuth, TlsFiles};
-pub use error::{Error, FileRole};
+pub use error::{CertError, Error, FileKind, FileRole, KeyError, PemError, SettingsError};
 pub use event::{
     Degraded, LastAttempt, ReloadCount, ReloadEvent, ReloadFailure, ReloadOutcome, Reloaded,
     Subscription, TlsStatus, Trigger, WatcherMode,

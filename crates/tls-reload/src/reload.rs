@@ -95,6 +95,10 @@ impl Drop for ClearOnDrop<'_> {
     }
 }
 
+/// A failed attempt's error with its identity: the digest of the file
+/// content it was about, or of its message when no content was read.
+type Failed = Box<(Error, Digest)>;
+
 enum Prepared {
     Unchanged,
     New(Box<Served>),
@@ -230,7 +234,8 @@ impl Shared {
                 self.publish(ReloadEvent::Reloaded(reloaded.clone()));
                 Ok(ReloadOutcome::Reloaded(reloaded))
             }
-            Err((error, id)) => {
+            Err(failed) => {
+                let (error, id) = *failed;
                 self.failed.fetch_add(1, Ordering::Relaxed);
                 self.by_trigger[trigger.index()][1].fetch_add(1, Ordering::Relaxed);
                 let failure = Arc::new(ReloadFailure {
@@ -270,13 +275,10 @@ impl Shared {
     /// block on slow or network file systems: never on the async workers),
     /// for at most the read timeout. A read that times out keeps its thread
     /// until the file system answers; until then no other read starts.
-    async fn prepare_bounded(
-        self: &Arc<Self>,
-        previous: &Arc<Served>,
-    ) -> Result<Prepared, (Error, Digest)> {
+    async fn prepare_bounded(self: &Arc<Self>, previous: &Arc<Served>) -> Result<Prepared, Failed> {
         let failed = |error: Error| {
             let id = digest_str(&error.to_string());
-            Err((error, id))
+            Err(Box::new((error, id)))
         };
         let timeout = self.load.read_timeout;
         let timed_out = |still_waiting| {
@@ -306,7 +308,7 @@ impl Shared {
         });
         match tokio::time::timeout(timeout, task).await {
             Ok(Ok(prepared)) => prepared,
-            Ok(Err(e)) => failed(Error::Task(e.to_string())),
+            Ok(Err(e)) => failed(Error::Task(e)),
             Err(_) => timed_out(false),
         }
     }
@@ -314,16 +316,16 @@ impl Shared {
     /// Reads, compares and builds; runs on a blocking thread. The error
     /// comes with an identity so repeated identical failures can be told
     /// apart from new ones.
-    fn prepare(&self, served: &Served) -> Result<Prepared, (Error, Digest)> {
+    fn prepare(&self, served: &Served) -> Result<Prepared, Failed> {
         let inputs = Inputs::read(&self.files, self.load.max_file_size).map_err(|e| {
             let id = digest_str(&e.to_string());
-            (e, id)
+            Box::new((e, id))
         })?;
         let content_hash = inputs.content_hash(self.files.client_auth);
         if content_hash == served.content_hash {
             return Ok(Prepared::Unchanged);
         }
-        let fail = |e: Error| (e, content_hash);
+        let fail = |e: Error| Box::new((e, content_hash));
         let parsed = Parsed::parse(&self.files, &inputs, &self.provider).map_err(fail)?;
 
         check_validity(&self.files, &self.load, &served.cert, &parsed.cert).map_err(fail)?;

@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 
 use common::*;
 use tls_reload::testing::{LeafOptions, TestCa, client_config, handshake};
-use tls_reload::{ClientAuth, Error, FileRole, ReloadableAcceptor, TlsFiles, Trigger};
+use tls_reload::{ClientAuth, Error, FileKind, FileRole, ReloadableAcceptor, TlsFiles, Trigger};
 
 struct Files {
     _tmp: tempfile::TempDir,
@@ -269,7 +269,16 @@ async fn a_fifo_is_refused_without_blocking() {
         .expect("opening a FIFO must not block")
         .unwrap()
         .unwrap_err();
-    assert!(matches!(err, Error::NotAFile { kind: "FIFO", .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            Error::NotAFile {
+                kind: FileKind::Fifo,
+                ..
+            }
+        ),
+        "{err}"
+    );
 }
 
 #[test]
@@ -281,7 +290,7 @@ fn a_directory_is_not_a_file() {
         matches!(
             err,
             Error::NotAFile {
-                kind: "directory",
+                kind: FileKind::Directory,
                 ..
             }
         ),
