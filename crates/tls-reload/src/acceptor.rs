@@ -23,6 +23,32 @@ use crate::watch::{self, Watcher};
 /// connections keep the config they started with.
 ///
 /// Build one with [`ReloadableAcceptor::builder`].
+///
+/// # Example
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let volumes = tls_reload::testing::SecretVolumes::new();
+/// # let (cert, key) = (volumes.server.path("tls.crt"), volumes.server.path("tls.key"));
+/// use tls_reload::{ReloadableAcceptor, TlsFiles};
+///
+/// let (acceptor, watcher) = ReloadableAcceptor::builder(TlsFiles::new(cert, key))
+///     .alpn(["h2", "http/1.1"])
+///     .start()?;
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+/// # let addr = listener.local_addr()?;
+/// # let client = tls_reload::testing::client_config(volumes.server_ca.cert_pem(), None);
+/// # let probe = tokio::spawn(tls_reload::testing::handshake(addr, client));
+/// let (tcp, _) = listener.accept().await?;
+/// let tls = acceptor.accept(tcp).await?;
+/// assert_eq!(tls.get_ref().1.alpn_protocol(), None);
+/// # drop(tls);
+/// # let _ = probe.await; // the client saw the connection close
+/// watcher.shutdown().await;
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct ReloadableAcceptor {
     shared: Arc<Shared>,
@@ -40,7 +66,8 @@ impl fmt::Debug for ReloadableAcceptor {
 }
 
 impl ReloadableAcceptor {
-    /// Starts configuring an acceptor for `files`.
+    /// Starts configuring an acceptor for `files`, with the settings listed
+    /// under [`Builder`]'s defaults.
     pub fn builder(files: TlsFiles) -> Builder {
         Builder {
             files,
@@ -103,11 +130,51 @@ impl ReloadableAcceptor {
     /// While the watcher is degraded to polling, a new subscription starts
     /// with that [`ReloadEvent::Degraded`], so every subscriber learns of it
     /// exactly once, however late it subscribed.
+    ///
+    /// [`ReloadEvent::Degraded`]: crate::ReloadEvent::Degraded
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let mut volumes = tls_reload::testing::SecretVolumes::new();
+    /// use tls_reload::{ReloadEvent, ReloadableAcceptor, Trigger};
+    ///
+    /// let acceptor = ReloadableAcceptor::builder(volumes.files()).build()?;
+    /// let mut events = acceptor.subscribe();
+    /// let renewed = volumes.rotate(); // kubelet swaps the Secret volume
+    /// acceptor.reload_now(Trigger::Api).await?;
+    /// match events.recv().await {
+    ///     Some(ReloadEvent::Reloaded(r)) => assert_eq!(r.current.fingerprint_sha256, renewed.fingerprint),
+    ///     other => panic!("{other:?}"),
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn subscribe(&self) -> Subscription {
         self.shared.subscribe()
     }
 
     /// What is served and how reloading has gone.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let volumes = tls_reload::testing::SecretVolumes::new();
+    /// use std::time::{Duration, SystemTime};
+    /// use tls_reload::{ReloadableAcceptor, WatcherMode};
+    ///
+    /// let acceptor = ReloadableAcceptor::builder(volumes.files()).build()?;
+    /// let status = acceptor.status();
+    /// assert_eq!(status.generation, 1);
+    /// assert_eq!(status.watcher, WatcherMode::Off); // built without a watcher
+    /// assert!(status.cert.remaining_at(SystemTime::now()) > Duration::from_secs(86_400));
+    /// println!("serving {} until {:?}", status.cert.fingerprint_sha256, status.cert.not_after);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn status(&self) -> TlsStatus {
         self.shared.status()
     }
@@ -122,6 +189,40 @@ impl ReloadableAcceptor {
 ///
 /// The initial load happens in [`build`](Self::build) or
 /// [`start`](Self::start), so a missing or invalid file fails fast there.
+///
+/// # Defaults
+///
+/// | setting | default |
+/// | --- | --- |
+/// | [`alpn`](Self::alpn) | none |
+/// | [`max_file_size`](Self::max_file_size) | 1 MiB |
+/// | [`not_before_tolerance`](Self::not_before_tolerance) | 5 minutes |
+/// | [`session_cache_size`](Self::session_cache_size) | 1024 sessions |
+/// | [`read_timeout`](Self::read_timeout) | 10 s |
+/// | [`debounce`](Self::debounce) | 1 s |
+/// | [`max_delay`](Self::max_delay) | 5 s |
+/// | [`poll_interval`](Self::poll_interval) | 30 s |
+/// | [`retry_backoff`](Self::retry_backoff) | 250 ms |
+/// | [`poll_only`](Self::poll_only) | false |
+///
+/// # Example
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let volumes = tls_reload::testing::SecretVolumes::new();
+/// # let (cert, key) = (volumes.server.path("tls.crt"), volumes.server.path("tls.key"));
+/// use std::time::Duration;
+/// use tls_reload::{ReloadableAcceptor, TlsFiles};
+///
+/// let acceptor = ReloadableAcceptor::builder(TlsFiles::new(cert, key))
+///     .alpn(["h2"])
+///     .debounce(Duration::from_millis(200))
+///     .poll_interval(Duration::from_secs(10))
+///     .build()?; // no watcher: reloads only on reload_now
+/// assert_eq!(acceptor.server_config().alpn_protocols, [b"h2".to_vec()]);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 #[must_use]
 pub struct Builder {

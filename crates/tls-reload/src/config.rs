@@ -52,7 +52,20 @@ impl FromStr for ClientAuth {
 /// directory at each reload. In Kubernetes, point them at the user-visible
 /// names in the mounted Secret directory (`/etc/tls/tls.crt`), never at the
 /// `..data` or timestamped directories, which kubelet replaces.
+///
+/// # Example
+///
+/// ```
+/// use tls_reload::{ClientAuth, TlsFiles};
+///
+/// let files = TlsFiles::new("/etc/tls/tls.crt", "/etc/tls/tls.key")
+///     .client_ca("/etc/client-ca/ca.crt", ClientAuth::Required)
+///     .crl("/etc/client-ca/ca.crl");
+/// assert_eq!(files.client_auth(), ClientAuth::Required);
+/// assert_eq!(files.paths().count(), 4);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct TlsFiles {
     pub(crate) cert: PathBuf,
     pub(crate) key: PathBuf,

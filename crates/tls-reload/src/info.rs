@@ -58,10 +58,16 @@ impl CertInfo {
     /// certificate.
     ///
     /// ```
-    /// use tls_reload::{CertInfo, CertParseError};
+    /// use tls_reload::{CertInfo, CertParseError, Fingerprint};
+    ///
+    /// # let der = tls_reload::testing::TestCa::new("ca").server().cert_der.to_vec();
+    /// let info = CertInfo::from_der(&der)?;
+    /// assert_eq!(info.fingerprint_sha256, Fingerprint::of(&der));
+    /// assert_eq!(info.subject, "CN=localhost");
     ///
     /// let err = CertInfo::from_der(b"not a certificate").unwrap_err();
     /// assert!(matches!(err, CertParseError::Malformed(_)));
+    /// # Ok::<(), CertParseError>(())
     /// ```
     pub fn from_der(der: &[u8]) -> Result<Self, CertParseError> {
         let (rest, cert) =

@@ -29,6 +29,23 @@ use crate::reload::Shared;
 /// There is no other way to start one than
 /// [`Builder::start`](crate::Builder::start), so an acceptor never has two.
 ///
+/// # Example
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let volumes = tls_reload::testing::SecretVolumes::new();
+/// use tls_reload::{ReloadableAcceptor, WatcherMode};
+///
+/// let (acceptor, watcher) = ReloadableAcceptor::builder(volumes.files()).start()?;
+/// assert_ne!(acceptor.status().watcher, WatcherMode::Off);
+/// // Keep `watcher` alive while serving; on shutdown:
+/// watcher.shutdown().await;
+/// assert_eq!(acceptor.status().watcher, WatcherMode::Off);
+/// # Ok(())
+/// # }
+/// ```
+///
 /// [`ReloadableAcceptor`]: crate::ReloadableAcceptor
 #[must_use = "dropping the Watcher stops watching"]
 pub struct Watcher {

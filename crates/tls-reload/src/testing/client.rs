@@ -50,6 +50,7 @@ pub fn client_config(ca_pem: &str, identity: Option<&Leaf>) -> Arc<ClientConfig>
 
 /// What one handshake saw.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct HandshakeInfo {
     /// Fingerprint of the leaf the server presented (for a resumed session:
     /// the leaf of the original session).

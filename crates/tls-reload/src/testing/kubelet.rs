@@ -27,6 +27,22 @@ const DATA_TMP: &str = "..data_tmp";
 /// 6. removes the previous timestamped directory (DELETE).
 ///
 /// The user-visible files never receive a MODIFY event.
+///
+/// # Example
+///
+/// ```
+/// # fn main() -> std::io::Result<()> {
+/// # let tmp = tempfile::tempdir()?;
+/// use tls_reload::testing::AtomicWriter;
+///
+/// let volume = AtomicWriter::new(tmp.path().join("tls"))?;
+/// volume.write(&[("tls.crt", b"one")])?;
+/// volume.write(&[("tls.crt", b"two")])?;
+/// assert_eq!(std::fs::read(volume.path("tls.crt"))?, b"two");
+/// assert!(std::fs::symlink_metadata(volume.path("tls.crt"))?.is_symlink());
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 pub struct AtomicWriter {
     dir: PathBuf,

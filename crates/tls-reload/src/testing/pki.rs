@@ -15,6 +15,19 @@ use time::OffsetDateTime;
 use crate::Fingerprint;
 
 /// A certificate authority that issues server and client certificates.
+///
+/// # Example
+///
+/// ```
+/// use tls_reload::CertInfo;
+/// use tls_reload::testing::TestCa;
+///
+/// let ca = TestCa::new("example CA");
+/// let leaf = ca.server();
+/// let info = CertInfo::from_der(&leaf.cert_der).unwrap();
+/// assert_eq!(info.fingerprint_sha256, leaf.fingerprint);
+/// assert!(info.dns_names.iter().any(|n| n == "localhost"));
+/// ```
 pub struct TestCa {
     issuer: Issuer<'static, KeyPair>,
     cert_pem: String,
@@ -31,6 +44,7 @@ impl fmt::Debug for TestCa {
 
 /// What to put in a leaf certificate.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct LeafOptions {
     /// Common name.
     pub common_name: String,
@@ -78,6 +92,7 @@ impl LeafOptions {
 
 /// An issued certificate with its private key, both PEM.
 #[derive(Clone)]
+#[non_exhaustive]
 pub struct Leaf {
     /// The leaf certificate, PEM.
     pub cert_pem: String,
