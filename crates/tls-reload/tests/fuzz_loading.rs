@@ -240,60 +240,16 @@ impl Material {
     }
 }
 
-/// The ECPrivateKey (SEC1) inside a PKCS#8 EC key.
+/// The ECPrivateKey (SEC1) inside a PKCS#8 EC key: the OCTET STRING after
+/// the version and the algorithm.
 fn pkcs8_to_sec1(pkcs8: &[u8]) -> Vec<u8> {
-    let (_, seq, _) = tlv(pkcs8).unwrap();
-    let (_, _version, rest) = tlv(seq).unwrap();
-    let (_, _algorithm, rest) = tlv(rest).unwrap();
-    let (tag, sec1, _) = tlv(rest).unwrap();
-    assert_eq!(tag, 0x04, "OCTET STRING");
-    sec1.to_vec()
-}
-
-/// Splits one DER TLV: tag, contents, rest.
-fn tlv(der: &[u8]) -> Option<(u8, &[u8], &[u8])> {
-    let (&tag, rest) = der.split_first()?;
-    let (&first, mut rest) = rest.split_first()?;
-    let len = if first < 0x80 {
-        usize::from(first)
-    } else {
-        let n = usize::from(first & 0x7f);
-        let (bytes, after) = rest.split_at_checked(n)?;
-        rest = after;
-        bytes.iter().fold(0, |acc, &b| (acc << 8) | usize::from(b))
-    };
-    let (contents, rest) = rest.split_at_checked(len)?;
-    Some((tag, contents, rest))
-}
-
-fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |acc, (i, &b)| acc | (u32::from(b) << (16 - 8 * i)));
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(char::from(ALPHABET[(n >> (18 - 6 * i)) as usize & 63]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+    let (_, info) = x509_parser::der_parser::parse_der(pkcs8).unwrap();
+    info.as_sequence().unwrap()[2].as_slice().unwrap().to_vec()
 }
 
 fn pem_text(label: &str, der: &[u8]) -> String {
-    let b64 = base64(der);
-    let mut out = format!("-----BEGIN {label}-----\n");
-    for line in b64.as_bytes().chunks(64) {
-        out.push_str(std::str::from_utf8(line).unwrap());
-        out.push('\n');
-    }
-    out.push_str(&format!("-----END {label}-----\n"));
-    out
+    let lf = pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF);
+    pem::encode_config(&pem::Pem::new(label, der), lf)
 }
 
 /// The sections as the library's PEM reader sees them, or `None` when it
@@ -352,9 +308,9 @@ fn label() -> impl Strategy<Value = Label> {
     ]
 }
 
-/// Edits of DER bytes before they are wrapped in PEM.
+/// Byte edits: of DER before it is wrapped in PEM, or of a whole file.
 #[derive(Debug, Clone)]
-enum DerEdit {
+enum Edit {
     Set(Index, u8),
     Flip(Index, u8),
     Insert(Index, Vec<u8>),
@@ -370,20 +326,26 @@ enum DerEdit {
     },
 }
 
-fn der_edit() -> impl Strategy<Value = DerEdit> {
+fn edit() -> impl Strategy<Value = Edit> {
+    let inserted = prop_oneof![
+        Just(vec![0u8]),
+        vec(0x80u8..=0xff, 1..4),
+        Just(b"\xef\xbb\xbf".to_vec()),
+        vec(any::<u8>(), 1..8),
+    ];
     prop_oneof![
-        3 => (any::<Index>(), any::<u8>()).prop_map(|(i, b)| DerEdit::Set(i, b)),
-        3 => (any::<Index>(), 0u8..8).prop_map(|(i, b)| DerEdit::Flip(i, b)),
-        1 => (any::<Index>(), vec(any::<u8>(), 1..8)).prop_map(|(i, b)| DerEdit::Insert(i, b)),
-        1 => (any::<Index>(), 1u8..16).prop_map(|(i, n)| DerEdit::Delete(i, n)),
-        1 => any::<Index>().prop_map(DerEdit::Truncate),
-        1 => vec(any::<u8>(), 1..8).prop_map(DerEdit::Append),
+        3 => (any::<Index>(), any::<u8>()).prop_map(|(i, b)| Edit::Set(i, b)),
+        3 => (any::<Index>(), 0u8..8).prop_map(|(i, b)| Edit::Flip(i, b)),
+        2 => (any::<Index>(), inserted).prop_map(|(i, b)| Edit::Insert(i, b)),
+        1 => (any::<Index>(), 1u8..16).prop_map(|(i, n)| Edit::Delete(i, n)),
+        1 => any::<Index>().prop_map(Edit::Truncate),
+        1 => vec(any::<u8>(), 1..8).prop_map(Edit::Append),
         3 => (any::<Index>(), any::<Index>(), b'0'..=b'9')
-            .prop_map(|(time, digit, to)| DerEdit::TimeDigit { time, digit, to }),
+            .prop_map(|(time, digit, to)| Edit::TimeDigit { time, digit, to }),
     ]
 }
 
-impl DerEdit {
+impl Edit {
     fn apply(&self, der: &mut Vec<u8>) {
         let len = der.len();
         match self {
@@ -431,7 +393,7 @@ enum Base {
     MutatedDer {
         item: Item,
         label: Option<Label>,
-        edits: Vec<DerEdit>,
+        edits: Vec<Edit>,
     },
     Bytes(Vec<u8>),
 }
@@ -465,7 +427,7 @@ fn base(preferred: &'static [Item]) -> impl Strategy<Value = Base> {
         4 => (
             select(preferred),
             proptest::option::weighted(0.2, label()),
-            vec(der_edit(), 1..4),
+            vec(edit(), 1..4),
         )
             .prop_map(|(item, label, edits)| Base::MutatedDer { item, label, edits }),
         1 => random_bytes().prop_map(Base::Bytes),
@@ -503,7 +465,6 @@ enum Cut {
     InEndLine(Index),
     /// The last newline dropped.
     FinalNewline,
-    Anywhere(Index),
 }
 
 fn cut() -> impl Strategy<Value = Cut> {
@@ -514,7 +475,6 @@ fn cut() -> impl Strategy<Value = Cut> {
         any::<Index>().prop_map(Cut::AtBodyLineEnd),
         any::<Index>().prop_map(Cut::InEndLine),
         Just(Cut::FinalNewline),
-        any::<Index>().prop_map(Cut::Anywhere),
     ]
 }
 
@@ -531,7 +491,7 @@ enum Eol {
 enum Mutation {
     FlipBodyBit(Index, u8),
     SetBodyByte(Index, u8),
-    FlipBit(Index, u8),
+    Bytes(Edit),
     Truncate(Cut),
     DuplicateLine(Line),
     RemoveLine(Line),
@@ -561,7 +521,6 @@ enum Mutation {
         len: usize,
         fill: u8,
     },
-    Insert(Index, Vec<u8>),
 }
 
 fn garbage() -> impl Strategy<Value = Vec<u8>> {
@@ -593,7 +552,7 @@ fn mutation() -> impl Strategy<Value = Mutation> {
             ]
         )
             .prop_map(|(i, b)| Mutation::SetBodyByte(i, b)),
-        1 => (any::<Index>(), 0u8..8).prop_map(|(i, b)| Mutation::FlipBit(i, b)),
+        3 => edit().prop_map(Mutation::Bytes),
         4 => cut().prop_map(Mutation::Truncate),
         2 => line().prop_map(Mutation::DuplicateLine),
         2 => line().prop_map(Mutation::RemoveLine),
@@ -619,16 +578,6 @@ fn mutation() -> impl Strategy<Value = Mutation> {
         1 => select(vec!["", " ", "\\n"]).prop_map(Mutation::Flatten),
         1 => (line(), select(vec![255usize, 4096, 70_000, 300_000]), select(b"Aa=x -".as_slice()))
             .prop_map(|(after, len, fill)| Mutation::LongLine { after, len, fill }),
-        2 => (
-            any::<Index>(),
-            prop_oneof![
-                Just(vec![0u8]),
-                vec(0x80u8..=0xff, 1..4),
-                Just(b"\xef\xbb\xbf".to_vec()),
-                vec(any::<u8>(), 1..8),
-            ]
-        )
-            .prop_map(|(i, b)| Mutation::Insert(i, b)),
     ]
 }
 
@@ -789,7 +738,6 @@ impl Cut {
             Self::AtBodyLineEnd(i) => pick(&body_lines(b, spans), i).map(|n| spans[n].1),
             Self::InEndLine(i) => pick(&lines(is_end), i).map(|l| inside(l, i)),
             Self::FinalNewline => b.last().is_some_and(|&c| c == b'\n').then(|| b.len() - 1),
-            Self::Anywhere(i) => Some(i.index(b.len() + 1)),
         }
     }
 }
@@ -830,10 +778,7 @@ impl Mutation {
                     }
                 }
             }
-            Self::FlipBit(i, bit) if !b.is_empty() => {
-                let p = i.index(b.len());
-                b[p] ^= 1 << *bit;
-            }
+            Self::Bytes(edit) => edit.apply(&mut b),
             Self::Truncate(cut) => {
                 if let Some(p) = cut.position(&b, &spans) {
                     b.truncate(p);
@@ -988,11 +933,6 @@ impl Mutation {
                     b.splice(e..e, long);
                 }
             }
-            Self::Insert(i, bytes) => {
-                let at = i.index(b.len() + 1);
-                b.splice(at..at, bytes.iter().copied());
-            }
-            _ => {}
         }
         b
     }
@@ -1057,16 +997,17 @@ struct Docs {
     crls: [Doc; 2],
 }
 
+/// A file for a role, often left valid, so that most cases break one or
+/// two files and the others are checked not to be blamed.
+fn file(items: &'static [Item]) -> impl Strategy<Value = Doc> {
+    prop_oneof![
+        2 => select(items).prop_map(Doc::pristine),
+        3 => doc(items),
+    ]
+}
+
 fn docs() -> impl Strategy<Value = Docs> {
-    // Each file is often left valid, so that most cases break one or two
-    // files and the others are checked not to be blamed.
-    let role = |items: &'static [Item]| {
-        prop_oneof![
-            2 => select(items).prop_map(Doc::pristine),
-            3 => doc(items),
-        ]
-    };
-    (role(CERTS), role(KEYS), role(CAS), role(CRLS), role(CRLS)).prop_map(
+    (file(CERTS), file(KEYS), file(CAS), file(CRLS), file(CRLS)).prop_map(
         |(cert, key, ca, crl0, crl1)| Docs {
             cert,
             key,
@@ -1554,45 +1495,12 @@ proptest! {
     }
 }
 
-/// Documents for the handshake property: cert/key inputs that often load,
-/// so that successful reloads are common.
+/// Documents for the handshake property: only the pair changes.
 fn pair_docs() -> impl Strategy<Value = Docs> {
-    let light = || {
-        prop_oneof![
-            Just(Vec::new()),
-            vec(
-                prop_oneof![
-                    mutation(),
-                    select(vec![Eol::CrLf, Eol::Cr, Eol::Mixed]).prop_map(Mutation::LineEndings),
-                    garbage().prop_map(Mutation::Prefix),
-                    any::<Index>().prop_map(Mutation::DuplicateSection),
-                ],
-                1..3
-            ),
-        ]
-    };
-    let pair_base = |items: &'static [Item]| {
-        prop_oneof![
-            4 => select(items).prop_map(Base::Pem),
-            2 => vec(select(vec![CertA, CertB, KeyA, KeyB, KeyASec1, ServerCa]), 1..4)
-                .prop_map(Base::Concat),
-            1 => (select(items), vec(der_edit(), 1..3)).prop_map(|(item, edits)| {
-                Base::MutatedDer { item, label: None, edits }
-            }),
-        ]
-    };
-    ((pair_base(CERTS), light()), (pair_base(KEYS), light())).prop_map(|((cb, cm), (kb, km))| {
-        Docs {
-            cert: Doc {
-                base: cb,
-                mutations: cm,
-            },
-            key: Doc {
-                base: kb,
-                mutations: km,
-            },
-            ..Docs::pristine()
-        }
+    (file(CERTS), file(KEYS)).prop_map(|(cert, key)| Docs {
+        cert,
+        key,
+        ..Docs::pristine()
     })
 }
 
