@@ -218,8 +218,13 @@ impl PlainDir {
 
 /// The pair written in place.
 fn plain(dir: &Path, leaf: &Leaf) {
-    fs::write(dir.join("tls.key"), &leaf.key_pem).unwrap();
-    fs::write(dir.join("tls.crt"), &leaf.cert_pem).unwrap();
+    plain_as(dir, leaf, ["tls.key", "tls.crt"]);
+}
+
+/// The key and the certificate written in place under these names.
+fn plain_as(dir: &Path, leaf: &Leaf, [key, cert]: [&str; 2]) {
+    fs::write(dir.join(key), &leaf.key_pem).unwrap();
+    fs::write(dir.join(cert), &leaf.cert_pem).unwrap();
 }
 
 /// `path` replaced through a temporary name and a rename, as most tools do.
@@ -233,7 +238,7 @@ fn replace(path: &Path, contents: &str) {
 async fn serves_the_new_pair_however_a_plain_directory_is_updated() {
     /// How the files are laid out, and how the new pair is put in place.
     type Update = (&'static str, fn(&Path, &Leaf), fn(&Path, &Leaf));
-    let updates: [Update; 3] = [
+    let updates: [Update; 4] = [
         // Truncate-and-write, as editors and `cp` do.
         ("in-place overwrite", plain, plain),
         // Staged elsewhere, hard-linked in under a temporary name, then
@@ -250,6 +255,24 @@ async fn serves_the_new_pair_however_a_plain_directory_is_updated() {
         // tls.crt -> cert-N.pem; the link is replaced in its own directory,
         // the common hand-made layout.
         ("symlink swapped", link_pair, link_pair),
+        // tls.crt -> ../real/server.crt, replaced by a rename in `real`:
+        // the directory of each hop of the link is watched.
+        (
+            "file behind a symlink into another directory",
+            |dir, leaf| {
+                let real = dir.with_file_name("real");
+                fs::create_dir(&real).unwrap();
+                for (name, target) in [("tls.key", "server.key"), ("tls.crt", "server.crt")] {
+                    symlink(real.join(target), dir.join(name)).unwrap();
+                }
+                plain_as(&real, leaf, ["server.key", "server.crt"]);
+            },
+            |dir, leaf| {
+                let real = dir.with_file_name("real");
+                replace(&real.join("server.key"), &leaf.key_pem);
+                replace(&real.join("server.crt"), &leaf.cert_pem);
+            },
+        ),
     ];
     for (name, layout, update) in updates {
         let d = PlainDir::serving(layout).await;
