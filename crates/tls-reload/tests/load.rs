@@ -83,192 +83,104 @@ fn pem(label: &str, der: impl Into<Vec<u8>>) -> String {
     )
 }
 
-/// One bad input: the files to load, the file to blame, and the error.
-struct Case {
-    name: &'static str,
-    files: fn(&Files) -> (TlsFiles, PathBuf),
-    is: fn(&Error) -> bool,
-    /// Text the message must contain.
-    says: &'static str,
-}
+/// One bad input: its name, the files to load and the file to blame, the
+/// error variant, and text the message must contain.
+type Case = (
+    &'static str,
+    fn(&Files) -> (TlsFiles, PathBuf),
+    fn(&Error) -> bool,
+    &'static str,
+);
 
-#[rustfmt::skip] // A table: one case a block.
+#[rustfmt::skip] // A table: one case a row.
 const CASES: &[Case] = &[
-    Case {
-        name: "a missing file",
-        files: |f| f.with_key(f.dir.join("nope.key")),
-        is: |e| matches!(e, Error::Read { role: FileRole::PrivateKey, .. }),
-        says: "No such file",
-    },
-    Case {
-        name: "an empty file",
-        files: |f| f.with_key(f.write("empty.key", "")),
-        is: |e| matches!(e, Error::Empty { role: FileRole::PrivateKey, .. }),
-        says: "is empty",
-    },
-    Case {
-        name: "a whitespace-only file",
-        files: |f| f.with_key(f.write("blank.key", " \n\t\n")),
-        is: |e| matches!(e, Error::Empty { role: FileRole::PrivateKey, .. }),
-        says: "is empty",
-    },
-    Case {
-        name: "a file over the default 1 MiB cap",
-        files: |f| f.with_cert(f.write("big.crt", vec![b'A'; 1024 * 1024 + 1])),
-        is: |e| matches!(e, Error::TooLarge { limit: 1_048_576, .. }),
-        says: "1048576-byte limit",
-    },
-    Case {
-        name: "text without PEM blocks",
-        files: |f| f.with_cert(f.write("notes.crt", "just some text\n")),
-        is: |e| matches!(e, Error::NoPemItem { role: FileRole::Certificate, expected: "CERTIFICATE", .. }),
-        says: "no CERTIFICATE PEM block",
-    },
-    Case {
-        name: "certificate and key swapped",
-        files: |f| (TlsFiles::new(f.valid.key_path(), f.valid.cert_path()), f.valid.key_path().into()),
-        is: |e| matches!(e, Error::NoPemItem { role: FileRole::Certificate, .. }),
-        says: "no CERTIFICATE PEM block",
-    },
-    Case {
-        name: "DER instead of PEM",
-        files: |f| f.with_cert(f.write("tls.der", f.ca.server().cert_der.as_ref())),
-        is: |e| matches!(e, Error::MalformedPem { cause: PemError::Der { .. }, .. }),
-        says: "DER",
-    },
-    Case {
-        name: "a truncated certificate",
-        files: |f| {
-            let pem = f.read(f.valid.cert_path());
-            f.with_cert(f.write("cut.crt", &pem[..pem.len() / 2]))
-        },
-        is: |e| matches!(e, Error::MalformedPem { cause: PemError::MissingEnd { .. }, .. }),
-        says: "END CERTIFICATE",
-    },
-    Case {
-        name: "two keys in one file",
-        files: |f| {
-            let two = format!("{}{}", f.read(f.valid.key_path()), f.ca.server().key_pem);
-            f.with_key(f.write("two.key", two))
-        },
-        is: |e| matches!(e, Error::MultipleKeys { count: 2, .. }),
-        says: "2 private keys",
-    },
-    Case {
-        name: "an encrypted key",
-        files: |f| f.with_key(f.write("enc.key", pem("ENCRYPTED PRIVATE KEY", b"\0"))),
-        is: |e| matches!(e, Error::UnsupportedKey { cause: KeyError::Encrypted, .. }),
-        says: "encrypted",
-    },
-    Case {
-        name: "a DSA key",
-        files: |f| f.with_key(f.write("dsa.key", pem("DSA PRIVATE KEY", b"\0"))),
-        is: |e| matches!(e, Error::UnsupportedKey { cause: KeyError::Dsa, .. }),
-        says: "DSA",
-    },
-    Case {
-        name: "an OpenSSH key",
-        files: |f| f.with_key(f.write("ssh.key", pem("OPENSSH PRIVATE KEY", b"\0"))),
-        is: |e| matches!(e, Error::UnsupportedKey { cause: KeyError::OpenSsh, .. }),
-        says: "OpenSSH",
-    },
-    Case {
-        name: "a PKCS#8 section that ring cannot use",
-        files: |f| f.with_key(f.write("junk.key", pem("PRIVATE KEY", JUNK))),
-        is: |e| matches!(e, Error::UnsupportedKey { cause: KeyError::Rejected(_), .. }),
-        says: "unsupported key",
-    },
-    Case {
-        name: "a key of another certificate",
-        files: |f| f.with_key(f.write("other.key", f.ca.server().key_pem)),
-        is: |e| matches!(e, Error::KeyMismatch { .. }),
-        says: "tls.crt",
-    },
-    Case {
-        name: "a chain in the wrong order",
-        files: |f| {
-            let chain = format!("{}{}", f.ca.cert_pem(), f.read(f.valid.cert_path()));
-            (TlsFiles::new(f.write("chain.crt", chain), f.valid.key_path()), f.valid.key_path().into())
-        },
-        is: |e| matches!(e, Error::KeyMismatch { .. }),
-        says: "does not match",
-    },
-    Case {
-        name: "a directory",
-        files: |f| f.with_cert(f.dir.clone()),
-        is: |e| matches!(e, Error::NotAFile { kind: FileKind::Directory, .. }),
-        says: "is a directory",
-    },
-    Case {
-        name: "a CA bundle with one garbage certificate",
-        files: |f| {
-            let bundle = format!("{}{}", f.ca.cert_pem(), pem("CERTIFICATE", JUNK));
-            f.with_client_ca(f.write("ca.crt", bundle))
-        },
-        is: |e| matches!(e, Error::InvalidCertificate { role: FileRole::ClientCa, index: 1, .. }),
-        says: "certificate #1",
-    },
-    Case {
-        // A key whose first line break was lost: the BEGIN line runs into
-        // the base64, which for a SEC1 key starts with the private scalar.
-        name: "a BEGIN line run into the key",
-        files: |f| {
-            let joined = f.read(f.valid.key_path()).replacen("-----\n", "-----", 1);
-            f.with_key(f.write("joined.key", joined))
-        },
-        is: |e| matches!(e, Error::MalformedPem { .. }),
-        says: "PRIVATE KEY",
-    },
-    Case {
-        // The label of an unterminated section is echoed: a vertical tab or
-        // an escape sequence would break the line or drive a terminal.
-        name: "control characters in a label",
-        files: |f| f.with_cert(f.write("odd.crt", "-----BEGIN \x0bCERT\x1b[2J-----\nMAMCAQA=\n")),
-        is: |e| matches!(e, Error::MalformedPem { cause: PemError::MissingEnd { .. }, .. }),
-        says: r"\u{b}CERT\u{1b}[2J",
-    },
-    Case {
-        // x509-parser reads the CRL and stops; rustls refuses the trailing
-        // byte. The CRL file is to blame, not the valid client CA bundle.
-        name: "a CRL with a trailing byte",
-        files: |f| {
-            let clients = TestCa::new("clients");
-            let mut der = pem::parse(clients.crl(&[])).unwrap().into_contents();
-            der.push(0);
-            let crl = f.write("clients.crl", pem("X509 CRL", der));
-            let (files, _) = f.with_client_ca(f.write("client-ca.crt", clients.cert_pem()));
-            (files.crl(&crl), crl)
-        },
-        is: |e| matches!(e, Error::InvalidCertificate { role: FileRole::Crl, index: 0, .. }),
-        says: "invalid CRL",
-    },
+    ("a missing file", |f| f.with_key(f.dir.join("nope.key")),
+        |e| matches!(e, Error::Read { role: FileRole::PrivateKey, .. }), "No such file"),
+    ("an empty file", |f| f.with_key(f.write("empty.key", "")),
+        |e| matches!(e, Error::Empty { role: FileRole::PrivateKey, .. }), "is empty"),
+    ("a whitespace-only file", |f| f.with_key(f.write("blank.key", " \n\t\n")),
+        |e| matches!(e, Error::Empty { role: FileRole::PrivateKey, .. }), "is empty"),
+    ("a file over the default 1 MiB cap", |f| f.with_cert(f.write("big.crt", vec![b'A'; 1024 * 1024 + 1])),
+        |e| matches!(e, Error::TooLarge { limit: 1_048_576, .. }), "1048576-byte limit"),
+    ("text without PEM blocks", |f| f.with_cert(f.write("notes.crt", "just some text\n")),
+        |e| matches!(e, Error::NoPemItem { role: FileRole::Certificate, expected: "CERTIFICATE", .. }), "no CERTIFICATE PEM block"),
+    ("certificate and key swapped", |f| (TlsFiles::new(f.valid.key_path(), f.valid.cert_path()), f.valid.key_path().into()),
+        |e| matches!(e, Error::NoPemItem { role: FileRole::Certificate, .. }), "no CERTIFICATE PEM block"),
+    ("DER instead of PEM", |f| f.with_cert(f.write("tls.der", f.ca.server().cert_der.as_ref())),
+        |e| matches!(e, Error::MalformedPem { cause: PemError::Der { .. }, .. }), "DER"),
+    ("a truncated certificate", |f| {
+        let pem = f.read(f.valid.cert_path());
+        f.with_cert(f.write("cut.crt", &pem[..pem.len() / 2]))
+    }, |e| matches!(e, Error::MalformedPem { cause: PemError::MissingEnd { .. }, .. }), "END CERTIFICATE"),
+    ("two keys in one file", |f| {
+        let two = format!("{}{}", f.read(f.valid.key_path()), f.ca.server().key_pem);
+        f.with_key(f.write("two.key", two))
+    }, |e| matches!(e, Error::MultipleKeys { count: 2, .. }), "2 private keys"),
+    ("an encrypted key", |f| f.with_key(f.write("enc.key", pem("ENCRYPTED PRIVATE KEY", b"\0"))),
+        |e| matches!(e, Error::UnsupportedKey { cause: KeyError::Encrypted, .. }), "encrypted"),
+    ("a DSA key", |f| f.with_key(f.write("dsa.key", pem("DSA PRIVATE KEY", b"\0"))),
+        |e| matches!(e, Error::UnsupportedKey { cause: KeyError::Dsa, .. }), "DSA"),
+    ("an OpenSSH key", |f| f.with_key(f.write("ssh.key", pem("OPENSSH PRIVATE KEY", b"\0"))),
+        |e| matches!(e, Error::UnsupportedKey { cause: KeyError::OpenSsh, .. }), "OpenSSH"),
+    ("a PKCS#8 section that ring cannot use", |f| f.with_key(f.write("junk.key", pem("PRIVATE KEY", JUNK))),
+        |e| matches!(e, Error::UnsupportedKey { cause: KeyError::Rejected(_), .. }), "unsupported key"),
+    ("a key of another certificate", |f| f.with_key(f.write("other.key", f.ca.server().key_pem)),
+        |e| matches!(e, Error::KeyMismatch { .. }), "tls.crt"),
+    ("a chain in the wrong order", |f| {
+        let chain = format!("{}{}", f.ca.cert_pem(), f.read(f.valid.cert_path()));
+        (TlsFiles::new(f.write("chain.crt", chain), f.valid.key_path()), f.valid.key_path().into())
+    }, |e| matches!(e, Error::KeyMismatch { .. }), "does not match"),
+    ("a directory", |f| f.with_cert(f.dir.clone()),
+        |e| matches!(e, Error::NotAFile { kind: FileKind::Directory, .. }), "is a directory"),
+    ("a CA bundle with one garbage certificate", |f| {
+        let bundle = format!("{}{}", f.ca.cert_pem(), pem("CERTIFICATE", JUNK));
+        f.with_client_ca(f.write("ca.crt", bundle))
+    }, |e| matches!(e, Error::InvalidCertificate { role: FileRole::ClientCa, index: 1, .. }), "certificate #1"),
+    // A key whose first line break was lost: the BEGIN line runs into
+    // the base64, which for a SEC1 key starts with the private scalar.
+    ("a BEGIN line run into the key", |f| {
+        let joined = f.read(f.valid.key_path()).replacen("-----\n", "-----", 1);
+        f.with_key(f.write("joined.key", joined))
+    }, |e| matches!(e, Error::MalformedPem { .. }), "PRIVATE KEY"),
+    // The label of an unterminated section is echoed: a vertical tab or
+    // an escape sequence would break the line or drive a terminal.
+    ("control characters in a label",
+        |f| f.with_cert(f.write("odd.crt", "-----BEGIN \x0bCERT\x1b[2J-----\nMAMCAQA=\n")),
+        |e| matches!(e, Error::MalformedPem { cause: PemError::MissingEnd { .. }, .. }),
+        r"\u{b}CERT\u{1b}[2J"),
+    // x509-parser reads the CRL and stops; rustls refuses the trailing
+    // byte. The CRL file is to blame, not the valid client CA bundle.
+    ("a CRL with a trailing byte", |f| {
+        let clients = TestCa::new("clients");
+        let mut der = pem::parse(clients.crl(&[])).unwrap().into_contents();
+        der.push(0);
+        let crl = f.write("clients.crl", pem("X509 CRL", der));
+        let (files, _) = f.with_client_ca(f.write("client-ca.crt", clients.cert_pem()));
+        (files.crl(&crl), crl)
+    }, |e| matches!(e, Error::InvalidCertificate { role: FileRole::Crl, index: 0, .. }), "invalid CRL"),
 ];
 
 #[test]
 fn every_bad_input_is_its_own_error_naming_the_file_and_quoting_no_key() {
-    for case in CASES {
+    for &(name, files, is, says) in CASES {
         let f = Files::new();
         let key_body = f.read(f.valid.key_path()).lines().nth(1).unwrap()[..12].to_owned();
-        let (files, blamed) = (case.files)(&f);
+        let (files, blamed) = files(&f);
         let err = ReloadableAcceptor::builder(files).build().unwrap_err();
         let text = err.to_string();
-        assert!((case.is)(&err), "{}: {text}", case.name);
-        assert!(text.contains(case.says), "{}: {text}", case.name);
+        assert!(is(&err), "{}: {text}", name);
+        assert!(text.contains(says), "{}: {text}", name);
         assert!(
             text.contains(&blamed.display().to_string()),
             "{}: {text}",
-            case.name
+            name
         );
-        assert_eq!(err.path(), Some(blamed.as_path()), "{}", case.name);
-        assert!(
-            !text.chars().any(char::is_control),
-            "{}: {text:?}",
-            case.name
-        );
+        assert_eq!(err.path(), Some(blamed.as_path()), "{}", name);
+        assert!(!text.chars().any(char::is_control), "{}: {text:?}", name);
         assert!(
             !text.contains(&key_body),
             "{}: key material in {text}",
-            case.name
+            name
         );
     }
 }
