@@ -4,18 +4,33 @@
 
 mod common;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use common::*;
-use rustls::HandshakeKind;
-use rustls::client::Resumption;
+use rustls::ClientConfig;
+use rustls::HandshakeKind::{Full, Resumed};
 use tls_reload::testing::{TestCa, client_config, handshake};
-use tls_reload::{ClientAuth, ReloadableAcceptor, Trigger};
+use tls_reload::{ClientAuth, ReloadOutcome, ReloadableAcceptor, Trigger};
 
-fn resuming(config: Arc<rustls::ClientConfig>) -> Arc<rustls::ClientConfig> {
+/// `config` with a session cache of its own.
+fn resuming(config: Arc<ClientConfig>) -> Arc<ClientConfig> {
     let mut config = (*config).clone();
-    config.resumption = Resumption::in_memory_sessions(64);
+    config.resumption = rustls::client::Resumption::in_memory_sessions(64);
     Arc::new(config)
+}
+
+/// Whether each of `n` handshakes in a row was full or resumed.
+async fn kinds(
+    addr: SocketAddr,
+    client: &Arc<ClientConfig>,
+    n: usize,
+) -> Vec<rustls::HandshakeKind> {
+    let mut kinds = Vec::new();
+    for _ in 0..n {
+        kinds.push(handshake(addr, client.clone()).await.unwrap().kind.unwrap());
+    }
+    kinds
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -24,23 +39,18 @@ async fn sessions_resume_across_a_certificate_only_rotation() {
     let acceptor = fx.builder().build().unwrap();
     let addr = listen(&acceptor).await;
     let client = resuming(fx.client());
-
-    let first = handshake(addr, client.clone()).await.unwrap();
-    assert_eq!(first.kind, Some(HandshakeKind::Full));
-    let again = handshake(addr, client.clone()).await.unwrap();
     assert_eq!(
-        again.kind,
-        Some(HandshakeKind::Resumed),
+        kinds(addr, &client, 2).await,
+        [Full, Resumed],
         "resumption works at all"
     );
 
     let new = fx.rotate();
     let reloaded = acceptor.reload_now(Trigger::Manual).await.unwrap();
     assert_eq!(reloaded.generation(), 2);
-    let after = handshake(addr, client.clone()).await.unwrap();
     assert_eq!(
-        after.kind,
-        Some(HandshakeKind::Resumed),
+        kinds(addr, &client, 1).await,
+        [Resumed],
         "resumed across the rotation"
     );
     // A new client sees the new certificate.
@@ -55,36 +65,14 @@ async fn sessions_do_not_resume_after_the_client_ca_changes() {
     let files = fx.mtls_files(ClientAuth::Required);
     let acceptor = fast(ReloadableAcceptor::builder(files)).build().unwrap();
     let addr = listen(&acceptor).await;
-    let client = resuming(client_config(
-        fx.server_ca.cert_pem(),
-        Some(&clients.client("alice")),
-    ));
-
-    assert_eq!(
-        handshake(addr, client.clone()).await.unwrap().kind,
-        Some(HandshakeKind::Full)
-    );
-    assert_eq!(
-        handshake(addr, client.clone()).await.unwrap().kind,
-        Some(HandshakeKind::Resumed)
-    );
+    let alice = clients.client("alice");
+    let client = resuming(client_config(fx.server_ca.cert_pem(), Some(&alice)));
+    assert_eq!(kinds(addr, &client, 2).await, [Full, Resumed]);
 
     // Alice's CA stays trusted; only the bundle changes.
-    let bundle = format!("{}{}", clients.cert_pem(), more_clients.cert_pem());
-    fx.publish_client_ca(bundle);
-    match acceptor.reload_now(Trigger::Manual).await.unwrap() {
-        tls_reload::ReloadOutcome::Reloaded(r) => assert!(r.trust_changed),
-        other => panic!("expected a reload, got {other:?}"),
-    }
-    let after = handshake(addr, client.clone()).await.unwrap();
-    assert_eq!(
-        after.kind,
-        Some(HandshakeKind::Full),
-        "no resumption across a trust change"
-    );
-    // And the new trust's sessions resume again.
-    assert_eq!(
-        handshake(addr, client).await.unwrap().kind,
-        Some(HandshakeKind::Resumed)
-    );
+    fx.publish_client_ca(format!("{}{}", clients.cert_pem(), more_clients.cert_pem()));
+    let outcome = acceptor.reload_now(Trigger::Manual).await.unwrap();
+    assert!(matches!(outcome, ReloadOutcome::Reloaded(r) if r.trust_changed));
+    // No resumption across a trust change; the new trust's sessions resume.
+    assert_eq!(kinds(addr, &client, 2).await, [Full, Resumed]);
 }
