@@ -440,6 +440,8 @@ enum Line {
     Any(Index),
     Begin(Index),
     End(Index),
+    /// Any line inside a section.
+    Body(Index),
     /// The first line of a section's body.
     FirstBody(Index),
 }
@@ -449,32 +451,8 @@ fn line() -> impl Strategy<Value = Line> {
         any::<Index>().prop_map(Line::Any),
         any::<Index>().prop_map(Line::Begin),
         any::<Index>().prop_map(Line::End),
+        any::<Index>().prop_map(Line::Body),
         any::<Index>().prop_map(Line::FirstBody),
-    ]
-}
-
-/// Where a file is cut.
-#[derive(Debug, Clone)]
-enum Cut {
-    InBeginLine(Index),
-    /// Right after the BEGIN line, with or without its newline.
-    AfterBeginLine(Index, bool),
-    InBody(Index),
-    /// At the end of a body line, before its newline.
-    AtBodyLineEnd(Index),
-    InEndLine(Index),
-    /// The last newline dropped.
-    FinalNewline,
-}
-
-fn cut() -> impl Strategy<Value = Cut> {
-    prop_oneof![
-        any::<Index>().prop_map(Cut::InBeginLine),
-        (any::<Index>(), any::<bool>()).prop_map(|(i, nl)| Cut::AfterBeginLine(i, nl)),
-        any::<Index>().prop_map(Cut::InBody),
-        any::<Index>().prop_map(Cut::AtBodyLineEnd),
-        any::<Index>().prop_map(Cut::InEndLine),
-        Just(Cut::FinalNewline),
     ]
 }
 
@@ -489,10 +467,19 @@ enum Eol {
 
 #[derive(Debug, Clone)]
 enum Mutation {
+    /// A bit flipped, or a byte set, in the body of a section.
     FlipBodyBit(Index, u8),
     SetBodyByte(Index, u8),
     Bytes(Edit),
-    Truncate(Cut),
+    /// The file cut after `line`, inside it at `at` or at its end, with or
+    /// without the newline.
+    Truncate {
+        line: Line,
+        at: Option<Index>,
+        newline: bool,
+    },
+    /// The last newline dropped.
+    DropFinalNewline,
     DuplicateLine(Line),
     RemoveLine(Line),
     /// New labels on the BEGIN and/or the END line of one section.
@@ -537,38 +524,26 @@ fn garbage() -> impl Strategy<Value = Vec<u8>> {
     ]
 }
 
-fn whitespace() -> impl Strategy<Value = &'static str> {
-    select(vec![" ", "\t", "  \t ", "\u{a0}", "\x0b", "\x0c", "\r"])
-}
-
 fn mutation() -> impl Strategy<Value = Mutation> {
+    const B64ISH: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=-_. *";
+    let whitespace = select(vec![" ", "\t", "  \t ", "\u{a0}", "\x0b", "\x0c", "\r"]);
+    let relabeled = prop_oneof![Just((true, true)), Just((true, false)), Just((false, true))];
     prop_oneof![
         4 => (any::<Index>(), 0u8..8).prop_map(|(i, b)| Mutation::FlipBodyBit(i, b)),
-        2 => (
-            any::<Index>(),
-            prop_oneof![
-                select(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=-_. *".as_slice()),
-                any::<u8>(),
-            ]
-        )
+        2 => (any::<Index>(), prop_oneof![select(B64ISH), any::<u8>()])
             .prop_map(|(i, b)| Mutation::SetBodyByte(i, b)),
         3 => edit().prop_map(Mutation::Bytes),
-        4 => cut().prop_map(Mutation::Truncate),
+        4 => (line(), proptest::option::of(any::<Index>()), any::<bool>())
+            .prop_map(|(line, at, newline)| Mutation::Truncate { line, at, newline }),
+        1 => Just(Mutation::DropFinalNewline),
         2 => line().prop_map(Mutation::DuplicateLine),
         2 => line().prop_map(Mutation::RemoveLine),
-        3 => (
-            any::<Index>(),
-            label(),
-            prop_oneof![Just((true, true)), Just((true, false)), Just((false, true))],
-        )
-            .prop_map(|(section, label, (b, e))| Mutation::Relabel {
-                section,
-                begin: b.then(|| label.clone()),
-                end: e.then_some(label),
-            }),
+        3 => (any::<Index>(), label(), relabeled).prop_map(|(section, label, (b, e))| {
+            Mutation::Relabel { section, begin: b.then(|| label.clone()), end: e.then_some(label) }
+        }),
         1 => any::<Index>().prop_map(Mutation::DuplicateSection),
         2 => select(vec![Eol::CrLf, Eol::Cr, Eol::CrCrLf, Eol::Mixed]).prop_map(Mutation::LineEndings),
-        2 => (line(), whitespace(), any::<bool>())
+        2 => (line(), whitespace, any::<bool>())
             .prop_map(|(line, ws, trailing)| Mutation::Whitespace { line, ws, trailing }),
         1 => (line(), select(vec!["", " ", "\t", "\r"])).prop_map(|(l, ws)| Mutation::BlankLine(l, ws)),
         2 => line().prop_map(Mutation::JoinLine),
@@ -591,14 +566,8 @@ struct Doc {
 /// A file for a role: mostly documents of that role, often untouched, so
 /// that valid combinations (and hence `Ok`) come up too.
 fn doc(preferred: &'static [Item]) -> impl Strategy<Value = Doc> {
-    (
-        base(preferred),
-        prop_oneof![
-            3 => Just(Vec::new()),
-            4 => vec(mutation(), 1..4),
-        ],
-    )
-        .prop_map(|(base, mutations)| Doc { base, mutations })
+    let mutations = prop_oneof![3 => Just(Vec::new()), 4 => vec(mutation(), 1..4)];
+    (base(preferred), mutations).prop_map(|(base, mutations)| Doc { base, mutations })
 }
 
 impl Doc {
@@ -654,28 +623,25 @@ fn is_end(line: &[u8]) -> bool {
     trim_start(line).starts_with(b"-----END")
 }
 
-/// `(start, end)` of each line, the newline excluded.
-fn spans(b: &[u8]) -> Vec<(usize, usize)> {
-    let mut out = Vec::new();
-    let mut start = 0;
-    for (i, &c) in b.iter().enumerate() {
-        if c == b'\n' {
-            out.push((start, i));
-            start = i + 1;
-        }
-    }
-    if start < b.len() {
-        out.push((start, b.len()));
-    }
-    out
+/// The indexes of `lines` that `f` holds for.
+fn lines_where(lines: &[Vec<u8>], f: fn(&[u8]) -> bool) -> Vec<usize> {
+    (0..lines.len()).filter(|&n| f(&lines[n])).collect()
+}
+
+/// `(BEGIN line, END line or none)` of each section.
+fn sections_of(lines: &[Vec<u8>]) -> Vec<(usize, Option<usize>)> {
+    let end_after = |n: usize| (n + 1..lines.len()).find(|&m| is_end(&lines[m]));
+    lines_where(lines, is_begin)
+        .into_iter()
+        .map(|n| (n, end_after(n)))
+        .collect()
 }
 
 /// Indexes of the lines inside sections that are not BEGIN or END lines.
-fn body_lines(b: &[u8], spans: &[(usize, usize)]) -> Vec<usize> {
+fn body_lines(lines: &[Vec<u8>]) -> Vec<usize> {
     let mut inside = false;
     let mut out = Vec::new();
-    for (n, &(s, e)) in spans.iter().enumerate() {
-        let line = &b[s..e];
+    for (n, line) in lines.iter().enumerate() {
         if is_begin(line) {
             inside = true;
         } else if is_end(line) {
@@ -692,52 +658,19 @@ fn pick<T: Copy>(items: &[T], i: &Index) -> Option<T> {
 }
 
 impl Line {
-    fn resolve(&self, b: &[u8], spans: &[(usize, usize)]) -> Option<usize> {
-        let all: Vec<usize> = (0..spans.len()).collect();
-        let matching = |f: fn(&[u8]) -> bool| -> Vec<usize> {
-            all.iter()
-                .copied()
-                .filter(|&n| f(&b[spans[n].0..spans[n].1]))
-                .collect()
-        };
+    fn resolve(&self, lines: &[Vec<u8>]) -> Option<usize> {
         match self {
-            Self::Any(i) => pick(&all, i),
-            Self::Begin(i) => pick(&matching(is_begin), i),
-            Self::End(i) => pick(&matching(is_end), i),
+            Self::Any(i) => pick(&(0..lines.len()).collect::<Vec<_>>(), i),
+            Self::Begin(i) => pick(&lines_where(lines, is_begin), i),
+            Self::End(i) => pick(&lines_where(lines, is_end), i),
+            Self::Body(i) => pick(&body_lines(lines), i),
             Self::FirstBody(i) => {
-                let firsts: Vec<usize> = matching(is_begin)
-                    .into_iter()
+                let firsts: Vec<usize> = (lines_where(lines, is_begin).into_iter())
                     .map(|n| n + 1)
-                    .filter(|&n| n < spans.len())
+                    .filter(|&n| n < lines.len())
                     .collect();
                 pick(&firsts, i)
             }
-        }
-    }
-}
-
-impl Cut {
-    fn position(&self, b: &[u8], spans: &[(usize, usize)]) -> Option<usize> {
-        let lines = |f: fn(&[u8]) -> bool| -> Vec<(usize, usize)> {
-            spans
-                .iter()
-                .copied()
-                .filter(|&(s, e)| f(&b[s..e]))
-                .collect()
-        };
-        let inside = |(s, e): (usize, usize), i: &Index| s + i.index(e - s + 1);
-        match self {
-            Self::InBeginLine(i) => pick(&lines(is_begin), i).map(|l| inside(l, i)),
-            Self::AfterBeginLine(i, newline) => {
-                pick(&lines(is_begin), i).map(|(_, e)| (e + usize::from(*newline)).min(b.len()))
-            }
-            Self::InBody(i) => {
-                let body = body_lines(b, spans);
-                pick(&body, i).map(|n| inside(spans[n], i))
-            }
-            Self::AtBodyLineEnd(i) => pick(&body_lines(b, spans), i).map(|n| spans[n].1),
-            Self::InEndLine(i) => pick(&lines(is_end), i).map(|l| inside(l, i)),
-            Self::FinalNewline => b.last().is_some_and(|&c| c == b'\n').then(|| b.len() - 1),
         }
     }
 }
@@ -752,189 +685,169 @@ fn relabel(line: &[u8], marker: &[u8], label: &str) -> Vec<u8> {
         .windows(5)
         .position(|w| w == b"-----")
         .unwrap_or(rest.len());
-    let mut out = line[..lead].to_vec();
-    out.extend_from_slice(marker);
-    out.push(b' ');
-    out.extend_from_slice(label.as_bytes());
-    out.extend_from_slice(&rest[dashes..]);
+    [
+        &line[..lead],
+        marker,
+        b" ",
+        label.as_bytes(),
+        &rest[dashes..],
+    ]
+    .concat()
+}
+
+/// Every byte of `breaks` in `b` replaced by what `with` returns for it
+/// (called with the count of replacements so far).
+fn replace_breaks(b: Vec<u8>, breaks: &[u8], with: impl Fn(usize) -> &'static [u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(b.len() * 2);
+    let mut seen = 0;
+    for c in b {
+        if breaks.contains(&c) {
+            out.extend_from_slice(with(seen));
+            seen += 1;
+        } else {
+            out.push(c);
+        }
+    }
     out
 }
 
 impl Mutation {
     fn apply(&self, mut b: Vec<u8>) -> Vec<u8> {
-        let spans = spans(&b);
-        let line_of = |n: usize| spans[n];
+        // Byte-level mutations first; the others edit the lines.
         match self {
-            Self::FlipBodyBit(i, bit) | Self::SetBodyByte(i, bit) => {
-                let positions: Vec<usize> = body_lines(&b, &spans)
-                    .into_iter()
-                    .flat_map(|n| spans[n].0..spans[n].1)
+            Self::Bytes(edit) => edit.apply(&mut b),
+            Self::DropFinalNewline if b.last() == Some(&b'\n') => drop(b.pop()),
+            Self::LineEndings(eol) => {
+                b = replace_breaks(b, b"\n", |n| match eol {
+                    Eol::CrLf => b"\r\n",
+                    Eol::Cr => b"\r",
+                    Eol::CrCrLf => b"\r\r\n",
+                    Eol::Mixed if n % 2 == 1 => b"\r\n",
+                    Eol::Mixed => b"\n",
+                });
+            }
+            Self::Flatten(with) => {
+                b = replace_breaks(b, b"\r\n", |_| with.as_bytes());
+            }
+            Self::Prefix(bytes) => b.splice(0..0, bytes.iter().copied()).for_each(drop),
+            Self::Suffix(bytes) => b.extend_from_slice(bytes),
+            _ => {
+                let mut lines: Vec<Vec<u8>> =
+                    b.split(|&c| c == b'\n').map(<[u8]>::to_vec).collect();
+                self.apply_to_lines(&mut lines);
+                return lines.join(&b'\n');
+            }
+        }
+        b
+    }
+
+    fn apply_to_lines(&self, lines: &mut Vec<Vec<u8>>) {
+        match self {
+            Self::FlipBodyBit(i, value) | Self::SetBodyByte(i, value) => {
+                let positions: Vec<(usize, usize)> = (body_lines(lines).into_iter())
+                    .flat_map(|n| (0..lines[n].len()).map(move |k| (n, k)))
                     .collect();
-                if let Some(p) = pick(&positions, i) {
+                if let Some((n, k)) = pick(&positions, i) {
                     if matches!(self, Self::FlipBodyBit(..)) {
-                        b[p] ^= 1 << (bit % 8);
+                        lines[n][k] ^= 1 << (value % 8);
                     } else {
-                        b[p] = *bit;
+                        lines[n][k] = *value;
                     }
                 }
             }
-            Self::Bytes(edit) => edit.apply(&mut b),
-            Self::Truncate(cut) => {
-                if let Some(p) = cut.position(&b, &spans) {
-                    b.truncate(p);
+            Self::Truncate { line, at, newline } => {
+                if let Some(n) = line.resolve(lines) {
+                    lines.truncate(n + 1);
+                    if let Some(at) = at {
+                        let len = lines[n].len();
+                        lines[n].truncate(at.index(len + 1));
+                    }
+                    if *newline {
+                        lines.push(Vec::new());
+                    }
                 }
             }
             Self::DuplicateLine(l) => {
-                if let Some(n) = l.resolve(&b, &spans) {
-                    let (s, e) = line_of(n);
-                    let mut copy = b[s..e].to_vec();
-                    copy.push(b'\n');
-                    b.splice(s..s, copy);
+                if let Some(n) = l.resolve(lines) {
+                    lines.insert(n, lines[n].clone());
                 }
             }
             Self::RemoveLine(l) => {
-                if let Some(n) = l.resolve(&b, &spans) {
-                    let (s, e) = line_of(n);
-                    b.drain(s..(e + 1).min(b.len()));
+                if let Some(n) = l.resolve(lines) {
+                    lines.remove(n);
                 }
             }
             Self::Relabel {
                 section,
-                begin: new_begin,
-                end: new_end,
+                begin,
+                end,
             } => {
-                let begins: Vec<usize> = (0..spans.len())
-                    .filter(|&n| is_begin(&b[spans[n].0..spans[n].1]))
-                    .collect();
-                if let Some(n) = pick(&begins, section) {
-                    let end = (n + 1..spans.len()).find(|&m| is_end(&b[spans[m].0..spans[m].1]));
-                    // Later line first, so the earlier span stays valid.
-                    if let (Some(m), Some(label)) = (end, new_end) {
-                        let (s, e) = spans[m];
-                        let line = relabel(&b[s..e], b"-----END", &label.0);
-                        b.splice(s..e, line);
+                if let Some((n, m)) = pick(&sections_of(lines), section) {
+                    if let (Some(m), Some(label)) = (m, end) {
+                        lines[m] = relabel(&lines[m], b"-----END", &label.0);
                     }
-                    if let Some(label) = new_begin {
-                        let (s, e) = spans[n];
-                        let line = relabel(&b[s..e], b"-----BEGIN", &label.0);
-                        b.splice(s..e, line);
+                    if let Some(label) = begin {
+                        lines[n] = relabel(&lines[n], b"-----BEGIN", &label.0);
                     }
                 }
             }
             Self::DuplicateSection(i) => {
-                let begins: Vec<usize> = (0..spans.len())
-                    .filter(|&n| is_begin(&b[spans[n].0..spans[n].1]))
-                    .collect();
-                let section = pick(&begins, i).and_then(|n| {
-                    (n + 1..spans.len())
-                        .find(|&m| is_end(&b[spans[m].0..spans[m].1]))
-                        .map(|m| (spans[n].0, (spans[m].1 + 1).min(b.len())))
-                });
-                if let Some((s, e)) = section {
-                    let mut copy = b[s..e].to_vec();
-                    if copy.last() != Some(&b'\n') {
-                        copy.push(b'\n');
-                    }
-                    b.splice(e..e, copy);
+                if let Some((n, Some(m))) = pick(&sections_of(lines), i) {
+                    let copy = lines[n..=m].to_vec();
+                    lines.splice(m + 1..m + 1, copy);
                 }
-            }
-            Self::LineEndings(eol) => {
-                let mut out = Vec::with_capacity(b.len() * 2);
-                let mut odd = false;
-                for c in b {
-                    if c == b'\n' {
-                        match eol {
-                            Eol::CrLf => out.extend_from_slice(b"\r\n"),
-                            Eol::Cr => out.push(b'\r'),
-                            Eol::CrCrLf => out.extend_from_slice(b"\r\r\n"),
-                            Eol::Mixed if odd => out.extend_from_slice(b"\r\n"),
-                            Eol::Mixed => out.push(b'\n'),
-                        }
-                        odd = !odd;
-                    } else {
-                        out.push(c);
-                    }
-                }
-                b = out;
             }
             Self::Whitespace { line, ws, trailing } => {
-                if let Some(n) = line.resolve(&b, &spans) {
-                    let (s, e) = line_of(n);
-                    let at = if *trailing { e } else { s };
-                    b.splice(at..at, ws.bytes());
+                if let Some(n) = line.resolve(lines) {
+                    let at = if *trailing { lines[n].len() } else { 0 };
+                    lines[n].splice(at..at, ws.bytes());
                 }
             }
             Self::BlankLine(line, ws) => {
-                if let Some(n) = line.resolve(&b, &spans) {
-                    let (_, e) = line_of(n);
-                    let mut blank = b"\n".to_vec();
-                    blank.extend_from_slice(ws.as_bytes());
-                    b.splice(e..e, blank);
+                if let Some(n) = line.resolve(lines) {
+                    lines.insert(n + 1, ws.as_bytes().to_vec());
                 }
             }
             Self::JoinLine(line) => {
-                if let Some(n) = line.resolve(&b, &spans) {
-                    let (_, e) = line_of(n);
-                    if e < b.len() {
-                        b.remove(e);
-                    }
+                if let Some(n) = line.resolve(lines).filter(|&n| n + 1 < lines.len()) {
+                    let next = lines.remove(n + 1);
+                    lines[n].extend(next);
                 }
             }
-            Self::Prefix(bytes) => {
-                b.splice(0..0, bytes.iter().copied());
+            Self::LongLine { after, len, fill } => {
+                if let Some(n) = after.resolve(lines) {
+                    lines.insert(n + 1, vec![*fill; *len]);
+                }
             }
-            Self::Suffix(bytes) => b.extend_from_slice(bytes),
             Self::Rewrap(width) => {
-                let mut out = Vec::with_capacity(b.len());
+                let mut out = Vec::with_capacity(lines.len());
                 let mut body: Vec<u8> = Vec::new();
                 let mut inside = false;
-                for &(s, e) in &spans {
-                    let line = &b[s..e];
-                    if is_begin(line) {
+                for line in lines.drain(..) {
+                    if is_begin(&line) {
                         inside = true;
-                    } else if is_end(line) && inside {
+                    } else if is_end(&line) && inside {
                         inside = false;
                         let chunk = if *width == 0 {
                             body.len().max(1)
                         } else {
                             *width
                         };
-                        for part in body.chunks(chunk) {
-                            out.extend_from_slice(part);
-                            out.push(b'\n');
-                        }
+                        out.extend(body.chunks(chunk).map(<[u8]>::to_vec));
                         body.clear();
                     } else if inside {
                         body.extend(line.iter().filter(|c| !c.is_ascii_whitespace()));
                         continue;
                     }
-                    out.extend_from_slice(line);
-                    out.push(b'\n');
+                    out.push(line);
                 }
-                out.extend_from_slice(&body);
-                b = out;
-            }
-            Self::Flatten(with) => {
-                let mut out = Vec::with_capacity(b.len());
-                for c in b {
-                    if c == b'\n' || c == b'\r' {
-                        out.extend_from_slice(with.as_bytes());
-                    } else {
-                        out.push(c);
-                    }
+                if !body.is_empty() {
+                    out.push(body);
                 }
-                b = out;
+                *lines = out;
             }
-            Self::LongLine { after, len, fill } => {
-                if let Some(n) = after.resolve(&b, &spans) {
-                    let (_, e) = line_of(n);
-                    let mut long = vec![b'\n'];
-                    long.resize(*len + 1, *fill);
-                    b.splice(e..e, long);
-                }
-            }
+            _ => {}
         }
-        b
     }
 }
 
