@@ -1042,52 +1042,42 @@ fn must_load(trust: &Trust, written: &[Written], at_startup: bool) -> bool {
 /// Everything an error must be, whatever the input.
 fn check_error(err: &Error, files: &TlsFiles, written: &[Written]) -> Result<(), TestCaseError> {
     let text = err.to_string();
-    let context = || format!("error: {text}\nfiles:{}", describe(written));
-    prop_assert!(
-        !text.contains([
-            '\n', '\r', '\u{b}', '\u{c}', '\u{85}', '\u{2028}', '\u{2029}'
-        ]),
-        "the error is more than one line\n{}",
-        context()
-    );
-    prop_assert!(
+    // `prop_assert!` with the error and the files after the message.
+    macro_rules! check {
+        ($cond:expr, $($msg:tt)+) => {
+            prop_assert!($cond, "{}\nerror: {text}\nfiles:{}", format!($($msg)+), describe(written))
+        };
+    }
+    let breaks = [
+        '\n', '\r', '\u{b}', '\u{c}', '\u{85}', '\u{2028}', '\u{2029}',
+    ];
+    check!(!text.contains(breaks), "the error is more than one line");
+    check!(
         !text.chars().any(char::is_control),
-        "the error contains control characters\n{}",
-        context()
+        "the error contains control characters"
     );
-    if let Some(w) = MATERIAL
+    let quoted = MATERIAL
         .key_windows
         .iter()
-        .find(|w| text.contains(w.as_str()))
-    {
-        prop_assert!(
-            false,
-            "the error quotes key material ({w:?})\n{}",
-            context()
-        );
-    }
+        .find(|w| text.contains(w.as_str()));
+    check!(
+        quoted.is_none(),
+        "the error quotes key material ({quoted:?})"
+    );
     match err {
-        Error::Task(_) => {
-            // Only a panic in the loading code ends a reload task here.
-            prop_assert!(false, "loading panicked\n{}", context());
-        }
+        // Only a panic in the loading code ends a reload task here.
+        Error::Task(_) => check!(false, "loading panicked"),
         Error::Settings(_) | Error::Rustls(_) => {}
         _ => {
             let path = err.path();
-            prop_assert!(path.is_some(), "names no file\n{}", context());
+            check!(path.is_some(), "names no file");
             let path = path.unwrap();
-            prop_assert!(
+            check!(
                 files.paths().any(|p| p == path),
-                "names {} which is not configured\n{}",
-                path.display(),
-                context()
+                "names {path:?}, which is not configured"
             );
-            prop_assert!(
-                text.contains(&path.display().to_string()),
-                "Display does not name {}\n{}",
-                path.display(),
-                context()
-            );
+            let named = text.contains(&path.display().to_string());
+            check!(named, "Display does not name {path:?}");
             let blamed = written.iter().find(|w| w.path == path).unwrap();
             let innocent = blamed.untouched.is_some_and(|item| match err {
                 // Names both files: either one may be the wrong one.
@@ -1097,12 +1087,10 @@ fn check_error(err: &Error, files: &TlsFiles, written: &[Written]) -> Result<(),
                 Error::Expired { .. } | Error::NotYetValid { .. } => CURRENT_CERTS.contains(&item),
                 _ => blamed.role.valid_items().contains(&item),
             });
-            prop_assert!(
+            check!(
                 !innocent,
-                "blames the valid {:?} file {}\n{}",
-                blamed.role,
-                path.display(),
-                context()
+                "blames the valid {:?} file {path:?}",
+                blamed.role
             );
         }
     }
@@ -1152,76 +1140,61 @@ async fn reload_step(
     let bytes: Vec<Vec<u8>> = written.iter().map(|w| w.bytes.clone()).collect();
     let outcome = reload(acceptor).await?;
     let after = acceptor.status();
-    let context = || describe(&written);
+    let context = describe(&written);
+    let (generation, fingerprint) = (after.generation, &after.cert.fingerprint_sha256);
+    let unchanged = (before.generation, &before.cert.fingerprint_sha256);
     match outcome {
         Err(failure) => {
             check_error(&failure.error, &dir.files, &written)?;
-            prop_assert!(
-                !must_load(trust, &written, false),
-                "valid files refused: {}{}",
-                failure.error,
-                context()
-            );
+            let error = &failure.error;
+            let refused = !must_load(trust, &written, false);
+            prop_assert!(refused, "valid files refused: {error}{context}");
             prop_assert_eq!(failure.served_generation, before.generation);
-            prop_assert_eq!(after.generation, before.generation, "{}", context());
-            prop_assert_eq!(
-                &after.cert.fingerprint_sha256,
-                &before.cert.fingerprint_sha256,
-                "a failed reload changed the served certificate{}",
-                context()
-            );
+            // A failed reload changes nothing that is served.
+            prop_assert_eq!((generation, fingerprint), unchanged, "{}", context);
             Ok(served)
         }
-        Ok(ReloadOutcome::Unchanged { generation }) => {
-            prop_assert!(
-                bytes == served,
-                "Unchanged, but the bytes differ{}",
-                context()
-            );
-            prop_assert_eq!(generation, before.generation);
-            prop_assert_eq!(after.generation, before.generation);
-            prop_assert_eq!(
-                &after.cert.fingerprint_sha256,
-                &before.cert.fingerprint_sha256
-            );
+        Ok(ReloadOutcome::Unchanged { generation: g }) => {
+            prop_assert!(bytes == served, "Unchanged, but the bytes differ{context}");
+            prop_assert_eq!((g, fingerprint), unchanged);
+            prop_assert_eq!(generation, g);
             Ok(served)
         }
         Ok(ReloadOutcome::Reloaded(r)) => {
-            prop_assert!(bytes != served, "same bytes reloaded{}", context());
-            prop_assert_eq!(r.generation, before.generation + 1);
-            prop_assert_eq!(after.generation, r.generation);
+            prop_assert!(bytes != served, "same bytes reloaded{context}");
             prop_assert_eq!(
-                &r.previous.fingerprint_sha256,
-                &before.cert.fingerprint_sha256
+                (r.generation, &r.previous.fingerprint_sha256),
+                (before.generation + 1, unchanged.1)
             );
             prop_assert_eq!(
-                &after.cert.fingerprint_sha256,
-                &r.current.fingerprint_sha256
+                (generation, fingerprint),
+                (r.generation, &r.current.fingerprint_sha256)
             );
+            let first = first_cert_fingerprint(&bytes[0]);
             prop_assert_eq!(
-                &after.cert.fingerprint_sha256,
-                &first_cert_fingerprint(&bytes[0]),
+                fingerprint,
+                &first,
                 "serves another certificate than the file's first{}",
-                context()
+                context
             );
             // The served leaf was valid, so its replacement must be too.
             let now = SystemTime::now();
             prop_assert!(
                 !after.cert.is_expired_at(now),
-                "an expired replacement was swapped in{}",
-                context()
+                "an expired replacement was swapped in{context}"
             );
+            let not_yet = after.cert.not_before > now + Duration::from_secs(5 * 60);
             prop_assert!(
-                after.cert.not_before <= now + Duration::from_secs(5 * 60),
-                "a not-yet-valid replacement was swapped in{}",
-                context()
+                !not_yet,
+                "a not-yet-valid replacement was swapped in{context}"
             );
             // Trust is what follows the key and the certificate.
+            let trust_changed = bytes[2..] != served[2..];
             prop_assert_eq!(
                 r.trust_changed,
-                bytes[2..] != served[2..],
+                trust_changed,
                 "trust_changed is wrong{}",
-                context()
+                context
             );
             Ok(bytes)
         }
