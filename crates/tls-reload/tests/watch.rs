@@ -1,5 +1,5 @@
-//! Watcher behaviour: what counts as a change, debounce, polling, retries
-//! and manual reloads.
+//! Watcher behaviour: what counts as a change, debounce, polling (chosen,
+//! or after events are lost), retries, manual reloads, and a hung mount.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Test code: a panic is a failed test.
 
@@ -9,7 +9,7 @@ use std::fs;
 use std::time::{Duration, Instant};
 
 use common::*;
-use tls_reload::{ReloadEvent, ReloadOutcome, Trigger, WatcherMode};
+use tls_reload::{Error, ReloadEvent, ReloadOutcome, Trigger, WatcherMode};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn touch_and_unrelated_files_cause_no_reload_and_no_event() {
@@ -82,45 +82,57 @@ async fn a_directory_that_never_goes_quiet_still_reloads_within_max_delay() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn polls_when_event_watching_is_unavailable_and_says_so_once() {
-    let mut fx = Fixture::new();
+async fn polls_when_events_are_lost_at_start_or_later_and_says_so_once() {
     let poll = Duration::from_millis(400);
-    let builder = fx.builder().poll_interval(poll).fail_event_watcher();
-    let (acceptor, _watcher) = builder.start().unwrap();
-    let mut events = acceptor.subscribe();
-    let addr = listen(&acceptor).await;
-    let client = fx.client();
-
-    // The degradation happened at start, before this subscription: it is
-    // replayed, once, and the status reports it.
-    assert_eq!(acceptor.status().watcher, WatcherMode::Polling);
-    match next_event(&mut events).await {
-        ReloadEvent::Degraded(d) => {
-            assert!(d.reason.contains("unavailable"), "{}", d.reason);
-            assert_eq!(d.poll_interval, poll);
+    // Whether the event watcher fails to start (inotify limits), and what
+    // the degradation then says.
+    for (at_start, reason) in [(true, "unavailable"), (false, "event thread")] {
+        let mut fx = Fixture::new();
+        let builder = fx.builder().poll_interval(poll);
+        let builder = if at_start {
+            builder.fail_event_watcher()
+        } else {
+            builder
+        };
+        let (acceptor, mut watcher) = builder.start().unwrap();
+        let mut events = acceptor.subscribe();
+        let addr = listen(&acceptor).await;
+        if !at_start {
+            assert_eq!(acceptor.status().watcher, WatcherMode::Events);
+            watcher.end_event_thread();
         }
-        other => panic!("expected the degradation first, got {other:?}"),
-    }
-    let start = Instant::now();
-    let new = fx.rotate();
-    let reloaded = next_reloaded(&mut events).await;
-    assert_eq!(reloaded.trigger, Trigger::Poll);
-    let took = start.elapsed();
-    assert!(took <= poll + Duration::from_millis(500), "{took:?}");
-    assert_eq!(served(addr, &client).await, new.fingerprint);
+        // A degradation at start came before this subscription: it is
+        // replayed, once, and the status reports it.
+        match next_event(&mut events).await {
+            ReloadEvent::Degraded(d) => {
+                assert!(d.reason.contains(reason), "{}", d.reason);
+                assert_eq!(d.poll_interval, poll);
+            }
+            other => panic!("expected the degradation first, got {other:?}"),
+        }
+        assert_eq!(acceptor.status().watcher, WatcherMode::Polling);
+        let start = Instant::now();
+        let new = fx.rotate();
+        let reloaded = next_reloaded(&mut events).await;
+        assert_eq!(reloaded.trigger, Trigger::Poll);
+        assert_eq!(reloaded.current.fingerprint_sha256, new.fingerprint);
+        let took = start.elapsed();
+        assert!(took <= poll + Duration::from_millis(500), "{took:?}");
+        assert_eq!(served(addr, &fx.client()).await, new.fingerprint);
 
-    // A later subscriber learns of it too, once; no further degraded
-    // events for anyone while it keeps polling.
-    let mut late = acceptor.subscribe();
-    assert!(matches!(
-        next_event(&mut late).await,
-        ReloadEvent::Degraded(_)
-    ));
-    tokio::join!(
-        no_event(&mut events, poll * 3),
-        no_event(&mut late, poll * 3)
-    );
-    assert_eq!(acceptor.status().watcher, WatcherMode::Polling);
+        // A later subscriber learns of it too, once; no further degraded
+        // events for anyone while it keeps polling.
+        let mut late = acceptor.subscribe();
+        assert!(matches!(
+            next_event(&mut late).await,
+            ReloadEvent::Degraded(_)
+        ));
+        tokio::join!(
+            no_event(&mut events, poll * 3),
+            no_event(&mut late, poll * 3)
+        );
+        assert_eq!(acceptor.status().watcher, WatcherMode::Polling);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -242,4 +254,64 @@ async fn every_subscriber_receives_every_event_in_order() {
         }
         assert_eq!(seen, generations);
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_read_times_out_blocks_no_later_caller_and_never_the_shutdown() {
+    let fx = Fixture::new();
+    let (acceptor, watcher) = fx
+        .builder()
+        .read_delay(Duration::from_secs(3))
+        .read_timeout(Duration::from_millis(300))
+        .start()
+        .unwrap();
+
+    let start = Instant::now();
+    let failure = acceptor.reload_now(Trigger::Api).await.unwrap_err();
+    let took = start.elapsed();
+    assert!(
+        took < Duration::from_secs(2),
+        "waited {took:?} for a hung read"
+    );
+    let Error::ReadTimedOut {
+        dir,
+        still_waiting: false,
+        ..
+    } = &failure.error
+    else {
+        panic!("expected a timeout, got {failure}");
+    };
+    assert_eq!(dir, fx.server.dir());
+    let msg = failure.error.to_string();
+    assert!(
+        msg.contains(&fx.server.dir().display().to_string()),
+        "{msg}"
+    );
+
+    // The hung read still holds its thread: the next reload does not
+    // start another one, and says why at once.
+    let start = Instant::now();
+    let again = acceptor.reload_now(Trigger::Signal).await.unwrap_err();
+    // At once: well under the read timeout it would otherwise wait.
+    let took = start.elapsed();
+    assert!(took < Duration::from_secs(1), "{took:?}");
+    let still_waiting = matches!(
+        again.error,
+        Error::ReadTimedOut {
+            still_waiting: true,
+            ..
+        }
+    );
+    assert!(still_waiting, "{again}");
+    // The served config is untouched, and handshakes go on.
+    assert_eq!(acceptor.status().generation, 1);
+    let addr = listen(&acceptor).await;
+    assert_eq!(served(addr, &fx.client()).await, fx.leaf.fingerprint);
+
+    // A shutdown does not wait for the file system.
+    let start = Instant::now();
+    tokio::time::timeout(Duration::from_secs(1), watcher.shutdown())
+        .await
+        .expect("the watcher stopped while a read was hung");
+    assert!(start.elapsed() < Duration::from_secs(1));
 }
