@@ -352,47 +352,35 @@ async fn keeps_old_pair_while_only_the_cert_of_a_torn_pair_has_landed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn recovers_after_files_are_deleted_then_recreated() {
-    let mut d = PlainDir::serving(plain).await;
-    fs::remove_file(d.dir.join("tls.crt")).unwrap();
-    fs::remove_file(d.dir.join("tls.key")).unwrap();
-    let failure = next_failed(&mut d.events).await;
-    assert!(
-        matches!(failure.error, Error::Read { .. }),
-        "{}",
-        failure.error
-    );
-    assert!(
-        failure.error.to_string().contains("tls.crt"),
-        "{}",
-        failure.error
-    );
-    assert_eq!(d.served().await, d.old.fingerprint);
-
-    plain(&d.dir, &d.new);
-    d.wait_served(&d.new).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rewatches_a_directory_that_was_removed_and_recreated() {
+async fn recovers_and_watches_again_after_the_files_or_their_directory_are_removed() {
     // What sees the changes can only be events: the deletion's, then
     // retries (which re-place the watch once the directory is back), then
     // events on the new directory.
-    let mut d = PlainDir::serving(plain).await;
-    fs::remove_dir_all(&d.dir).unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(d.served().await, d.old.fingerprint, "old cert kept");
-    fs::create_dir(&d.dir).unwrap();
-    plain(&d.dir, &d.new);
-    d.wait_served(&d.new).await;
+    let remove_files: fn(&Path) = |dir| {
+        fs::remove_file(dir.join("tls.crt")).unwrap();
+        fs::remove_file(dir.join("tls.key")).unwrap();
+    };
+    let remove_dir: fn(&Path) = |dir| fs::remove_dir_all(dir).unwrap();
+    for remove in [remove_files, remove_dir] {
+        let mut d = PlainDir::serving(plain).await;
+        remove(&d.dir);
+        let failure = next_failed(&mut d.events).await;
+        let error = &failure.error;
+        assert!(matches!(error, Error::Read { .. }), "{error}");
+        assert!(error.to_string().contains("tls.crt"), "{error}");
+        assert_eq!(d.served().await, d.old.fingerprint, "old cert kept");
+        fs::create_dir_all(&d.dir).unwrap();
+        plain(&d.dir, &d.new);
+        d.wait_served(&d.new).await;
 
-    // The new directory is watched by events again: with no poll and no
-    // retry pending, only an event can bring the next change in.
-    d.events = d.acceptor.subscribe();
-    let newer = d.ca.server();
-    replace(&d.dir.join("tls.key"), &newer.key_pem);
-    replace(&d.dir.join("tls.crt"), &newer.cert_pem);
-    let mismatch = |e: &Error| matches!(e, Error::KeyMismatch { .. });
-    let reloaded = reloaded_to(&mut d.events, &newer.fingerprint, mismatch).await;
-    assert_eq!(reloaded.trigger, Trigger::Watch);
+        // Watched by events again: with no poll and no retry pending, only
+        // an event can bring the next change in.
+        d.events = d.acceptor.subscribe();
+        let newer = d.ca.server();
+        replace(&d.dir.join("tls.key"), &newer.key_pem);
+        replace(&d.dir.join("tls.crt"), &newer.cert_pem);
+        let mismatch = |e: &Error| matches!(e, Error::KeyMismatch { .. });
+        let reloaded = reloaded_to(&mut d.events, &newer.fingerprint, mismatch).await;
+        assert_eq!(reloaded.trigger, Trigger::Watch);
+    }
 }

@@ -150,35 +150,48 @@ async fn poll_only_is_not_a_degradation() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reload_now_reports_reloaded_then_unchanged() {
+async fn reload_now_reports_each_outcome_and_every_subscriber_sees_each_swap_in_order() {
     let mut fx = Fixture::new();
     let acceptor = fx.builder().build().unwrap();
     assert_eq!(acceptor.status().watcher, WatcherMode::Off);
-    let mut events = acceptor.subscribe();
+    let (mut a, mut b) = (acceptor.subscribe(), acceptor.subscribe());
 
-    match acceptor.reload_now(Trigger::Api).await.unwrap() {
-        ReloadOutcome::Unchanged { generation } => assert_eq!(generation, 1),
-        other => panic!("expected unchanged, got {other:?}"),
-    }
-    let new = fx.rotate();
+    let outcome = acceptor.reload_now(Trigger::Api).await.unwrap();
+    assert!(
+        matches!(outcome, ReloadOutcome::Unchanged { generation: 1 }),
+        "{outcome:?}"
+    );
+    fx.rotate();
     // Without a watcher nothing changes by itself.
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(acceptor.status().generation, 1);
 
-    let outcome = acceptor.reload_now(Trigger::Signal).await.unwrap();
-    assert_eq!(outcome.generation(), 2);
-    let reloaded = next_reloaded(&mut events).await;
-    assert_eq!(reloaded.trigger, Trigger::Signal);
-    assert_eq!(reloaded.current.fingerprint_sha256, new.fingerprint);
+    let mut generations = Vec::new();
+    for n in 0..5 {
+        if n > 0 {
+            fx.rotate();
+        }
+        let outcome = acceptor.reload_now(Trigger::Signal).await.unwrap();
+        generations.push((Trigger::Signal, outcome.generation()));
+    }
+    assert_eq!(generations.last(), Some(&(Trigger::Signal, 6)));
+    for sub in [&mut a, &mut b] {
+        let seen: Vec<_> = std::iter::from_fn(|| match sub.try_recv()? {
+            ReloadEvent::Reloaded(r) => Some((r.trigger, r.generation)),
+            _ => None,
+        })
+        .collect();
+        assert_eq!(seen, generations);
+    }
     let status = acceptor.status();
-    assert_eq!(status.cert.fingerprint_sha256, new.fingerprint);
+    assert_eq!(status.cert.fingerprint_sha256, fx.leaf.fingerprint);
     assert_eq!(status.last_attempt.unwrap().trigger, Trigger::Signal);
     // Unchanged is not counted.
     let counts: Vec<_> = (status.by_trigger.iter())
         .map(|c| (c.trigger, c.succeeded, c.failed))
         .filter(|&(_, ok, failed)| ok + failed > 0)
         .collect();
-    assert_eq!(counts, [(Trigger::Signal, 1, 0)]);
+    assert_eq!(counts, [(Trigger::Signal, 5, 0)]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -232,28 +245,6 @@ async fn retries_with_backoff_until_the_files_load() {
     fs::write(fx.server.dir().join("..data").join("tls.key"), &new.key_pem).unwrap();
     let reloaded = next_reloaded(&mut events).await;
     assert_eq!(reloaded.current.fingerprint_sha256, new.fingerprint);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_subscriber_receives_every_event_in_order() {
-    let mut fx = Fixture::new();
-    let acceptor = fx.builder().build().unwrap();
-    let mut a = acceptor.subscribe();
-    let mut b = acceptor.subscribe();
-    let mut generations = Vec::new();
-    for _ in 0..5 {
-        fx.rotate();
-        let outcome = acceptor.reload_now(Trigger::Manual).await.unwrap();
-        generations.push(outcome.generation());
-    }
-    assert_eq!(generations, vec![2, 3, 4, 5, 6]);
-    for sub in [&mut a, &mut b] {
-        let mut seen = Vec::new();
-        while let Some(ReloadEvent::Reloaded(r)) = sub.try_recv() {
-            seen.push(r.generation);
-        }
-        assert_eq!(seen, generations);
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
