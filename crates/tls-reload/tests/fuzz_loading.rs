@@ -27,7 +27,6 @@
 //! draws new cases). A failure prints the minimal recipe and the file
 //! contents; it becomes a named test in `load.rs`.
 
-use std::fmt;
 use std::fs;
 use std::path::PathBuf;
 use std::sync::{Arc, LazyLock};
@@ -274,16 +273,7 @@ fn show(bytes: &[u8]) -> String {
 // === Recipes: how an input is made, shrinkable and printable ===
 
 /// A PEM label, known or not.
-#[derive(Clone)]
-struct Label(String);
-
-impl fmt::Debug for Label {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:?}", self.0)
-    }
-}
-
-fn label() -> impl Strategy<Value = Label> {
+fn label() -> impl Strategy<Value = String> {
     const KNOWN: &[&str] = &[
         "CERTIFICATE",
         "PRIVATE KEY",
@@ -302,9 +292,9 @@ fn label() -> impl Strategy<Value = Label> {
         "",
     ];
     prop_oneof![
-        4 => select(KNOWN).prop_map(|s| Label(s.to_owned())),
-        1 => "[ -~]{0,24}".prop_map(Label),
-        1 => "[^\r\n]{0,12}".prop_map(Label),
+        4 => select(KNOWN).prop_map(str::to_owned),
+        1 => "[ -~]{0,24}",
+        1 => "[^\r\n]{0,12}",
     ]
 }
 
@@ -385,14 +375,14 @@ enum Base {
     Concat(Vec<Item>),
     /// A well-formed PEM section around random DER.
     Wrapped {
-        label: Label,
+        label: String,
         der: Vec<u8>,
     },
     /// The DER of a valid document, edited, in PEM under its own label or
     /// another.
     MutatedDer {
         item: Item,
-        label: Option<Label>,
+        label: Option<String>,
         edits: Vec<Edit>,
     },
     Bytes(Vec<u8>),
@@ -485,8 +475,8 @@ enum Mutation {
     /// New labels on the BEGIN and/or the END line of one section.
     Relabel {
         section: Index,
-        begin: Option<Label>,
-        end: Option<Label>,
+        begin: Option<String>,
+        end: Option<String>,
     },
     DuplicateSection(Index),
     LineEndings(Eol),
@@ -590,13 +580,13 @@ impl Doc {
         let mut bytes = match &self.base {
             Base::Pem(item) => item.pem().to_vec(),
             Base::Concat(items) => items.iter().flat_map(|i| i.pem().to_vec()).collect(),
-            Base::Wrapped { label, der } => pem_text(&label.0, der).into_bytes(),
+            Base::Wrapped { label, der } => pem_text(label, der).into_bytes(),
             Base::MutatedDer { item, label, edits } => {
                 let mut der = item.der();
                 for edit in edits {
                     edit.apply(&mut der);
                 }
-                let label = label.as_ref().map_or(item.label(), |l| l.0.as_str());
+                let label = label.as_deref().unwrap_or(item.label());
                 pem_text(label, &der).into_bytes()
             }
             Base::Bytes(bytes) => bytes.clone(),
@@ -784,10 +774,10 @@ impl Mutation {
             } => {
                 if let Some((n, m)) = pick(&sections_of(lines), section) {
                     if let (Some(m), Some(label)) = (m, end) {
-                        lines[m] = relabel(&lines[m], b"-----END", &label.0);
+                        lines[m] = relabel(&lines[m], b"-----END", label);
                     }
                     if let Some(label) = begin {
-                        lines[n] = relabel(&lines[n], b"-----BEGIN", &label.0);
+                        lines[n] = relabel(&lines[n], b"-----BEGIN", label);
                     }
                 }
             }
