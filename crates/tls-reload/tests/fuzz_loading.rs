@@ -330,9 +330,14 @@ fn edit() -> impl Strategy<Value = Edit> {
         1 => (any::<Index>(), 1u8..16).prop_map(|(i, n)| Edit::Delete(i, n)),
         1 => any::<Index>().prop_map(Edit::Truncate),
         1 => vec(any::<u8>(), 1..8).prop_map(Edit::Append),
-        3 => (any::<Index>(), any::<Index>(), b'0'..=b'9')
-            .prop_map(|(time, digit, to)| Edit::TimeDigit { time, digit, to }),
     ]
+}
+
+/// [`edit`]s, and changes of the digits of DER times.
+fn der_edit() -> impl Strategy<Value = Edit> {
+    let time_digit = (any::<Index>(), any::<Index>(), b'0'..=b'9')
+        .prop_map(|(time, digit, to)| Edit::TimeDigit { time, digit, to });
+    prop_oneof![11 => edit(), 3 => time_digit]
 }
 
 impl Edit {
@@ -417,7 +422,7 @@ fn base(preferred: &'static [Item]) -> impl Strategy<Value = Base> {
         4 => (
             select(preferred),
             proptest::option::weighted(0.2, label()),
-            vec(edit(), 1..4),
+            vec(der_edit(), 1..4),
         )
             .prop_map(|(item, label, edits)| Base::MutatedDer { item, label, edits }),
         1 => random_bytes().prop_map(Base::Bytes),
