@@ -24,7 +24,7 @@ use std::str::FromStr;
 /// assert_eq!(fp, text);
 /// assert_eq!(fp.as_bytes()[0], 0xBA);
 /// ```
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Fingerprint([u8; 32]);
 
 impl Fingerprint {
@@ -152,8 +152,8 @@ mod tests {
         let text = "BA:78:16:BF:8F:01:CF:EA:41:41:40:DE:5D:AE:22:23:B0:03:61:A3:96:17:7A:9C:B4:10:FF:61:F2:00:15:AD";
         let fp = Fingerprint::of(b"abc");
         assert_eq!(fp.to_string(), text);
-        assert_eq!(text.parse::<Fingerprint>(), Ok(fp));
-        assert_eq!(text.to_lowercase().parse::<Fingerprint>(), Ok(fp));
+        assert_eq!(text.parse::<Fingerprint>(), Ok(fp.clone()));
+        assert_eq!(text.to_lowercase().parse::<Fingerprint>(), Ok(fp.clone()));
         assert_eq!(fp, text);
         assert_eq!(String::from(fp), text);
     }
