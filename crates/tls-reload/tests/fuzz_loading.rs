@@ -848,24 +848,17 @@ impl Mutation {
 
 // === Writing the files and checking outcomes ===
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Role {
-    Cert,
-    Key,
-    Ca,
-    Crl,
-}
-
-impl Role {
-    fn valid_items(self) -> &'static [Item] {
-        match self {
-            Self::Cert => CERTS,
-            Self::Key => KEYS,
-            Self::Ca => CAS,
-            Self::Crl => CRLS,
-        }
-    }
-}
+/// The five files a case may configure, by slot: certificate, key,
+/// client CA, two CRLs.
+const SLOTS: [(&str, &[Item]); 5] = [
+    ("tls.crt", CERTS),
+    ("tls.key", KEYS),
+    ("ca.crt", CAS),
+    ("crl0.pem", CRLS),
+    ("crl1.pem", CRLS),
+];
+const CERT: usize = 0;
+const KEY: usize = 1;
 
 /// Which files a case configures and in which client-auth mode.
 #[derive(Debug, Clone)]
@@ -895,15 +888,9 @@ fn trust() -> impl Strategy<Value = Trust> {
     ]
 }
 
-/// The documents of one load: certificate, key, client CA, two CRLs (only
-/// those the trust configures are used).
-#[derive(Debug, Clone)]
-struct Docs {
-    cert: Doc,
-    key: Doc,
-    ca: Doc,
-    crls: [Doc; 2],
-}
+/// The documents of one load, by slot (only those the trust configures
+/// are used).
+type Docs = [Doc; 5];
 
 /// A file for a role, often left valid, so that most cases break one or
 /// two files and the others are checked not to be blamed.
@@ -915,88 +902,70 @@ fn file(items: &'static [Item]) -> impl Strategy<Value = Doc> {
 }
 
 fn docs() -> impl Strategy<Value = Docs> {
-    (file(CERTS), file(KEYS), file(CAS), file(CRLS), file(CRLS)).prop_map(
-        |(cert, key, ca, crl0, crl1)| Docs {
-            cert,
-            key,
-            ca,
-            crls: [crl0, crl1],
-        },
-    )
+    SLOTS.map(|(_, items)| file(items))
 }
 
-impl Docs {
-    fn pristine() -> Self {
-        Self {
-            cert: Doc::pristine(CertA),
-            key: Doc::pristine(KeyA),
-            ca: Doc::pristine(ClientCa),
-            crls: [Doc::pristine(Crl), Doc::pristine(Crl)],
-        }
-    }
+fn pristine() -> Docs {
+    [CertA, KeyA, ClientCa, Crl, Crl].map(Doc::pristine)
 }
 
 /// A written file and how it was made.
 #[derive(Debug)]
 struct Written {
     path: PathBuf,
-    role: Role,
+    slot: usize,
     untouched: Option<Item>,
     bytes: Vec<u8>,
 }
 
+impl Written {
+    /// Whether this is an untouched document valid in its slot.
+    fn valid(&self) -> Option<Item> {
+        self.untouched
+            .filter(|item| SLOTS[self.slot].1.contains(item))
+    }
+}
+
 /// A directory holding the configured files.
 struct Dir {
-    _tmp: tempfile::TempDir,
+    tmp: tempfile::TempDir,
     files: TlsFiles,
-    roles: Vec<(PathBuf, Role)>,
+    slots: Vec<usize>,
 }
 
 impl Dir {
     fn new(trust: &Trust) -> Self {
         let tmp = tempfile::tempdir().unwrap();
-        let at = |name: &str| tmp.path().join(name);
-        let mut files = TlsFiles::new(at("tls.crt"), at("tls.key"));
-        let mut roles = vec![(at("tls.crt"), Role::Cert), (at("tls.key"), Role::Key)];
+        let at = |slot: usize| tmp.path().join(SLOTS[slot].0);
+        let mut files = TlsFiles::new(at(CERT), at(KEY));
+        let mut slots = vec![CERT, KEY];
         let crls = match trust {
             Trust::Off => 0,
             Trust::Ca { mode, crls } => {
-                files = files.client_ca(at("ca.crt"), *mode);
-                roles.push((at("ca.crt"), Role::Ca));
+                files = files.client_ca(at(2), *mode);
+                slots.push(2);
                 *crls
             }
             Trust::CrlOnly => 1,
         };
-        for n in 0..crls {
-            let path = at(&format!("crl{n}.pem"));
-            files = files.crl(&path);
-            roles.push((path, Role::Crl));
+        for slot in 3..3 + crls {
+            files = files.crl(at(slot));
+            slots.push(slot);
         }
-        Self {
-            _tmp: tmp,
-            files,
-            roles,
-        }
+        Self { tmp, files, slots }
     }
 
     /// Writes the documents each configured file gets.
     fn write(&self, docs: &Docs) -> Vec<Written> {
-        let mut crls = docs.crls.iter();
-        self.roles
-            .iter()
-            .map(|(path, role)| {
-                let doc = match role {
-                    Role::Cert => &docs.cert,
-                    Role::Key => &docs.key,
-                    Role::Ca => &docs.ca,
-                    Role::Crl => crls.next().unwrap(),
-                };
-                let bytes = doc.render();
-                fs::write(path, &bytes).unwrap();
+        (self.slots.iter())
+            .map(|&slot| {
+                let path = self.tmp.path().join(SLOTS[slot].0);
+                let bytes = docs[slot].render();
+                fs::write(&path, &bytes).unwrap();
                 Written {
-                    path: path.clone(),
-                    role: *role,
-                    untouched: doc.untouched(),
+                    path,
+                    slot,
+                    untouched: docs[slot].untouched(),
                     bytes,
                 }
             })
@@ -1008,27 +977,24 @@ impl Dir {
 fn describe(written: &[Written]) -> String {
     written
         .iter()
-        .map(|w| format!("\n  {:?} = \"{}\"", w.role, show(&w.bytes)))
+        .map(|w| format!("\n  {} = \"{}\"", SLOTS[w.slot].0, show(&w.bytes)))
         .collect()
 }
 
 /// Whether these files must load: every one an untouched valid document of
 /// its role, a matching pair, consistent settings.
 fn must_load(trust: &Trust, written: &[Written], at_startup: bool) -> bool {
-    let item = |role: Role| written.iter().find(|w| w.role == role).map(|w| w.untouched);
     let untouched_valid = written.iter().all(|w| {
-        w.untouched.is_some_and(|item| {
-            w.role.valid_items().contains(&item)
-                && (at_startup || w.role != Role::Cert || CURRENT_CERTS.contains(&item))
-        })
+        w.valid()
+            .is_some_and(|item| at_startup || w.slot != CERT || CURRENT_CERTS.contains(&item))
     });
     let settings = match trust {
         Trust::Off => true,
         Trust::Ca { mode, .. } => *mode != ClientAuth::None,
         Trust::CrlOnly => false,
     };
-    let pair = match (item(Role::Cert), item(Role::Key)) {
-        (Some(Some(c)), Some(Some(k))) => c.pair() == k.pair(),
+    let pair = match (written[CERT].untouched, written[KEY].untouched) {
+        (Some(c), Some(k)) => c.pair() == k.pair(),
         _ => false,
     };
     untouched_valid && settings && pair
@@ -1080,13 +1046,9 @@ fn check_error(err: &Error, files: &TlsFiles, written: &[Written]) -> Result<(),
                 // Valid, but over the configured cap.
                 Error::TooLarge { .. } => false,
                 Error::Expired { .. } | Error::NotYetValid { .. } => CURRENT_CERTS.contains(&item),
-                _ => blamed.role.valid_items().contains(&item),
+                _ => blamed.valid().is_some(),
             });
-            check!(
-                !innocent,
-                "blames the valid {:?} file {path:?}",
-                blamed.role
-            );
+            check!(!innocent, "blames the valid file {path:?}");
         }
     }
     Ok(())
@@ -1360,12 +1322,12 @@ proptest! {
             1 => Just(Trust::Ca { mode: ClientAuth::Optional, crls: 2 }),
         ],
         steps in vec(
-            prop_oneof![3 => docs(), 1 => Just(Docs::pristine())],
+            prop_oneof![3 => docs(), 1 => Just(pristine())],
             1..6,
         ),
     ) {
         let dir = Dir::new(&trust);
-        let written = dir.write(&Docs::pristine());
+        let written = dir.write(&pristine());
         let acceptor = RT
             .block_on(build(ReloadableAcceptor::builder(dir.files.clone())))?
             .expect("the pristine files load");
@@ -1378,10 +1340,9 @@ proptest! {
 
 /// Documents for the handshake property: only the pair changes.
 fn pair_docs() -> impl Strategy<Value = Docs> {
-    (file(CERTS), file(KEYS)).prop_map(|(cert, key)| Docs {
-        cert,
-        key,
-        ..Docs::pristine()
+    (file(CERTS), file(KEYS)).prop_map(|(cert, key)| {
+        let [_, _, ca, crl0, crl1] = pristine();
+        [cert, key, ca, crl0, crl1]
     })
 }
 
@@ -1393,7 +1354,7 @@ proptest! {
     #[test]
     fn a_served_leaf_always_comes_with_its_key(steps in vec(pair_docs(), 1..4)) {
         let dir = Dir::new(&Trust::Off);
-        let written = dir.write(&Docs::pristine());
+        let written = dir.write(&pristine());
         RT.block_on(async {
             let acceptor = build(ReloadableAcceptor::builder(dir.files.clone()))
                 .await?
