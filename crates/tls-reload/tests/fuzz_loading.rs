@@ -52,11 +52,7 @@ use tls_reload::{
 fn config(cases: u32) -> ProptestConfig {
     let defaults = ProptestConfig::default();
     ProptestConfig {
-        cases: if std::env::var_os("PROPTEST_CASES").is_some() {
-            defaults.cases
-        } else {
-            cases
-        },
+        cases: std::env::var_os("PROPTEST_CASES").map_or(cases, |_| defaults.cases),
         // Failures are turned into named tests in load.rs by hand; nothing
         // is written into the source tree.
         failure_persistence: None,
@@ -129,18 +125,9 @@ impl Item {
         MATERIAL.pem[self as usize].as_bytes()
     }
 
-    /// The DER of the first section.
-    fn der(self) -> Vec<u8> {
-        sections(self.pem()).unwrap().remove(0).1
-    }
-
-    fn label(self) -> &'static str {
-        match self {
-            KeyA | KeyB => "PRIVATE KEY",
-            KeyASec1 => "EC PRIVATE KEY",
-            Crl => "X509 CRL",
-            _ => "CERTIFICATE",
-        }
+    /// The first section.
+    fn section(self) -> pem::Pem {
+        pem::parse(self.pem()).unwrap()
     }
 
     /// Which key pair a leaf or key belongs to.
@@ -587,12 +574,12 @@ impl Doc {
             Base::Concat(items) => items.iter().flat_map(|i| i.pem().to_vec()).collect(),
             Base::Wrapped { label, der } => pem_text(label, der).into_bytes(),
             Base::MutatedDer { item, label, edits } => {
-                let mut der = item.der();
+                let section = item.section();
+                let mut der = section.contents().to_vec();
                 for edit in edits {
                     edit.apply(&mut der);
                 }
-                let label = label.as_deref().unwrap_or(item.label());
-                pem_text(label, &der).into_bytes()
+                pem_text(label.as_deref().unwrap_or(section.tag()), &der).into_bytes()
             }
             Base::Bytes(bytes) => bytes.clone(),
         };

@@ -1,16 +1,21 @@
 //! Loading: every bad input is a distinct error naming the file and cause,
-//! and the validity rules for replacements.
+//! the validity rules for replacements, and what clients see of a config:
+//! ALPN, client authentication, CRLs, and TLS 1.3 resumption across
+//! rotations (but not across trust changes).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Test code: a panic is a failed test.
 
 mod common;
 
 use std::fs;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use common::*;
+use rustls::ClientConfig;
+use rustls::HandshakeKind::{Full, Resumed};
 use tls_reload::testing::{Leaf, LeafOptions, TestCa, client_config, handshake};
 use tls_reload::{
     ClientAuth, Error, FileKind, FileRole, KeyError, PemError, ReloadOutcome, ReloadableAcceptor,
@@ -395,4 +400,68 @@ async fn negotiates_the_configured_alpn() {
     let hs = handshake(addr, Arc::new(config)).await.unwrap();
     assert_eq!(hs.alpn.as_deref(), Some(b"http/1.1".as_slice()));
     assert_eq!(hs.reply, b"ok\n");
+}
+
+/// `config` with a session cache of its own.
+fn resuming(config: Arc<ClientConfig>) -> Arc<ClientConfig> {
+    let mut config = (*config).clone();
+    config.resumption = rustls::client::Resumption::in_memory_sessions(64);
+    Arc::new(config)
+}
+
+/// Whether each of `n` handshakes in a row was full or resumed.
+async fn kinds(
+    addr: SocketAddr,
+    client: &Arc<ClientConfig>,
+    n: usize,
+) -> Vec<rustls::HandshakeKind> {
+    let mut kinds = Vec::new();
+    for _ in 0..n {
+        kinds.push(handshake(addr, client.clone()).await.unwrap().kind.unwrap());
+    }
+    kinds
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_resume_across_a_certificate_only_rotation() {
+    let mut fx = Fixture::new();
+    let acceptor = fx.builder().build().unwrap();
+    let addr = listen(&acceptor).await;
+    let client = resuming(fx.client());
+    assert_eq!(
+        kinds(addr, &client, 2).await,
+        [Full, Resumed],
+        "resumption works at all"
+    );
+
+    let new = fx.rotate();
+    let reloaded = acceptor.reload_now(Trigger::Manual).await.unwrap();
+    assert_eq!(reloaded.generation(), 2);
+    assert_eq!(
+        kinds(addr, &client, 1).await,
+        [Resumed],
+        "resumed across the rotation"
+    );
+    // A new client sees the new certificate.
+    assert_eq!(served(addr, &fx.client()).await, new.fingerprint);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_do_not_resume_after_the_client_ca_changes() {
+    let fx = Fixture::new();
+    let (clients, more_clients) = (TestCa::new("clients"), TestCa::new("more clients"));
+    fx.publish_client_ca(clients.cert_pem());
+    let files = fx.mtls_files(ClientAuth::Required);
+    let acceptor = fast(ReloadableAcceptor::builder(files)).build().unwrap();
+    let addr = listen(&acceptor).await;
+    let alice = clients.client("alice");
+    let client = resuming(client_config(fx.server_ca.cert_pem(), Some(&alice)));
+    assert_eq!(kinds(addr, &client, 2).await, [Full, Resumed]);
+
+    // Alice's CA stays trusted; only the bundle changes.
+    fx.publish_client_ca(format!("{}{}", clients.cert_pem(), more_clients.cert_pem()));
+    let outcome = acceptor.reload_now(Trigger::Manual).await.unwrap();
+    assert!(matches!(outcome, ReloadOutcome::Reloaded(r) if r.trust_changed));
+    // No resumption across a trust change; the new trust's sessions resume.
+    assert_eq!(kinds(addr, &client, 2).await, [Full, Resumed]);
 }
