@@ -317,7 +317,7 @@ fn with(mut args: Vec<OsString>, more: &[&str]) -> Vec<OsString> {
 
 fn fingerprint_of_pem_file(path: &Path) -> String {
     let der = rustls_pki_types::CertificateDer::from_pem_file(path).unwrap();
-    tls_reload::fingerprint_sha256(&der)
+    tls_reload::Fingerprint::of(&der).to_string()
 }
 
 // === scenarios ===
