@@ -381,7 +381,7 @@ async fn bounded<T>(
 pub fn fingerprint_of_pem(pem: &[u8]) -> Result<String> {
     let der = CertificateDer::from_pem_slice(pem)
         .map_err(|e| Error::unexpected("certificate PEM", e.to_string()))?;
-    Ok(tls_reload::fingerprint_sha256(&der))
+    Ok(tls_reload::Fingerprint::of(&der).to_string())
 }
 
 #[cfg(test)]

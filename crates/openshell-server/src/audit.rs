@@ -361,7 +361,7 @@ impl Context {
         let status = self.acceptor.status();
         let remaining = status.cert.remaining_at(SystemTime::now());
         if remaining <= EXPIRY_WARNING
-            && self.warned_for.as_deref() != Some(&status.cert.fingerprint_sha256)
+            && self.warned_for.as_deref() != Some(&*status.cert.fingerprint_sha256.to_string())
         {
             tracing::warn!(
                 fingerprint = %status.cert.fingerprint_sha256,
@@ -370,7 +370,7 @@ impl Context {
             );
             self.audit
                 .publish(&expiring_event(&self.source, &status, &self.files));
-            self.warned_for = Some(status.cert.fingerprint_sha256.clone());
+            self.warned_for = Some(status.cert.fingerprint_sha256.to_string());
         }
     }
 }

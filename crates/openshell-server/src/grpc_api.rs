@@ -106,7 +106,7 @@ impl pb::gateway_server::Gateway for GatewayApi {
 
 fn cert(c: &CertInfo) -> pb::Certificate {
     pb::Certificate {
-        fingerprint_sha256: c.fingerprint_sha256.clone(),
+        fingerprint_sha256: c.fingerprint_sha256.to_string(),
         serial: c.serial.clone(),
         subject: c.subject.clone(),
         issuer: c.issuer.clone(),

@@ -129,7 +129,7 @@ fn tls_json(state: &State) -> serde_json::Value {
 
 fn cert_json(c: &CertInfo) -> serde_json::Value {
     json!({
-        "fingerprint_sha256": c.fingerprint_sha256,
+        "fingerprint_sha256": c.fingerprint_sha256.to_string(),
         "serial": c.serial,
         "subject": c.subject,
         "issuer": c.issuer,

@@ -1,26 +1,17 @@
-//! The reloadable acceptor: one `ArcSwap<ServerConfig>` read by every
-//! handshake and written by one reload at a time.
+//! The reloadable acceptor and its builder: the public face of the reload
+//! engine in [`crate::reload`].
 
 use std::fmt;
-use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, SystemTime};
+use std::sync::Arc;
+use std::time::Duration;
 
-use arc_swap::ArcSwap;
 use rustls::ServerConfig;
-use rustls::crypto::CryptoProvider;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::mpsc;
 
 use crate::config::{LoadOptions, TlsFiles, WatchOptions};
-use crate::error::Error;
-use crate::event::{
-    Degraded, LastAttempt, ReloadCount, ReloadEvent, ReloadFailure, ReloadOutcome, Reloaded,
-    Subscription, TlsStatus, Trigger, WatcherMode,
-};
-use crate::info::CertInfo;
-use crate::load::{Digest, Inputs, Parsed, Resumption, digest_str};
+use crate::error::{Error, SettingsError};
+use crate::event::{ReloadFailure, ReloadOutcome, Subscription, TlsStatus, Trigger};
+use crate::reload::Shared;
 use crate::watch::{self, Watcher};
 
 /// A TLS acceptor whose certificate, key and client trust can be replaced
@@ -32,6 +23,32 @@ use crate::watch::{self, Watcher};
 /// connections keep the config they started with.
 ///
 /// Build one with [`ReloadableAcceptor::builder`].
+///
+/// # Example
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let volumes = tls_reload::testing::SecretVolumes::new();
+/// # let (cert, key) = (volumes.server.path("tls.crt"), volumes.server.path("tls.key"));
+/// use tls_reload::{ReloadableAcceptor, TlsFiles};
+///
+/// let (acceptor, watcher) = ReloadableAcceptor::builder(TlsFiles::new(cert, key))
+///     .alpn(["h2", "http/1.1"])
+///     .start()?;
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+/// # let addr = listener.local_addr()?;
+/// # let client = tls_reload::testing::client_config(volumes.server_ca.cert_pem(), None);
+/// # let probe = tokio::spawn(tls_reload::testing::handshake(addr, client));
+/// let (tcp, _) = listener.accept().await?;
+/// let tls = acceptor.accept(tcp).await?;
+/// assert_eq!(tls.get_ref().1.alpn_protocol(), None);
+/// # drop(tls);
+/// # let _ = probe.await; // the client saw the connection close
+/// watcher.shutdown().await;
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct ReloadableAcceptor {
     shared: Arc<Shared>,
@@ -39,17 +56,18 @@ pub struct ReloadableAcceptor {
 
 impl fmt::Debug for ReloadableAcceptor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let served = self.shared.served.load();
+        let (generation, cert) = self.shared.served_cert();
         f.debug_struct("ReloadableAcceptor")
             .field("files", &self.shared.files)
-            .field("generation", &served.generation)
-            .field("fingerprint", &served.cert.fingerprint_sha256)
+            .field("generation", &generation)
+            .field("fingerprint", &cert.fingerprint_sha256)
             .finish_non_exhaustive()
     }
 }
 
 impl ReloadableAcceptor {
-    /// Starts configuring an acceptor for `files`.
+    /// Starts configuring an acceptor for `files`, with the settings listed
+    /// under [`Builder`]'s defaults.
     pub fn builder(files: TlsFiles) -> Builder {
         Builder {
             files,
@@ -70,7 +88,7 @@ impl ReloadableAcceptor {
     /// The config served right now, for servers that drive rustls
     /// themselves (for example with `tokio_rustls::LazyConfigAcceptor`).
     pub fn server_config(&self) -> Arc<ServerConfig> {
-        self.shared.served.load().config.clone()
+        self.shared.server_config()
     }
 
     /// Re-reads the files now and swaps them in if they changed and are
@@ -112,42 +130,53 @@ impl ReloadableAcceptor {
     /// While the watcher is degraded to polling, a new subscription starts
     /// with that [`ReloadEvent::Degraded`], so every subscriber learns of it
     /// exactly once, however late it subscribed.
+    ///
+    /// [`ReloadEvent::Degraded`]: crate::ReloadEvent::Degraded
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let mut volumes = tls_reload::testing::SecretVolumes::new();
+    /// use tls_reload::{ReloadEvent, ReloadableAcceptor, Trigger};
+    ///
+    /// let acceptor = ReloadableAcceptor::builder(volumes.files()).build()?;
+    /// let mut events = acceptor.subscribe();
+    /// let renewed = volumes.rotate(); // kubelet swaps the Secret volume
+    /// acceptor.reload_now(Trigger::Api).await?;
+    /// match events.recv().await {
+    ///     Some(ReloadEvent::Reloaded(r)) => assert_eq!(r.current.fingerprint_sha256, renewed.fingerprint),
+    ///     other => panic!("{other:?}"),
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn subscribe(&self) -> Subscription {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let mut subscribers = lock(&self.shared.subscribers);
-        if let Some(degraded) = lock(&self.shared.degraded).clone() {
-            let _ = tx.send(ReloadEvent::Degraded(degraded));
-        }
-        subscribers.push(tx);
-        Subscription { rx }
+        self.shared.subscribe()
     }
 
     /// What is served and how reloading has gone.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let volumes = tls_reload::testing::SecretVolumes::new();
+    /// use std::time::{Duration, SystemTime};
+    /// use tls_reload::{ReloadableAcceptor, WatcherMode};
+    ///
+    /// let acceptor = ReloadableAcceptor::builder(volumes.files()).build()?;
+    /// let status = acceptor.status();
+    /// assert_eq!(status.generation, 1);
+    /// assert_eq!(status.watcher, WatcherMode::Off); // built without a watcher
+    /// assert!(status.cert.remaining_at(SystemTime::now()) > Duration::from_secs(86_400));
+    /// println!("serving {} until {:?}", status.cert.fingerprint_sha256, status.cert.not_after);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn status(&self) -> TlsStatus {
-        let served = self.shared.served.load();
-        TlsStatus {
-            generation: served.generation,
-            cert: served.cert.clone(),
-            chain_len: served.chain_len,
-            client_ca: served.client_ca.clone(),
-            client_auth: self.shared.files.client_auth,
-            loaded_at: served.loaded_at,
-            last_attempt: lock(&self.shared.last_attempt).clone(),
-            reloads_succeeded: self.shared.succeeded.load(Ordering::Relaxed),
-            reloads_failed: self.shared.failed.load(Ordering::Relaxed),
-            watcher: self.shared.watcher_mode(),
-            by_trigger: Trigger::ALL
-                .iter()
-                .map(|&trigger| {
-                    let [ok, failed] = &self.shared.by_trigger[trigger.index()];
-                    ReloadCount {
-                        trigger,
-                        succeeded: ok.load(Ordering::Relaxed),
-                        failed: failed.load(Ordering::Relaxed),
-                    }
-                })
-                .collect(),
-        }
+        self.shared.status()
     }
 
     /// The files this acceptor loads.
@@ -160,6 +189,40 @@ impl ReloadableAcceptor {
 ///
 /// The initial load happens in [`build`](Self::build) or
 /// [`start`](Self::start), so a missing or invalid file fails fast there.
+///
+/// # Defaults
+///
+/// | setting | default |
+/// | --- | --- |
+/// | [`alpn`](Self::alpn) | none |
+/// | [`max_file_size`](Self::max_file_size) | 1 MiB |
+/// | [`not_before_tolerance`](Self::not_before_tolerance) | 5 minutes |
+/// | [`session_cache_size`](Self::session_cache_size) | 1024 sessions |
+/// | [`read_timeout`](Self::read_timeout) | 10 s |
+/// | [`debounce`](Self::debounce) | 1 s |
+/// | [`max_delay`](Self::max_delay) | 5 s |
+/// | [`poll_interval`](Self::poll_interval) | 30 s |
+/// | [`retry_backoff`](Self::retry_backoff) | 250 ms |
+/// | [`poll_only`](Self::poll_only) | false |
+///
+/// # Example
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let volumes = tls_reload::testing::SecretVolumes::new();
+/// # let (cert, key) = (volumes.server.path("tls.crt"), volumes.server.path("tls.key"));
+/// use std::time::Duration;
+/// use tls_reload::{ReloadableAcceptor, TlsFiles};
+///
+/// let acceptor = ReloadableAcceptor::builder(TlsFiles::new(cert, key))
+///     .alpn(["h2"])
+///     .debounce(Duration::from_millis(200))
+///     .poll_interval(Duration::from_secs(10))
+///     .build()?; // no watcher: reloads only on reload_now
+/// assert_eq!(acceptor.server_config().alpn_protocols, [b"h2".to_vec()]);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 #[must_use]
 pub struct Builder {
@@ -288,45 +351,8 @@ impl Builder {
     /// expired leaf is accepted here (and logged at error level) so that a
     /// later renewal can heal the server.
     pub fn build(self) -> Result<ReloadableAcceptor, Error> {
-        self.files.check()?;
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let inputs = Inputs::read(&self.files, self.load.max_file_size)?;
-        let parsed = Parsed::parse(&self.files, &inputs, &provider)?;
-        let resumption = Resumption::fresh(self.load.session_cache_size)?;
-        let served = Served::new(
-            &self.files,
-            &self.load,
-            &provider,
-            &inputs,
-            parsed,
-            resumption,
-            1,
-        )?;
-        let now = SystemTime::now();
-        if served.cert.is_expired_at(now) {
-            tracing::error!(
-                path = %self.files.cert.display(),
-                fingerprint = %served.cert.fingerprint_sha256,
-                not_after = %crate::info::format_rfc3339(served.cert.not_after),
-                "serving an expired certificate until a valid one is written"
-            );
-        }
         Ok(ReloadableAcceptor {
-            shared: Arc::new(Shared {
-                files: self.files,
-                load: self.load,
-                provider,
-                served: ArcSwap::from_pointee(served),
-                reload_lock: tokio::sync::Mutex::new(ReloadState::default()),
-                reading: AtomicBool::new(false),
-                subscribers: Mutex::new(Vec::new()),
-                succeeded: AtomicU64::new(0),
-                failed: AtomicU64::new(0),
-                by_trigger: Default::default(),
-                last_attempt: Mutex::new(None),
-                degraded: Mutex::new(None),
-                watcher_mode: AtomicU8::new(WatcherMode::Off.to_u8()),
-            }),
+            shared: Arc::new(Shared::load(self.files, self.load)?),
         })
     }
 
@@ -339,320 +365,11 @@ impl Builder {
     /// outside a tokio runtime.
     pub fn start(self) -> Result<(ReloadableAcceptor, Watcher), Error> {
         if tokio::runtime::Handle::try_current().is_err() {
-            return Err(Error::Settings(
-                "the watcher needs a tokio runtime: call start() inside one".into(),
-            ));
+            return Err(Error::Settings(SettingsError::NoRuntime));
         }
         let pending = watch::Pending::new(&self.files, self.watch.clone());
         let acceptor = self.build()?;
         let watcher = pending.spawn(acceptor.shared.clone());
         Ok((acceptor, watcher))
     }
-}
-
-// === impl Shared ===
-
-/// A config together with what it was built from.
-pub(crate) struct Served {
-    config: Arc<ServerConfig>,
-    cert: CertInfo,
-    chain_len: usize,
-    client_ca: Vec<CertInfo>,
-    generation: u64,
-    loaded_at: SystemTime,
-    content_hash: Digest,
-    trust_hash: Digest,
-}
-
-impl Served {
-    fn new(
-        files: &TlsFiles,
-        load: &LoadOptions,
-        provider: &Arc<CryptoProvider>,
-        inputs: &Inputs,
-        parsed: Parsed,
-        resumption: Resumption,
-        generation: u64,
-    ) -> Result<Self, Error> {
-        let config = parsed.server_config(provider, load, resumption)?;
-        Ok(Self {
-            config: Arc::new(config),
-            chain_len: parsed.certified_key.cert.len(),
-            cert: parsed.cert,
-            client_ca: parsed.client_ca,
-            generation,
-            loaded_at: SystemTime::now(),
-            content_hash: inputs.content_hash(files.client_auth),
-            trust_hash: inputs.trust_hash(files.client_auth),
-        })
-    }
-}
-
-#[derive(Default)]
-struct ReloadState {
-    /// Identity of the last failure, so a retry that fails the same way is
-    /// not reported again.
-    last_failure: Option<Digest>,
-}
-
-/// State shared by every clone of an acceptor and its watcher.
-pub(crate) struct Shared {
-    pub(crate) files: TlsFiles,
-    load: LoadOptions,
-    provider: Arc<CryptoProvider>,
-    served: ArcSwap<Served>,
-    /// Serializes reloads; handshakes never touch it.
-    reload_lock: tokio::sync::Mutex<ReloadState>,
-    /// Whether a blocking read of the files is still running (possibly
-    /// past its timeout, on a hung mount).
-    reading: AtomicBool,
-    subscribers: Mutex<Vec<mpsc::UnboundedSender<ReloadEvent>>>,
-    succeeded: AtomicU64,
-    failed: AtomicU64,
-    /// `[succeeded, failed]` per trigger, indexed by `Trigger::index`.
-    by_trigger: [[AtomicU64; 2]; Trigger::ALL.len()],
-    last_attempt: Mutex<Option<LastAttempt>>,
-    /// The current degradation, replayed to new subscribers.
-    degraded: Mutex<Option<Arc<Degraded>>>,
-    watcher_mode: AtomicU8,
-}
-
-/// Clears a flag when dropped.
-struct ClearOnDrop<'a>(&'a AtomicBool);
-
-impl Drop for ClearOnDrop<'_> {
-    fn drop(&mut self) {
-        self.0.store(false, Ordering::Release);
-    }
-}
-
-enum Prepared {
-    Unchanged,
-    New(Box<Served>),
-}
-
-impl Shared {
-    pub(crate) async fn reload(
-        self: &Arc<Self>,
-        trigger: Trigger,
-    ) -> Result<ReloadOutcome, Arc<ReloadFailure>> {
-        let mut state = self.reload_lock.lock().await;
-        let previous = self.served.load_full();
-        let prepared = self.prepare_bounded(&previous).await;
-        match prepared {
-            Ok(Prepared::Unchanged) => {
-                state.last_failure = None;
-                Ok(ReloadOutcome::Unchanged {
-                    generation: previous.generation,
-                })
-            }
-            Ok(Prepared::New(served)) => {
-                state.last_failure = None;
-                let reloaded = Arc::new(Reloaded {
-                    trigger,
-                    generation: served.generation,
-                    previous: previous.cert.clone(),
-                    current: served.cert.clone(),
-                    client_ca: served.client_ca.clone(),
-                    trust_changed: served.trust_hash != previous.trust_hash,
-                    at: served.loaded_at,
-                });
-                self.served.store(Arc::from(served));
-                self.succeeded.fetch_add(1, Ordering::Relaxed);
-                self.by_trigger[trigger.index()][0].fetch_add(1, Ordering::Relaxed);
-                *lock(&self.last_attempt) = Some(LastAttempt {
-                    at: reloaded.at,
-                    trigger,
-                    error: None,
-                });
-                tracing::info!(
-                    trigger = %trigger,
-                    generation = reloaded.generation,
-                    fingerprint = %reloaded.current.fingerprint_sha256,
-                    previous_fingerprint = %reloaded.previous.fingerprint_sha256,
-                    trust_changed = reloaded.trust_changed,
-                    "TLS config reloaded"
-                );
-                self.publish(ReloadEvent::Reloaded(reloaded.clone()));
-                Ok(ReloadOutcome::Reloaded(reloaded))
-            }
-            Err((error, id)) => {
-                self.failed.fetch_add(1, Ordering::Relaxed);
-                self.by_trigger[trigger.index()][1].fetch_add(1, Ordering::Relaxed);
-                let failure = Arc::new(ReloadFailure {
-                    trigger,
-                    error,
-                    served_generation: previous.generation,
-                    at: SystemTime::now(),
-                });
-                *lock(&self.last_attempt) = Some(LastAttempt {
-                    at: failure.at,
-                    trigger,
-                    error: Some(failure.error.to_string()),
-                });
-                if state.last_failure != Some(id) {
-                    state.last_failure = Some(id);
-                    tracing::warn!(
-                        trigger = %trigger,
-                        generation = previous.generation,
-                        error = %failure.error,
-                        "TLS reload failed; still serving the previous certificate"
-                    );
-                    self.publish(ReloadEvent::Failed(failure.clone()));
-                } else {
-                    tracing::debug!(trigger = %trigger, error = %failure.error, "TLS reload failed again");
-                }
-                Err(failure)
-            }
-        }
-    }
-
-    /// How long one reload may wait for the file system.
-    pub(crate) fn read_timeout(&self) -> Duration {
-        self.load.read_timeout
-    }
-
-    /// [`prepare`](Self::prepare) on a blocking thread (file reads may
-    /// block on slow or network file systems: never on the async workers),
-    /// for at most the read timeout. A read that times out keeps its thread
-    /// until the file system answers; until then no other read starts.
-    async fn prepare_bounded(
-        self: &Arc<Self>,
-        previous: &Arc<Served>,
-    ) -> Result<Prepared, (Error, Digest)> {
-        let failed = |error: Error| {
-            let id = digest_str(&error.to_string());
-            Err((error, id))
-        };
-        let timeout = self.load.read_timeout;
-        let timed_out = |still_waiting| {
-            failed(Error::ReadTimedOut {
-                dir: self
-                    .files
-                    .cert
-                    .parent()
-                    .map_or_else(|| self.files.cert.clone(), Path::to_path_buf),
-                timeout,
-                still_waiting,
-            })
-        };
-        if self.reading.swap(true, Ordering::AcqRel) {
-            return timed_out(true);
-        }
-        let this = Arc::clone(self);
-        let prev = Arc::clone(previous);
-        let task = tokio::task::spawn_blocking(move || {
-            // Cleared however the read ends, a panic included, and whether
-            // or not anyone still waits for it.
-            let _reading = ClearOnDrop(&this.reading);
-            if !this.load.read_delay.is_zero() {
-                std::thread::sleep(this.load.read_delay);
-            }
-            this.prepare(&prev)
-        });
-        match tokio::time::timeout(timeout, task).await {
-            Ok(Ok(prepared)) => prepared,
-            Ok(Err(e)) => failed(Error::Task(e.to_string())),
-            Err(_) => timed_out(false),
-        }
-    }
-
-    /// Reads, compares and builds; runs on a blocking thread. The error
-    /// comes with an identity so repeated identical failures can be told
-    /// apart from new ones.
-    fn prepare(&self, served: &Served) -> Result<Prepared, (Error, Digest)> {
-        let inputs = Inputs::read(&self.files, self.load.max_file_size).map_err(|e| {
-            let id = digest_str(&e.to_string());
-            (e, id)
-        })?;
-        let content_hash = inputs.content_hash(self.files.client_auth);
-        if content_hash == served.content_hash {
-            return Ok(Prepared::Unchanged);
-        }
-        let fail = |e: Error| (e, content_hash);
-        let parsed = Parsed::parse(&self.files, &inputs, &self.provider).map_err(fail)?;
-
-        let now = SystemTime::now();
-        // Never trade a valid certificate for one that cannot be used; when
-        // the served one has expired anyway, anything parseable is no worse.
-        if !served.cert.is_expired_at(now) {
-            if parsed.cert.is_expired_at(now) {
-                return Err(fail(Error::Expired {
-                    path: self.files.cert.clone(),
-                    not_after: parsed.cert.not_after,
-                }));
-            }
-            let tolerance = self.load.not_before_tolerance;
-            // A tolerance too large to add to `now` means no limit.
-            if now
-                .checked_add(tolerance)
-                .is_some_and(|limit| parsed.cert.not_before > limit)
-            {
-                return Err(fail(Error::NotYetValid {
-                    path: self.files.cert.clone(),
-                    not_before: parsed.cert.not_before,
-                    tolerance,
-                }));
-            }
-        }
-
-        let trust_hash = inputs.trust_hash(self.files.client_auth);
-        let resumption = if trust_hash == served.trust_hash {
-            Resumption::of(&served.config)
-        } else {
-            Resumption::fresh(self.load.session_cache_size).map_err(fail)?
-        };
-        let next = Served::new(
-            &self.files,
-            &self.load,
-            &self.provider,
-            &inputs,
-            parsed,
-            resumption,
-            served.generation + 1,
-        )
-        .map_err(fail)?;
-        Ok(Prepared::New(Box::new(next)))
-    }
-
-    fn publish(&self, event: ReloadEvent) {
-        lock(&self.subscribers).retain(|tx| tx.send(event.clone()).is_ok());
-    }
-
-    /// Records and announces a fall-back to polling. Called once per
-    /// degradation: again only after events worked in between.
-    pub(crate) fn publish_degraded(&self, reason: String, poll_interval: Duration) {
-        tracing::warn!(
-            reason = %reason,
-            poll_interval = %humantime::format_duration(poll_interval),
-            "file-system events unavailable; TLS files are polled instead"
-        );
-        let degraded = Arc::new(Degraded {
-            reason,
-            poll_interval,
-            at: SystemTime::now(),
-        });
-        // Under the subscriber lock, so a concurrent subscribe() sees it
-        // either replayed or published, never both or neither.
-        let mut subscribers = lock(&self.subscribers);
-        *lock(&self.degraded) = Some(degraded.clone());
-        subscribers.retain(|tx| tx.send(ReloadEvent::Degraded(degraded.clone())).is_ok());
-    }
-
-    pub(crate) fn set_watcher_mode(&self, mode: WatcherMode) {
-        self.watcher_mode.store(mode.to_u8(), Ordering::Relaxed);
-        if mode == WatcherMode::Events {
-            *lock(&self.degraded) = None;
-        }
-    }
-
-    fn watcher_mode(&self) -> WatcherMode {
-        WatcherMode::from_u8(self.watcher_mode.load(Ordering::Relaxed))
-    }
-}
-
-/// Locks a std mutex, carrying on after a panic elsewhere: the data behind
-/// these locks (subscriber lists, last attempt) stays consistent anyway.
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }

@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
+use crate::error::SettingsError;
+
 /// Whether and how clients must present a certificate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[non_exhaustive]
@@ -50,7 +52,20 @@ impl FromStr for ClientAuth {
 /// directory at each reload. In Kubernetes, point them at the user-visible
 /// names in the mounted Secret directory (`/etc/tls/tls.crt`), never at the
 /// `..data` or timestamped directories, which kubelet replaces.
+///
+/// # Example
+///
+/// ```
+/// use tls_reload::{ClientAuth, TlsFiles};
+///
+/// let files = TlsFiles::new("/etc/tls/tls.crt", "/etc/tls/tls.key")
+///     .client_ca("/etc/client-ca/ca.crt", ClientAuth::Required)
+///     .crl("/etc/client-ca/ca.crl");
+/// assert_eq!(files.client_auth(), ClientAuth::Required);
+/// assert_eq!(files.paths().count(), 4);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct TlsFiles {
     pub(crate) cert: PathBuf,
     pub(crate) key: PathBuf,
@@ -128,22 +143,17 @@ impl TlsFiles {
     }
 
     pub(crate) fn check(&self) -> Result<(), crate::Error> {
-        match (self.client_auth, &self.client_ca) {
-            (ClientAuth::None, Some(ca)) => Err(crate::Error::Settings(format!(
-                "client CA {} given with client auth mode none; use optional or required",
-                ca.display()
-            ))),
+        let problem = match (self.client_auth, &self.client_ca) {
+            (ClientAuth::None, Some(ca)) => SettingsError::ClientCaWithoutAuth(ca.clone()),
             (ClientAuth::Optional | ClientAuth::Required, None) => {
-                Err(crate::Error::Settings(format!(
-                    "client auth mode {} needs a client CA bundle",
-                    self.client_auth
-                )))
+                SettingsError::AuthWithoutClientCa(self.client_auth)
             }
-            _ if !self.crls.is_empty() && self.client_ca.is_none() => Err(crate::Error::Settings(
-                "CRLs need a client CA bundle: they only apply to client certificates".into(),
-            )),
-            _ => Ok(()),
-        }
+            _ if !self.crls.is_empty() && self.client_ca.is_none() => {
+                SettingsError::CrlsWithoutClientCa
+            }
+            _ => return Ok(()),
+        };
+        Err(crate::Error::Settings(problem))
     }
 }
 

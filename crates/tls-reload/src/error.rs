@@ -61,8 +61,8 @@ pub enum Error {
         role: FileRole,
         /// The path as configured.
         path: PathBuf,
-        /// What was found instead, such as `directory` or `FIFO`.
-        kind: &'static str,
+        /// What was found instead.
+        kind: FileKind,
     },
 
     /// The file is larger than the configured cap.
@@ -87,14 +87,14 @@ pub enum Error {
 
     /// The file is not well-formed PEM (a section without its END line, bad
     /// base64).
-    #[error("{role} {}: malformed PEM: {detail}", path.display())]
+    #[error("{role} {}: malformed PEM: {cause}", path.display())]
     MalformedPem {
         /// Which input this is.
         role: FileRole,
         /// The path as configured.
         path: PathBuf,
-        /// What the PEM decoder reported.
-        detail: String,
+        /// What is wrong with it.
+        cause: PemError,
     },
 
     /// The file holds no PEM item of the kind expected.
@@ -120,25 +120,25 @@ pub enum Error {
 
     /// The private key is of a type or form the ring provider cannot sign
     /// with (encrypted PKCS#8, DSA, an unsupported curve, ...).
-    #[error("private key {}: unsupported key: {detail}", path.display())]
+    #[error("private key {}: unsupported key: {cause}", path.display())]
     UnsupportedKey {
         /// The path as configured.
         path: PathBuf,
         /// Why it is unsupported.
-        detail: String,
+        cause: KeyError,
     },
 
     /// A certificate could not be parsed as X.509.
-    #[error("{role} {}: certificate #{index} is not valid X.509: {detail}", path.display())]
+    #[error("{role} {}: certificate #{index} is not valid X.509: {cause}", path.display())]
     InvalidCertificate {
         /// Which input this is.
         role: FileRole,
         /// The path as configured.
         path: PathBuf,
-        /// Position of the certificate in the file, from 0.
+        /// Position of the certificate (or CRL) in the file, from 0.
         index: usize,
-        /// What the parser reported.
-        detail: String,
+        /// What is wrong with it.
+        cause: CertError,
     },
 
     /// The private key does not belong to the leaf certificate. Such a pair
@@ -220,18 +220,18 @@ pub enum Error {
 
     /// The client CA bundle or CRLs could not be turned into a client
     /// certificate verifier.
-    #[error("client certificate verifier from {}: {detail}", path.display())]
+    #[error("client certificate verifier from {}: {cause}", path.display())]
     ClientVerifier {
         /// The client CA bundle path.
         path: PathBuf,
         /// What rustls reported.
-        detail: String,
+        cause: rustls::server::VerifierBuilderError,
     },
 
     /// The settings contradict each other (for example client
     /// authentication without a client CA).
     #[error("invalid TLS settings: {0}")]
-    Settings(String),
+    Settings(SettingsError),
 
     /// rustls refused to build the server configuration.
     #[error("building the TLS server config: {0}")]
@@ -239,7 +239,7 @@ pub enum Error {
 
     /// The blocking task that reads the files was cancelled or panicked.
     #[error("the reload task did not complete: {0}")]
-    Task(String),
+    Task(tokio::task::JoinError),
 }
 
 impl Error {
@@ -264,6 +264,138 @@ impl Error {
             Self::Settings(_) | Self::Rustls(_) | Self::Task(_) => None,
         }
     }
+}
+
+/// What a path named instead of a regular file ([`Error::NotAFile`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum FileKind {
+    /// A directory.
+    Directory,
+    /// A named pipe; never opened for a blocking read.
+    Fifo,
+    /// A Unix domain socket.
+    Socket,
+    /// A block or character device.
+    Device,
+    /// Anything else that is not a regular file.
+    Other,
+}
+
+impl fmt::Display for FileKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Directory => "directory",
+            Self::Fifo => "FIFO",
+            Self::Socket => "socket",
+            Self::Device => "device",
+            Self::Other => "special file",
+        })
+    }
+}
+
+/// Why a file is not well-formed PEM ([`Error::MalformedPem`]).
+///
+/// Labels are quoted from the file: at most 64 bytes, control characters
+/// escaped, and never what follows a label on its line (it may be key
+/// material).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PemError {
+    /// A section has no END line (a truncated file?).
+    #[error("missing the -----END {label}----- line (truncated file?)")]
+    MissingEnd {
+        /// The label of the section, such as `CERTIFICATE`.
+        label: String,
+    },
+    /// A BEGIN line has text after its closing dashes (a lost line break?).
+    #[error(
+        "the BEGIN line of a {label} section has text after its closing dashes (a lost line break?)"
+    )]
+    TextAfterBegin {
+        /// The label of the section.
+        label: String,
+    },
+    /// A BEGIN line's label is followed by something other than five
+    /// dashes and the end of the line.
+    #[error(
+        "the BEGIN line of a {label} section must end with five dashes and nothing after them (a lost line break?)"
+    )]
+    BeginNotClosed {
+        /// The label of the section.
+        label: String,
+    },
+    /// A BEGIN line without the dashes that close its label.
+    #[error("a BEGIN line without its closing dashes")]
+    BeginWithoutDashes,
+    /// The body of a section is not valid base64.
+    #[error("invalid base64 in a PEM section")]
+    Base64,
+    /// The file is binary DER, a common mistake for PEM.
+    #[error("binary (DER) data; expected PEM with a {expected} block")]
+    Der {
+        /// The PEM label that was expected, such as `CERTIFICATE`.
+        expected: &'static str,
+    },
+    /// Anything else the PEM decoder reported.
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Why a private key cannot be used ([`Error::UnsupportedKey`]).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyError {
+    /// An encrypted PKCS#8 key: the gateway has no passphrase.
+    #[error("encrypted PKCS#8 keys are not supported; decrypt it (openssl pkcs8 -nocrypt)")]
+    Encrypted,
+    /// A DSA key.
+    #[error("DSA keys are not supported; use ECDSA, Ed25519 or RSA")]
+    Dsa,
+    /// A key in OpenSSH's own format.
+    #[error("OpenSSH-format keys are not supported; use PKCS#8 PEM")]
+    OpenSsh,
+    /// The ring provider cannot sign with it (an unsupported curve or
+    /// algorithm, a malformed encoding).
+    #[error("{0}")]
+    Rejected(rustls::Error),
+}
+
+/// Why a certificate or CRL was refused ([`Error::InvalidCertificate`]).
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum CertError {
+    /// It is not one well-formed X.509 certificate.
+    #[error("{0}")]
+    Malformed(crate::CertParseError),
+    /// It parses, but rustls cannot use it as a trust anchor.
+    #[error("{0}")]
+    Unusable(rustls::Error),
+    /// A CRL that does not parse; the parser's message.
+    #[error("invalid CRL: {0}")]
+    MalformedCrl(String),
+    /// A CRL that parses but that the client verifier refuses (trailing
+    /// data, no CRL number, a mismatched signature algorithm).
+    #[error("invalid CRL: {0}")]
+    RejectedCrl(rustls::server::VerifierBuilderError),
+}
+
+/// How the configured settings contradict each other ([`Error::Settings`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SettingsError {
+    /// A client CA was given with client authentication turned off.
+    #[error("client CA {} given with client auth mode none; use optional or required", .0.display())]
+    ClientCaWithoutAuth(PathBuf),
+    /// Client authentication was asked for without a client CA.
+    #[error("client auth mode {0} needs a client CA bundle")]
+    AuthWithoutClientCa(crate::ClientAuth),
+    /// CRLs were given without a client CA.
+    #[error("CRLs need a client CA bundle: they only apply to client certificates")]
+    CrlsWithoutClientCa,
+    /// The watcher was started outside a tokio runtime.
+    #[error("the watcher needs a tokio runtime: call start() inside one")]
+    NoRuntime,
 }
 
 /// Paths joined with `, ` for an error message.

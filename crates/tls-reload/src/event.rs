@@ -12,6 +12,17 @@ use crate::error::Error;
 use crate::info::CertInfo;
 
 /// What started a reload attempt.
+///
+/// Its [`as_str`](Self::as_str) (and `Display`) is the lower-case name other
+/// crates carry in logs, metric labels and audit events.
+///
+/// ```
+/// use tls_reload::Trigger;
+///
+/// let names: Vec<&str> = Trigger::ALL.iter().map(|t| t.as_str()).collect();
+/// assert_eq!(names, ["startup", "watch", "poll", "signal", "api", "manual"]);
+/// assert_eq!(Trigger::Watch.to_string(), "watch");
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Trigger {
@@ -225,6 +236,27 @@ impl ReloadOutcome {
 ///
 /// Every event is delivered, in order, however slowly it is read; drop the
 /// subscription to stop receiving.
+///
+/// # Example
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let volumes = tls_reload::testing::SecretVolumes::new();
+/// use tls_reload::{ReloadEvent, ReloadableAcceptor, Trigger};
+///
+/// let acceptor = ReloadableAcceptor::builder(volumes.files()).build()?;
+/// let mut events = acceptor.subscribe();
+/// volumes.publish("not a certificate", "not a key");
+/// assert!(acceptor.reload_now(Trigger::Signal).await.is_err());
+/// match events.recv().await {
+///     Some(ReloadEvent::Failed(f)) => assert!(f.error.to_string().contains("tls.crt")),
+///     other => panic!("{other:?}"),
+/// }
+/// assert!(events.try_recv().is_none());
+/// # Ok(())
+/// # }
+/// ```
 ///
 /// [`ReloadableAcceptor::subscribe`]: crate::ReloadableAcceptor::subscribe
 #[derive(Debug)]

@@ -8,6 +8,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use x509_parser::extensions::GeneralName;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
+use crate::fingerprint::Fingerprint;
+
 /// Why bytes are not one X.509 certificate ([`CertInfo::from_der`]).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -22,14 +24,14 @@ pub enum CertParseError {
 
 /// Facts parsed from one X.509 certificate.
 ///
-/// The fingerprint is formatted as `openssl x509 -noout -fingerprint -sha256`
+/// The fingerprint displays as `openssl x509 -noout -fingerprint -sha256`
 /// prints it (upper-case hex pairs joined by colons), so it can be compared
 /// with the output of that command or of `kubectl get secret ... | openssl`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct CertInfo {
-    /// SHA-256 of the DER encoding, `AB:CD:...`.
-    pub fingerprint_sha256: String,
+    /// SHA-256 of the DER encoding; displays as `AB:CD:...`.
+    pub fingerprint_sha256: Fingerprint,
     /// Serial number, upper-case hex without separators, as
     /// `openssl x509 -serial` prints it.
     pub serial: String,
@@ -56,10 +58,16 @@ impl CertInfo {
     /// certificate.
     ///
     /// ```
-    /// use tls_reload::{CertInfo, CertParseError};
+    /// use tls_reload::{CertInfo, CertParseError, Fingerprint};
+    ///
+    /// # let der = tls_reload::testing::TestCa::new("ca").server().cert_der.to_vec();
+    /// let info = CertInfo::from_der(&der)?;
+    /// assert_eq!(info.fingerprint_sha256, Fingerprint::of(&der));
+    /// assert_eq!(info.subject, "CN=localhost");
     ///
     /// let err = CertInfo::from_der(b"not a certificate").unwrap_err();
     /// assert!(matches!(err, CertParseError::Malformed(_)));
+    /// # Ok::<(), CertParseError>(())
     /// ```
     pub fn from_der(der: &[u8]) -> Result<Self, CertParseError> {
         let (rest, cert) =
@@ -84,8 +92,8 @@ impl CertInfo {
         }
         let validity = cert.validity();
         Ok(Self {
-            fingerprint_sha256: fingerprint_sha256(der),
-            serial: hex_upper(cert.tbs_certificate.raw_serial(), ""),
+            fingerprint_sha256: Fingerprint::of(der),
+            serial: hex_upper(cert.tbs_certificate.raw_serial()),
             subject: cert.subject().to_string(),
             issuer: cert.issuer().to_string(),
             dns_names,
@@ -116,12 +124,6 @@ impl CertInfo {
     }
 }
 
-/// SHA-256 of `der`, formatted as upper-case hex pairs joined by colons.
-pub fn fingerprint_sha256(der: &[u8]) -> String {
-    let digest = ring::digest::digest(&ring::digest::SHA256, der);
-    hex_upper(digest.as_ref(), ":")
-}
-
 /// `t` as RFC 3339 in UTC with whole seconds (`2026-11-28T23:49:41Z`).
 ///
 /// Unlike common formatters it accepts any time a certificate can carry,
@@ -147,12 +149,9 @@ pub fn format_rfc3339(t: SystemTime) -> String {
     )
 }
 
-fn hex_upper(bytes: &[u8], sep: &str) -> String {
-    let mut out = String::with_capacity(bytes.len() * (2 + sep.len()));
-    for (i, b) in bytes.iter().enumerate() {
-        if i > 0 {
-            out.push_str(sep);
-        }
+fn hex_upper(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
         // Writing to a String cannot fail.
         let _ = write!(out, "{b:02X}");
     }
@@ -185,15 +184,6 @@ fn system_time_to_unix(t: SystemTime) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn fingerprint_is_colon_separated_upper_hex_of_sha256() {
-        // SHA-256("abc") from FIPS 180-2.
-        assert_eq!(
-            fingerprint_sha256(b"abc"),
-            "BA:78:16:BF:8F:01:CF:EA:41:41:40:DE:5D:AE:22:23:B0:03:61:A3:96:17:7A:9C:B4:10:FF:61:F2:00:15:AD"
-        );
-    }
 
     #[test]
     fn rejects_bytes_that_are_not_a_certificate() {

@@ -104,8 +104,10 @@ mod acceptor;
 mod config;
 mod error;
 mod event;
+mod fingerprint;
 mod info;
 mod load;
+mod reload;
 mod watch;
 
 #[cfg(feature = "testing")]
@@ -113,10 +115,11 @@ pub mod testing;
 
 pub use acceptor::{Builder, ReloadableAcceptor};
 pub use config::{ClientAuth, TlsFiles};
-pub use error::{Error, FileRole};
+pub use error::{CertError, Error, FileKind, FileRole, KeyError, PemError, SettingsError};
 pub use event::{
     Degraded, LastAttempt, ReloadCount, ReloadEvent, ReloadFailure, ReloadOutcome, Reloaded,
     Subscription, TlsStatus, Trigger, WatcherMode,
 };
-pub use info::{CertInfo, CertParseError, fingerprint_sha256, format_rfc3339};
+pub use fingerprint::{Fingerprint, ParseFingerprintError};
+pub use info::{CertInfo, CertParseError, format_rfc3339};
 pub use watch::Watcher;

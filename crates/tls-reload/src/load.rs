@@ -27,7 +27,7 @@ use rustls_pki_types::{
 use zeroize::Zeroizing;
 
 use crate::config::{ClientAuth, LoadOptions, TlsFiles};
-use crate::error::{Error, FileRole};
+use crate::error::{CertError, Error, FileKind, FileRole, KeyError, PemError};
 use crate::info::CertInfo;
 
 /// SHA-256 digest used to recognise content that was seen before.
@@ -229,15 +229,15 @@ fn read_capped(role: FileRole, path: &Path, limit: u64) -> Result<(Vec<u8>, File
     let ft = meta.file_type();
     if !ft.is_file() {
         let kind = if ft.is_dir() {
-            "directory"
+            FileKind::Directory
         } else if ft.is_fifo() {
-            "FIFO"
+            FileKind::Fifo
         } else if ft.is_socket() {
-            "socket"
+            FileKind::Socket
         } else if ft.is_block_device() || ft.is_char_device() {
-            "device"
+            FileKind::Device
         } else {
-            "special file"
+            FileKind::Other
         };
         return Err(Error::NotAFile {
             role,
@@ -381,13 +381,13 @@ fn pem_sections(role: FileRole, path: &Path, bytes: &[u8]) -> Result<Vec<Section
                 .map_err(|e| Error::MalformedPem {
                     role,
                     path: path.to_owned(),
-                    detail: pem_error_text(&e),
+                    cause: pem_error(&e),
                 })
         })
         .collect()
 }
 
-fn pem_error_text(e: &rustls_pki_types::pem::Error) -> String {
+fn pem_error(e: &rustls_pki_types::pem::Error) -> PemError {
     use rustls_pki_types::pem::Error as E;
     match e {
         E::MissingSectionEnd { end_marker } => {
@@ -396,14 +396,12 @@ fn pem_error_text(e: &rustls_pki_types::pem::Error) -> String {
             // the same line (with lost line breaks, the whole key) and is
             // not quoted.
             match end_marker.iter().position(|&b| b == b'-') {
-                None => format!(
-                    "missing the -----END {}----- line (truncated file?)",
-                    quoted(end_marker)
-                ),
-                Some(end) => format!(
-                    "the BEGIN line of a {} section has text after its closing dashes (a lost line break?)",
-                    quoted(&end_marker[..end])
-                ),
+                None => PemError::MissingEnd {
+                    label: quoted(end_marker),
+                },
+                Some(end) => PemError::TextAfterBegin {
+                    label: quoted(&end_marker[..end]),
+                },
             }
         }
         E::IllegalSectionStart { line } => {
@@ -411,15 +409,14 @@ fn pem_error_text(e: &rustls_pki_types::pem::Error) -> String {
             // key material (a key whose first line break was lost).
             let rest = line.get(b"-----BEGIN ".len()..).unwrap_or_default();
             match rest.iter().position(|&b| b == b'-') {
-                Some(end) => format!(
-                    "the BEGIN line of a {} section must end with five dashes and nothing after them (a lost line break?)",
-                    quoted(&rest[..end])
-                ),
-                None => "a BEGIN line without its closing dashes".to_owned(),
+                Some(end) => PemError::BeginNotClosed {
+                    label: quoted(&rest[..end]),
+                },
+                None => PemError::BeginWithoutDashes,
             }
         }
-        E::Base64Decode(_) => "invalid base64 in a PEM section".to_owned(),
-        other => other.to_string(),
+        E::Base64Decode(_) => PemError::Base64,
+        other => PemError::Other(other.to_string()),
     }
 }
 
@@ -437,7 +434,7 @@ fn no_pem(role: FileRole, path: &Path, bytes: &[u8], expected: &'static str) -> 
         return Error::MalformedPem {
             role,
             path: path.to_owned(),
-            detail: format!("binary (DER) data; expected PEM with a {expected} block"),
+            cause: PemError::Der { expected },
         };
     }
     Error::NoPemItem {
@@ -489,7 +486,7 @@ fn cert_infos(
                 role,
                 path: path.to_owned(),
                 index,
-                detail: cause.to_string(),
+                cause: CertError::Malformed(cause),
             })
         })
         .collect()
@@ -497,19 +494,13 @@ fn cert_infos(
 
 /// PEM labels of private keys that the ring provider cannot use, with the
 /// reason given to the operator.
-const UNSUPPORTED_KEY_LABELS: &[(&[u8], &str)] = &[
+const UNSUPPORTED_KEY_LABELS: &[(&[u8], KeyError)] = &[
     (
         b"-----BEGIN ENCRYPTED PRIVATE KEY-----",
-        "encrypted PKCS#8 keys are not supported; decrypt it (openssl pkcs8 -nocrypt)",
+        KeyError::Encrypted,
     ),
-    (
-        b"-----BEGIN DSA PRIVATE KEY-----",
-        "DSA keys are not supported; use ECDSA, Ed25519 or RSA",
-    ),
-    (
-        b"-----BEGIN OPENSSH PRIVATE KEY-----",
-        "OpenSSH-format keys are not supported; use PKCS#8 PEM",
-    ),
+    (b"-----BEGIN DSA PRIVATE KEY-----", KeyError::Dsa),
+    (b"-----BEGIN OPENSSH PRIVATE KEY-----", KeyError::OpenSsh),
 ];
 
 fn parse_key(path: &Path, bytes: &[u8]) -> Result<Arc<dyn SigningKey>, Error> {
@@ -519,7 +510,7 @@ fn parse_key(path: &Path, bytes: &[u8]) -> Result<Arc<dyn SigningKey>, Error> {
     {
         return Err(Error::UnsupportedKey {
             path: path.to_owned(),
-            detail: (*why).to_owned(),
+            cause: why.clone(),
         });
     }
     let mut keys: Vec<Section> = pem_sections(FileRole::PrivateKey, path, bytes)?
@@ -550,7 +541,7 @@ fn parse_key(path: &Path, bytes: &[u8]) -> Result<Arc<dyn SigningKey>, Error> {
     };
     rustls::crypto::ring::sign::any_supported_type(&key_der).map_err(|e| Error::UnsupportedKey {
         path: path.to_owned(),
-        detail: e.to_string(),
+        cause: KeyError::Rejected(e),
     })
 }
 
@@ -570,7 +561,7 @@ fn client_verifier(
             role,
             path: ca_path.to_owned(),
             index,
-            detail: e.to_string(),
+            cause: CertError::Unusable(e),
         })?;
     }
 
@@ -591,7 +582,7 @@ fn client_verifier(
                     role: FileRole::Crl,
                     path: path.clone(),
                     index,
-                    detail: format!("invalid CRL: {e}"),
+                    cause: CertError::MalformedCrl(e.to_string()),
                 },
             )?;
             let crl = CertificateRevocationListDer::from(der.to_vec());
@@ -606,7 +597,7 @@ fn client_verifier(
                     role: FileRole::Crl,
                     path: path.clone(),
                     index,
-                    detail: format!("invalid CRL: {e}"),
+                    cause: CertError::RejectedCrl(e),
                 })?;
             crls.push(crl);
         }
@@ -619,7 +610,7 @@ fn client_verifier(
     }
     let verifier = builder.build().map_err(|e| Error::ClientVerifier {
         path: ca_path.to_owned(),
-        detail: e.to_string(),
+        cause: e,
     })?;
     Ok((infos, verifier))
 }

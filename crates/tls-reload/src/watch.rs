@@ -18,9 +18,9 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::acceptor::Shared;
 use crate::config::{TlsFiles, WatchOptions};
 use crate::event::{Trigger, WatcherMode};
+use crate::reload::Shared;
 
 /// The running watcher of one [`ReloadableAcceptor`].
 ///
@@ -28,6 +28,23 @@ use crate::event::{Trigger, WatcherMode};
 /// is dropped; either way the file-system watcher and its thread go with it.
 /// There is no other way to start one than
 /// [`Builder::start`](crate::Builder::start), so an acceptor never has two.
+///
+/// # Example
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let volumes = tls_reload::testing::SecretVolumes::new();
+/// use tls_reload::{ReloadableAcceptor, WatcherMode};
+///
+/// let (acceptor, watcher) = ReloadableAcceptor::builder(volumes.files()).start()?;
+/// assert_ne!(acceptor.status().watcher, WatcherMode::Off);
+/// // Keep `watcher` alive while serving; on shutdown:
+/// watcher.shutdown().await;
+/// assert_eq!(acceptor.status().watcher, WatcherMode::Off);
+/// # Ok(())
+/// # }
+/// ```
 ///
 /// [`ReloadableAcceptor`]: crate::ReloadableAcceptor
 #[must_use = "dropping the Watcher stops watching"]

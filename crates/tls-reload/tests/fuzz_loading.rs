@@ -27,7 +27,6 @@
 //! draws new cases). A failure prints the minimal recipe and the file
 //! contents; it becomes a named test in `load.rs`.
 
-use std::fmt;
 use std::fs;
 use std::path::PathBuf;
 use std::sync::{Arc, LazyLock};
@@ -43,7 +42,7 @@ use rustls_pki_types::pem::{SectionKind, SliceIter};
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 use tls_reload::testing::{Leaf, LeafOptions, TestCa, client_config, handshake, serve};
 use tls_reload::{
-    ClientAuth, Error, ReloadOutcome, ReloadableAcceptor, TlsFiles, Trigger, fingerprint_sha256,
+    ClientAuth, Error, Fingerprint, ReloadOutcome, ReloadableAcceptor, TlsFiles, Trigger,
 };
 
 // === Configuration ===
@@ -53,11 +52,7 @@ use tls_reload::{
 fn config(cases: u32) -> ProptestConfig {
     let defaults = ProptestConfig::default();
     ProptestConfig {
-        cases: if std::env::var_os("PROPTEST_CASES").is_some() {
-            defaults.cases
-        } else {
-            cases
-        },
+        cases: std::env::var_os("PROPTEST_CASES").map_or(cases, |_| defaults.cases),
         // Failures are turned into named tests in load.rs by hand; nothing
         // is written into the source tree.
         failure_persistence: None,
@@ -130,18 +125,9 @@ impl Item {
         MATERIAL.pem[self as usize].as_bytes()
     }
 
-    /// The DER of the first section.
-    fn der(self) -> Vec<u8> {
-        sections(self.pem()).unwrap().remove(0).1
-    }
-
-    fn label(self) -> &'static str {
-        match self {
-            KeyA | KeyB => "PRIVATE KEY",
-            KeyASec1 => "EC PRIVATE KEY",
-            Crl => "X509 CRL",
-            _ => "CERTIFICATE",
-        }
+    /// The first section.
+    fn section(self) -> pem::Pem {
+        pem::parse(self.pem()).unwrap()
     }
 
     /// Which key pair a leaf or key belongs to.
@@ -240,60 +226,16 @@ impl Material {
     }
 }
 
-/// The ECPrivateKey (SEC1) inside a PKCS#8 EC key.
+/// The ECPrivateKey (SEC1) inside a PKCS#8 EC key: the OCTET STRING after
+/// the version and the algorithm.
 fn pkcs8_to_sec1(pkcs8: &[u8]) -> Vec<u8> {
-    let (_, seq, _) = tlv(pkcs8).unwrap();
-    let (_, _version, rest) = tlv(seq).unwrap();
-    let (_, _algorithm, rest) = tlv(rest).unwrap();
-    let (tag, sec1, _) = tlv(rest).unwrap();
-    assert_eq!(tag, 0x04, "OCTET STRING");
-    sec1.to_vec()
-}
-
-/// Splits one DER TLV: tag, contents, rest.
-fn tlv(der: &[u8]) -> Option<(u8, &[u8], &[u8])> {
-    let (&tag, rest) = der.split_first()?;
-    let (&first, mut rest) = rest.split_first()?;
-    let len = if first < 0x80 {
-        usize::from(first)
-    } else {
-        let n = usize::from(first & 0x7f);
-        let (bytes, after) = rest.split_at_checked(n)?;
-        rest = after;
-        bytes.iter().fold(0, |acc, &b| (acc << 8) | usize::from(b))
-    };
-    let (contents, rest) = rest.split_at_checked(len)?;
-    Some((tag, contents, rest))
-}
-
-fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |acc, (i, &b)| acc | (u32::from(b) << (16 - 8 * i)));
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(char::from(ALPHABET[(n >> (18 - 6 * i)) as usize & 63]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+    let (_, info) = x509_parser::der_parser::parse_der(pkcs8).unwrap();
+    info.as_sequence().unwrap()[2].as_slice().unwrap().to_vec()
 }
 
 fn pem_text(label: &str, der: &[u8]) -> String {
-    let b64 = base64(der);
-    let mut out = format!("-----BEGIN {label}-----\n");
-    for line in b64.as_bytes().chunks(64) {
-        out.push_str(std::str::from_utf8(line).unwrap());
-        out.push('\n');
-    }
-    out.push_str(&format!("-----END {label}-----\n"));
-    out
+    let lf = pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF);
+    pem::encode_config(&pem::Pem::new(label, der), lf)
 }
 
 /// The sections as the library's PEM reader sees them, or `None` when it
@@ -318,16 +260,7 @@ fn show(bytes: &[u8]) -> String {
 // === Recipes: how an input is made, shrinkable and printable ===
 
 /// A PEM label, known or not.
-#[derive(Clone)]
-struct Label(String);
-
-impl fmt::Debug for Label {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:?}", self.0)
-    }
-}
-
-fn label() -> impl Strategy<Value = Label> {
+fn label() -> impl Strategy<Value = String> {
     const KNOWN: &[&str] = &[
         "CERTIFICATE",
         "PRIVATE KEY",
@@ -346,15 +279,15 @@ fn label() -> impl Strategy<Value = Label> {
         "",
     ];
     prop_oneof![
-        4 => select(KNOWN).prop_map(|s| Label(s.to_owned())),
-        1 => "[ -~]{0,24}".prop_map(Label),
-        1 => "[^\r\n]{0,12}".prop_map(Label),
+        4 => select(KNOWN).prop_map(str::to_owned),
+        1 => "[ -~]{0,24}",
+        1 => "[^\r\n]{0,12}",
     ]
 }
 
-/// Edits of DER bytes before they are wrapped in PEM.
+/// Byte edits: of DER before it is wrapped in PEM, or of a whole file.
 #[derive(Debug, Clone)]
-enum DerEdit {
+enum Edit {
     Set(Index, u8),
     Flip(Index, u8),
     Insert(Index, Vec<u8>),
@@ -370,20 +303,31 @@ enum DerEdit {
     },
 }
 
-fn der_edit() -> impl Strategy<Value = DerEdit> {
+fn edit() -> impl Strategy<Value = Edit> {
+    let inserted = prop_oneof![
+        Just(vec![0u8]),
+        vec(0x80u8..=0xff, 1..4),
+        Just(b"\xef\xbb\xbf".to_vec()),
+        vec(any::<u8>(), 1..8),
+    ];
     prop_oneof![
-        3 => (any::<Index>(), any::<u8>()).prop_map(|(i, b)| DerEdit::Set(i, b)),
-        3 => (any::<Index>(), 0u8..8).prop_map(|(i, b)| DerEdit::Flip(i, b)),
-        1 => (any::<Index>(), vec(any::<u8>(), 1..8)).prop_map(|(i, b)| DerEdit::Insert(i, b)),
-        1 => (any::<Index>(), 1u8..16).prop_map(|(i, n)| DerEdit::Delete(i, n)),
-        1 => any::<Index>().prop_map(DerEdit::Truncate),
-        1 => vec(any::<u8>(), 1..8).prop_map(DerEdit::Append),
-        3 => (any::<Index>(), any::<Index>(), b'0'..=b'9')
-            .prop_map(|(time, digit, to)| DerEdit::TimeDigit { time, digit, to }),
+        3 => (any::<Index>(), any::<u8>()).prop_map(|(i, b)| Edit::Set(i, b)),
+        3 => (any::<Index>(), 0u8..8).prop_map(|(i, b)| Edit::Flip(i, b)),
+        2 => (any::<Index>(), inserted).prop_map(|(i, b)| Edit::Insert(i, b)),
+        1 => (any::<Index>(), 1u8..16).prop_map(|(i, n)| Edit::Delete(i, n)),
+        1 => any::<Index>().prop_map(Edit::Truncate),
+        1 => vec(any::<u8>(), 1..8).prop_map(Edit::Append),
     ]
 }
 
-impl DerEdit {
+/// [`edit`]s, and changes of the digits of DER times.
+fn der_edit() -> impl Strategy<Value = Edit> {
+    let time_digit = (any::<Index>(), any::<Index>(), b'0'..=b'9')
+        .prop_map(|(time, digit, to)| Edit::TimeDigit { time, digit, to });
+    prop_oneof![11 => edit(), 3 => time_digit]
+}
+
+impl Edit {
     fn apply(&self, der: &mut Vec<u8>) {
         let len = der.len();
         match self {
@@ -423,15 +367,15 @@ enum Base {
     Concat(Vec<Item>),
     /// A well-formed PEM section around random DER.
     Wrapped {
-        label: Label,
+        label: String,
         der: Vec<u8>,
     },
     /// The DER of a valid document, edited, in PEM under its own label or
     /// another.
     MutatedDer {
         item: Item,
-        label: Option<Label>,
-        edits: Vec<DerEdit>,
+        label: Option<String>,
+        edits: Vec<Edit>,
     },
     Bytes(Vec<u8>),
 }
@@ -478,6 +422,8 @@ enum Line {
     Any(Index),
     Begin(Index),
     End(Index),
+    /// Any line inside a section.
+    Body(Index),
     /// The first line of a section's body.
     FirstBody(Index),
 }
@@ -487,34 +433,8 @@ fn line() -> impl Strategy<Value = Line> {
         any::<Index>().prop_map(Line::Any),
         any::<Index>().prop_map(Line::Begin),
         any::<Index>().prop_map(Line::End),
+        any::<Index>().prop_map(Line::Body),
         any::<Index>().prop_map(Line::FirstBody),
-    ]
-}
-
-/// Where a file is cut.
-#[derive(Debug, Clone)]
-enum Cut {
-    InBeginLine(Index),
-    /// Right after the BEGIN line, with or without its newline.
-    AfterBeginLine(Index, bool),
-    InBody(Index),
-    /// At the end of a body line, before its newline.
-    AtBodyLineEnd(Index),
-    InEndLine(Index),
-    /// The last newline dropped.
-    FinalNewline,
-    Anywhere(Index),
-}
-
-fn cut() -> impl Strategy<Value = Cut> {
-    prop_oneof![
-        any::<Index>().prop_map(Cut::InBeginLine),
-        (any::<Index>(), any::<bool>()).prop_map(|(i, nl)| Cut::AfterBeginLine(i, nl)),
-        any::<Index>().prop_map(Cut::InBody),
-        any::<Index>().prop_map(Cut::AtBodyLineEnd),
-        any::<Index>().prop_map(Cut::InEndLine),
-        Just(Cut::FinalNewline),
-        any::<Index>().prop_map(Cut::Anywhere),
     ]
 }
 
@@ -529,17 +449,26 @@ enum Eol {
 
 #[derive(Debug, Clone)]
 enum Mutation {
+    /// A bit flipped, or a byte set, in the body of a section.
     FlipBodyBit(Index, u8),
     SetBodyByte(Index, u8),
-    FlipBit(Index, u8),
-    Truncate(Cut),
+    Bytes(Edit),
+    /// The file cut after `line`, inside it at `at` or at its end, with or
+    /// without the newline.
+    Truncate {
+        line: Line,
+        at: Option<Index>,
+        newline: bool,
+    },
+    /// The last newline dropped.
+    DropFinalNewline,
     DuplicateLine(Line),
     RemoveLine(Line),
     /// New labels on the BEGIN and/or the END line of one section.
     Relabel {
         section: Index,
-        begin: Option<Label>,
-        end: Option<Label>,
+        begin: Option<String>,
+        end: Option<String>,
     },
     DuplicateSection(Index),
     LineEndings(Eol),
@@ -561,7 +490,6 @@ enum Mutation {
         len: usize,
         fill: u8,
     },
-    Insert(Index, Vec<u8>),
 }
 
 fn garbage() -> impl Strategy<Value = Vec<u8>> {
@@ -578,38 +506,26 @@ fn garbage() -> impl Strategy<Value = Vec<u8>> {
     ]
 }
 
-fn whitespace() -> impl Strategy<Value = &'static str> {
-    select(vec![" ", "\t", "  \t ", "\u{a0}", "\x0b", "\x0c", "\r"])
-}
-
 fn mutation() -> impl Strategy<Value = Mutation> {
+    const B64ISH: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=-_. *";
+    let whitespace = select(vec![" ", "\t", "  \t ", "\u{a0}", "\x0b", "\x0c", "\r"]);
+    let relabeled = prop_oneof![Just((true, true)), Just((true, false)), Just((false, true))];
     prop_oneof![
         4 => (any::<Index>(), 0u8..8).prop_map(|(i, b)| Mutation::FlipBodyBit(i, b)),
-        2 => (
-            any::<Index>(),
-            prop_oneof![
-                select(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=-_. *".as_slice()),
-                any::<u8>(),
-            ]
-        )
+        2 => (any::<Index>(), prop_oneof![select(B64ISH), any::<u8>()])
             .prop_map(|(i, b)| Mutation::SetBodyByte(i, b)),
-        1 => (any::<Index>(), 0u8..8).prop_map(|(i, b)| Mutation::FlipBit(i, b)),
-        4 => cut().prop_map(Mutation::Truncate),
+        3 => edit().prop_map(Mutation::Bytes),
+        4 => (line(), proptest::option::of(any::<Index>()), any::<bool>())
+            .prop_map(|(line, at, newline)| Mutation::Truncate { line, at, newline }),
+        1 => Just(Mutation::DropFinalNewline),
         2 => line().prop_map(Mutation::DuplicateLine),
         2 => line().prop_map(Mutation::RemoveLine),
-        3 => (
-            any::<Index>(),
-            label(),
-            prop_oneof![Just((true, true)), Just((true, false)), Just((false, true))],
-        )
-            .prop_map(|(section, label, (b, e))| Mutation::Relabel {
-                section,
-                begin: b.then(|| label.clone()),
-                end: e.then_some(label),
-            }),
+        3 => (any::<Index>(), label(), relabeled).prop_map(|(section, label, (b, e))| {
+            Mutation::Relabel { section, begin: b.then(|| label.clone()), end: e.then_some(label) }
+        }),
         1 => any::<Index>().prop_map(Mutation::DuplicateSection),
         2 => select(vec![Eol::CrLf, Eol::Cr, Eol::CrCrLf, Eol::Mixed]).prop_map(Mutation::LineEndings),
-        2 => (line(), whitespace(), any::<bool>())
+        2 => (line(), whitespace, any::<bool>())
             .prop_map(|(line, ws, trailing)| Mutation::Whitespace { line, ws, trailing }),
         1 => (line(), select(vec!["", " ", "\t", "\r"])).prop_map(|(l, ws)| Mutation::BlankLine(l, ws)),
         2 => line().prop_map(Mutation::JoinLine),
@@ -619,16 +535,6 @@ fn mutation() -> impl Strategy<Value = Mutation> {
         1 => select(vec!["", " ", "\\n"]).prop_map(Mutation::Flatten),
         1 => (line(), select(vec![255usize, 4096, 70_000, 300_000]), select(b"Aa=x -".as_slice()))
             .prop_map(|(after, len, fill)| Mutation::LongLine { after, len, fill }),
-        2 => (
-            any::<Index>(),
-            prop_oneof![
-                Just(vec![0u8]),
-                vec(0x80u8..=0xff, 1..4),
-                Just(b"\xef\xbb\xbf".to_vec()),
-                vec(any::<u8>(), 1..8),
-            ]
-        )
-            .prop_map(|(i, b)| Mutation::Insert(i, b)),
     ]
 }
 
@@ -642,14 +548,8 @@ struct Doc {
 /// A file for a role: mostly documents of that role, often untouched, so
 /// that valid combinations (and hence `Ok`) come up too.
 fn doc(preferred: &'static [Item]) -> impl Strategy<Value = Doc> {
-    (
-        base(preferred),
-        prop_oneof![
-            3 => Just(Vec::new()),
-            4 => vec(mutation(), 1..4),
-        ],
-    )
-        .prop_map(|(base, mutations)| Doc { base, mutations })
+    let mutations = prop_oneof![3 => Just(Vec::new()), 4 => vec(mutation(), 1..4)];
+    (base(preferred), mutations).prop_map(|(base, mutations)| Doc { base, mutations })
 }
 
 impl Doc {
@@ -672,14 +572,14 @@ impl Doc {
         let mut bytes = match &self.base {
             Base::Pem(item) => item.pem().to_vec(),
             Base::Concat(items) => items.iter().flat_map(|i| i.pem().to_vec()).collect(),
-            Base::Wrapped { label, der } => pem_text(&label.0, der).into_bytes(),
+            Base::Wrapped { label, der } => pem_text(label, der).into_bytes(),
             Base::MutatedDer { item, label, edits } => {
-                let mut der = item.der();
+                let section = item.section();
+                let mut der = section.contents().to_vec();
                 for edit in edits {
                     edit.apply(&mut der);
                 }
-                let label = label.as_ref().map_or(item.label(), |l| l.0.as_str());
-                pem_text(label, &der).into_bytes()
+                pem_text(label.as_deref().unwrap_or(section.tag()), &der).into_bytes()
             }
             Base::Bytes(bytes) => bytes.clone(),
         };
@@ -705,28 +605,25 @@ fn is_end(line: &[u8]) -> bool {
     trim_start(line).starts_with(b"-----END")
 }
 
-/// `(start, end)` of each line, the newline excluded.
-fn spans(b: &[u8]) -> Vec<(usize, usize)> {
-    let mut out = Vec::new();
-    let mut start = 0;
-    for (i, &c) in b.iter().enumerate() {
-        if c == b'\n' {
-            out.push((start, i));
-            start = i + 1;
-        }
-    }
-    if start < b.len() {
-        out.push((start, b.len()));
-    }
-    out
+/// The indexes of `lines` that `f` holds for.
+fn lines_where(lines: &[Vec<u8>], f: fn(&[u8]) -> bool) -> Vec<usize> {
+    (0..lines.len()).filter(|&n| f(&lines[n])).collect()
+}
+
+/// `(BEGIN line, END line or none)` of each section.
+fn sections_of(lines: &[Vec<u8>]) -> Vec<(usize, Option<usize>)> {
+    let end_after = |n: usize| (n + 1..lines.len()).find(|&m| is_end(&lines[m]));
+    lines_where(lines, is_begin)
+        .into_iter()
+        .map(|n| (n, end_after(n)))
+        .collect()
 }
 
 /// Indexes of the lines inside sections that are not BEGIN or END lines.
-fn body_lines(b: &[u8], spans: &[(usize, usize)]) -> Vec<usize> {
+fn body_lines(lines: &[Vec<u8>]) -> Vec<usize> {
     let mut inside = false;
     let mut out = Vec::new();
-    for (n, &(s, e)) in spans.iter().enumerate() {
-        let line = &b[s..e];
+    for (n, line) in lines.iter().enumerate() {
         if is_begin(line) {
             inside = true;
         } else if is_end(line) {
@@ -743,53 +640,19 @@ fn pick<T: Copy>(items: &[T], i: &Index) -> Option<T> {
 }
 
 impl Line {
-    fn resolve(&self, b: &[u8], spans: &[(usize, usize)]) -> Option<usize> {
-        let all: Vec<usize> = (0..spans.len()).collect();
-        let matching = |f: fn(&[u8]) -> bool| -> Vec<usize> {
-            all.iter()
-                .copied()
-                .filter(|&n| f(&b[spans[n].0..spans[n].1]))
-                .collect()
-        };
+    fn resolve(&self, lines: &[Vec<u8>]) -> Option<usize> {
         match self {
-            Self::Any(i) => pick(&all, i),
-            Self::Begin(i) => pick(&matching(is_begin), i),
-            Self::End(i) => pick(&matching(is_end), i),
+            Self::Any(i) => pick(&(0..lines.len()).collect::<Vec<_>>(), i),
+            Self::Begin(i) => pick(&lines_where(lines, is_begin), i),
+            Self::End(i) => pick(&lines_where(lines, is_end), i),
+            Self::Body(i) => pick(&body_lines(lines), i),
             Self::FirstBody(i) => {
-                let firsts: Vec<usize> = matching(is_begin)
-                    .into_iter()
+                let firsts: Vec<usize> = (lines_where(lines, is_begin).into_iter())
                     .map(|n| n + 1)
-                    .filter(|&n| n < spans.len())
+                    .filter(|&n| n < lines.len())
                     .collect();
                 pick(&firsts, i)
             }
-        }
-    }
-}
-
-impl Cut {
-    fn position(&self, b: &[u8], spans: &[(usize, usize)]) -> Option<usize> {
-        let lines = |f: fn(&[u8]) -> bool| -> Vec<(usize, usize)> {
-            spans
-                .iter()
-                .copied()
-                .filter(|&(s, e)| f(&b[s..e]))
-                .collect()
-        };
-        let inside = |(s, e): (usize, usize), i: &Index| s + i.index(e - s + 1);
-        match self {
-            Self::InBeginLine(i) => pick(&lines(is_begin), i).map(|l| inside(l, i)),
-            Self::AfterBeginLine(i, newline) => {
-                pick(&lines(is_begin), i).map(|(_, e)| (e + usize::from(*newline)).min(b.len()))
-            }
-            Self::InBody(i) => {
-                let body = body_lines(b, spans);
-                pick(&body, i).map(|n| inside(spans[n], i))
-            }
-            Self::AtBodyLineEnd(i) => pick(&body_lines(b, spans), i).map(|n| spans[n].1),
-            Self::InEndLine(i) => pick(&lines(is_end), i).map(|l| inside(l, i)),
-            Self::FinalNewline => b.last().is_some_and(|&c| c == b'\n').then(|| b.len() - 1),
-            Self::Anywhere(i) => Some(i.index(b.len() + 1)),
         }
     }
 }
@@ -804,220 +667,185 @@ fn relabel(line: &[u8], marker: &[u8], label: &str) -> Vec<u8> {
         .windows(5)
         .position(|w| w == b"-----")
         .unwrap_or(rest.len());
-    let mut out = line[..lead].to_vec();
-    out.extend_from_slice(marker);
-    out.push(b' ');
-    out.extend_from_slice(label.as_bytes());
-    out.extend_from_slice(&rest[dashes..]);
+    [
+        &line[..lead],
+        marker,
+        b" ",
+        label.as_bytes(),
+        &rest[dashes..],
+    ]
+    .concat()
+}
+
+/// Every byte of `breaks` in `b` replaced by what `with` returns for it
+/// (called with the count of replacements so far).
+fn replace_breaks(b: Vec<u8>, breaks: &[u8], with: impl Fn(usize) -> &'static [u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(b.len() * 2);
+    let mut seen = 0;
+    for c in b {
+        if breaks.contains(&c) {
+            out.extend_from_slice(with(seen));
+            seen += 1;
+        } else {
+            out.push(c);
+        }
+    }
     out
 }
 
 impl Mutation {
     fn apply(&self, mut b: Vec<u8>) -> Vec<u8> {
-        let spans = spans(&b);
-        let line_of = |n: usize| spans[n];
+        // Byte-level mutations first; the others edit the lines.
         match self {
-            Self::FlipBodyBit(i, bit) | Self::SetBodyByte(i, bit) => {
-                let positions: Vec<usize> = body_lines(&b, &spans)
-                    .into_iter()
-                    .flat_map(|n| spans[n].0..spans[n].1)
+            Self::Bytes(edit) => edit.apply(&mut b),
+            Self::DropFinalNewline if b.last() == Some(&b'\n') => drop(b.pop()),
+            Self::LineEndings(eol) => {
+                b = replace_breaks(b, b"\n", |n| match eol {
+                    Eol::CrLf => b"\r\n",
+                    Eol::Cr => b"\r",
+                    Eol::CrCrLf => b"\r\r\n",
+                    Eol::Mixed if n % 2 == 1 => b"\r\n",
+                    Eol::Mixed => b"\n",
+                });
+            }
+            Self::Flatten(with) => {
+                b = replace_breaks(b, b"\r\n", |_| with.as_bytes());
+            }
+            Self::Prefix(bytes) => b.splice(0..0, bytes.iter().copied()).for_each(drop),
+            Self::Suffix(bytes) => b.extend_from_slice(bytes),
+            _ => {
+                let mut lines: Vec<Vec<u8>> =
+                    b.split(|&c| c == b'\n').map(<[u8]>::to_vec).collect();
+                self.apply_to_lines(&mut lines);
+                return lines.join(&b'\n');
+            }
+        }
+        b
+    }
+
+    fn apply_to_lines(&self, lines: &mut Vec<Vec<u8>>) {
+        match self {
+            Self::FlipBodyBit(i, value) | Self::SetBodyByte(i, value) => {
+                let positions: Vec<(usize, usize)> = (body_lines(lines).into_iter())
+                    .flat_map(|n| (0..lines[n].len()).map(move |k| (n, k)))
                     .collect();
-                if let Some(p) = pick(&positions, i) {
+                if let Some((n, k)) = pick(&positions, i) {
                     if matches!(self, Self::FlipBodyBit(..)) {
-                        b[p] ^= 1 << (bit % 8);
+                        lines[n][k] ^= 1 << (value % 8);
                     } else {
-                        b[p] = *bit;
+                        lines[n][k] = *value;
                     }
                 }
             }
-            Self::FlipBit(i, bit) if !b.is_empty() => {
-                let p = i.index(b.len());
-                b[p] ^= 1 << *bit;
-            }
-            Self::Truncate(cut) => {
-                if let Some(p) = cut.position(&b, &spans) {
-                    b.truncate(p);
+            Self::Truncate { line, at, newline } => {
+                if let Some(n) = line.resolve(lines) {
+                    lines.truncate(n + 1);
+                    if let Some(at) = at {
+                        let len = lines[n].len();
+                        lines[n].truncate(at.index(len + 1));
+                    }
+                    if *newline {
+                        lines.push(Vec::new());
+                    }
                 }
             }
             Self::DuplicateLine(l) => {
-                if let Some(n) = l.resolve(&b, &spans) {
-                    let (s, e) = line_of(n);
-                    let mut copy = b[s..e].to_vec();
-                    copy.push(b'\n');
-                    b.splice(s..s, copy);
+                if let Some(n) = l.resolve(lines) {
+                    lines.insert(n, lines[n].clone());
                 }
             }
             Self::RemoveLine(l) => {
-                if let Some(n) = l.resolve(&b, &spans) {
-                    let (s, e) = line_of(n);
-                    b.drain(s..(e + 1).min(b.len()));
+                if let Some(n) = l.resolve(lines) {
+                    lines.remove(n);
                 }
             }
             Self::Relabel {
                 section,
-                begin: new_begin,
-                end: new_end,
+                begin,
+                end,
             } => {
-                let begins: Vec<usize> = (0..spans.len())
-                    .filter(|&n| is_begin(&b[spans[n].0..spans[n].1]))
-                    .collect();
-                if let Some(n) = pick(&begins, section) {
-                    let end = (n + 1..spans.len()).find(|&m| is_end(&b[spans[m].0..spans[m].1]));
-                    // Later line first, so the earlier span stays valid.
-                    if let (Some(m), Some(label)) = (end, new_end) {
-                        let (s, e) = spans[m];
-                        let line = relabel(&b[s..e], b"-----END", &label.0);
-                        b.splice(s..e, line);
+                if let Some((n, m)) = pick(&sections_of(lines), section) {
+                    if let (Some(m), Some(label)) = (m, end) {
+                        lines[m] = relabel(&lines[m], b"-----END", label);
                     }
-                    if let Some(label) = new_begin {
-                        let (s, e) = spans[n];
-                        let line = relabel(&b[s..e], b"-----BEGIN", &label.0);
-                        b.splice(s..e, line);
+                    if let Some(label) = begin {
+                        lines[n] = relabel(&lines[n], b"-----BEGIN", label);
                     }
                 }
             }
             Self::DuplicateSection(i) => {
-                let begins: Vec<usize> = (0..spans.len())
-                    .filter(|&n| is_begin(&b[spans[n].0..spans[n].1]))
-                    .collect();
-                let section = pick(&begins, i).and_then(|n| {
-                    (n + 1..spans.len())
-                        .find(|&m| is_end(&b[spans[m].0..spans[m].1]))
-                        .map(|m| (spans[n].0, (spans[m].1 + 1).min(b.len())))
-                });
-                if let Some((s, e)) = section {
-                    let mut copy = b[s..e].to_vec();
-                    if copy.last() != Some(&b'\n') {
-                        copy.push(b'\n');
-                    }
-                    b.splice(e..e, copy);
+                if let Some((n, Some(m))) = pick(&sections_of(lines), i) {
+                    let copy = lines[n..=m].to_vec();
+                    lines.splice(m + 1..m + 1, copy);
                 }
-            }
-            Self::LineEndings(eol) => {
-                let mut out = Vec::with_capacity(b.len() * 2);
-                let mut odd = false;
-                for c in b {
-                    if c == b'\n' {
-                        match eol {
-                            Eol::CrLf => out.extend_from_slice(b"\r\n"),
-                            Eol::Cr => out.push(b'\r'),
-                            Eol::CrCrLf => out.extend_from_slice(b"\r\r\n"),
-                            Eol::Mixed if odd => out.extend_from_slice(b"\r\n"),
-                            Eol::Mixed => out.push(b'\n'),
-                        }
-                        odd = !odd;
-                    } else {
-                        out.push(c);
-                    }
-                }
-                b = out;
             }
             Self::Whitespace { line, ws, trailing } => {
-                if let Some(n) = line.resolve(&b, &spans) {
-                    let (s, e) = line_of(n);
-                    let at = if *trailing { e } else { s };
-                    b.splice(at..at, ws.bytes());
+                if let Some(n) = line.resolve(lines) {
+                    let at = if *trailing { lines[n].len() } else { 0 };
+                    lines[n].splice(at..at, ws.bytes());
                 }
             }
             Self::BlankLine(line, ws) => {
-                if let Some(n) = line.resolve(&b, &spans) {
-                    let (_, e) = line_of(n);
-                    let mut blank = b"\n".to_vec();
-                    blank.extend_from_slice(ws.as_bytes());
-                    b.splice(e..e, blank);
+                if let Some(n) = line.resolve(lines) {
+                    lines.insert(n + 1, ws.as_bytes().to_vec());
                 }
             }
             Self::JoinLine(line) => {
-                if let Some(n) = line.resolve(&b, &spans) {
-                    let (_, e) = line_of(n);
-                    if e < b.len() {
-                        b.remove(e);
-                    }
+                if let Some(n) = line.resolve(lines).filter(|&n| n + 1 < lines.len()) {
+                    let next = lines.remove(n + 1);
+                    lines[n].extend(next);
                 }
             }
-            Self::Prefix(bytes) => {
-                b.splice(0..0, bytes.iter().copied());
+            Self::LongLine { after, len, fill } => {
+                if let Some(n) = after.resolve(lines) {
+                    lines.insert(n + 1, vec![*fill; *len]);
+                }
             }
-            Self::Suffix(bytes) => b.extend_from_slice(bytes),
             Self::Rewrap(width) => {
-                let mut out = Vec::with_capacity(b.len());
+                let mut out = Vec::with_capacity(lines.len());
                 let mut body: Vec<u8> = Vec::new();
                 let mut inside = false;
-                for &(s, e) in &spans {
-                    let line = &b[s..e];
-                    if is_begin(line) {
+                for line in lines.drain(..) {
+                    if is_begin(&line) {
                         inside = true;
-                    } else if is_end(line) && inside {
+                    } else if is_end(&line) && inside {
                         inside = false;
                         let chunk = if *width == 0 {
                             body.len().max(1)
                         } else {
                             *width
                         };
-                        for part in body.chunks(chunk) {
-                            out.extend_from_slice(part);
-                            out.push(b'\n');
-                        }
+                        out.extend(body.chunks(chunk).map(<[u8]>::to_vec));
                         body.clear();
                     } else if inside {
                         body.extend(line.iter().filter(|c| !c.is_ascii_whitespace()));
                         continue;
                     }
-                    out.extend_from_slice(line);
-                    out.push(b'\n');
+                    out.push(line);
                 }
-                out.extend_from_slice(&body);
-                b = out;
-            }
-            Self::Flatten(with) => {
-                let mut out = Vec::with_capacity(b.len());
-                for c in b {
-                    if c == b'\n' || c == b'\r' {
-                        out.extend_from_slice(with.as_bytes());
-                    } else {
-                        out.push(c);
-                    }
+                if !body.is_empty() {
+                    out.push(body);
                 }
-                b = out;
-            }
-            Self::LongLine { after, len, fill } => {
-                if let Some(n) = after.resolve(&b, &spans) {
-                    let (_, e) = line_of(n);
-                    let mut long = vec![b'\n'];
-                    long.resize(*len + 1, *fill);
-                    b.splice(e..e, long);
-                }
-            }
-            Self::Insert(i, bytes) => {
-                let at = i.index(b.len() + 1);
-                b.splice(at..at, bytes.iter().copied());
+                *lines = out;
             }
             _ => {}
         }
-        b
     }
 }
 
 // === Writing the files and checking outcomes ===
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Role {
-    Cert,
-    Key,
-    Ca,
-    Crl,
-}
-
-impl Role {
-    fn valid_items(self) -> &'static [Item] {
-        match self {
-            Self::Cert => CERTS,
-            Self::Key => KEYS,
-            Self::Ca => CAS,
-            Self::Crl => CRLS,
-        }
-    }
-}
+/// The five files a case may configure, by slot: certificate, key,
+/// client CA, two CRLs.
+const SLOTS: [(&str, &[Item]); 5] = [
+    ("tls.crt", CERTS),
+    ("tls.key", KEYS),
+    ("ca.crt", CAS),
+    ("crl0.pem", CRLS),
+    ("crl1.pem", CRLS),
+];
+const CERT: usize = 0;
+const KEY: usize = 1;
 
 /// Which files a case configures and in which client-auth mode.
 #[derive(Debug, Clone)]
@@ -1047,107 +875,84 @@ fn trust() -> impl Strategy<Value = Trust> {
     ]
 }
 
-/// The documents of one load: certificate, key, client CA, two CRLs (only
-/// those the trust configures are used).
-#[derive(Debug, Clone)]
-struct Docs {
-    cert: Doc,
-    key: Doc,
-    ca: Doc,
-    crls: [Doc; 2],
+/// The documents of one load, by slot (only those the trust configures
+/// are used).
+type Docs = [Doc; 5];
+
+/// A file for a role, often left valid, so that most cases break one or
+/// two files and the others are checked not to be blamed.
+fn file(items: &'static [Item]) -> impl Strategy<Value = Doc> {
+    prop_oneof![
+        2 => select(items).prop_map(Doc::pristine),
+        3 => doc(items),
+    ]
 }
 
 fn docs() -> impl Strategy<Value = Docs> {
-    // Each file is often left valid, so that most cases break one or two
-    // files and the others are checked not to be blamed.
-    let role = |items: &'static [Item]| {
-        prop_oneof![
-            2 => select(items).prop_map(Doc::pristine),
-            3 => doc(items),
-        ]
-    };
-    (role(CERTS), role(KEYS), role(CAS), role(CRLS), role(CRLS)).prop_map(
-        |(cert, key, ca, crl0, crl1)| Docs {
-            cert,
-            key,
-            ca,
-            crls: [crl0, crl1],
-        },
-    )
+    SLOTS.map(|(_, items)| file(items))
 }
 
-impl Docs {
-    fn pristine() -> Self {
-        Self {
-            cert: Doc::pristine(CertA),
-            key: Doc::pristine(KeyA),
-            ca: Doc::pristine(ClientCa),
-            crls: [Doc::pristine(Crl), Doc::pristine(Crl)],
-        }
-    }
+fn pristine() -> Docs {
+    [CertA, KeyA, ClientCa, Crl, Crl].map(Doc::pristine)
 }
 
 /// A written file and how it was made.
 #[derive(Debug)]
 struct Written {
     path: PathBuf,
-    role: Role,
+    slot: usize,
     untouched: Option<Item>,
     bytes: Vec<u8>,
 }
 
+impl Written {
+    /// Whether this is an untouched document valid in its slot.
+    fn valid(&self) -> Option<Item> {
+        self.untouched
+            .filter(|item| SLOTS[self.slot].1.contains(item))
+    }
+}
+
 /// A directory holding the configured files.
 struct Dir {
-    _tmp: tempfile::TempDir,
+    tmp: tempfile::TempDir,
     files: TlsFiles,
-    roles: Vec<(PathBuf, Role)>,
+    slots: Vec<usize>,
 }
 
 impl Dir {
     fn new(trust: &Trust) -> Self {
         let tmp = tempfile::tempdir().unwrap();
-        let at = |name: &str| tmp.path().join(name);
-        let mut files = TlsFiles::new(at("tls.crt"), at("tls.key"));
-        let mut roles = vec![(at("tls.crt"), Role::Cert), (at("tls.key"), Role::Key)];
+        let at = |slot: usize| tmp.path().join(SLOTS[slot].0);
+        let mut files = TlsFiles::new(at(CERT), at(KEY));
+        let mut slots = vec![CERT, KEY];
         let crls = match trust {
             Trust::Off => 0,
             Trust::Ca { mode, crls } => {
-                files = files.client_ca(at("ca.crt"), *mode);
-                roles.push((at("ca.crt"), Role::Ca));
+                files = files.client_ca(at(2), *mode);
+                slots.push(2);
                 *crls
             }
             Trust::CrlOnly => 1,
         };
-        for n in 0..crls {
-            let path = at(&format!("crl{n}.pem"));
-            files = files.crl(&path);
-            roles.push((path, Role::Crl));
+        for slot in 3..3 + crls {
+            files = files.crl(at(slot));
+            slots.push(slot);
         }
-        Self {
-            _tmp: tmp,
-            files,
-            roles,
-        }
+        Self { tmp, files, slots }
     }
 
     /// Writes the documents each configured file gets.
     fn write(&self, docs: &Docs) -> Vec<Written> {
-        let mut crls = docs.crls.iter();
-        self.roles
-            .iter()
-            .map(|(path, role)| {
-                let doc = match role {
-                    Role::Cert => &docs.cert,
-                    Role::Key => &docs.key,
-                    Role::Ca => &docs.ca,
-                    Role::Crl => crls.next().unwrap(),
-                };
-                let bytes = doc.render();
-                fs::write(path, &bytes).unwrap();
+        (self.slots.iter())
+            .map(|&slot| {
+                let path = self.tmp.path().join(SLOTS[slot].0);
+                let bytes = docs[slot].render();
+                fs::write(&path, &bytes).unwrap();
                 Written {
-                    path: path.clone(),
-                    role: *role,
-                    untouched: doc.untouched(),
+                    path,
+                    slot,
+                    untouched: docs[slot].untouched(),
                     bytes,
                 }
             })
@@ -1159,27 +964,24 @@ impl Dir {
 fn describe(written: &[Written]) -> String {
     written
         .iter()
-        .map(|w| format!("\n  {:?} = \"{}\"", w.role, show(&w.bytes)))
+        .map(|w| format!("\n  {} = \"{}\"", SLOTS[w.slot].0, show(&w.bytes)))
         .collect()
 }
 
 /// Whether these files must load: every one an untouched valid document of
 /// its role, a matching pair, consistent settings.
 fn must_load(trust: &Trust, written: &[Written], at_startup: bool) -> bool {
-    let item = |role: Role| written.iter().find(|w| w.role == role).map(|w| w.untouched);
     let untouched_valid = written.iter().all(|w| {
-        w.untouched.is_some_and(|item| {
-            w.role.valid_items().contains(&item)
-                && (at_startup || w.role != Role::Cert || CURRENT_CERTS.contains(&item))
-        })
+        w.valid()
+            .is_some_and(|item| at_startup || w.slot != CERT || CURRENT_CERTS.contains(&item))
     });
     let settings = match trust {
         Trust::Off => true,
         Trust::Ca { mode, .. } => *mode != ClientAuth::None,
         Trust::CrlOnly => false,
     };
-    let pair = match (item(Role::Cert), item(Role::Key)) {
-        (Some(Some(c)), Some(Some(k))) => c.pair() == k.pair(),
+    let pair = match (written[CERT].untouched, written[KEY].untouched) {
+        (Some(c), Some(k)) => c.pair() == k.pair(),
         _ => false,
     };
     untouched_valid && settings && pair
@@ -1188,52 +990,42 @@ fn must_load(trust: &Trust, written: &[Written], at_startup: bool) -> bool {
 /// Everything an error must be, whatever the input.
 fn check_error(err: &Error, files: &TlsFiles, written: &[Written]) -> Result<(), TestCaseError> {
     let text = err.to_string();
-    let context = || format!("error: {text}\nfiles:{}", describe(written));
-    prop_assert!(
-        !text.contains([
-            '\n', '\r', '\u{b}', '\u{c}', '\u{85}', '\u{2028}', '\u{2029}'
-        ]),
-        "the error is more than one line\n{}",
-        context()
-    );
-    prop_assert!(
+    // `prop_assert!` with the error and the files after the message.
+    macro_rules! check {
+        ($cond:expr, $($msg:tt)+) => {
+            prop_assert!($cond, "{}\nerror: {text}\nfiles:{}", format!($($msg)+), describe(written))
+        };
+    }
+    let breaks = [
+        '\n', '\r', '\u{b}', '\u{c}', '\u{85}', '\u{2028}', '\u{2029}',
+    ];
+    check!(!text.contains(breaks), "the error is more than one line");
+    check!(
         !text.chars().any(char::is_control),
-        "the error contains control characters\n{}",
-        context()
+        "the error contains control characters"
     );
-    if let Some(w) = MATERIAL
+    let quoted = MATERIAL
         .key_windows
         .iter()
-        .find(|w| text.contains(w.as_str()))
-    {
-        prop_assert!(
-            false,
-            "the error quotes key material ({w:?})\n{}",
-            context()
-        );
-    }
+        .find(|w| text.contains(w.as_str()));
+    check!(
+        quoted.is_none(),
+        "the error quotes key material ({quoted:?})"
+    );
     match err {
-        Error::Task(_) => {
-            // Only a panic in the loading code ends a reload task here.
-            prop_assert!(false, "loading panicked\n{}", context());
-        }
+        // Only a panic in the loading code ends a reload task here.
+        Error::Task(_) => check!(false, "loading panicked"),
         Error::Settings(_) | Error::Rustls(_) => {}
         _ => {
             let path = err.path();
-            prop_assert!(path.is_some(), "names no file\n{}", context());
+            check!(path.is_some(), "names no file");
             let path = path.unwrap();
-            prop_assert!(
+            check!(
                 files.paths().any(|p| p == path),
-                "names {} which is not configured\n{}",
-                path.display(),
-                context()
+                "names {path:?}, which is not configured"
             );
-            prop_assert!(
-                text.contains(&path.display().to_string()),
-                "Display does not name {}\n{}",
-                path.display(),
-                context()
-            );
+            let named = text.contains(&path.display().to_string());
+            check!(named, "Display does not name {path:?}");
             let blamed = written.iter().find(|w| w.path == path).unwrap();
             let innocent = blamed.untouched.is_some_and(|item| match err {
                 // Names both files: either one may be the wrong one.
@@ -1241,28 +1033,22 @@ fn check_error(err: &Error, files: &TlsFiles, written: &[Written]) -> Result<(),
                 // Valid, but over the configured cap.
                 Error::TooLarge { .. } => false,
                 Error::Expired { .. } | Error::NotYetValid { .. } => CURRENT_CERTS.contains(&item),
-                _ => blamed.role.valid_items().contains(&item),
+                _ => blamed.valid().is_some(),
             });
-            prop_assert!(
-                !innocent,
-                "blames the valid {:?} file {}\n{}",
-                blamed.role,
-                path.display(),
-                context()
-            );
+            check!(!innocent, "blames the valid file {path:?}");
         }
     }
     Ok(())
 }
 
 /// The fingerprint of the first certificate of a file the library loaded.
-fn first_cert_fingerprint(bytes: &[u8]) -> String {
+fn first_cert_fingerprint(bytes: &[u8]) -> Fingerprint {
     let sections = sections(bytes).expect("the library loaded this PEM");
     let (_, der) = sections
         .iter()
         .find(|(kind, _)| *kind == SectionKind::Certificate)
         .expect("a loaded file has a certificate");
-    fingerprint_sha256(der)
+    Fingerprint::of(der)
 }
 
 async fn build(
@@ -1298,76 +1084,61 @@ async fn reload_step(
     let bytes: Vec<Vec<u8>> = written.iter().map(|w| w.bytes.clone()).collect();
     let outcome = reload(acceptor).await?;
     let after = acceptor.status();
-    let context = || describe(&written);
+    let context = describe(&written);
+    let (generation, fingerprint) = (after.generation, &after.cert.fingerprint_sha256);
+    let unchanged = (before.generation, &before.cert.fingerprint_sha256);
     match outcome {
         Err(failure) => {
             check_error(&failure.error, &dir.files, &written)?;
-            prop_assert!(
-                !must_load(trust, &written, false),
-                "valid files refused: {}{}",
-                failure.error,
-                context()
-            );
+            let error = &failure.error;
+            let refused = !must_load(trust, &written, false);
+            prop_assert!(refused, "valid files refused: {error}{context}");
             prop_assert_eq!(failure.served_generation, before.generation);
-            prop_assert_eq!(after.generation, before.generation, "{}", context());
-            prop_assert_eq!(
-                &after.cert.fingerprint_sha256,
-                &before.cert.fingerprint_sha256,
-                "a failed reload changed the served certificate{}",
-                context()
-            );
+            // A failed reload changes nothing that is served.
+            prop_assert_eq!((generation, fingerprint), unchanged, "{}", context);
             Ok(served)
         }
-        Ok(ReloadOutcome::Unchanged { generation }) => {
-            prop_assert!(
-                bytes == served,
-                "Unchanged, but the bytes differ{}",
-                context()
-            );
-            prop_assert_eq!(generation, before.generation);
-            prop_assert_eq!(after.generation, before.generation);
-            prop_assert_eq!(
-                &after.cert.fingerprint_sha256,
-                &before.cert.fingerprint_sha256
-            );
+        Ok(ReloadOutcome::Unchanged { generation: g }) => {
+            prop_assert!(bytes == served, "Unchanged, but the bytes differ{context}");
+            prop_assert_eq!((g, fingerprint), unchanged);
+            prop_assert_eq!(generation, g);
             Ok(served)
         }
         Ok(ReloadOutcome::Reloaded(r)) => {
-            prop_assert!(bytes != served, "same bytes reloaded{}", context());
-            prop_assert_eq!(r.generation, before.generation + 1);
-            prop_assert_eq!(after.generation, r.generation);
+            prop_assert!(bytes != served, "same bytes reloaded{context}");
             prop_assert_eq!(
-                &r.previous.fingerprint_sha256,
-                &before.cert.fingerprint_sha256
+                (r.generation, &r.previous.fingerprint_sha256),
+                (before.generation + 1, unchanged.1)
             );
             prop_assert_eq!(
-                &after.cert.fingerprint_sha256,
-                &r.current.fingerprint_sha256
+                (generation, fingerprint),
+                (r.generation, &r.current.fingerprint_sha256)
             );
+            let first = first_cert_fingerprint(&bytes[0]);
             prop_assert_eq!(
-                &after.cert.fingerprint_sha256,
-                &first_cert_fingerprint(&bytes[0]),
+                fingerprint,
+                &first,
                 "serves another certificate than the file's first{}",
-                context()
+                context
             );
             // The served leaf was valid, so its replacement must be too.
             let now = SystemTime::now();
             prop_assert!(
                 !after.cert.is_expired_at(now),
-                "an expired replacement was swapped in{}",
-                context()
+                "an expired replacement was swapped in{context}"
             );
+            let not_yet = after.cert.not_before > now + Duration::from_secs(5 * 60);
             prop_assert!(
-                after.cert.not_before <= now + Duration::from_secs(5 * 60),
-                "a not-yet-valid replacement was swapped in{}",
-                context()
+                !not_yet,
+                "a not-yet-valid replacement was swapped in{context}"
             );
             // Trust is what follows the key and the certificate.
+            let trust_changed = bytes[2..] != served[2..];
             prop_assert_eq!(
                 r.trust_changed,
-                bytes[2..] != served[2..],
+                trust_changed,
                 "trust_changed is wrong{}",
-                context()
+                context
             );
             Ok(bytes)
         }
@@ -1538,12 +1309,12 @@ proptest! {
             1 => Just(Trust::Ca { mode: ClientAuth::Optional, crls: 2 }),
         ],
         steps in vec(
-            prop_oneof![3 => docs(), 1 => Just(Docs::pristine())],
+            prop_oneof![3 => docs(), 1 => Just(pristine())],
             1..6,
         ),
     ) {
         let dir = Dir::new(&trust);
-        let written = dir.write(&Docs::pristine());
+        let written = dir.write(&pristine());
         let acceptor = RT
             .block_on(build(ReloadableAcceptor::builder(dir.files.clone())))?
             .expect("the pristine files load");
@@ -1554,45 +1325,11 @@ proptest! {
     }
 }
 
-/// Documents for the handshake property: cert/key inputs that often load,
-/// so that successful reloads are common.
+/// Documents for the handshake property: only the pair changes.
 fn pair_docs() -> impl Strategy<Value = Docs> {
-    let light = || {
-        prop_oneof![
-            Just(Vec::new()),
-            vec(
-                prop_oneof![
-                    mutation(),
-                    select(vec![Eol::CrLf, Eol::Cr, Eol::Mixed]).prop_map(Mutation::LineEndings),
-                    garbage().prop_map(Mutation::Prefix),
-                    any::<Index>().prop_map(Mutation::DuplicateSection),
-                ],
-                1..3
-            ),
-        ]
-    };
-    let pair_base = |items: &'static [Item]| {
-        prop_oneof![
-            4 => select(items).prop_map(Base::Pem),
-            2 => vec(select(vec![CertA, CertB, KeyA, KeyB, KeyASec1, ServerCa]), 1..4)
-                .prop_map(Base::Concat),
-            1 => (select(items), vec(der_edit(), 1..3)).prop_map(|(item, edits)| {
-                Base::MutatedDer { item, label: None, edits }
-            }),
-        ]
-    };
-    ((pair_base(CERTS), light()), (pair_base(KEYS), light())).prop_map(|((cb, cm), (kb, km))| {
-        Docs {
-            cert: Doc {
-                base: cb,
-                mutations: cm,
-            },
-            key: Doc {
-                base: kb,
-                mutations: km,
-            },
-            ..Docs::pristine()
-        }
+    (file(CERTS), file(KEYS)).prop_map(|(cert, key)| {
+        let [_, _, ca, crl0, crl1] = pristine();
+        [cert, key, ca, crl0, crl1]
     })
 }
 
@@ -1604,7 +1341,7 @@ proptest! {
     #[test]
     fn a_served_leaf_always_comes_with_its_key(steps in vec(pair_docs(), 1..4)) {
         let dir = Dir::new(&Trust::Off);
-        let written = dir.write(&Docs::pristine());
+        let written = dir.write(&pristine());
         RT.block_on(async {
             let acceptor = build(ReloadableAcceptor::builder(dir.files.clone()))
                 .await?

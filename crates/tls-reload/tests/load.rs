@@ -1,470 +1,340 @@
 //! Loading: every bad input is a distinct error naming the file and cause,
-//! and the validity rules for replacements.
+//! the validity rules for replacements, and what clients see of a config:
+//! ALPN, client authentication, CRLs, and TLS 1.3 resumption across
+//! rotations (but not across trust changes).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Test code: a panic is a failed test.
 
 mod common;
 
 use std::fs;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use common::*;
-use tls_reload::testing::{LeafOptions, TestCa, client_config, handshake};
-use tls_reload::{ClientAuth, Error, FileRole, ReloadableAcceptor, TlsFiles, Trigger};
+use rustls::ClientConfig;
+use rustls::HandshakeKind::{Full, Resumed};
+use tls_reload::testing::{Leaf, LeafOptions, TestCa, client_config, handshake};
+use tls_reload::{
+    ClientAuth, Error, FileKind, FileRole, KeyError, PemError, ReloadOutcome, ReloadableAcceptor,
+    TlsFiles, Trigger,
+};
 
+const DAY: Duration = Duration::from_secs(86_400);
+/// A well-formed DER SEQUENCE that is no certificate, key or CRL.
+const JUNK: &[u8] = &[0x30, 0x03, 0x02, 0x01, 0x00];
+
+/// A directory with a CA and a valid pair (`tls.crt`, `tls.key`) in it.
 struct Files {
     _tmp: tempfile::TempDir,
     dir: PathBuf,
     ca: TestCa,
+    valid: TlsFiles,
 }
 
 impl Files {
     fn new() -> Self {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().to_owned();
-        Self {
+        let ca = TestCa::new("ca");
+        let leaf = ca.server();
+        let valid = TlsFiles::new(dir.join("tls.crt"), dir.join("tls.key"));
+        let f = Self {
             _tmp: tmp,
             dir,
-            ca: TestCa::new("ca"),
-        }
+            ca,
+            valid,
+        };
+        f.publish(&leaf);
+        f
     }
     fn write(&self, name: &str, contents: impl AsRef<[u8]>) -> PathBuf {
         let path = self.dir.join(name);
         fs::write(&path, contents).unwrap();
         path
     }
-    /// Writes a valid pair and returns the files.
-    fn valid(&self) -> TlsFiles {
-        let leaf = self.ca.server();
-        TlsFiles::new(
-            self.write("tls.crt", &leaf.cert_pem),
-            self.write("tls.key", &leaf.key_pem),
-        )
+    fn read(&self, path: &Path) -> String {
+        fs::read_to_string(path).unwrap()
     }
-    fn build_err(&self, files: TlsFiles) -> Error {
-        ReloadableAcceptor::builder(files).build().unwrap_err()
+    /// Replaces the pair behind `valid`, key first.
+    fn publish(&self, leaf: &Leaf) {
+        self.write("tls.key", &leaf.key_pem);
+        self.write("tls.crt", &leaf.cert_pem);
+    }
+    fn leaf_valid(&self, from: SystemTime, to: SystemTime) -> Leaf {
+        self.ca.issue(&LeafOptions::server().valid(from, to))
+    }
+    /// The valid certificate with `key`.
+    fn with_key(&self, key: PathBuf) -> (TlsFiles, PathBuf) {
+        (TlsFiles::new(self.valid.cert_path(), &key), key)
+    }
+    /// `cert` with the valid key.
+    fn with_cert(&self, cert: PathBuf) -> (TlsFiles, PathBuf) {
+        (TlsFiles::new(&cert, self.valid.key_path()), cert)
+    }
+    /// The valid pair, client certificates required from `ca`.
+    fn with_client_ca(&self, ca: PathBuf) -> (TlsFiles, PathBuf) {
+        let files = self.valid.clone().client_ca(&ca, ClientAuth::Required);
+        (files, ca)
     }
 }
 
-fn assert_names(err: &Error, path: &Path) {
-    let text = err.to_string();
-    assert!(
-        text.contains(&path.display().to_string()),
-        "{text:?} should name {path:?}"
-    );
-    assert!(!text.contains('\n'), "one line: {text:?}");
-    assert_eq!(err.path(), Some(path));
+fn pem(label: &str, der: impl Into<Vec<u8>>) -> String {
+    pem::encode_config(
+        &pem::Pem::new(label, der),
+        pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
+    )
 }
+
+/// One bad input: its name, the files to load and the file to blame, the
+/// error variant, and text the message must contain.
+type Case = (
+    &'static str,
+    fn(&Files) -> (TlsFiles, PathBuf),
+    fn(&Error) -> bool,
+    &'static str,
+);
+
+#[rustfmt::skip] // A table: one case a row.
+const CASES: &[Case] = &[
+    ("a missing file", |f| f.with_key(f.dir.join("nope.key")),
+        |e| matches!(e, Error::Read { role: FileRole::PrivateKey, .. }), "No such file"),
+    ("an empty file", |f| f.with_key(f.write("empty.key", "")),
+        |e| matches!(e, Error::Empty { role: FileRole::PrivateKey, .. }), "is empty"),
+    ("a whitespace-only file", |f| f.with_key(f.write("blank.key", " \n\t\n")),
+        |e| matches!(e, Error::Empty { role: FileRole::PrivateKey, .. }), "is empty"),
+    ("a file over the default 1 MiB cap", |f| f.with_cert(f.write("big.crt", vec![b'A'; 1024 * 1024 + 1])),
+        |e| matches!(e, Error::TooLarge { limit: 1_048_576, .. }), "1048576-byte limit"),
+    ("text without PEM blocks", |f| f.with_cert(f.write("notes.crt", "just some text\n")),
+        |e| matches!(e, Error::NoPemItem { role: FileRole::Certificate, expected: "CERTIFICATE", .. }), "no CERTIFICATE PEM block"),
+    ("certificate and key swapped", |f| (TlsFiles::new(f.valid.key_path(), f.valid.cert_path()), f.valid.key_path().into()),
+        |e| matches!(e, Error::NoPemItem { role: FileRole::Certificate, .. }), "no CERTIFICATE PEM block"),
+    ("DER instead of PEM", |f| f.with_cert(f.write("tls.der", f.ca.server().cert_der.as_ref())),
+        |e| matches!(e, Error::MalformedPem { cause: PemError::Der { .. }, .. }), "DER"),
+    ("a truncated certificate", |f| {
+        let pem = f.read(f.valid.cert_path());
+        f.with_cert(f.write("cut.crt", &pem[..pem.len() / 2]))
+    }, |e| matches!(e, Error::MalformedPem { cause: PemError::MissingEnd { .. }, .. }), "END CERTIFICATE"),
+    ("two keys in one file", |f| {
+        let two = format!("{}{}", f.read(f.valid.key_path()), f.ca.server().key_pem);
+        f.with_key(f.write("two.key", two))
+    }, |e| matches!(e, Error::MultipleKeys { count: 2, .. }), "2 private keys"),
+    ("an encrypted key", |f| f.with_key(f.write("enc.key", pem("ENCRYPTED PRIVATE KEY", b"\0"))),
+        |e| matches!(e, Error::UnsupportedKey { cause: KeyError::Encrypted, .. }), "encrypted"),
+    ("a DSA key", |f| f.with_key(f.write("dsa.key", pem("DSA PRIVATE KEY", b"\0"))),
+        |e| matches!(e, Error::UnsupportedKey { cause: KeyError::Dsa, .. }), "DSA"),
+    ("an OpenSSH key", |f| f.with_key(f.write("ssh.key", pem("OPENSSH PRIVATE KEY", b"\0"))),
+        |e| matches!(e, Error::UnsupportedKey { cause: KeyError::OpenSsh, .. }), "OpenSSH"),
+    ("a PKCS#8 section that ring cannot use", |f| f.with_key(f.write("junk.key", pem("PRIVATE KEY", JUNK))),
+        |e| matches!(e, Error::UnsupportedKey { cause: KeyError::Rejected(_), .. }), "unsupported key"),
+    ("a key of another certificate", |f| f.with_key(f.write("other.key", f.ca.server().key_pem)),
+        |e| matches!(e, Error::KeyMismatch { .. }), "tls.crt"),
+    ("a chain in the wrong order", |f| {
+        let chain = format!("{}{}", f.ca.cert_pem(), f.read(f.valid.cert_path()));
+        (TlsFiles::new(f.write("chain.crt", chain), f.valid.key_path()), f.valid.key_path().into())
+    }, |e| matches!(e, Error::KeyMismatch { .. }), "does not match"),
+    ("a directory", |f| f.with_cert(f.dir.clone()),
+        |e| matches!(e, Error::NotAFile { kind: FileKind::Directory, .. }), "is a directory"),
+    ("a CA bundle with one garbage certificate", |f| {
+        let bundle = format!("{}{}", f.ca.cert_pem(), pem("CERTIFICATE", JUNK));
+        f.with_client_ca(f.write("ca.crt", bundle))
+    }, |e| matches!(e, Error::InvalidCertificate { role: FileRole::ClientCa, index: 1, .. }), "certificate #1"),
+    // A key whose first line break was lost: the BEGIN line runs into
+    // the base64, which for a SEC1 key starts with the private scalar.
+    ("a BEGIN line run into the key", |f| {
+        let joined = f.read(f.valid.key_path()).replacen("-----\n", "-----", 1);
+        f.with_key(f.write("joined.key", joined))
+    }, |e| matches!(e, Error::MalformedPem { .. }), "PRIVATE KEY"),
+    // The label of an unterminated section is echoed: a vertical tab or
+    // an escape sequence would break the line or drive a terminal.
+    ("control characters in a label",
+        |f| f.with_cert(f.write("odd.crt", "-----BEGIN \x0bCERT\x1b[2J-----\nMAMCAQA=\n")),
+        |e| matches!(e, Error::MalformedPem { cause: PemError::MissingEnd { .. }, .. }),
+        r"\u{b}CERT\u{1b}[2J"),
+    // x509-parser reads the CRL and stops; rustls refuses the trailing
+    // byte. The CRL file is to blame, not the valid client CA bundle.
+    ("a CRL with a trailing byte", |f| {
+        let clients = TestCa::new("clients");
+        let mut der = pem::parse(clients.crl(&[])).unwrap().into_contents();
+        der.push(0);
+        let crl = f.write("clients.crl", pem("X509 CRL", der));
+        let (files, _) = f.with_client_ca(f.write("client-ca.crt", clients.cert_pem()));
+        (files.crl(&crl), crl)
+    }, |e| matches!(e, Error::InvalidCertificate { role: FileRole::Crl, index: 0, .. }), "invalid CRL"),
+];
 
 #[test]
-fn missing_file_names_path_and_os_error() {
-    let f = Files::new();
-    let files = f.valid();
-    let missing = f.dir.join("nope.key");
-    let err = f.build_err(TlsFiles::new(files.cert_path(), &missing));
-    assert!(
-        matches!(
-            err,
-            Error::Read {
-                role: FileRole::PrivateKey,
-                ..
-            }
-        ),
-        "{err}"
-    );
-    assert_names(&err, &missing);
-    assert!(err.to_string().contains("No such file"), "{err}");
-}
-
-#[test]
-fn empty_and_whitespace_only_files_are_empty() {
-    let f = Files::new();
-    let files = f.valid();
-    for contents in ["", " \n\t\n"] {
-        let key = f.write("empty.key", contents);
-        let err = f.build_err(TlsFiles::new(files.cert_path(), &key));
+fn every_bad_input_is_its_own_error_naming_the_file_and_quoting_no_key() {
+    for &(name, files, is, says) in CASES {
+        let f = Files::new();
+        let key_body = f.read(f.valid.key_path()).lines().nth(1).unwrap()[..12].to_owned();
+        let (files, blamed) = files(&f);
+        let err = ReloadableAcceptor::builder(files).build().unwrap_err();
+        let text = err.to_string();
+        assert!(is(&err), "{}: {text}", name);
+        assert!(text.contains(says), "{}: {text}", name);
         assert!(
-            matches!(
-                err,
-                Error::Empty {
-                    role: FileRole::PrivateKey,
-                    ..
-                }
-            ),
-            "{err}"
+            text.contains(&blamed.display().to_string()),
+            "{}: {text}",
+            name
         );
-        assert_names(&err, &key);
+        assert_eq!(err.path(), Some(blamed.as_path()), "{}", name);
+        assert!(!text.chars().any(char::is_control), "{}: {text:?}", name);
+        assert!(
+            !text.contains(&key_body),
+            "{}: key material in {text}",
+            name
+        );
     }
 }
 
 #[test]
-fn files_over_the_size_cap_are_refused() {
+fn the_size_cap_and_contradictory_settings_are_refused() {
     let f = Files::new();
-    let files = f.valid();
-    let err = ReloadableAcceptor::builder(files.clone())
+    let err = ReloadableAcceptor::builder(f.valid.clone())
         .max_file_size(64)
         .build()
         .unwrap_err();
     assert!(matches!(err, Error::TooLarge { limit: 64, .. }), "{err}");
-    assert_names(&err, files.cert_path());
+    assert_eq!(err.path(), Some(f.valid.cert_path()));
 
-    let big = f.write("big.crt", vec![b'A'; 1024 * 1024 + 1]);
-    let err = f.build_err(TlsFiles::new(&big, files.key_path()));
-    assert!(
-        matches!(
-            err,
-            Error::TooLarge {
-                limit: 1_048_576,
-                ..
-            }
-        ),
-        "default cap is 1 MiB: {err}"
-    );
-}
-
-#[test]
-fn text_without_pem_blocks_is_reported_per_role() {
-    let f = Files::new();
-    let files = f.valid();
-    let cert = f.write("notes.crt", "just some text\n");
-    let err = f.build_err(TlsFiles::new(&cert, files.key_path()));
-    assert!(
-        matches!(
-            err,
-            Error::NoPemItem {
-                role: FileRole::Certificate,
-                expected: "CERTIFICATE",
-                ..
-            }
-        ),
-        "{err}"
-    );
-    assert_names(&err, &cert);
-}
-
-#[test]
-fn swapped_cert_and_key_are_reported_as_missing_blocks() {
-    let f = Files::new();
-    let files = f.valid();
-    let err = f.build_err(TlsFiles::new(files.key_path(), files.cert_path()));
-    assert!(
-        matches!(
-            err,
-            Error::NoPemItem {
-                role: FileRole::Certificate,
-                ..
-            }
-        ),
-        "{err}"
-    );
-    assert_names(&err, files.key_path());
-}
-
-#[test]
-fn der_instead_of_pem_says_so() {
-    let f = Files::new();
-    let files = f.valid();
-    let der = f.write("tls.der", f.ca.server().cert_der.as_ref());
-    let err = f.build_err(TlsFiles::new(&der, files.key_path()));
-    assert!(matches!(err, Error::MalformedPem { .. }), "{err}");
-    assert!(err.to_string().contains("DER"), "{err}");
-}
-
-#[test]
-fn truncated_pem_is_malformed() {
-    let f = Files::new();
-    let files = f.valid();
-    let pem = fs::read_to_string(files.cert_path()).unwrap();
-    let cert = f.write("cut.crt", &pem[..pem.len() / 2]);
-    let err = f.build_err(TlsFiles::new(&cert, files.key_path()));
-    assert!(matches!(err, Error::MalformedPem { .. }), "{err}");
-    assert!(err.to_string().contains("END CERTIFICATE"), "{err}");
-}
-
-#[test]
-fn two_keys_in_one_file_are_refused() {
-    let f = Files::new();
-    let files = f.valid();
-    let pem = fs::read_to_string(files.key_path()).unwrap();
-    let other = f.ca.server().key_pem;
-    let key = f.write("two.key", format!("{pem}{other}"));
-    let err = f.build_err(TlsFiles::new(files.cert_path(), &key));
-    assert!(matches!(err, Error::MultipleKeys { count: 2, .. }), "{err}");
-    assert_names(&err, &key);
-}
-
-#[test]
-fn encrypted_and_foreign_keys_are_unsupported_with_a_hint() {
-    let f = Files::new();
-    let files = f.valid();
-    for (label, hint) in [
-        ("ENCRYPTED PRIVATE KEY", "encrypted"),
-        ("DSA PRIVATE KEY", "DSA"),
-        ("OPENSSH PRIVATE KEY", "OpenSSH"),
+    let ca = f.write("ca.crt", f.ca.cert_pem());
+    for files in [
+        f.valid.clone().client_ca(&ca, ClientAuth::None),
+        f.valid.clone().crl(&ca),
     ] {
-        let key = f.write(
-            "odd.key",
-            format!("-----BEGIN {label}-----\nAAAA\n-----END {label}-----\n"),
-        );
-        let err = f.build_err(TlsFiles::new(files.cert_path(), &key));
-        assert!(matches!(err, Error::UnsupportedKey { .. }), "{err}");
-        assert!(err.to_string().contains(hint), "{err}");
-        assert_names(&err, &key);
+        let err = ReloadableAcceptor::builder(files).build().unwrap_err();
+        assert!(matches!(err, Error::Settings(_)), "{err}");
     }
-}
-
-#[test]
-fn a_key_ring_cannot_use_is_unsupported() {
-    let f = Files::new();
-    let files = f.valid();
-    // A well-formed PKCS#8 section whose contents are not a key.
-    let key = f.write(
-        "junk.key",
-        "-----BEGIN PRIVATE KEY-----\nMAMCAQA=\n-----END PRIVATE KEY-----\n",
-    );
-    let err = f.build_err(TlsFiles::new(files.cert_path(), &key));
-    assert!(matches!(err, Error::UnsupportedKey { .. }), "{err}");
-}
-
-#[test]
-fn mismatched_pair_is_refused_at_startup() {
-    let f = Files::new();
-    let files = f.valid();
-    let other = f.write("other.key", f.ca.server().key_pem);
-    let err = f.build_err(TlsFiles::new(files.cert_path(), &other));
-    assert!(matches!(err, Error::KeyMismatch { .. }), "{err}");
-    assert_names(&err, &other);
-    assert!(
-        err.to_string()
-            .contains(&files.cert_path().display().to_string())
-    );
-}
-
-#[test]
-fn chain_in_wrong_order_is_a_mismatch() {
-    let f = Files::new();
-    let leaf = f.ca.server();
-    let cert = f.write("chain.crt", format!("{}{}", f.ca.cert_pem(), leaf.cert_pem));
-    let key = f.write("chain.key", &leaf.key_pem);
-    let err = f.build_err(TlsFiles::new(&cert, &key));
-    assert!(matches!(err, Error::KeyMismatch { .. }), "{err}");
 }
 
 #[tokio::test]
 async fn a_fifo_is_refused_without_blocking() {
     let f = Files::new();
-    let files = f.valid();
     let fifo = f.dir.join("fifo.crt");
-    let status = std::process::Command::new("mkfifo")
-        .arg(&fifo)
-        .status()
-        .unwrap();
-    assert!(status.success());
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+    assert!(made.unwrap().success());
+    let key = f.valid.key_path().to_owned();
     let build = tokio::task::spawn_blocking(move || {
-        ReloadableAcceptor::builder(TlsFiles::new(&fifo, files.key_path())).build()
+        ReloadableAcceptor::builder(TlsFiles::new(&fifo, key)).build()
     });
     let err = tokio::time::timeout(Duration::from_secs(5), build)
         .await
         .expect("opening a FIFO must not block")
         .unwrap()
         .unwrap_err();
-    assert!(matches!(err, Error::NotAFile { kind: "FIFO", .. }), "{err}");
-}
-
-#[test]
-fn a_directory_is_not_a_file() {
-    let f = Files::new();
-    let files = f.valid();
-    let err = f.build_err(TlsFiles::new(&f.dir, files.key_path()));
     assert!(
         matches!(
             err,
             Error::NotAFile {
-                kind: "directory",
+                kind: FileKind::Fifo,
                 ..
             }
         ),
         "{err}"
     );
-    assert_names(&err, &f.dir);
 }
 
 #[test]
-fn contradictory_client_auth_settings_are_refused() {
-    let f = Files::new();
-    let files = f.valid();
-    let ca = f.write("ca.crt", f.ca.cert_pem());
-    let cases = [
-        files.clone().client_ca(&ca, ClientAuth::None),
-        TlsFiles::new(files.cert_path(), files.key_path()).crl(&ca),
-    ];
-    for files in cases {
-        assert!(matches!(f.build_err(files), Error::Settings(_)));
-    }
-}
-
-#[test]
-fn a_ca_bundle_with_one_garbage_cert_is_refused() {
-    let f = Files::new();
-    let files = f.valid();
-    let bundle = f.write(
-        "ca.crt",
-        format!(
-            "{}-----BEGIN CERTIFICATE-----\nMAMCAQA=\n-----END CERTIFICATE-----\n",
-            f.ca.cert_pem()
-        ),
-    );
-    let err = f.build_err(files.client_ca(&bundle, ClientAuth::Required));
-    assert!(
-        matches!(
-            err,
-            Error::InvalidCertificate {
-                role: FileRole::ClientCa,
-                index: 1,
-                ..
-            }
-        ),
-        "{err}"
-    );
-    assert_names(&err, &bundle);
-}
-
-#[test]
-fn reports_what_the_leaf_says() {
+fn reports_what_the_leaf_says_and_no_key_material() {
     let f = Files::new();
     let leaf = f.ca.server();
-    let files = TlsFiles::new(
-        f.write("a.crt", &leaf.cert_pem),
-        f.write("a.key", &leaf.key_pem),
-    );
-    let acceptor = ReloadableAcceptor::builder(files).build().unwrap();
-    let status = acceptor.status();
-    assert_eq!(status.generation, 1);
-    assert_eq!(status.cert.fingerprint_sha256, leaf.fingerprint);
-    assert_eq!(status.cert.dns_names, vec!["localhost".to_owned()]);
-    assert_eq!(status.cert.ip_addresses.len(), 2, "127.0.0.1 and ::1");
-    assert!(
-        status.cert.subject.contains("CN=localhost"),
-        "{}",
-        status.cert.subject
-    );
-    assert!(
-        status.cert.issuer.contains("CN=ca"),
-        "{}",
-        status.cert.issuer
-    );
-    let serial_hex: String = leaf.serial.iter().map(|b| format!("{b:02X}")).collect();
-    assert_eq!(status.cert.serial, serial_hex);
-    assert!(status.cert.not_before < SystemTime::now());
-    assert!(status.cert.remaining_at(SystemTime::now()) > Duration::from_secs(80 * 86_400));
-}
-
-fn leaf_valid(ca: &TestCa, from: SystemTime, to: SystemTime) -> tls_reload::testing::Leaf {
-    ca.issue(&LeafOptions::server().valid(from, to))
-}
-
-const DAY: Duration = Duration::from_secs(86_400);
-
-#[tokio::test]
-async fn loads_an_expired_leaf_at_startup_so_a_renewal_can_heal() {
-    let f = Files::new();
-    let now = SystemTime::now();
-    let expired = leaf_valid(&f.ca, now - 10 * DAY, now - DAY);
-    let cert = f.write("tls.crt", &expired.cert_pem);
-    let key = f.write("tls.key", &expired.key_pem);
-    let acceptor = ReloadableAcceptor::builder(TlsFiles::new(&cert, &key))
+    f.publish(&leaf);
+    let acceptor = ReloadableAcceptor::builder(f.valid.clone())
         .build()
         .unwrap();
-    assert!(acceptor.status().cert.is_expired_at(now));
+    let status = acceptor.status();
+    let cert = &status.cert;
+    assert_eq!(status.generation, 1);
+    assert_eq!(cert.fingerprint_sha256, leaf.fingerprint);
+    assert_eq!(cert.dns_names, ["localhost"]);
+    assert_eq!(cert.ip_addresses.len(), 2, "127.0.0.1 and ::1");
+    assert!(cert.subject.contains("CN=localhost"), "{}", cert.subject);
+    assert!(cert.issuer.contains("CN=ca"), "{}", cert.issuer);
+    let serial_hex: String = leaf.serial.iter().map(|b| format!("{b:02X}")).collect();
+    assert_eq!(cert.serial, serial_hex);
+    assert!(cert.not_before < SystemTime::now());
+    assert!(cert.remaining_at(SystemTime::now()) > Duration::from_secs(80 * 86_400));
 
-    // Another expired one is no worse than what is served: accepted.
-    let also_expired = leaf_valid(&f.ca, now - 5 * DAY, now - DAY);
-    f.write("tls.key", &also_expired.key_pem);
-    f.write("tls.crt", &also_expired.cert_pem);
-    assert_eq!(
-        acceptor
-            .reload_now(Trigger::Manual)
-            .await
-            .unwrap()
-            .generation(),
-        2
-    );
-
-    let renewed = f.ca.server();
-    f.write("tls.key", &renewed.key_pem);
-    f.write("tls.crt", &renewed.cert_pem);
-    acceptor.reload_now(Trigger::Manual).await.unwrap();
-    assert_eq!(
-        acceptor.status().cert.fingerprint_sha256,
-        renewed.fingerprint
-    );
+    let debug = format!("{acceptor:?} {status:?}");
+    let key_body = leaf.key_pem.lines().nth(1).unwrap();
+    assert!(!debug.contains(key_body), "key bytes leaked: {debug}");
+    assert!(debug.contains("fingerprint"));
 }
 
 #[tokio::test]
-async fn refuses_an_expired_replacement_while_the_served_cert_is_valid() {
-    let f = Files::new();
-    let files = f.valid();
-    let acceptor = ReloadableAcceptor::builder(files.clone()).build().unwrap();
-    let served = acceptor.status().cert.fingerprint_sha256;
-    let now = SystemTime::now();
-    let expired = leaf_valid(&f.ca, now - 10 * DAY, now - DAY);
-    f.write("tls.key", &expired.key_pem);
-    f.write("tls.crt", &expired.cert_pem);
-    let failure = acceptor.reload_now(Trigger::Manual).await.unwrap_err();
-    assert!(
-        matches!(failure.error, Error::Expired { .. }),
-        "{}",
-        failure.error
-    );
-    assert!(
-        failure.error.to_string().contains("expired at"),
-        "{}",
-        failure.error
-    );
-    assert_eq!(acceptor.status().cert.fingerprint_sha256, served);
-}
-
-#[tokio::test]
-async fn refuses_a_replacement_valid_only_from_next_week_but_tolerates_skew() {
-    let f = Files::new();
-    let files = f.valid();
-    let acceptor = ReloadableAcceptor::builder(files).build().unwrap();
-    let now = SystemTime::now();
-
-    let future = leaf_valid(&f.ca, now + 7 * DAY, now + 90 * DAY);
-    f.write("tls.key", &future.key_pem);
-    f.write("tls.crt", &future.cert_pem);
-    let failure = acceptor.reload_now(Trigger::Manual).await.unwrap_err();
-    assert!(
-        matches!(failure.error, Error::NotYetValid { .. }),
-        "{}",
-        failure.error
-    );
-
-    // Two minutes ahead is clock skew, within the 5-minute default.
-    let skewed = leaf_valid(&f.ca, now + Duration::from_secs(120), now + 90 * DAY);
-    f.write("tls.key", &skewed.key_pem);
-    f.write("tls.crt", &skewed.cert_pem);
-    acceptor.reload_now(Trigger::Manual).await.unwrap();
-    assert_eq!(
-        acceptor.status().cert.fingerprint_sha256,
-        skewed.fingerprint
-    );
+async fn a_replacement_must_be_valid_now_unless_the_served_leaf_has_expired() {
+    let (now, epoch) = (SystemTime::now(), SystemTime::UNIX_EPOCH);
+    let valid = (now - DAY, now + 90 * DAY);
+    let expired = (now - 10 * DAY, now - DAY);
+    // (served, replacement, accepted, what the refusal says)
+    let cases = [
+        (valid, expired, false, "expired at"),
+        // UTCTime years 50-69 are 1950-1969: refused, without panicking
+        // the reload (and with it the watcher or the SIGHUP handler).
+        (
+            valid,
+            (epoch - 3650 * DAY, epoch - DAY),
+            false,
+            "expired at",
+        ),
+        (
+            valid,
+            (now + 7 * DAY, now + 90 * DAY),
+            false,
+            "is not valid before",
+        ),
+        // Two minutes ahead is clock skew, within the 5-minute default.
+        (
+            valid,
+            (now + Duration::from_secs(120), now + 90 * DAY),
+            true,
+            "",
+        ),
+        // An expired leaf is served at startup so that a renewal can heal;
+        // meanwhile another expired one is no worse.
+        (expired, (now - 5 * DAY, now - DAY), true, ""),
+        (expired, valid, true, ""),
+    ];
+    for ((served_from, served_to), (from, to), accepted, says) in cases {
+        let f = Files::new();
+        f.publish(&f.leaf_valid(served_from, served_to));
+        let acceptor = ReloadableAcceptor::builder(f.valid.clone())
+            .build()
+            .unwrap();
+        let served = acceptor.status().cert.fingerprint_sha256;
+        let next = f.leaf_valid(from, to);
+        f.publish(&next);
+        match acceptor.reload_now(Trigger::Manual).await {
+            Ok(_) => assert!(accepted, "{from:?}..{to:?} was swapped in"),
+            Err(failure) => {
+                let error = &failure.error;
+                assert!(!accepted, "{from:?}..{to:?} refused: {error}");
+                let validity = matches!(error, Error::Expired { .. } | Error::NotYetValid { .. });
+                assert!(validity && error.to_string().contains(says), "{error}");
+            }
+        }
+        let now_served = acceptor.status().cert.fingerprint_sha256;
+        assert_eq!(now_served == next.fingerprint, accepted);
+        assert_eq!(now_served == served, !accepted);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crls_refuse_revoked_clients_and_rotate_like_the_ca() {
     let f = Files::new();
-    let files = f.valid();
     let clients = TestCa::new("clients");
     let (alice, bob) = (clients.client("alice"), clients.client("bob"));
     let ca = f.write("client-ca.crt", clients.cert_pem());
     let crl = f.write("clients.crl", clients.crl(&[]));
-    let acceptor =
-        ReloadableAcceptor::builder(files.client_ca(&ca, ClientAuth::Required).crl(&crl))
-            .build()
-            .unwrap();
+    let files = f
+        .valid
+        .clone()
+        .client_ca(&ca, ClientAuth::Required)
+        .crl(&crl);
+    let acceptor = ReloadableAcceptor::builder(files).build().unwrap();
     let addr = listen(&acceptor).await;
     let as_alice = client_config(f.ca.cert_pem(), Some(&alice));
     let as_bob = client_config(f.ca.cert_pem(), Some(&bob));
@@ -472,9 +342,8 @@ async fn crls_refuse_revoked_clients_and_rotate_like_the_ca() {
     assert!(handshake(addr, as_bob.clone()).await.is_ok());
 
     f.write("clients.crl", clients.crl(&[&bob]));
-    let reloaded = match acceptor.reload_now(Trigger::Manual).await.unwrap() {
-        tls_reload::ReloadOutcome::Reloaded(r) => r,
-        other => panic!("expected a reload, got {other:?}"),
+    let Ok(ReloadOutcome::Reloaded(reloaded)) = acceptor.reload_now(Trigger::Manual).await else {
+        panic!("a new CRL is a reload");
     };
     assert!(reloaded.trust_changed);
     assert!(handshake(addr, as_alice).await.is_ok());
@@ -483,201 +352,116 @@ async fn crls_refuse_revoked_clients_and_rotate_like_the_ca() {
         "revoked client refused"
     );
 
-    f.write(
-        "clients.crl",
-        "-----BEGIN X509 CRL-----\nMAMCAQA=\n-----END X509 CRL-----\n",
-    );
+    f.write("clients.crl", pem("X509 CRL", JUNK));
     let failure = acceptor.reload_now(Trigger::Manual).await.unwrap_err();
+    let error = &failure.error;
     assert!(
         matches!(
-            failure.error,
+            error,
             Error::InvalidCertificate {
                 role: FileRole::Crl,
                 ..
             }
         ),
-        "{}",
-        failure.error
+        "{error}"
     );
-    assert_eq!(failure.error.path(), Some(crl.as_path()));
+    assert_eq!(error.path(), Some(crl.as_path()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn optional_client_auth_accepts_anonymous_and_verified_clients_only() {
     let f = Files::new();
-    let files = f.valid();
     let clients = TestCa::new("clients");
-    let stranger = TestCa::new("strangers").client("mallory");
     let ca = f.write("client-ca.crt", clients.cert_pem());
-    let acceptor = ReloadableAcceptor::builder(files.client_ca(&ca, ClientAuth::Optional))
-        .build()
-        .unwrap();
+    let files = f.valid.clone().client_ca(&ca, ClientAuth::Optional);
+    let acceptor = ReloadableAcceptor::builder(files).build().unwrap();
     let addr = listen(&acceptor).await;
-    assert!(
-        handshake(addr, client_config(f.ca.cert_pem(), None))
-            .await
-            .is_ok()
-    );
-    let alice = clients.client("alice");
-    assert!(
-        handshake(addr, client_config(f.ca.cert_pem(), Some(&alice)))
-            .await
-            .is_ok()
-    );
-    assert!(
-        handshake(addr, client_config(f.ca.cert_pem(), Some(&stranger)))
-            .await
-            .is_err()
-    );
+    let stranger = TestCa::new("strangers").client("mallory");
+    for (identity, accepted) in [
+        (None, true),
+        (Some(&clients.client("alice")), true),
+        (Some(&stranger), false),
+    ] {
+        let result = handshake(addr, client_config(f.ca.cert_pem(), identity)).await;
+        assert_eq!(result.is_ok(), accepted, "{identity:?}: {result:?}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn negotiates_the_configured_alpn() {
     let f = Files::new();
-    let acceptor = ReloadableAcceptor::builder(f.valid())
+    let acceptor = ReloadableAcceptor::builder(f.valid.clone())
         .alpn(["h2", "http/1.1"])
         .build()
         .unwrap();
     let addr = listen(&acceptor).await;
     let mut config = (*client_config(f.ca.cert_pem(), None)).clone();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let hs = handshake(addr, std::sync::Arc::new(config)).await.unwrap();
+    let hs = handshake(addr, Arc::new(config)).await.unwrap();
     assert_eq!(hs.alpn.as_deref(), Some(b"http/1.1".as_slice()));
     assert_eq!(hs.reply, b"ok\n");
 }
 
-#[test]
-fn debug_output_of_an_acceptor_shows_no_key_material() {
-    let f = Files::new();
-    let files = f.valid();
-    let key_pem = fs::read_to_string(files.key_path()).unwrap();
-    let acceptor = ReloadableAcceptor::builder(files).build().unwrap();
-    let debug = format!("{acceptor:?} {:?}", acceptor.status());
-    let key_body: String = key_pem.lines().nth(1).unwrap().to_owned();
-    assert!(!debug.contains(&key_body), "key bytes leaked: {debug}");
-    assert!(debug.contains("fingerprint"));
+/// `config` with a session cache of its own.
+fn resuming(config: Arc<ClientConfig>) -> Arc<ClientConfig> {
+    let mut config = (*config).clone();
+    config.resumption = rustls::client::Resumption::in_memory_sessions(64);
+    Arc::new(config)
 }
 
-#[test]
-fn a_begin_line_run_into_the_key_quotes_none_of_the_key() {
-    // A key whose first line break was lost: the BEGIN line runs into the
-    // base64. With a SEC1 key (`EC PRIVATE KEY`) the start of that line is
-    // the private scalar, so the error must not quote what follows the
-    // label: it goes to logs and audit events.
-    let f = Files::new();
-    let files = f.valid();
-    let pem = fs::read_to_string(files.key_path()).unwrap();
-    let first_body_line = pem.lines().nth(1).unwrap().to_owned();
-    let key = f.write("joined.key", pem.replacen("-----\n", "-----", 1));
-    let err = f.build_err(TlsFiles::new(files.cert_path(), &key));
-    assert!(matches!(err, Error::MalformedPem { .. }), "{err}");
-    assert_names(&err, &key);
-    let text = err.to_string();
-    assert!(
-        !text.contains(&first_body_line[..12]),
-        "key material in {text:?}"
-    );
-    assert!(text.contains("PRIVATE KEY"), "names the label: {text}");
-}
-
-#[test]
-fn control_characters_of_a_pem_label_are_escaped_in_the_error() {
-    // The label of an unterminated section is echoed in the error; a
-    // vertical tab or an escape sequence in it would break the one-line
-    // error (or drive the terminal that shows the log).
-    let f = Files::new();
-    let files = f.valid();
-    let cert = f.write("odd.crt", "-----BEGIN \x0bCERT\x1b[2J-----\nMAMCAQA=\n");
-    let err = f.build_err(TlsFiles::new(&cert, files.key_path()));
-    assert!(matches!(err, Error::MalformedPem { .. }), "{err}");
-    assert_names(&err, &cert);
-    let text = err.to_string();
-    assert!(!text.chars().any(char::is_control), "{text:?}");
-    assert!(text.contains(r"\u{b}CERT\u{1b}[2J"), "{text}");
-}
-
-#[tokio::test]
-async fn an_expired_replacement_from_before_1970_is_refused_without_panicking() {
-    // UTCTime years 50-69 are 1950-1969. Such a replacement is expired and
-    // must be refused like any other, not panic the reload (and with it
-    // the watcher task or the SIGHUP handler).
-    let f = Files::new();
-    let files = f.valid();
-    let acceptor = ReloadableAcceptor::builder(files).build().unwrap();
-    let served = acceptor.status().cert.fingerprint_sha256;
-    let epoch = SystemTime::UNIX_EPOCH;
-    let old = leaf_valid(&f.ca, epoch - 3650 * DAY, epoch - DAY);
-    f.write("tls.key", &old.key_pem);
-    f.write("tls.crt", &old.cert_pem);
-    let failure = acceptor.reload_now(Trigger::Manual).await.unwrap_err();
-    assert!(
-        matches!(failure.error, Error::Expired { .. }),
-        "{}",
-        failure.error
-    );
-    assert!(failure.error.to_string().contains("expired at"));
-    assert_eq!(acceptor.status().cert.fingerprint_sha256, served);
-}
-
-/// `der` as PEM under `label`.
-fn pem(label: &str, der: &[u8]) -> String {
-    const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut body = String::new();
-    for chunk in der.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |acc, (i, &b)| acc | u32::from(b) << (16 - 8 * i));
-        for i in 0..4 {
-            body.push(if i <= chunk.len() {
-                char::from(B64[(n >> (18 - 6 * i)) as usize & 63])
-            } else {
-                '='
-            });
-        }
+/// Whether each of `n` handshakes in a row was full or resumed.
+async fn kinds(
+    addr: SocketAddr,
+    client: &Arc<ClientConfig>,
+    n: usize,
+) -> Vec<rustls::HandshakeKind> {
+    let mut kinds = Vec::new();
+    for _ in 0..n {
+        kinds.push(handshake(addr, client.clone()).await.unwrap().kind.unwrap());
     }
-    let lines: Vec<&str> = body
-        .as_bytes()
-        .chunks(64)
-        .map(|l| std::str::from_utf8(l).unwrap())
-        .collect();
-    format!(
-        "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
-        lines.join("\n")
-    )
+    kinds
 }
 
-#[test]
-fn a_crl_that_rustls_refuses_is_blamed_on_the_crl_file() {
-    // A CRL followed by one stray byte: x509-parser reads the CRL and stops,
-    // rustls refuses the trailing data. The error must name the CRL file,
-    // not the (valid) client CA bundle.
-    let f = Files::new();
-    let files = f.valid();
-    let clients = TestCa::new("clients");
-    let ca = f.write("client-ca.crt", clients.cert_pem());
-    let good = clients.crl(&[]);
-    let mut der =
-        rustls_pki_types::pem::SliceIter::<(rustls_pki_types::pem::SectionKind, Vec<u8>)>::new(
-            good.as_bytes(),
-        )
-        .next()
-        .unwrap()
-        .unwrap()
-        .1;
-    der.push(0);
-    let crl = f.write("clients.crl", pem("X509 CRL", &der));
-    let err = f.build_err(files.client_ca(&ca, ClientAuth::Required).crl(&crl));
-    assert!(
-        matches!(
-            err,
-            Error::InvalidCertificate {
-                role: FileRole::Crl,
-                index: 0,
-                ..
-            }
-        ),
-        "{err}"
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_resume_across_a_certificate_only_rotation() {
+    let mut fx = Fixture::new();
+    let acceptor = fx.builder().build().unwrap();
+    let addr = listen(&acceptor).await;
+    let client = resuming(fx.client());
+    assert_eq!(
+        kinds(addr, &client, 2).await,
+        [Full, Resumed],
+        "resumption works at all"
     );
-    assert_names(&err, &crl);
+
+    let new = fx.rotate();
+    let reloaded = acceptor.reload_now(Trigger::Manual).await.unwrap();
+    assert_eq!(reloaded.generation(), 2);
+    assert_eq!(
+        kinds(addr, &client, 1).await,
+        [Resumed],
+        "resumed across the rotation"
+    );
+    // A new client sees the new certificate.
+    assert_eq!(served(addr, &fx.client()).await, new.fingerprint);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_do_not_resume_after_the_client_ca_changes() {
+    let fx = Fixture::new();
+    let (clients, more_clients) = (TestCa::new("clients"), TestCa::new("more clients"));
+    fx.publish_client_ca(clients.cert_pem());
+    let files = fx.mtls_files(ClientAuth::Required);
+    let acceptor = fast(ReloadableAcceptor::builder(files)).build().unwrap();
+    let addr = listen(&acceptor).await;
+    let alice = clients.client("alice");
+    let client = resuming(client_config(fx.server_ca.cert_pem(), Some(&alice)));
+    assert_eq!(kinds(addr, &client, 2).await, [Full, Resumed]);
+
+    // Alice's CA stays trusted; only the bundle changes.
+    fx.publish_client_ca(format!("{}{}", clients.cert_pem(), more_clients.cert_pem()));
+    let outcome = acceptor.reload_now(Trigger::Manual).await.unwrap();
+    assert!(matches!(outcome, ReloadOutcome::Reloaded(r) if r.trust_changed));
+    // No resumption across a trust change; the new trust's sessions resume.
+    assert_eq!(kinds(addr, &client, 2).await, [Full, Resumed]);
 }

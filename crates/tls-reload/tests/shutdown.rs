@@ -5,10 +5,11 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use tls_reload::WatcherMode;
+use tls_reload::testing::eventually;
 
 /// Threads of this process whose name starts with `prefix`.
 fn threads_named(prefix: &str) -> usize {
@@ -19,16 +20,15 @@ fn threads_named(prefix: &str) -> usize {
         .count()
 }
 
-/// Waits up to a few seconds for the count to reach `want`.
-async fn settle(prefix: &str, want: usize) -> usize {
-    let start = Instant::now();
-    loop {
-        let n = threads_named(prefix);
-        if n == want || start.elapsed() > Duration::from_secs(5) {
-            return n;
+/// Waits until no thread's name starts with `prefix`.
+async fn no_thread_named(prefix: &str) {
+    eventually(SOON, &format!("no {prefix} thread"), || async {
+        match threads_named(prefix) {
+            0 => Ok(()),
+            n => Err(n),
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -50,7 +50,7 @@ async fn shutdown_and_drop_leave_no_watcher_thread_or_task() {
         WatcherMode::Off,
         "the task has ended"
     );
-    assert_eq!(settle(NOTIFY, 0).await, 0, "the notify thread has ended");
+    no_thread_named(NOTIFY).await;
     // Nothing reacts to changes any more; the acceptor still serves.
     fx.rotate();
     no_event(&mut events, Duration::from_millis(300)).await;
@@ -60,10 +60,12 @@ async fn shutdown_and_drop_leave_no_watcher_thread_or_task() {
     let (acceptor, watcher) = fx.builder().start().unwrap();
     assert_eq!(threads_named(NOTIFY), 1);
     drop(watcher);
-    assert_eq!(settle(NOTIFY, 0).await, 0);
-    let start = Instant::now();
-    while acceptor.status().watcher != WatcherMode::Off {
-        assert!(start.elapsed() < SOON, "watcher task still running");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    no_thread_named(NOTIFY).await;
+    eventually(SOON, "the watcher task has ended", || async {
+        match acceptor.status().watcher {
+            WatcherMode::Off => Ok(()),
+            mode => Err(mode),
+        }
+    })
+    .await;
 }

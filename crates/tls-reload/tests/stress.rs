@@ -74,11 +74,8 @@ async fn two_hundred_rotations_under_sixteen_handshake_loops_fail_no_handshake()
     );
     let status = acceptor.status();
     assert_eq!(status.cert.fingerprint_sha256, fx.leaf.fingerprint);
-    assert_eq!(
-        status.generation,
-        ROTATIONS as u64 + 1,
-        "one generation per rotation"
-    );
+    // One generation per rotation.
+    assert_eq!(status.generation, ROTATIONS as u64 + 1);
     assert_eq!(status.reloads_failed, 0);
     assert_eq!(served(addr, &client).await, fx.leaf.fingerprint);
 }

@@ -1,5 +1,5 @@
-//! Watcher behaviour: what counts as a change, debounce, polling, retries
-//! and manual reloads.
+//! Watcher behaviour: what counts as a change, debounce, polling (chosen,
+//! or after events are lost), retries, manual reloads, and a hung mount.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Test code: a panic is a failed test.
 
@@ -9,7 +9,7 @@ use std::fs;
 use std::time::{Duration, Instant};
 
 use common::*;
-use tls_reload::{ReloadEvent, ReloadOutcome, Trigger, WatcherMode};
+use tls_reload::{Error, ReloadEvent, ReloadOutcome, Trigger, WatcherMode};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn touch_and_unrelated_files_cause_no_reload_and_no_event() {
@@ -21,10 +21,10 @@ async fn touch_and_unrelated_files_cause_no_reload_and_no_event() {
     // touch: new mtime, same bytes.
     let cert = fs::File::options()
         .append(true)
-        .open(fx.server.path("tls.crt"))
+        .open(fx.server.path("tls.crt"));
+    cert.unwrap()
+        .set_modified(std::time::SystemTime::now())
         .unwrap();
-    cert.set_modified(std::time::SystemTime::now()).unwrap();
-    drop(cert);
     // Unrelated files come and go in the same directory.
     fs::write(fx.server.dir().join("README"), "unrelated").unwrap();
     fs::write(fx.server.dir().join("README"), "changed").unwrap();
@@ -67,7 +67,7 @@ async fn a_directory_that_never_goes_quiet_still_reloads_within_max_delay() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let start = Instant::now();
     let new = fx.rotate();
-    let reloaded = expect_reloaded(next_event(&mut events).await);
+    let reloaded = next_reloaded(&mut events).await;
     let took = start.elapsed();
     churn.abort();
 
@@ -82,59 +82,57 @@ async fn a_directory_that_never_goes_quiet_still_reloads_within_max_delay() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn polls_when_event_watching_is_unavailable_and_says_so_once() {
-    let mut fx = Fixture::new();
+async fn polls_when_events_are_lost_at_start_or_later_and_says_so_once() {
     let poll = Duration::from_millis(400);
-    let builder = fx.builder().poll_interval(poll).fail_event_watcher();
-    let (acceptor, _watcher) = builder.start().unwrap();
-    let mut events = acceptor.subscribe();
-    let addr = listen(&acceptor).await;
-    let client = fx.client();
-
-    // The degradation happened at start, before this subscription: it is
-    // replayed, once, and the status reports it.
-    assert_eq!(acceptor.status().watcher, WatcherMode::Polling);
-    match next_event(&mut events).await {
-        ReloadEvent::Degraded(d) => {
-            assert!(d.reason.contains("unavailable"), "{}", d.reason);
-            assert_eq!(d.poll_interval, poll);
+    // Whether the event watcher fails to start (inotify limits), and what
+    // the degradation then says.
+    for (at_start, reason) in [(true, "unavailable"), (false, "event thread")] {
+        let mut fx = Fixture::new();
+        let builder = fx.builder().poll_interval(poll);
+        let builder = if at_start {
+            builder.fail_event_watcher()
+        } else {
+            builder
+        };
+        let (acceptor, mut watcher) = builder.start().unwrap();
+        let mut events = acceptor.subscribe();
+        let addr = listen(&acceptor).await;
+        if !at_start {
+            assert_eq!(acceptor.status().watcher, WatcherMode::Events);
+            watcher.end_event_thread();
         }
-        other => panic!("expected the degradation first, got {other:?}"),
-    }
-    let start = Instant::now();
-    let new = fx.rotate();
-    let reloaded = expect_reloaded(next_event(&mut events).await);
-    assert_eq!(reloaded.trigger, Trigger::Poll);
-    assert!(
-        start.elapsed() <= poll + Duration::from_millis(500),
-        "{:?}",
-        start.elapsed()
-    );
-    assert_eq!(served(addr, &client).await, new.fingerprint);
+        // A degradation at start came before this subscription: it is
+        // replayed, once, and the status reports it.
+        match next_event(&mut events).await {
+            ReloadEvent::Degraded(d) => {
+                assert!(d.reason.contains(reason), "{}", d.reason);
+                assert_eq!(d.poll_interval, poll);
+            }
+            other => panic!("expected the degradation first, got {other:?}"),
+        }
+        assert_eq!(acceptor.status().watcher, WatcherMode::Polling);
+        let start = Instant::now();
+        let new = fx.rotate();
+        let reloaded = next_reloaded(&mut events).await;
+        assert_eq!(reloaded.trigger, Trigger::Poll);
+        assert_eq!(reloaded.current.fingerprint_sha256, new.fingerprint);
+        let took = start.elapsed();
+        assert!(took <= poll + Duration::from_millis(500), "{took:?}");
+        assert_eq!(served(addr, &fx.client()).await, new.fingerprint);
 
-    // No further degraded events while it keeps polling.
-    no_event(&mut events, poll * 3).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_subscriber_learns_of_degradation_exactly_once() {
-    let fx = Fixture::new();
-    let (acceptor, _watcher) = fx
-        .builder()
-        .poll_interval(Duration::from_millis(100))
-        .fail_event_watcher()
-        .start()
-        .unwrap();
-    let mut early = acceptor.subscribe();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let mut late = acceptor.subscribe();
-    for sub in [&mut early, &mut late] {
-        assert!(matches!(next_event(sub).await, ReloadEvent::Degraded(_)));
+        // A later subscriber learns of it too, once; no further degraded
+        // events for anyone while it keeps polling.
+        let mut late = acceptor.subscribe();
+        assert!(matches!(
+            next_event(&mut late).await,
+            ReloadEvent::Degraded(_)
+        ));
+        tokio::join!(
+            no_event(&mut events, poll * 3),
+            no_event(&mut late, poll * 3)
+        );
+        assert_eq!(acceptor.status().watcher, WatcherMode::Polling);
     }
-    // Several polls later: nothing more, for either.
-    no_event(&mut early, Duration::from_millis(500)).await;
-    no_event(&mut late, Duration::from_millis(50)).await;
-    assert_eq!(acceptor.status().watcher, WatcherMode::Polling);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -152,45 +150,48 @@ async fn poll_only_is_not_a_degradation() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reload_now_reports_reloaded_then_unchanged() {
+async fn reload_now_reports_each_outcome_and_every_subscriber_sees_each_swap_in_order() {
     let mut fx = Fixture::new();
     let acceptor = fx.builder().build().unwrap();
     assert_eq!(acceptor.status().watcher, WatcherMode::Off);
-    let mut events = acceptor.subscribe();
+    let (mut a, mut b) = (acceptor.subscribe(), acceptor.subscribe());
 
-    match acceptor.reload_now(Trigger::Api).await.unwrap() {
-        ReloadOutcome::Unchanged { generation } => assert_eq!(generation, 1),
-        other => panic!("expected unchanged, got {other:?}"),
-    }
-    let new = fx.rotate();
+    let outcome = acceptor.reload_now(Trigger::Api).await.unwrap();
+    assert!(
+        matches!(outcome, ReloadOutcome::Unchanged { generation: 1 }),
+        "{outcome:?}"
+    );
+    fx.rotate();
     // Without a watcher nothing changes by itself.
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(acceptor.status().generation, 1);
 
-    let outcome = acceptor.reload_now(Trigger::Signal).await.unwrap();
-    assert_eq!(outcome.generation(), 2);
-    let reloaded = expect_reloaded(next_event(&mut events).await);
-    assert_eq!(reloaded.trigger, Trigger::Signal);
-    assert_eq!(reloaded.current.fingerprint_sha256, new.fingerprint);
+    let mut generations = Vec::new();
+    for n in 0..5 {
+        if n > 0 {
+            fx.rotate();
+        }
+        let outcome = acceptor.reload_now(Trigger::Signal).await.unwrap();
+        generations.push((Trigger::Signal, outcome.generation()));
+    }
+    assert_eq!(generations.last(), Some(&(Trigger::Signal, 6)));
+    for sub in [&mut a, &mut b] {
+        let seen: Vec<_> = std::iter::from_fn(|| match sub.try_recv()? {
+            ReloadEvent::Reloaded(r) => Some((r.trigger, r.generation)),
+            _ => None,
+        })
+        .collect();
+        assert_eq!(seen, generations);
+    }
     let status = acceptor.status();
-    assert_eq!(status.cert.fingerprint_sha256, new.fingerprint);
+    assert_eq!(status.cert.fingerprint_sha256, fx.leaf.fingerprint);
     assert_eq!(status.last_attempt.unwrap().trigger, Trigger::Signal);
-    let by_signal = status
-        .by_trigger
-        .iter()
-        .find(|c| c.trigger == Trigger::Signal)
-        .unwrap();
-    assert_eq!((by_signal.succeeded, by_signal.failed), (1, 0));
-    let by_api = status
-        .by_trigger
-        .iter()
-        .find(|c| c.trigger == Trigger::Api)
-        .unwrap();
-    assert_eq!(
-        (by_api.succeeded, by_api.failed),
-        (0, 0),
-        "unchanged is not counted"
-    );
+    // Unchanged is not counted.
+    let counts: Vec<_> = (status.by_trigger.iter())
+        .map(|c| (c.trigger, c.succeeded, c.failed))
+        .filter(|&(_, ok, failed)| ok + failed > 0)
+        .collect();
+    assert_eq!(counts, [(Trigger::Signal, 5, 0)]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -198,45 +199,25 @@ async fn reports_one_failure_per_distinct_content_but_counts_every_attempt() {
     let fx = Fixture::new();
     let acceptor = fx.builder().build().unwrap();
     let mut events = acceptor.subscribe();
-    fx.server
-        .write(&[
-            ("tls.crt", b"garbage".as_slice()),
-            ("tls.key", fx.leaf.key_pem.as_bytes()),
-        ])
-        .unwrap();
+    fx.publish("garbage", &fx.leaf.key_pem);
 
     for _ in 0..3 {
         let failure = acceptor.reload_now(Trigger::Api).await.unwrap_err();
-        assert!(
-            failure.error.to_string().contains("tls.crt"),
-            "{}",
-            failure.error
-        );
+        assert!(failure.error.to_string().contains("tls.crt"), "{failure}");
     }
-    expect_failed(next_event(&mut events).await);
+    next_failed(&mut events).await;
     no_event(&mut events, Duration::from_millis(200)).await;
 
     // Different bad content is a new failure.
-    fx.server
-        .write(&[
-            ("tls.crt", b"other garbage".as_slice()),
-            ("tls.key", fx.leaf.key_pem.as_bytes()),
-        ])
-        .unwrap();
+    fx.publish("other garbage", &fx.leaf.key_pem);
     acceptor.reload_now(Trigger::Api).await.unwrap_err();
-    expect_failed(next_event(&mut events).await);
+    next_failed(&mut events).await;
 
     let status = acceptor.status();
     assert_eq!(status.reloads_failed, 4);
     assert_eq!(status.generation, 1);
-    assert!(
-        status
-            .last_attempt
-            .unwrap()
-            .error
-            .unwrap()
-            .contains("tls.crt")
-    );
+    let last_error = status.last_attempt.unwrap().error.unwrap();
+    assert!(last_error.contains("tls.crt"), "{last_error}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -252,49 +233,76 @@ async fn retries_with_backoff_until_the_files_load() {
 
     // The cert lands, the key does not: the watcher fails and retries.
     let new = fx.server_ca.server();
-    fx.server
-        .write(&[
-            ("tls.crt", new.cert_pem.as_bytes()),
-            ("tls.key", fx.leaf.key_pem.as_bytes()),
-        ])
-        .unwrap();
-    expect_failed(next_event(&mut events).await);
+    fx.publish(&new.cert_pem, &fx.leaf.key_pem);
+    next_failed(&mut events).await;
     tokio::time::sleep(Duration::from_millis(1600)).await;
     // 100 + 200 + 400 + 800 ms: about four retries in 1.6 s, not sixteen.
     let failed = acceptor.status().reloads_failed;
     assert!((3..=7).contains(&failed), "{failed} attempts");
 
-    // Fix the key behind the watcher's back (no event: same directory
-    // entry, contents swapped through a hard link is not needed; the retry
-    // finds it).
+    // Fix the key behind the watcher's back: written into the data
+    // directory, it makes no event in the watched one; a retry finds it.
     fs::write(fx.server.dir().join("..data").join("tls.key"), &new.key_pem).unwrap();
-    let reloaded = expect_reloaded(next_event(&mut events).await);
+    let reloaded = next_reloaded(&mut events).await;
     assert_eq!(reloaded.current.fingerprint_sha256, new.fingerprint);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_subscriber_receives_every_event_in_order() {
-    let mut fx = Fixture::new();
-    let acceptor = fx.builder().build().unwrap();
-    let mut a = acceptor.subscribe();
-    let mut b = acceptor.subscribe();
-    let mut generations = Vec::new();
-    for _ in 0..5 {
-        fx.rotate();
-        generations.push(
-            acceptor
-                .reload_now(Trigger::Manual)
-                .await
-                .unwrap()
-                .generation(),
-        );
-    }
-    assert_eq!(generations, vec![2, 3, 4, 5, 6]);
-    for sub in [&mut a, &mut b] {
-        let mut seen = Vec::new();
-        while let Some(ReloadEvent::Reloaded(r)) = sub.try_recv() {
-            seen.push(r.generation);
+async fn a_hung_read_times_out_blocks_no_later_caller_and_never_the_shutdown() {
+    let fx = Fixture::new();
+    let (acceptor, watcher) = fx
+        .builder()
+        .read_delay(Duration::from_secs(3))
+        .read_timeout(Duration::from_millis(300))
+        .start()
+        .unwrap();
+
+    let start = Instant::now();
+    let failure = acceptor.reload_now(Trigger::Api).await.unwrap_err();
+    let took = start.elapsed();
+    assert!(
+        took < Duration::from_secs(2),
+        "waited {took:?} for a hung read"
+    );
+    let Error::ReadTimedOut {
+        dir,
+        still_waiting: false,
+        ..
+    } = &failure.error
+    else {
+        panic!("expected a timeout, got {failure}");
+    };
+    assert_eq!(dir, fx.server.dir());
+    let msg = failure.error.to_string();
+    assert!(
+        msg.contains(&fx.server.dir().display().to_string()),
+        "{msg}"
+    );
+
+    // The hung read still holds its thread: the next reload does not
+    // start another one, and says why at once.
+    let start = Instant::now();
+    let again = acceptor.reload_now(Trigger::Signal).await.unwrap_err();
+    // At once: well under the read timeout it would otherwise wait.
+    let took = start.elapsed();
+    assert!(took < Duration::from_secs(1), "{took:?}");
+    let still_waiting = matches!(
+        again.error,
+        Error::ReadTimedOut {
+            still_waiting: true,
+            ..
         }
-        assert_eq!(seen, generations);
-    }
+    );
+    assert!(still_waiting, "{again}");
+    // The served config is untouched, and handshakes go on.
+    assert_eq!(acceptor.status().generation, 1);
+    let addr = listen(&acceptor).await;
+    assert_eq!(served(addr, &fx.client()).await, fx.leaf.fingerprint);
+
+    // A shutdown does not wait for the file system.
+    let start = Instant::now();
+    tokio::time::timeout(Duration::from_secs(1), watcher.shutdown())
+        .await
+        .expect("the watcher stopped while a read was hung");
+    assert!(start.elapsed() < Duration::from_secs(1));
 }

@@ -4,6 +4,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use rustls::ClientConnection;
 use rustls::client::ClientConfig;
 use rustls::{HandshakeKind, RootCertStore};
 use rustls_pki_types::pem::PemObject;
@@ -12,10 +13,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
 
 use super::Leaf;
+use crate::Fingerprint;
 use crate::ReloadableAcceptor;
-use crate::info::fingerprint_sha256;
 
 /// A client config trusting the CA certificates in `ca_pem`, presenting
 /// `identity` when given. Uses the ring provider.
@@ -50,6 +52,7 @@ pub fn client_config(ca_pem: &str, identity: Option<&Leaf>) -> Arc<ClientConfig>
 
 /// What one handshake saw.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct HandshakeInfo {
     /// Fingerprint of the leaf the server presented (for a resumed session:
     /// the leaf of the original session).
@@ -71,19 +74,12 @@ pub struct HandshakeInfo {
 /// Any I/O or TLS error, including the server refusing the client
 /// certificate (which a TLS 1.3 client only learns on its first read).
 pub async fn handshake(addr: SocketAddr, config: Arc<ClientConfig>) -> io::Result<HandshakeInfo> {
-    let tcp = TcpStream::connect(addr).await?;
-    let name = ServerName::try_from("localhost").map_err(io::Error::other)?;
-    let mut tls = TlsConnector::from(config).connect(name, tcp).await?;
+    let mut tls = connect(addr, config).await?;
     let mut reply = Vec::new();
     tls.read_to_end(&mut reply).await?;
     let (_, conn) = tls.get_ref();
-    let fingerprint = conn
-        .peer_certificates()
-        .and_then(|c| c.first())
-        .map(|c| fingerprint_sha256(c))
-        .ok_or_else(|| io::Error::other("no server certificate"))?;
     Ok(HandshakeInfo {
-        fingerprint,
+        fingerprint: leaf_fingerprint(conn)?,
         kind: conn.handshake_kind(),
         alpn: conn.alpn_protocol().map(<[u8]>::to_vec),
         reply,
@@ -98,15 +94,19 @@ pub async fn handshake(addr: SocketAddr, config: Arc<ClientConfig>) -> io::Resul
 ///
 /// Any I/O or TLS error of the handshake.
 pub async fn served_fingerprint(addr: SocketAddr, config: Arc<ClientConfig>) -> io::Result<String> {
+    leaf_fingerprint(connect(addr, config).await?.get_ref().1)
+}
+
+async fn connect(addr: SocketAddr, config: Arc<ClientConfig>) -> io::Result<TlsStream<TcpStream>> {
     let tcp = TcpStream::connect(addr).await?;
     let name = ServerName::try_from("localhost").map_err(io::Error::other)?;
-    let tls = TlsConnector::from(config).connect(name, tcp).await?;
-    tls.get_ref()
-        .1
-        .peer_certificates()
-        .and_then(|c| c.first())
-        .map(|c| fingerprint_sha256(c))
-        .ok_or_else(|| io::Error::other("no server certificate"))
+    TlsConnector::from(config).connect(name, tcp).await
+}
+
+fn leaf_fingerprint(conn: &ClientConnection) -> io::Result<String> {
+    let leaf = conn.peer_certificates().and_then(|c| c.first());
+    let leaf = leaf.ok_or_else(|| io::Error::other("no server certificate"))?;
+    Ok(Fingerprint::of(leaf).to_string())
 }
 
 /// Serves `acceptor` on an ephemeral loopback port: each connection is

@@ -12,9 +12,22 @@ use rcgen::{
 use rustls_pki_types::CertificateDer;
 use time::OffsetDateTime;
 
-use crate::info::fingerprint_sha256;
+use crate::Fingerprint;
 
 /// A certificate authority that issues server and client certificates.
+///
+/// # Example
+///
+/// ```
+/// use tls_reload::CertInfo;
+/// use tls_reload::testing::TestCa;
+///
+/// let ca = TestCa::new("example CA");
+/// let leaf = ca.server();
+/// let info = CertInfo::from_der(&leaf.cert_der).unwrap();
+/// assert_eq!(info.fingerprint_sha256, leaf.fingerprint);
+/// assert!(info.dns_names.iter().any(|n| n == "localhost"));
+/// ```
 pub struct TestCa {
     issuer: Issuer<'static, KeyPair>,
     cert_pem: String,
@@ -24,13 +37,14 @@ pub struct TestCa {
 impl fmt::Debug for TestCa {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TestCa")
-            .field("fingerprint", &fingerprint_sha256(&self.cert_der))
+            .field("fingerprint", &Fingerprint::of(&self.cert_der))
             .finish_non_exhaustive()
     }
 }
 
 /// What to put in a leaf certificate.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct LeafOptions {
     /// Common name.
     pub common_name: String,
@@ -78,6 +92,7 @@ impl LeafOptions {
 
 /// An issued certificate with its private key, both PEM.
 #[derive(Clone)]
+#[non_exhaustive]
 pub struct Leaf {
     /// The leaf certificate, PEM.
     pub cert_pem: String,
@@ -85,7 +100,8 @@ pub struct Leaf {
     pub key_pem: String,
     /// The leaf certificate, DER.
     pub cert_der: CertificateDer<'static>,
-    /// SHA-256 fingerprint of the leaf, as `openssl` prints it.
+    /// SHA-256 fingerprint of the leaf, as `openssl` prints it (the text of
+    /// [`Fingerprint`]).
     pub fingerprint: String,
     /// The serial number's bytes.
     pub serial: Vec<u8>,
@@ -193,7 +209,7 @@ impl TestCa {
         Leaf {
             cert_pem: cert.pem(),
             key_pem: key.serialize_pem(),
-            fingerprint: fingerprint_sha256(cert.der()),
+            fingerprint: Fingerprint::of(cert.der()).to_string(),
             cert_der: cert.der().clone(),
             serial: serial.to_bytes(),
         }

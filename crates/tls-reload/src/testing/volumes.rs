@@ -13,6 +13,19 @@ use crate::{ClientAuth, TlsFiles};
 /// `server` holds `tls.crt`, `tls.key` and `ca.crt`, as a cert-manager
 /// `kubernetes.io/tls` Secret does; `client_ca_volume` holds `ca.crt`.
 /// Every write goes through the kubelet sequence of [`AtomicWriter`].
+///
+/// # Example
+///
+/// ```
+/// use tls_reload::ReloadableAcceptor;
+/// use tls_reload::testing::SecretVolumes;
+///
+/// let mut volumes = SecretVolumes::new();
+/// let acceptor = ReloadableAcceptor::builder(volumes.files()).build().unwrap();
+/// assert_eq!(acceptor.status().cert.fingerprint_sha256, volumes.leaf.fingerprint);
+/// let renewed = volumes.rotate(); // a new leaf, published as kubelet does
+/// assert_ne!(renewed.fingerprint, acceptor.status().cert.fingerprint_sha256.to_string());
+/// ```
 #[derive(Debug)]
 pub struct SecretVolumes {
     tmp: TempDir,

@@ -60,6 +60,7 @@ pub fn eventually_blocking<T, E: Display>(
 /// A probe that did not succeed in time: what was awaited, for how long,
 /// and the last observation (empty when the probe gave none).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct TimedOut {
     /// The condition.
     pub what: String,

@@ -1,29 +1,25 @@
-//! Shared fixtures for the integration tests: a Secret volume written the
-//! way kubelet writes it, a CA, and helpers that observe the server only
-//! through real TLS handshakes over loopback.
+//! What the integration tests add to `tls_reload::testing`: test-friendly
+//! timings, and waits for events and for what a fresh client is served.
 
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rustls::ClientConfig;
 
-use tls_reload::testing::{SecretVolumes, client_config, handshake, serve};
-use tls_reload::{Builder, ReloadEvent, ReloadableAcceptor, Subscription};
+pub use tls_reload::testing::SecretVolumes as Fixture;
+use tls_reload::testing::{client_config, eventually, handshake, serve};
+use tls_reload::{Builder, ReloadEvent, ReloadFailure, ReloadableAcceptor, Reloaded, Subscription};
 
 /// Generous bound for anything that should happen "soon": the suite runs
 /// on two shared cores.
 pub const SOON: Duration = Duration::from_secs(10);
 
-/// The server (and client-CA) Secret volumes, kubelet-style.
-pub type Fixture = SecretVolumes;
-
 /// How these tests use the volumes.
 pub trait FixtureExt {
-    /// A builder for the server volume with test-friendly timings: short
-    /// debounce, a poll too slow to mask missing events.
+    /// A builder for the server volume with [`fast`] timings.
     fn builder(&self) -> Builder;
     /// A client trusting the server CA, without a certificate.
     fn client(&self) -> Arc<ClientConfig>;
@@ -39,6 +35,7 @@ impl FixtureExt for Fixture {
     }
 }
 
+/// Short debounce and backoff; a poll too slow to mask missing events.
 pub fn fast(builder: Builder) -> Builder {
     builder
         .debounce(Duration::from_millis(50))
@@ -47,17 +44,13 @@ pub fn fast(builder: Builder) -> Builder {
         .retry_backoff(Duration::from_millis(50))
 }
 
-/// Sends the library's logs to the test output, shown when a test fails.
-pub fn init_logs() {
+/// Serves `acceptor` on loopback, with the library's logs in the output of
+/// a failed test.
+pub async fn listen(acceptor: &ReloadableAcceptor) -> SocketAddr {
     let _ = tracing_subscriber::fmt()
         .with_env_filter("tls_reload=debug")
         .with_test_writer()
         .try_init();
-}
-
-/// Serves `acceptor` on loopback.
-pub async fn listen(acceptor: &ReloadableAcceptor) -> SocketAddr {
-    init_logs();
     serve(acceptor.clone()).await.0
 }
 
@@ -66,25 +59,14 @@ pub async fn served(addr: SocketAddr, client: &Arc<ClientConfig>) -> String {
     handshake(addr, client.clone()).await.unwrap().fingerprint
 }
 
-/// Waits until a fresh handshake is served `fingerprint`; returns how long
-/// that took. Every handshake on the way must succeed.
-pub async fn wait_served(
-    addr: SocketAddr,
-    client: &Arc<ClientConfig>,
-    fingerprint: &str,
-) -> Duration {
-    let start = Instant::now();
-    loop {
+/// Waits until a fresh client is served `fingerprint`; every handshake on
+/// the way must succeed.
+pub async fn wait_served(addr: SocketAddr, client: &Arc<ClientConfig>, fingerprint: &str) {
+    eventually(SOON, &format!("serving {fingerprint}"), || async {
         let got = served(addr, client).await;
-        if got == fingerprint {
-            return start.elapsed();
-        }
-        assert!(
-            start.elapsed() < SOON,
-            "still served {got} after {SOON:?}, expected {fingerprint}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+        if got == fingerprint { Ok(()) } else { Err(got) }
+    })
+    .await;
 }
 
 /// The next event, failing the test if none arrives soon.
@@ -95,23 +77,43 @@ pub async fn next_event(sub: &mut Subscription) -> ReloadEvent {
         .expect("subscription closed")
 }
 
-/// Asserts that no event arrives within `quiet`.
-pub async fn no_event(sub: &mut Subscription, quiet: Duration) {
-    if let Ok(Some(ev)) = tokio::time::timeout(quiet, sub.recv()).await {
-        panic!("unexpected event: {ev:?}");
-    }
-}
-
-pub fn expect_reloaded(ev: ReloadEvent) -> Arc<tls_reload::Reloaded> {
-    match ev {
+/// The next event, which must be a reload.
+pub async fn next_reloaded(sub: &mut Subscription) -> Arc<Reloaded> {
+    match next_event(sub).await {
         ReloadEvent::Reloaded(r) => r,
         other => panic!("expected a reload, got {other:?}"),
     }
 }
 
-pub fn expect_failed(ev: ReloadEvent) -> Arc<tls_reload::ReloadFailure> {
-    match ev {
+/// The next event, which must be a failure.
+pub async fn next_failed(sub: &mut Subscription) -> Arc<ReloadFailure> {
+    match next_event(sub).await {
         ReloadEvent::Failed(f) => f,
         other => panic!("expected a failure, got {other:?}"),
+    }
+}
+
+/// The reload to `fingerprint`, past the failures (`allowed` checks each)
+/// and reloads to other content on the way: a key can land a debounce
+/// before its certificate on a loaded machine.
+pub async fn reloaded_to(
+    sub: &mut Subscription,
+    fingerprint: &str,
+    allowed: fn(&tls_reload::Error) -> bool,
+) -> Arc<Reloaded> {
+    loop {
+        match next_event(sub).await {
+            ReloadEvent::Reloaded(r) if r.current.fingerprint_sha256 == fingerprint => return r,
+            ReloadEvent::Reloaded(_) => {}
+            ReloadEvent::Failed(f) => assert!(allowed(&f.error), "{}", f.error),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+/// Asserts that no event arrives within `quiet`.
+pub async fn no_event(sub: &mut Subscription, quiet: Duration) {
+    if let Ok(Some(ev)) = tokio::time::timeout(quiet, sub.recv()).await {
+        panic!("unexpected event: {ev:?}");
     }
 }

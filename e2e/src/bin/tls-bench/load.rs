@@ -214,7 +214,7 @@ async fn one(spec: &ClientSpec, connector: &TlsConnector) -> io::Result<Option<S
                 .1
                 .peer_certificates()
                 .and_then(|c| c.first())
-                .map(|c| tls_reload::fingerprint_sha256(c))
+                .map(|c| tls_reload::Fingerprint::of(c).to_string())
                 .ok_or_else(|| io::Error::other("no server certificate"))?,
         ),
         None => None,
