@@ -108,6 +108,7 @@ mod fingerprint;
 mod info;
 mod load;
 mod reload;
+mod sni;
 mod watch;
 
 #[cfg(feature = "testing")]
@@ -117,9 +118,10 @@ pub use acceptor::{Builder, ReloadableAcceptor};
 pub use config::{ClientAuth, TlsFiles};
 pub use error::{CertError, Error, FileKind, FileRole, KeyError, PemError, SettingsError};
 pub use event::{
-    Degraded, LastAttempt, ReloadCount, ReloadEvent, ReloadFailure, ReloadOutcome, Reloaded,
-    Subscription, TlsStatus, Trigger, WatcherMode,
+    Degraded, IdentityStatus, LastAttempt, ReloadCount, ReloadEvent, ReloadFailure, ReloadOutcome,
+    Reloaded, RenewalOverdue, Subscription, TlsStatus, Trigger, WatcherMode,
 };
 pub use fingerprint::{Fingerprint, ParseFingerprintError};
 pub use info::{CertInfo, CertParseError, format_rfc3339};
+pub use sni::SniIdentity;
 pub use watch::Watcher;
