@@ -377,8 +377,12 @@ impl Shared {
     ) -> Result<ReloadOutcome, Arc<ReloadFailure>> {
         let mut generation = previous.generation;
         let mut first_reloaded = None;
-        for slot in &mut state.last_failure {
-            *slot = None;
+        // An identity that did not fail this time starts afresh: its next
+        // failure is news.
+        for (i, slot) in state.last_failure.iter_mut().enumerate() {
+            if !attempt.failures.iter().any(|(failed, _)| *failed == i) {
+                *slot = None;
+            }
         }
         if let Some(next) = attempt.next {
             let next: Arc<Served> = Arc::from(next);
