@@ -265,7 +265,8 @@ impl SniResolver {
             return &self.default;
         }
         let name = name.strip_suffix('.').unwrap_or(name);
-        // No allocation for the usual lower-case name.
+        // rustls hands the name over lower-cased already; a copy is made
+        // only for a resolver driven some other way.
         if name.bytes().any(|b| b.is_ascii_uppercase()) {
             self.lookup(&name.to_ascii_lowercase())
         } else {

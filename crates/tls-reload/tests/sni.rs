@@ -1,6 +1,8 @@
 //! Several certificates on one port, selected by SNI and each rotated on
 //! its own, seen through real handshakes on loopback.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Test code: a panic is a failed test.
+
 mod common;
 
 use std::net::SocketAddr;
