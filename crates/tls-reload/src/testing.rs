@@ -46,7 +46,8 @@ mod volumes;
 mod wait;
 
 pub use client::{
-    HandshakeInfo, client_config, handshake, serve, served_fingerprint, served_for_name,
+    HandshakeInfo, client_config, handshake, key_possession_client, serve, served_fingerprint,
+    served_for_name,
 };
 pub use kubelet::AtomicWriter;
 pub use pki::{Leaf, LeafOptions, TestCa};

@@ -389,6 +389,16 @@ fn overdue_leaf(volumes: &Fixture, names: &[&str]) -> Leaf {
     volumes.server_ca.issue(&options)
 }
 
+/// Whether each identity's renewal is overdue, as the status says.
+fn overdue(acceptor: &ReloadableAcceptor) -> Vec<bool> {
+    let status = acceptor.status();
+    status
+        .identities
+        .iter()
+        .map(|i| i.renewal_overdue)
+        .collect()
+}
+
 /// The next overdue report, past any other event.
 async fn next_overdue(events: &mut tls_reload::Subscription) -> Arc<RenewalOverdue> {
     loop {
@@ -417,13 +427,7 @@ async fn an_overdue_renewal_is_reported_once_per_certificate() {
     assert_eq!(report.cert.fingerprint_sha256, late.fingerprint);
     assert_eq!(report.due, report.cert.renewal_due());
     assert!(report.due <= report.at);
-    let status = acceptor.status();
-    let overdue: Vec<_> = status
-        .identities
-        .iter()
-        .map(|i| i.renewal_overdue)
-        .collect();
-    assert_eq!(overdue, [false, true]);
+    assert_eq!(overdue(&acceptor), [false, true]);
 
     // Not again, however many polls and reloads look.
     for _ in 0..3 {
@@ -444,12 +448,7 @@ async fn an_overdue_renewal_is_reported_once_per_certificate() {
     assert_eq!(report.identity, "default");
     assert_eq!(report.cert.fingerprint_sha256, late_default.fingerprint);
     eventually(SOON, "the renewed identity no longer overdue", || async {
-        let status = acceptor.status();
-        let overdue: Vec<_> = status
-            .identities
-            .iter()
-            .map(|i| i.renewal_overdue)
-            .collect();
+        let overdue = overdue(&acceptor);
         if overdue == [true, false] {
             Ok(())
         } else {

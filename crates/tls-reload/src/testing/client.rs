@@ -135,14 +135,7 @@ async fn connect(addr: SocketAddr, config: Arc<ClientConfig>) -> io::Result<TlsS
 /// # }
 /// ```
 pub async fn served_for_name(addr: SocketAddr, server_name: Option<&str>) -> io::Result<String> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(io::Error::other)?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AnyLeaf(provider)))
-        .with_no_client_auth();
-    config.resumption = rustls::client::Resumption::disabled();
+    let mut config = (*key_possession_client()).clone();
     config.enable_sni = server_name.is_some();
     let name = ServerName::try_from(server_name.unwrap_or("localhost").to_owned())
         .map_err(io::Error::other)?;
@@ -151,6 +144,39 @@ pub async fn served_for_name(addr: SocketAddr, server_name: Option<&str>) -> io:
         .connect(name, tcp)
         .await?;
     leaf_fingerprint(tls.get_ref().1)
+}
+
+/// A client config that accepts any server leaf, checked against no CA
+/// and no name, but verifies the handshake signature with it: a handshake
+/// succeeds exactly when the server holds the private key of the leaf it
+/// presents, whatever the chain. Session resumption is off, as in
+/// [`client_config`].
+///
+/// # Example
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use tls_reload::ReloadableAcceptor;
+/// use tls_reload::testing::{SecretVolumes, handshake, key_possession_client, serve};
+///
+/// let volumes = SecretVolumes::new();
+/// let (addr, _server) = serve(ReloadableAcceptor::builder(volumes.files()).build()?).await;
+/// let seen = handshake(addr, key_possession_client()).await?;
+/// assert_eq!(seen.fingerprint, volumes.leaf.fingerprint);
+/// # Ok(())
+/// # }
+/// ```
+pub fn key_possession_client() -> Arc<ClientConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .expect("protocol versions")
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyLeaf(provider)))
+        .with_no_client_auth();
+    config.resumption = rustls::client::Resumption::disabled();
+    Arc::new(config)
 }
 
 /// Accepts any leaf, but checks the handshake signature with it.
