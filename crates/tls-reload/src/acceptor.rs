@@ -102,7 +102,11 @@ impl ReloadableAcceptor {
     ///
     /// Returns the failure (also delivered to subscribers, once per distinct
     /// file content) when the files cannot be loaded; the served config is
-    /// then untouched. [`ReloadFailure`] is a `std::error::Error`, so `?`
+    /// then untouched. With [SNI identities](Builder::sni), every identity
+    /// is read: the result is the first failure if any identity failed
+    /// (identities that did not fail are swapped in all the same), else the
+    /// first reload, else unchanged; subscribers get one event per
+    /// identity. [`ReloadFailure`] is a `std::error::Error`, so `?`
     /// works in a function returning `Box<dyn Error>`.
     ///
     /// # Example

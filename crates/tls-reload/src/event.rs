@@ -347,11 +347,13 @@ pub struct TlsStatus {
     pub client_auth: ClientAuth,
     /// When the served config was loaded.
     pub loaded_at: SystemTime,
-    /// The last attempt that swapped or failed.
+    /// The last attempt that swapped or failed, of any identity.
     pub last_attempt: Option<LastAttempt>,
-    /// Successful swaps since start (the initial load excluded).
+    /// Successful swaps since start (the initial load excluded), one per
+    /// identity swapped.
     pub reloads_succeeded: u64,
-    /// Failed attempts since start, counting each retry.
+    /// Failed attempts since start, counting each retry, one per identity
+    /// that failed.
     pub reloads_failed: u64,
     /// How changes are noticed.
     pub watcher: WatcherMode,

@@ -162,6 +162,12 @@ async fn rotating_one_identity_changes_only_what_its_names_get() {
     let [default, api, apps] = &status.identities[..] else {
         panic!("{:?}", status.identities)
     };
+    let labels = [&default.label, &api.label, &apps.label];
+    assert_eq!(labels, ["default", API, APPS]);
+    assert_eq!(
+        (default.names.len(), &api.names[..]),
+        (0, &[API.to_owned()][..])
+    );
     assert_eq!(
         (default.last_attempt.as_ref(), api.last_attempt.as_ref()),
         (None, None)
