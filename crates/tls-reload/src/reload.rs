@@ -52,90 +52,99 @@ struct Served {
     generation: u64,
 }
 
-impl Served {
-    /// Builds the config serving `pairs`: an immutable resolver over them.
-    fn new(
-        shared: (&[IdentitySpec], &LoadOptions, &Arc<CryptoProvider>),
+/// What every attempt loads with: the identities (default first), the
+/// options and the crypto provider.
+struct Loader {
+    specs: Vec<IdentitySpec>,
+    load: LoadOptions,
+    provider: Arc<CryptoProvider>,
+}
+
+impl Loader {
+    /// Reads identity `i`'s files; the digest tells whether they are those
+    /// served.
+    fn read(&self, i: usize) -> Result<(Inputs, Digest), Failed> {
+        let files = &self.specs[i].files;
+        match Inputs::read(files, self.load.max_file_size) {
+            Ok(inputs) => {
+                let hash = inputs.content_hash(files.client_auth);
+                Ok((inputs, hash))
+            }
+            Err(e) => {
+                let id = digest_str(&e.to_string());
+                Err(Box::new((e, id)))
+            }
+        }
+    }
+
+    /// Parses and checks what [`read`](Self::read) gave for identity `i`:
+    /// the pair matches, the leaf covers the identity's names and, when
+    /// `served` is given, passes the expiry policy against the served
+    /// leaf. Returns the pair and the trust (which only the default
+    /// identity's files carry).
+    fn check(
+        &self,
+        i: usize,
+        (inputs, content_hash): (Inputs, Digest),
+        served: Option<&Pair>,
+    ) -> Result<(Pair, Trust), Failed> {
+        let spec = &self.specs[i];
+        let files = &spec.files;
+        let checked = Parsed::parse(files, &inputs, &self.provider).and_then(|parsed| {
+            if let Some(served) = served {
+                check_validity(files, &self.load, &served.cert, &parsed.cert)?;
+            }
+            check_names(spec, &parsed.cert)?;
+            Ok(parsed)
+        });
+        let parsed = checked.map_err(|e| Box::new((e, content_hash)))?;
+        Ok((
+            Pair {
+                chain_len: parsed.certified_key.cert.len(),
+                certified_key: parsed.certified_key,
+                cert: parsed.cert,
+                loaded_at: SystemTime::now(),
+                content_hash,
+            },
+            Trust {
+                verifier: parsed.verifier,
+                client_ca: parsed.client_ca,
+                hash: inputs.trust_hash(files.client_auth),
+            },
+        ))
+    }
+
+    /// Builds the config serving `pairs` (one per identity, default
+    /// first): an immutable resolver over them.
+    fn build(
+        &self,
         pairs: Vec<Arc<Pair>>,
         trust: Arc<Trust>,
         resumption: Resumption,
         generation: u64,
-    ) -> Result<Self, Error> {
-        let (specs, load, provider) = shared;
+    ) -> Result<Served, Error> {
         let resolver = SniResolver::new(
             pairs[0].certified_key.clone(),
-            specs
+            self.specs
                 .iter()
                 .zip(&pairs)
                 .skip(1)
                 .map(|(spec, pair)| (spec.names.as_slice(), pair.certified_key.clone())),
         );
         let config = crate::load::server_config(
-            provider,
-            load,
+            &self.provider,
+            &self.load,
             trust.verifier.as_ref(),
             Arc::new(resolver),
             resumption,
         )?;
-        Ok(Self {
+        Ok(Served {
             config: Arc::new(config),
             pairs,
             trust,
             generation,
         })
     }
-}
-
-/// Reads one identity's files; the digest tells whether they are those
-/// served.
-fn read_identity(spec: &IdentitySpec, load: &LoadOptions) -> Result<(Inputs, Digest), Failed> {
-    let files = &spec.files;
-    match Inputs::read(files, load.max_file_size) {
-        Ok(inputs) => {
-            let hash = inputs.content_hash(files.client_auth);
-            Ok((inputs, hash))
-        }
-        Err(e) => {
-            let id = digest_str(&e.to_string());
-            Err(Box::new((e, id)))
-        }
-    }
-}
-
-/// Parses and checks one identity's files: the pair matches, the leaf
-/// covers the identity's names and, when `served` is given, passes the
-/// expiry policy against the served leaf. Returns the pair and the trust
-/// (which only the default identity's files carry).
-fn check_identity(
-    spec: &IdentitySpec,
-    load: &LoadOptions,
-    provider: &Arc<CryptoProvider>,
-    (inputs, content_hash): (Inputs, Digest),
-    served: Option<&Pair>,
-) -> Result<(Pair, Trust), Failed> {
-    let files = &spec.files;
-    let checked = Parsed::parse(files, &inputs, provider).and_then(|parsed| {
-        if let Some(served) = served {
-            check_validity(files, load, &served.cert, &parsed.cert)?;
-        }
-        check_names(spec, &parsed.cert)?;
-        Ok(parsed)
-    });
-    let parsed = checked.map_err(|e| Box::new((e, content_hash)))?;
-    Ok((
-        Pair {
-            chain_len: parsed.certified_key.cert.len(),
-            certified_key: parsed.certified_key,
-            cert: parsed.cert,
-            loaded_at: SystemTime::now(),
-            content_hash,
-        },
-        Trust {
-            verifier: parsed.verifier,
-            client_ca: parsed.client_ca,
-            hash: inputs.trust_hash(files.client_auth),
-        },
-    ))
 }
 
 /// Every configured name of an SNI identity must be covered by its leaf.
@@ -169,10 +178,7 @@ struct IdentityRecord {
 pub(crate) struct Shared {
     /// The default identity's files (and client trust).
     pub(crate) files: TlsFiles,
-    /// Every identity, default first.
-    specs: Vec<IdentitySpec>,
-    load: LoadOptions,
-    provider: Arc<CryptoProvider>,
+    loader: Loader,
     served: ArcSwap<Served>,
     /// Serializes reloads; handshakes never touch it.
     reload_lock: tokio::sync::Mutex<ReloadState>,
@@ -226,16 +232,18 @@ impl Shared {
         load: LoadOptions,
     ) -> Result<Self, Error> {
         files.check()?;
-        let specs = IdentitySpec::all(&files, sni).map_err(Error::Settings)?;
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let load_one = |spec: &IdentitySpec| {
-            let read = read_identity(spec, &load).map_err(|f| f.0)?;
-            let (pair, trust) =
-                check_identity(spec, &load, &provider, read, None).map_err(|f| f.0)?;
+        let loader = Loader {
+            specs: IdentitySpec::all(&files, sni).map_err(Error::Settings)?,
+            load,
+            provider: Arc::new(rustls::crypto::ring::default_provider()),
+        };
+        let load_one = |i: usize| {
+            let read = loader.read(i).map_err(|f| f.0)?;
+            let (pair, trust) = loader.check(i, read, None).map_err(|f| f.0)?;
             if pair.cert.is_expired_at(SystemTime::now()) {
                 tracing::error!(
-                    identity = %spec.label,
-                    path = %spec.files.cert.display(),
+                    identity = %loader.specs[i].label,
+                    path = %loader.specs[i].files.cert.display(),
                     fingerprint = %pair.cert.fingerprint_sha256,
                     not_after = %crate::info::format_rfc3339(pair.cert.not_after),
                     "serving an expired certificate until a valid one is written"
@@ -244,20 +252,17 @@ impl Shared {
             Ok::<_, Error>((Arc::new(pair), trust))
         };
         // The default identity comes first and carries the client trust.
-        let (default, trust) = load_one(&specs[0])?;
+        let (default, trust) = load_one(0)?;
         let mut pairs = vec![default];
-        for spec in &specs[1..] {
-            pairs.push(load_one(spec)?.0);
+        for i in 1..loader.specs.len() {
+            pairs.push(load_one(i)?.0);
         }
-        let trust = Arc::new(trust);
-        let resumption = Resumption::fresh(load.session_cache_size)?;
-        let served = Served::new((&specs, &load, &provider), pairs, trust, resumption, 1)?;
-        let count = specs.len();
+        let resumption = Resumption::fresh(loader.load.session_cache_size)?;
+        let served = loader.build(pairs, Arc::new(trust), resumption, 1)?;
+        let count = loader.specs.len();
         Ok(Self {
             files,
-            specs,
-            load,
-            provider,
+            loader,
             served: ArcSwap::from_pointee(served),
             reload_lock: tokio::sync::Mutex::new(ReloadState {
                 last_failure: vec![None; count],
@@ -325,6 +330,7 @@ impl Shared {
                 })
                 .collect(),
             identities: self
+                .loader
                 .specs
                 .iter()
                 .zip(&served.pairs)
@@ -391,7 +397,7 @@ impl Shared {
             for &i in &attempt.changed {
                 let reloaded = Arc::new(Reloaded {
                     trigger,
-                    identity: self.specs[i].label.clone(),
+                    identity: self.loader.specs[i].label.clone(),
                     generation,
                     previous: previous.pairs[i].cert.clone(),
                     current: next.pairs[i].cert.clone(),
@@ -448,7 +454,7 @@ impl Shared {
         self.count(trigger, 1);
         let failure = Arc::new(ReloadFailure {
             trigger,
-            identity: self.specs[i].label.clone(),
+            identity: self.loader.specs[i].label.clone(),
             error,
             served_generation,
             at: SystemTime::now(),
@@ -506,7 +512,13 @@ impl Shared {
         let mut overdue = Vec::new();
         {
             let mut records = lock(&self.records);
-            for ((spec, pair), record) in self.specs.iter().zip(&served.pairs).zip(&mut *records) {
+            for ((spec, pair), record) in self
+                .loader
+                .specs
+                .iter()
+                .zip(&served.pairs)
+                .zip(&mut *records)
+            {
                 let due = pair.cert.renewal_due();
                 let fingerprint = &pair.cert.fingerprint_sha256;
                 if now < due || record.overdue_reported.as_ref() == Some(fingerprint) {
@@ -535,7 +547,7 @@ impl Shared {
 
     /// How long one reload may wait for the file system.
     pub(crate) fn read_timeout(&self) -> Duration {
-        self.load.read_timeout
+        self.loader.load.read_timeout
     }
 
     /// [`prepare`](Self::prepare) on a blocking thread (file reads may
@@ -547,7 +559,7 @@ impl Shared {
             let id = digest_str(&error.to_string());
             Err(Box::new((error, id)))
         };
-        let timeout = self.load.read_timeout;
+        let timeout = self.loader.load.read_timeout;
         let timed_out = |still_waiting| {
             failed(Error::ReadTimedOut {
                 dir: self
@@ -568,8 +580,8 @@ impl Shared {
             // Cleared however the read ends, a panic included, and whether
             // or not anyone still waits for it.
             let _reading = ClearOnDrop(&this.reading);
-            if !this.load.read_delay.is_zero() {
-                std::thread::sleep(this.load.read_delay);
+            if !this.loader.load.read_delay.is_zero() {
+                std::thread::sleep(this.loader.load.read_delay);
             }
             this.prepare(&prev)
         });
@@ -588,13 +600,12 @@ impl Shared {
         let mut trust = served.trust.clone();
         let mut changed = Vec::new();
         let mut failures = Vec::new();
-        for (i, spec) in self.specs.iter().enumerate() {
-            let current = &served.pairs[i];
-            let loaded = read_identity(spec, &self.load).and_then(|read| {
+        for (i, current) in served.pairs.iter().enumerate() {
+            let loaded = self.loader.read(i).and_then(|read| {
                 if read.1 == current.content_hash {
                     return Ok(None);
                 }
-                check_identity(spec, &self.load, &self.provider, read, Some(current)).map(Some)
+                self.loader.check(i, read, Some(current)).map(Some)
             });
             match loaded {
                 Ok(None) => {}
@@ -622,16 +633,12 @@ impl Shared {
         let resumption = if trust.hash == served.trust.hash {
             Resumption::of(&served.config)
         } else {
-            Resumption::fresh(self.load.session_cache_size).map_err(fail)?
+            Resumption::fresh(self.loader.load.session_cache_size).map_err(fail)?
         };
-        let next = Served::new(
-            (&self.specs, &self.load, &self.provider),
-            pairs,
-            trust,
-            resumption,
-            served.generation + 1,
-        )
-        .map_err(fail)?;
+        let next = self
+            .loader
+            .build(pairs, trust, resumption, served.generation + 1)
+            .map_err(fail)?;
         Ok(Attempt {
             next: Some(Box::new(next)),
             changed,
