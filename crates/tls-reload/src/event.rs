@@ -345,7 +345,8 @@ pub struct TlsStatus {
     pub client_ca: Vec<CertInfo>,
     /// The client authentication mode.
     pub client_auth: ClientAuth,
-    /// When the served config was loaded.
+    /// When the default identity's served pair (and client trust) was
+    /// loaded.
     pub loaded_at: SystemTime,
     /// The last attempt that swapped or failed, of any identity.
     pub last_attempt: Option<LastAttempt>,

@@ -1,6 +1,7 @@
 //! The reload engine: the state every clone of an acceptor and its watcher
-//! share, one reload at a time (read, compare, check, build, swap), the
-//! dedupe of repeated failures and the expiry policy.
+//! share, one reload at a time (read, compare, check, build, swap) over
+//! every identity, each with its own last good pair and dedupe of repeated
+//! failures, the expiry policy and the check for overdue renewals.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
