@@ -251,7 +251,8 @@ pub enum ReloadEvent {
 pub enum ReloadOutcome {
     /// A new config is served.
     Reloaded(Arc<Reloaded>),
-    /// The files are byte-for-byte what is served: nothing was swapped.
+    /// The files of every identity are byte-for-byte what is served:
+    /// nothing was swapped.
     Unchanged {
         /// Generation still served.
         generation: u64,
