@@ -12,6 +12,7 @@ use crate::config::{LoadOptions, TlsFiles, WatchOptions};
 use crate::error::{Error, SettingsError};
 use crate::event::{ReloadFailure, ReloadOutcome, Subscription, TlsStatus, Trigger};
 use crate::reload::Shared;
+use crate::sni::SniIdentity;
 use crate::watch::{self, Watcher};
 
 /// A TLS acceptor whose certificate, key and client trust can be replaced
@@ -71,6 +72,7 @@ impl ReloadableAcceptor {
     pub fn builder(files: TlsFiles) -> Builder {
         Builder {
             files,
+            sni: Vec::new(),
             load: LoadOptions::default(),
             watch: WatchOptions::default(),
         }
@@ -100,7 +102,11 @@ impl ReloadableAcceptor {
     ///
     /// Returns the failure (also delivered to subscribers, once per distinct
     /// file content) when the files cannot be loaded; the served config is
-    /// then untouched. [`ReloadFailure`] is a `std::error::Error`, so `?`
+    /// then untouched. With [SNI identities](Builder::sni), every identity
+    /// is read: the result is the first failure if any identity failed
+    /// (identities that did not fail are swapped in all the same), else the
+    /// first reload, else unchanged; subscribers get one event per
+    /// identity. [`ReloadFailure`] is a `std::error::Error`, so `?`
     /// works in a function returning `Box<dyn Error>`.
     ///
     /// # Example
@@ -179,7 +185,7 @@ impl ReloadableAcceptor {
         self.shared.status()
     }
 
-    /// The files this acceptor loads.
+    /// The files of the default identity (and the client trust).
     pub fn files(&self) -> &TlsFiles {
         &self.shared.files
     }
@@ -227,11 +233,65 @@ impl ReloadableAcceptor {
 #[must_use]
 pub struct Builder {
     files: TlsFiles,
+    sni: Vec<SniIdentity>,
     load: LoadOptions,
     watch: WatchOptions,
 }
 
 impl Builder {
+    /// Also serves `identity` to clients asking for one of its names (SNI).
+    /// May be called more than once; the files given to
+    /// [`ReloadableAcceptor::builder`] stay the default identity, served
+    /// when no name matches and to clients that send none.
+    ///
+    /// Each identity is loaded, checked and rotated on its own, and the one
+    /// watcher watches the directories of all of them. The names are
+    /// checked in [`build`](Self::build): a malformed name, a wildcard that
+    /// is not the whole leftmost label or a name given to two identities is
+    /// an [`Error::Settings`]; a certificate that does not cover its names
+    /// is an [`Error::NameNotCovered`] naming the identity, the name and the
+    /// file.
+    ///
+    /// Default: no SNI identities.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let volumes = tls_reload::testing::SecretVolumes::new();
+    /// # let api = tls_reload::testing::AtomicWriter::new(volumes.dir().join("api"))?;
+    /// # let leaf = volumes.server_ca.issue(
+    /// #     &tls_reload::testing::LeafOptions::server().names(["api.example.com"]));
+    /// # api.write(&[("tls.crt", leaf.cert_pem.as_bytes()), ("tls.key", leaf.key_pem.as_bytes())])?;
+    /// use tls_reload::{Error, ReloadableAcceptor, SettingsError, SniIdentity, TlsFiles};
+    ///
+    /// let api_files = TlsFiles::new(api.path("tls.crt"), api.path("tls.key"));
+    /// let acceptor = ReloadableAcceptor::builder(volumes.files())
+    ///     .sni(SniIdentity::new(["api.example.com"], api_files.clone()))
+    ///     .build()?;
+    /// assert_eq!(acceptor.status().identities[1].label, "api.example.com");
+    ///
+    /// // A wildcard is only allowed as the whole leftmost label.
+    /// let err = ReloadableAcceptor::builder(volumes.files())
+    ///     .sni(SniIdentity::new(["api.*.example.com"], api_files.clone()))
+    ///     .build()
+    ///     .unwrap_err();
+    /// assert!(matches!(err, Error::Settings(SettingsError::InvalidServerName { .. })));
+    ///
+    /// // The certificate must cover every configured name.
+    /// let err = ReloadableAcceptor::builder(volumes.files())
+    ///     .sni(SniIdentity::new(["web.example.com"], api_files))
+    ///     .build()
+    ///     .unwrap_err();
+    /// assert!(matches!(err, Error::NameNotCovered { .. }));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn sni(mut self, identity: SniIdentity) -> Self {
+        self.sni.push(identity);
+        self
+    }
+
     /// ALPN protocols to offer, in order of preference, such as
     /// `["h2", "http/1.1"]`.
     ///
@@ -352,7 +412,7 @@ impl Builder {
     /// later renewal can heal the server.
     pub fn build(self) -> Result<ReloadableAcceptor, Error> {
         Ok(ReloadableAcceptor {
-            shared: Arc::new(Shared::load(self.files, self.load)?),
+            shared: Arc::new(Shared::load(self.files, &self.sni, self.load)?),
         })
     }
 
@@ -367,7 +427,11 @@ impl Builder {
         if tokio::runtime::Handle::try_current().is_err() {
             return Err(Error::Settings(SettingsError::NoRuntime));
         }
-        let pending = watch::Pending::new(&self.files, self.watch.clone());
+        let paths = std::iter::once(&self.files)
+            .chain(self.sni.iter().map(|identity| &identity.files))
+            .flat_map(|files| files.paths().map(std::path::Path::to_path_buf))
+            .collect();
+        let pending = watch::Pending::new(paths, self.watch.clone());
         let acceptor = self.build()?;
         let watcher = pending.spawn(acceptor.shared.clone());
         Ok((acceptor, watcher))

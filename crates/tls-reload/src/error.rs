@@ -218,6 +218,25 @@ pub enum Error {
         still_waiting: bool,
     },
 
+    /// A certificate does not cover a server name its identity is
+    /// configured for: no SAN DNS name equals it, nor (for a plain name) a
+    /// SAN wildcard of its parent domain.
+    #[error(
+        "certificate {} of identity {identity} does not cover the configured name {name} (its DNS names: {})",
+        path.display(),
+        if dns_names.is_empty() { "none".to_owned() } else { dns_names.join(", ") }
+    )]
+    NameNotCovered {
+        /// The identity's label.
+        identity: String,
+        /// The configured name that is not covered.
+        name: String,
+        /// The certificate path.
+        path: PathBuf,
+        /// The certificate's SAN DNS names.
+        dns_names: Vec<String>,
+    },
+
     /// The client CA bundle or CRLs could not be turned into a client
     /// certificate verifier.
     #[error("client certificate verifier from {}: {cause}", path.display())]
@@ -257,6 +276,7 @@ impl Error {
             | Self::InvalidCertificate { path, .. }
             | Self::Expired { path, .. }
             | Self::NotYetValid { path, .. }
+            | Self::NameNotCovered { path, .. }
             | Self::ClientVerifier { path, .. } => Some(path),
             Self::KeyMismatch { key_path, .. } => Some(key_path),
             Self::KeptChanging { paths, .. } => paths.first().map(PathBuf::as_path),
@@ -393,6 +413,37 @@ pub enum SettingsError {
     /// CRLs were given without a client CA.
     #[error("CRLs need a client CA bundle: they only apply to client certificates")]
     CrlsWithoutClientCa,
+    /// An SNI identity was given without server names.
+    #[error("an SNI identity needs at least one server name")]
+    NoServerNames,
+    /// A configured server name is not a DNS name, or has a wildcard
+    /// anywhere but as the whole leftmost label.
+    #[error("server name {name:?} of identity {identity}: {reason}")]
+    InvalidServerName {
+        /// The identity's label.
+        identity: String,
+        /// The name as configured.
+        name: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// Two SNI identities claim the same server name.
+    #[error("server name {name:?} is configured for both identity {first} and identity {second}")]
+    DuplicateServerName {
+        /// The name as configured the second time.
+        name: String,
+        /// The identity that claimed it first.
+        first: String,
+        /// The identity that claimed it again.
+        second: String,
+    },
+    /// An SNI identity's files carry a client CA or CRLs: client trust is
+    /// set once, on the default identity's files.
+    #[error("identity {identity}: client CA and CRLs belong to the default identity's files")]
+    SniClientTrust {
+        /// The identity's label.
+        identity: String,
+    },
     /// The watcher was started outside a tokio runtime.
     #[error("the watcher needs a tokio runtime: call start() inside one")]
     NoRuntime,

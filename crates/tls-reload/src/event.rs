@@ -126,17 +126,22 @@ impl fmt::Display for WatcherMode {
     }
 }
 
-/// A new config was swapped in.
+/// A new config was swapped in: one identity's certificate changed (or,
+/// for the default identity, its certificate or the client trust).
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct Reloaded {
     /// What started the reload.
     pub trigger: Trigger,
+    /// The identity that changed: `default`, or the first server name of an
+    /// SNI identity ([`SniIdentity::label`](crate::SniIdentity::label)).
+    /// Identities that changed in the same attempt share the generation.
+    pub identity: String,
     /// Generation of the new config (the previous one plus one).
     pub generation: u64,
-    /// The leaf served before.
+    /// The identity's leaf served before.
     pub previous: CertInfo,
-    /// The leaf served from now on.
+    /// The identity's leaf served from now on.
     pub current: CertInfo,
     /// The client CA certificates trusted from now on.
     pub client_ca: Vec<CertInfo>,
@@ -147,12 +152,17 @@ pub struct Reloaded {
     pub at: SystemTime,
 }
 
-/// A reload attempt failed; the served config is untouched.
+/// A reload attempt failed for one identity, which keeps serving its last
+/// good certificate; other identities are not held up.
 #[derive(Debug)]
 #[non_exhaustive]
 pub struct ReloadFailure {
     /// What started the attempt.
     pub trigger: Trigger,
+    /// The identity whose files failed: `default`, or the first server name
+    /// of an SNI identity. A failure of the attempt as a whole (a read
+    /// timeout) is reported under `default`.
+    pub identity: String,
     /// Why it failed.
     pub error: Error,
     /// Generation of the config that is still served.
@@ -162,12 +172,17 @@ pub struct ReloadFailure {
 }
 
 impl std::fmt::Display for ReloadFailure {
-    /// `TLS reload (trigger) failed, still serving generation N: <error>`.
+    /// `TLS reload (trigger) failed, still serving generation N: <error>`,
+    /// with `of identity <label>` after the trigger for an SNI identity.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TLS reload ({})", self.trigger)?;
+        if self.identity != crate::sni::DEFAULT_LABEL {
+            write!(f, " of identity {}", self.identity)?;
+        }
         write!(
             f,
-            "TLS reload ({}) failed, still serving generation {}: {}",
-            self.trigger, self.served_generation, self.error
+            " failed, still serving generation {}: {}",
+            self.served_generation, self.error
         )
     }
 }
@@ -193,6 +208,23 @@ pub struct Degraded {
     pub at: SystemTime,
 }
 
+/// A served certificate is past [`CertInfo::renewal_due`] and no rotation
+/// has replaced it: the renewal that should have come did not. A renewal
+/// that silently stopped is how certificates expire in production, so this
+/// is reported once per certificate, well before it expires.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct RenewalOverdue {
+    /// The identity serving it: `default` or an SNI identity's label.
+    pub identity: String,
+    /// The certificate.
+    pub cert: CertInfo,
+    /// When its renewal became overdue.
+    pub due: SystemTime,
+    /// When this was noticed.
+    pub at: SystemTime,
+}
+
 /// One outcome, as delivered to subscribers.
 ///
 /// Unchanged attempts (`touch`, an unrelated file, a kubelet resync) are not
@@ -207,6 +239,10 @@ pub enum ReloadEvent {
     Failed(Arc<ReloadFailure>),
     /// The watcher fell back to polling. Reported once per watcher.
     Degraded(Arc<Degraded>),
+    /// A served certificate was not renewed in time. Checked after every
+    /// reload attempt (the watcher's poll tick included); reported once per
+    /// certificate.
+    RenewalOverdue(Arc<RenewalOverdue>),
 }
 
 /// What a successful `reload_now` did.
@@ -215,7 +251,8 @@ pub enum ReloadEvent {
 pub enum ReloadOutcome {
     /// A new config is served.
     Reloaded(Arc<Reloaded>),
-    /// The files are byte-for-byte what is served: nothing was swapped.
+    /// The files of every identity are byte-for-byte what is served:
+    /// nothing was swapped.
     Unchanged {
         /// Generation still served.
         generation: u64,
@@ -291,32 +328,64 @@ pub struct LastAttempt {
 }
 
 /// A snapshot of what is served and how reloading has gone.
+///
+/// The top-level certificate fields describe the default identity; every
+/// identity, the default first, is listed in
+/// [`identities`](Self::identities).
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct TlsStatus {
     /// Generation of the served config; 1 is the initial load.
     pub generation: u64,
-    /// The served leaf.
+    /// The default identity's served leaf.
     pub cert: CertInfo,
-    /// Number of certificates in the served chain, leaf included.
+    /// Number of certificates in the default identity's served chain, leaf
+    /// included.
     pub chain_len: usize,
     /// The trusted client CA certificates.
     pub client_ca: Vec<CertInfo>,
     /// The client authentication mode.
     pub client_auth: ClientAuth,
-    /// When the served config was loaded.
+    /// When the default identity's served pair (and client trust) was
+    /// loaded.
     pub loaded_at: SystemTime,
-    /// The last attempt that swapped or failed.
+    /// The last attempt that swapped or failed, of any identity.
     pub last_attempt: Option<LastAttempt>,
-    /// Successful swaps since start (the initial load excluded).
+    /// Successful swaps since start (the initial load excluded), one per
+    /// identity swapped.
     pub reloads_succeeded: u64,
-    /// Failed attempts since start, counting each retry.
+    /// Failed attempts since start, counting each retry, one per identity
+    /// that failed.
     pub reloads_failed: u64,
     /// How changes are noticed.
     pub watcher: WatcherMode,
     /// Swaps and failures by trigger (unchanged attempts are not counted),
     /// one entry per trigger in [`Trigger::ALL`] order.
     pub by_trigger: Vec<ReloadCount>,
+    /// Every identity, the default first, then the SNI identities in the
+    /// order they were configured.
+    pub identities: Vec<IdentityStatus>,
+}
+
+/// What one identity serves and how its last attempt went.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct IdentityStatus {
+    /// `default`, or the SNI identity's first server name.
+    pub label: String,
+    /// The server names it is served for, lower case (none for the default
+    /// identity, which is served when no name matches).
+    pub names: Vec<String>,
+    /// The served leaf.
+    pub cert: CertInfo,
+    /// Number of certificates in the served chain, leaf included.
+    pub chain_len: usize,
+    /// When the served pair was loaded.
+    pub loaded_at: SystemTime,
+    /// This identity's last attempt that swapped or failed.
+    pub last_attempt: Option<LastAttempt>,
+    /// Whether the served leaf is past [`CertInfo::renewal_due`].
+    pub renewal_overdue: bool,
 }
 
 /// Reload attempts that swapped or failed, for one trigger.

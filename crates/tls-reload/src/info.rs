@@ -113,6 +113,30 @@ impl CertInfo {
         self.not_after.duration_since(now).unwrap_or(Duration::ZERO)
     }
 
+    /// When a renewal of this certificate is overdue: `not_before` plus
+    /// 23/30 of its lifetime, that is two thirds (when cert-manager renews
+    /// by default) plus a tenth of it as grace. A certificate still served
+    /// past this time was not renewed when it should have been.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tls_reload::CertInfo;
+    ///
+    /// # let der = tls_reload::testing::TestCa::new("ca").server().cert_der.to_vec();
+    /// let info = CertInfo::from_der(&der)?;
+    /// let lifetime = info.not_after.duration_since(info.not_before)?;
+    /// let due = info.renewal_due().duration_since(info.not_before)?;
+    /// assert!(due > lifetime * 2 / 3 && due < lifetime * 4 / 5);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn renewal_due(&self) -> SystemTime {
+        let lifetime = self
+            .not_after
+            .duration_since(self.not_before)
+            .unwrap_or(Duration::ZERO);
+        self.not_before + lifetime / 30 * 23
+    }
+
     /// `not_before` as seconds since the Unix epoch (negative before 1970).
     pub fn not_before_unix(&self) -> i64 {
         system_time_to_unix(self.not_before)

@@ -35,6 +35,32 @@
 //!
 //! `examples/hyper_https.rs` serves HTTPS with hyper in the same few lines.
 //!
+//! # Several certificates by name (SNI)
+//!
+//! The files given to the builder are the default identity; each
+//! [`SniIdentity`] adds a certificate and key served to clients asking for
+//! one of its names. Each identity is rotated on its own: a broken pair in
+//! one keeps that identity's last good pair and never holds up another.
+//!
+//! ```no_run
+//! use tls_reload::{ReloadableAcceptor, SniIdentity, TlsFiles};
+//!
+//! # fn main() -> Result<(), tls_reload::Error> {
+//! let (acceptor, watcher) =
+//!     ReloadableAcceptor::builder(TlsFiles::new("/etc/tls/tls.crt", "/etc/tls/tls.key"))
+//!         .sni(SniIdentity::new(
+//!             ["api.example.com", "*.apps.example.com"],
+//!             TlsFiles::new("/etc/tls-api/tls.crt", "/etc/tls-api/tls.key"),
+//!         ))
+//!         .start()?;
+//! for identity in acceptor.status().identities {
+//!     println!("{} {:?}: {}", identity.label, identity.names, identity.cert.fingerprint_sha256);
+//! }
+//! # drop(watcher);
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! # Design
 //!
 //! * **Loading** ([`TlsFiles`], [`Builder`]): each file is read with a size
@@ -48,6 +74,17 @@
 //!   reload. Unchanged bytes swap nothing; a failed reload keeps the served
 //!   config. Sessions resume across a certificate-only rotation and never
 //!   across a change of client trust.
+//! * **Selecting** ([`SniIdentity`]): each published config carries an
+//!   immutable resolver: a map of exact names and one of wildcard suffixes
+//!   to certificates, and the default. A handshake looks its name up (the
+//!   exact name, then the name's parent domain for a single-label
+//!   wildcard) without locking, and without allocating when the name is
+//!   lower case. Each identity has its own last good pair, failure dedupe
+//!   and status; one attempt reads every identity and publishes all that
+//!   changed in one config.
+//! * **Renewal** ([`ReloadEvent::RenewalOverdue`]): a served leaf past two
+//!   thirds of its lifetime (when cert-manager renews) plus a tenth of it
+//!   ([`CertInfo::renewal_due`]) is reported once, well before it expires.
 //! * **Watching** ([`Watcher`]): events on the parent directories, a trailing
 //!   debounce with a maximum delay, a periodic poll that also re-establishes
 //!   lost watches (and replaces events entirely when they are unavailable),
@@ -59,8 +96,9 @@
 //!
 //! # Non-goals
 //!
-//! Obtaining certificates (ACME, cert-manager do that), per-SNI certificate
-//! selection, OCSP stapling, and client-side TLS.
+//! Obtaining certificates (ACME, cert-manager do that), OCSP stapling,
+//! client-side TLS, and client trust per SNI identity (the client CA and
+//! CRLs apply to every name).
 //!
 //! # Known problems
 //!
@@ -96,6 +134,15 @@
 //!   single [`ReloadEvent::Degraded`].
 //! * Long-lived connections (HTTP/2, gRPC) keep the certificate they were
 //!   established with; bound their age in the server so clients re-handshake.
+//! * A client that sends no SNI (most clients connecting by IP address)
+//!   always gets the default identity; so does one asking for a name no
+//!   identity has. A client may resume a session made under another
+//!   identity's certificate only as rustls allows, which requires the same
+//!   name.
+//! * [`ReloadableAcceptor::reload_now`] returns one outcome for all
+//!   identities: the first failure when any identity failed (others may
+//!   have been swapped in by the same attempt), else the first reload.
+//!   Subscribers receive one event per identity.
 
 #![deny(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -108,6 +155,7 @@ mod fingerprint;
 mod info;
 mod load;
 mod reload;
+mod sni;
 mod watch;
 
 #[cfg(feature = "testing")]
@@ -117,9 +165,10 @@ pub use acceptor::{Builder, ReloadableAcceptor};
 pub use config::{ClientAuth, TlsFiles};
 pub use error::{CertError, Error, FileKind, FileRole, KeyError, PemError, SettingsError};
 pub use event::{
-    Degraded, LastAttempt, ReloadCount, ReloadEvent, ReloadFailure, ReloadOutcome, Reloaded,
-    Subscription, TlsStatus, Trigger, WatcherMode,
+    Degraded, IdentityStatus, LastAttempt, ReloadCount, ReloadEvent, ReloadFailure, ReloadOutcome,
+    Reloaded, RenewalOverdue, Subscription, TlsStatus, Trigger, WatcherMode,
 };
 pub use fingerprint::{Fingerprint, ParseFingerprintError};
 pub use info::{CertInfo, CertParseError, format_rfc3339};
+pub use sni::SniIdentity;
 pub use watch::Watcher;

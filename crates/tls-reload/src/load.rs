@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use rustls::crypto::CryptoProvider;
 use rustls::server::danger::ClientCertVerifier;
 use rustls::server::{
-    ClientHello, ProducesTickets, ResolvesServerCert, ServerSessionMemoryCache,
-    StoresServerSessions, WebPkiClientVerifier,
+    ProducesTickets, ResolvesServerCert, ServerSessionMemoryCache, StoresServerSessions,
+    WebPkiClientVerifier,
 };
 use rustls::sign::{CertifiedKey, SigningKey};
 use rustls::{RootCertStore, ServerConfig};
@@ -278,7 +278,7 @@ pub(crate) struct Parsed {
     pub(crate) certified_key: Arc<CertifiedKey>,
     pub(crate) cert: CertInfo,
     pub(crate) client_ca: Vec<CertInfo>,
-    verifier: Option<Arc<dyn ClientCertVerifier>>,
+    pub(crate) verifier: Option<Arc<dyn ClientCertVerifier>>,
 }
 
 impl Parsed {
@@ -314,28 +314,30 @@ impl Parsed {
             verifier,
         })
     }
+}
 
-    /// Builds the server config, reusing `resumption` so that clients can
-    /// resume sessions made under the previous config.
-    pub(crate) fn server_config(
-        &self,
-        provider: &Arc<CryptoProvider>,
-        options: &LoadOptions,
-        resumption: Resumption,
-    ) -> Result<ServerConfig, Error> {
-        let builder = ServerConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()?;
-        let builder = match &self.verifier {
-            Some(v) => builder.with_client_cert_verifier(v.clone()),
-            None => builder.with_no_client_auth(),
-        };
-        let mut config =
-            builder.with_cert_resolver(Arc::new(FixedCert(self.certified_key.clone())));
-        config.alpn_protocols = options.alpn.clone();
-        config.session_storage = resumption.storage;
-        config.ticketer = resumption.ticketer;
-        Ok(config)
-    }
+/// Builds a server config that verifies clients with `verifier` (none: no
+/// client authentication) and selects certificates with `resolver`,
+/// reusing `resumption` so that clients can resume sessions made under the
+/// previous config.
+pub(crate) fn server_config(
+    provider: &Arc<CryptoProvider>,
+    options: &LoadOptions,
+    verifier: Option<&Arc<dyn ClientCertVerifier>>,
+    resolver: Arc<dyn ResolvesServerCert>,
+    resumption: Resumption,
+) -> Result<ServerConfig, Error> {
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()?;
+    let builder = match verifier {
+        Some(v) => builder.with_client_cert_verifier(v.clone()),
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder.with_cert_resolver(resolver);
+    config.alpn_protocols = options.alpn.clone();
+    config.session_storage = resumption.storage;
+    config.ticketer = resumption.ticketer;
+    Ok(config)
 }
 
 /// The session cache and ticket keys of a config: shared between configs
@@ -358,16 +360,6 @@ impl Resumption {
             storage: config.session_storage.clone(),
             ticketer: config.ticketer.clone(),
         }
-    }
-}
-
-/// Serves the one certificate of a config, whatever the client asks for.
-#[derive(Debug)]
-struct FixedCert(Arc<CertifiedKey>);
-
-impl ResolvesServerCert for FixedCert {
-    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.0.clone())
     }
 }
 

@@ -45,7 +45,10 @@ mod pki;
 mod volumes;
 mod wait;
 
-pub use client::{HandshakeInfo, client_config, handshake, serve, served_fingerprint};
+pub use client::{
+    HandshakeInfo, client_config, handshake, key_possession_client, serve, served_fingerprint,
+    served_for_name,
+};
 pub use kubelet::AtomicWriter;
 pub use pki::{Leaf, LeafOptions, TestCa};
 pub use volumes::SecretVolumes;

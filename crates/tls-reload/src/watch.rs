@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::config::{TlsFiles, WatchOptions};
+use crate::config::WatchOptions;
 use crate::event::{Trigger, WatcherMode};
 use crate::reload::Shared;
 
@@ -109,9 +109,10 @@ pub(crate) struct Pending {
 }
 
 impl Pending {
-    pub(crate) fn new(files: &TlsFiles, options: WatchOptions) -> Self {
+    /// Watches for every file of every identity.
+    pub(crate) fn new(paths: Vec<PathBuf>, options: WatchOptions) -> Self {
         let (tx, rx) = mpsc::unbounded_channel::<()>();
-        let mut fs = DirWatches::new(files.clone(), tx, &options);
+        let mut fs = DirWatches::new(paths, tx, &options);
         fs.ensure();
         Self { fs, rx, options }
     }
@@ -281,11 +282,11 @@ async fn run(
 }
 
 /// The distinct parent directories of the configured files, in order.
-fn parent_dirs(files: &TlsFiles) -> Vec<PathBuf> {
+fn parent_dirs(paths: &[PathBuf]) -> Vec<PathBuf> {
     let mut seen = HashSet::new();
-    files
-        .paths()
-        .map(parent_of)
+    paths
+        .iter()
+        .map(|p| parent_of(p))
         .filter(|d| seen.insert(d.clone()))
         .collect()
 }
@@ -307,9 +308,9 @@ const MAX_HOPS: usize = 40;
 /// already watched are left out: kubelet's `tls.crt -> ..data/tls.crt` is
 /// swapped by a rename in the volume directory itself. Blocking (reads
 /// links).
-fn watch_dirs(files: &TlsFiles) -> Vec<PathBuf> {
-    let mut dirs = parent_dirs(files);
-    for path in files.paths() {
+fn watch_dirs(paths: &[PathBuf]) -> Vec<PathBuf> {
+    let mut dirs = parent_dirs(paths);
+    for path in paths {
         let mut current = path.to_path_buf();
         for _ in 0..MAX_HOPS {
             let Ok(target) = std::fs::read_link(&current) else {
@@ -347,8 +348,9 @@ fn normalize(path: &Path) -> PathBuf {
 /// Watches on the parent directories, each remembered with the identity
 /// (device, inode) of the directory it was placed on.
 struct DirWatches {
-    /// What is configured; the directories to watch follow its symlinks.
-    files: TlsFiles,
+    /// Every configured file; the directories to watch follow their
+    /// symlinks.
+    paths: Vec<PathBuf>,
     watcher: Option<RecommendedWatcher>,
     dirs: Vec<(PathBuf, Option<(u64, u64)>)>,
     /// Why events are (partly) unavailable, not yet reported.
@@ -362,10 +364,10 @@ struct DirWatches {
 }
 
 impl DirWatches {
-    fn new(files: TlsFiles, tx: mpsc::UnboundedSender<()>, options: &WatchOptions) -> Self {
+    fn new(paths: Vec<PathBuf>, tx: mpsc::UnboundedSender<()>, options: &WatchOptions) -> Self {
         let mut this = Self {
-            dirs: parent_dirs(&files).into_iter().map(|d| (d, None)).collect(),
-            files,
+            dirs: parent_dirs(&paths).into_iter().map(|d| (d, None)).collect(),
+            paths,
             watcher: None,
             degraded: None,
             failing: false,
@@ -439,7 +441,7 @@ impl DirWatches {
         };
         self.failing = false;
         // Symlinks may have been retargeted since the last look.
-        let wanted = watch_dirs(&self.files);
+        let wanted = watch_dirs(&self.paths);
         self.dirs.retain(|(dir, watched)| {
             let keep = wanted.contains(dir);
             if !keep && watched.is_some() {
@@ -489,6 +491,11 @@ fn is_pure_access(kind: &EventKind) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::TlsFiles;
+
+    fn paths(files: &TlsFiles) -> Vec<PathBuf> {
+        files.paths().map(Path::to_path_buf).collect()
+    }
 
     #[test]
     fn parent_dirs_are_distinct_and_relative_paths_use_the_working_directory() {
@@ -496,7 +503,7 @@ mod tests {
             .client_ca("/etc/ca/ca.crt", crate::ClientAuth::Required)
             .crl("crl.pem");
         assert_eq!(
-            parent_dirs(&files),
+            parent_dirs(&paths(&files)),
             vec![
                 PathBuf::from("/etc/tls"),
                 PathBuf::from("/etc/ca"),
@@ -525,7 +532,7 @@ mod tests {
         std::os::unix::fs::symlink("..2026_01", kube.join("..data")).unwrap();
         std::os::unix::fs::symlink("..data/tls.key", kube.join("tls.key")).unwrap();
         let files = TlsFiles::new(conf.join("tls.crt"), kube.join("tls.key"));
-        assert_eq!(watch_dirs(&files), vec![conf, kube, real]);
+        assert_eq!(watch_dirs(&paths(&files)), vec![conf, kube, real]);
     }
 
     #[test]

@@ -35,12 +35,10 @@ use std::time::{Duration, SystemTime};
 use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::sample::{Index, select};
-use rustls::DigitallySignedStruct;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::CryptoProvider;
 use rustls_pki_types::pem::{SectionKind, SliceIter};
-use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
-use tls_reload::testing::{Leaf, LeafOptions, TestCa, client_config, handshake, serve};
+use tls_reload::testing::{
+    Leaf, LeafOptions, TestCa, client_config, handshake, key_possession_client, serve,
+};
 use tls_reload::{
     ClientAuth, Error, Fingerprint, ReloadOutcome, ReloadableAcceptor, TlsFiles, Trigger,
 };
@@ -1146,71 +1144,6 @@ async fn reload_step(
     }
 }
 
-// === A client that checks only that the server holds the leaf's key ===
-
-/// Accepts any certificate but verifies the handshake signature against
-/// it: a handshake succeeds exactly when the server holds the private key
-/// of the leaf it presents, whatever the chain.
-#[derive(Debug)]
-struct KeyPossession(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for KeyPossession {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
-
-static KEY_POSSESSION_CLIENT: LazyLock<Arc<rustls::ClientConfig>> = LazyLock::new(|| {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(KeyPossession(provider)))
-        .with_no_client_auth();
-    config.resumption = rustls::client::Resumption::disabled();
-    Arc::new(config)
-});
-
 /// Handshakes with `addr` and checks that the served leaf is the one the
 /// status reports and that the server holds its key; for the untouched
 /// leaves, also that a client trusting the server CA accepts it.
@@ -1220,7 +1153,7 @@ async fn check_served(
     context: &str,
 ) -> Result<(), TestCaseError> {
     let expected = acceptor.status().cert.fingerprint_sha256;
-    let seen = tokio::time::timeout(HANG, handshake(addr, KEY_POSSESSION_CLIENT.clone()))
+    let seen = tokio::time::timeout(HANG, handshake(addr, key_possession_client()))
         .await
         .map_err(|_| TestCaseError::fail("handshake hung"))?;
     prop_assert!(

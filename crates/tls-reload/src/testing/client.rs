@@ -4,11 +4,13 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use rustls::ClientConnection;
 use rustls::client::ClientConfig;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature};
+use rustls::{ClientConnection, DigitallySignedStruct, SignatureScheme};
 use rustls::{HandshakeKind, RootCertStore};
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
@@ -101,6 +103,129 @@ async fn connect(addr: SocketAddr, config: Arc<ClientConfig>) -> io::Result<TlsS
     let tcp = TcpStream::connect(addr).await?;
     let name = ServerName::try_from("localhost").map_err(io::Error::other)?;
     TlsConnector::from(config).connect(name, tcp).await
+}
+
+/// Connects to `addr` asking for `server_name` (SNI; `None` sends no
+/// name at all), completes the handshake and returns the fingerprint of
+/// the leaf the server selected, for tests of selection by name.
+///
+/// The leaf is checked against no CA and no name (a client would refuse
+/// the default certificate for a name it does not cover, which is what
+/// such tests look for), but the server must still prove that it holds
+/// the leaf's key.
+///
+/// # Errors
+///
+/// Any I/O or TLS error of the handshake, or a name that is not a valid
+/// DNS name.
+///
+/// # Example
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use tls_reload::ReloadableAcceptor;
+/// use tls_reload::testing::{SecretVolumes, serve, served_for_name};
+///
+/// let volumes = SecretVolumes::new();
+/// let (addr, _server) = serve(ReloadableAcceptor::builder(volumes.files()).build()?).await;
+/// assert_eq!(served_for_name(addr, None).await?, volumes.leaf.fingerprint);
+/// assert_eq!(served_for_name(addr, Some("other.example.com")).await?, volumes.leaf.fingerprint);
+/// # Ok(())
+/// # }
+/// ```
+pub async fn served_for_name(addr: SocketAddr, server_name: Option<&str>) -> io::Result<String> {
+    let mut config = (*key_possession_client()).clone();
+    config.enable_sni = server_name.is_some();
+    let name = ServerName::try_from(server_name.unwrap_or("localhost").to_owned())
+        .map_err(io::Error::other)?;
+    let tcp = TcpStream::connect(addr).await?;
+    let tls = TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await?;
+    leaf_fingerprint(tls.get_ref().1)
+}
+
+/// A client config that accepts any server leaf, checked against no CA
+/// and no name, but verifies the handshake signature with it: a handshake
+/// succeeds exactly when the server holds the private key of the leaf it
+/// presents, whatever the chain. Session resumption is off, as in
+/// [`client_config`].
+///
+/// # Example
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use tls_reload::ReloadableAcceptor;
+/// use tls_reload::testing::{SecretVolumes, handshake, key_possession_client, serve};
+///
+/// let volumes = SecretVolumes::new();
+/// let (addr, _server) = serve(ReloadableAcceptor::builder(volumes.files()).build()?).await;
+/// let seen = handshake(addr, key_possession_client()).await?;
+/// assert_eq!(seen.fingerprint, volumes.leaf.fingerprint);
+/// # Ok(())
+/// # }
+/// ```
+pub fn key_possession_client() -> Arc<ClientConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .expect("protocol versions")
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyLeaf(provider)))
+        .with_no_client_auth();
+    config.resumption = rustls::client::Resumption::disabled();
+    Arc::new(config)
+}
+
+/// Accepts any leaf, but checks the handshake signature with it.
+#[derive(Debug)]
+struct AnyLeaf(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for AnyLeaf {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
 }
 
 fn leaf_fingerprint(conn: &ClientConnection) -> io::Result<String> {

@@ -82,6 +82,20 @@ impl LeafOptions {
         }
     }
 
+    /// Sets the subject alternative names (DNS names, wildcards such as
+    /// `*.example.com`, IP addresses); the first is also the common name.
+    pub fn names<I, N>(mut self, names: I) -> Self
+    where
+        I: IntoIterator<Item = N>,
+        N: Into<String>,
+    {
+        self.names = names.into_iter().map(Into::into).collect();
+        if let Some(first) = self.names.first() {
+            self.common_name = first.clone();
+        }
+        self
+    }
+
     /// Sets the validity window.
     pub fn valid(mut self, not_before: SystemTime, not_after: SystemTime) -> Self {
         self.not_before = not_before;
