@@ -121,6 +121,7 @@ pub struct GatewayCommand {
     ocsf_log: Option<PathBuf>,
     user: Option<(u32, u32)>,
     nofile: Option<u32>,
+    log_format: Option<&'static str>,
 }
 
 impl GatewayCommand {
@@ -177,6 +178,14 @@ impl GatewayCommand {
         self
     }
 
+    /// Logs in `format` (`--log-format`, e.g. `pretty`) instead of `json`:
+    /// the harness then cannot read the listening address nor
+    /// [`GatewayProcess::logs`], so give the gateway a known `--bind`.
+    pub fn log_format(mut self, format: &'static str) -> Self {
+        self.log_format = Some(format);
+        self
+    }
+
     /// Lowers the gateway's open-file limit to `limit` (through the
     /// shell's `ulimit -n`, which then execs the gateway: the process id
     /// stays the gateway's).
@@ -214,7 +223,7 @@ impl GatewayCommand {
         if let Some(path) = &self.ocsf_log {
             cmd.arg("--ocsf-log").arg(path);
         }
-        cmd.args(["--log-format", "json"])
+        cmd.args(["--log-format", self.log_format.unwrap_or("json")])
             .env("RUST_LOG", "info")
             .envs(self.envs.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())

@@ -57,9 +57,9 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{EVERY, EXCHANGE, MetricsPage, Prober, RELOAD, STARTUP, memory_kib, say};
+use common::{EVERY, MetricsPage, Prober, RELOAD, STARTUP, event, get_ok, memory_kib, served};
 use openshell_e2e::ocsf::{event_code, tls_details, with_code};
-use openshell_e2e::{GatewayCommand, GatewayProcess, command, eventually, tls};
+use openshell_e2e::{GatewayCommand, GatewayProcess, command, eventually, say, tls};
 use rustls::ClientConfig;
 use serde_json::Value;
 use tempfile::TempDir;
@@ -226,9 +226,9 @@ async fn run_row(fault: Fault) {
     let client = tls::client_config(fixture.ca.cert_pem(), None).unwrap();
     let original = fixture.leaf.fingerprint.clone();
     assert_eq!(served(addr, &client).await, original);
-    let loaded = wait_for_event(&mut gateway, "tls_loaded", |_| true).await;
+    let loaded = event(&mut gateway, "tls_loaded", |_| true).await;
     assert_eq!(tls_details(&loaded)["new_fingerprint"], original.as_str());
-    assert_eq!(healthz(addr, &client).await, 200);
+    get_ok(addr, &client, "/healthz").await;
 
     // Break the files while a client keeps handshaking.
     let monitor = Prober::handshakes(addr, client.clone());
@@ -239,7 +239,7 @@ async fn run_row(fault: Fault) {
 
     match &expect {
         Expect::Fails(detail) => {
-            let failed = wait_for_event(&mut gateway, "tls_reload_failed", |e| {
+            let failed = event(&mut gateway, "tls_reload_failed", |e| {
                 detail.iter().all(|d| status_detail(e).contains(d))
             })
             .await;
@@ -281,7 +281,7 @@ async fn run_row(fault: Fault) {
             assert_codes(&events, &["tls_loaded", "tls_reload_failed"]);
         }
         Expect::SameCertReloaded => {
-            let reloaded = wait_for_event(&mut gateway, "tls_reloaded", |_| true).await;
+            let reloaded = event(&mut gateway, "tls_reloaded", |_| true).await;
             let d = tls_details(&reloaded);
             let seen = [
                 &d["new_fingerprint"],
@@ -305,7 +305,7 @@ async fn run_row(fault: Fault) {
     // Healthy, and still serving the last good certificate (as the
     // background client checks, once it has seen enough of the bad state).
     monitor.wait_for(fault_at + MIN_BAD_STATE_HANDSHAKES).await;
-    assert_eq!(healthz(addr, &client).await, 200);
+    get_ok(addr, &client, "/healthz").await;
     gateway.ensure_not_restarted(pid).unwrap();
     if fault == Fault::FiftyMibFile {
         let memory_after = memory_kib(pid);
@@ -324,13 +324,11 @@ async fn run_row(fault: Fault) {
     // A new good pair heals it.
     let healed = fixture.ca.server();
     tokio::task::block_in_place(|| fault.heal(&fixture, &healed));
-    tls::wait_until_served(addr, &client, &healed.fingerprint, RELOAD, EVERY)
-        .await
-        .unwrap();
+    common::wait_until_served(addr, &client, &healed.fingerprint).await;
     let served = monitor.stop("the background client").await;
     check_handshakes(&served, (fault_at, heal_at), &original, &healed.fingerprint);
 
-    let reloaded = wait_for_event(&mut gateway, "tls_reloaded", |e| {
+    let reloaded = event(&mut gateway, "tls_reloaded", |e| {
         tls_details(e)["new_fingerprint"] == healed.fingerprint.as_str()
     })
     .await;
@@ -349,14 +347,11 @@ async fn run_row(fault: Fault) {
         details["generation"], swaps,
         "something else was swapped in before the heal: {reloaded}"
     );
-    assert_eq!(healthz(addr, &client).await, 200);
+    get_ok(addr, &client, "/healthz").await;
     gateway.ensure_not_restarted(pid).unwrap();
     common::assert_ocsf_valid(&gateway);
-    let audit = fs::read_to_string(fixture.audit_log()).unwrap();
-    assert!(!audit.contains("-----BEGIN"), "PEM in the audit log");
-    for key in [&fixture.leaf.key_pem, &healed.key_pem] {
-        assert!(!audit.contains(key.trim()), "key material in the audit log");
-    }
+    let keys = [fixture.leaf.key_pem.as_str(), &healed.key_pem];
+    common::assert_no_key_material(&fixture.audit_log(), &keys);
 }
 
 // === fixture ===
@@ -490,33 +485,6 @@ fn check_handshakes(served: &[String], at: (usize, usize), original: &str, heale
         after.is_none(),
         "after the heal: {original} then {healed} expected: {served:?}"
     );
-}
-
-async fn served(addr: SocketAddr, client: &Arc<ClientConfig>) -> String {
-    tls::served_fingerprint(addr, client.clone(), EXCHANGE)
-        .await
-        .unwrap()
-}
-
-async fn healthz(addr: SocketAddr, client: &Arc<ClientConfig>) -> u16 {
-    tls::get(addr, client.clone(), "/healthz", EXCHANGE)
-        .await
-        .unwrap()
-        .status
-}
-
-/// Waits for the first event with `code` that satisfies `pred`.
-async fn wait_for_event(
-    gateway: &mut GatewayProcess,
-    code: &'static str,
-    pred: impl Fn(&Value) -> bool,
-) -> Value {
-    gateway
-        .wait_for_ocsf(RELOAD, &format!("an OCSF {code} event"), |events| {
-            with_code(events, code).find(|e| pred(e)).cloned()
-        })
-        .await
-        .unwrap()
 }
 
 fn status_detail(event: &Value) -> &str {

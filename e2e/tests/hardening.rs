@@ -28,20 +28,19 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
-use std::ffi::OsString;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{EVERY, EXCHANGE, MetricsPage, Prober, RELOAD, STARTUP, memory_kib, say};
-use hyper::client::conn::{http1, http2};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use common::{EVERY, EXCHANGE, MetricsPage, Prober, RELOAD, STARTUP, memory_kib};
+use http_body_util::Full;
+use openshell_e2e::kube::free_loopback_port;
 use openshell_e2e::ocsf::{self, tls_details, with_code};
-use openshell_e2e::{GatewayCommand, GatewayProcess, command, eventually, gateway_binary, tls};
+use openshell_e2e::tls::Http;
+use openshell_e2e::{GatewayCommand, GatewayProcess, eventually, say, tls};
 use openshell_server::pb;
 use openshell_server::pb::gateway_client::GatewayClient;
 use rustls::ClientConfig;
@@ -52,7 +51,6 @@ use tls_reload::testing::{Leaf, SecretVolumes, TestCa};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinSet;
-use tokio_rustls::TlsConnector;
 use tonic::Code;
 use tonic::transport::Channel;
 
@@ -69,49 +67,37 @@ fn audit_log(pki: &Pki) -> PathBuf {
     pki.dir().join("audit.jsonl")
 }
 
-/// The gateway's arguments (without `--ocsf-log` and `--log-format`):
-/// the server volume, client certificates `required` when `mtls`, and
-/// `extra`.
-fn gateway_args(pki: &Pki, mtls: bool, extra: &[&str]) -> Vec<OsString> {
-    let mut args: Vec<OsString> = vec![
-        "--bind".into(),
-        "127.0.0.1:0".into(),
-        "--tls-reload-debounce".into(),
-        "100ms".into(),
-        "--tls-cert".into(),
-        pki.server.path("tls.crt").into(),
-        "--tls-key".into(),
-        pki.server.path("tls.key").into(),
-    ];
+/// A gateway serving `pki`'s server volume with a 100 ms debounce,
+/// requiring client certificates when `mtls`, its audit log beside the
+/// volumes; without `--bind`.
+fn gateway(pki: &Pki, mtls: bool) -> GatewayCommand {
+    let cmd = GatewayCommand::new()
+        .args(["--tls-reload-debounce", "100ms", "--tls-cert"])
+        .arg(pki.server.path("tls.crt"))
+        .arg("--tls-key")
+        .arg(pki.server.path("tls.key"))
+        .ocsf_log(audit_log(pki));
+    let ca = pki.client_ca_volume.path("ca.crt");
+    let mtls_args = ["--tls-client-auth", "required", "--tls-client-ca"];
     if mtls {
-        let ca = pki.client_ca_volume.path("ca.crt");
-        args.extend(["--tls-client-auth", "required", "--tls-client-ca"].map(Into::into));
-        args.push(ca.into());
+        cmd.args(mtls_args).arg(ca)
+    } else {
+        cmd
     }
-    args.extend(extra.iter().map(Into::into));
-    args
 }
 
-/// Starts a gateway on `pki` (see [`gateway_args`]), its audit log beside
-/// the volumes, and returns it with its TLS address.
+/// [`gateway`] on an ephemeral port with `extra` arguments, started.
 async fn start(pki: &Pki, mtls: bool, extra: &[&str]) -> (GatewayProcess, SocketAddr) {
-    let mut gateway = GatewayCommand::new()
-        .args(gateway_args(pki, mtls, extra))
-        .ocsf_log(audit_log(pki))
-        .spawn()
-        .unwrap();
-    let addr = gateway.listening(STARTUP).await.unwrap();
-    (gateway, addr)
+    let cmd = gateway(pki, mtls)
+        .args(["--bind", "127.0.0.1:0"])
+        .args(extra);
+    cmd.start(STARTUP).await.unwrap()
 }
 
 /// A client trusting the server CA, presenting the client certificate
 /// when `with_cert` (HTTP/1.1 ALPN).
 fn client_config(pki: &Pki, with_cert: bool) -> Arc<ClientConfig> {
     tls::client_config(pki.server_ca.cert_pem(), with_cert.then_some(&pki.client)).unwrap()
-}
-
-fn localhost() -> ServerName<'static> {
-    ServerName::try_from("localhost").unwrap()
 }
 
 // === gRPC, HTTP and processes ===
@@ -156,17 +142,6 @@ async fn metrics(addr: SocketAddr, config: &Arc<ClientConfig>) -> MetricsPage {
     MetricsPage::fetch(addr, config).await.unwrap()
 }
 
-/// `kill -s <signal> <pid>`, blocking, bounded.
-fn kill(signal: &str, pid: u32) -> bool {
-    let pid = pid.to_string();
-    command::run(
-        Command::new("kill").args(["-s", signal, &pid]),
-        None,
-        EXCHANGE,
-    )
-    .is_ok()
-}
-
 /// How many file descriptors a process has open.
 fn open_fds(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
@@ -193,7 +168,7 @@ fn raise_nofile(pid: u32, want: u64) -> u64 {
     let (soft, hard) = limits();
     if soft < want {
         let target = want.min(hard);
-        let status = Command::new("prlimit")
+        let status = std::process::Command::new("prlimit")
             .args(["--pid", &pid.to_string(), &format!("--nofile={target}:")])
             .status();
         if !status.as_ref().is_ok_and(|s| s.success()) {
@@ -436,15 +411,14 @@ async fn sighup_storm_ends_consistent() {
     const SIGNALS: usize = 200;
     let rot = Rotating::start(20, Duration::from_millis(100)).await;
     let mut client = grpc(rot.addr, &rot.config).await;
-    let pid = rot.gateway.pid();
-    let sent = tokio::task::spawn_blocking(move || {
-        let sent = (0..SIGNALS).filter(|_| {
+    let sent = tokio::task::block_in_place(|| {
+        let signal = |_: &usize| {
             std::thread::sleep(Duration::from_millis(8));
-            kill("HUP", pid)
-        });
-        sent.count()
+            rot.gateway.signal("HUP").is_ok()
+        };
+        (0..SIGNALS).filter(signal).count()
     });
-    assert_eq!(sent.await.unwrap(), SIGNALS, "kill -s HUP failed");
+    assert_eq!(sent, SIGNALS, "kill -s HUP failed");
     let logs = rot.gateway.logs();
     let (_, swaps) = rot.finish("SIGHUP storm", &mut client).await;
     let (signal_ok, signal_failed) = swaps["signal"];
@@ -507,7 +481,8 @@ fn pseudo_random(seed: u64, len: usize) -> Vec<u8> {
 
 /// Half the ClientHello record a real rustls client sends first.
 fn half_a_client_hello(config: Arc<ClientConfig>) -> Vec<u8> {
-    let mut conn = rustls::ClientConnection::new(config, localhost()).unwrap();
+    let mut conn =
+        rustls::ClientConnection::new(config, ServerName::try_from("localhost").unwrap()).unwrap();
     let mut hello = Vec::new();
     while conn.wants_write() && hello.len() < 64 * 1024 {
         conn.write_tls(&mut hello).unwrap();
@@ -742,50 +717,20 @@ async fn a_thousand_connections_that_never_finish_the_handshake_time_out_with_bo
     .await;
 }
 
-/// One `GET /healthz` over TLS with ALPN `alpn` (`http/1.1` or `h2`) and a
-/// header of `size` bytes: the status, or the error that ended the
-/// exchange.
+/// One `GET /healthz` over TLS in `version` with a header of `size`
+/// bytes: the status, or the error that ended the exchange.
 async fn with_big_header(
     addr: SocketAddr,
     config: &Arc<ClientConfig>,
-    alpn: &str,
+    version: Http,
     size: usize,
 ) -> Result<u16, String> {
-    let mut tls_config = (**config).clone();
-    tls_config.alpn_protocols = vec![alpn.as_bytes().to_vec()];
-    let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
-    let tls = TlsConnector::from(Arc::new(tls_config))
-        .connect(localhost(), tcp)
-        .await
-        .map_err(|e| e.to_string())?;
-    // HTTP/2 takes the authority from the URI, HTTP/1.1 from `Host`.
-    let uri = if alpn == "h2" {
-        "https://localhost/healthz"
-    } else {
-        "/healthz"
-    };
-    let mut request = hyper::Request::get(uri).header("x-oversized", "a".repeat(size));
-    if alpn != "h2" {
-        request = request.header("host", "localhost");
-    }
-    let request = request.body(String::new()).unwrap();
-    let io = TokioIo::new(tls);
-    let exchange = async {
-        let response = if alpn == "h2" {
-            let (mut send, conn) = http2::handshake(TokioExecutor::new(), io).await?;
-            tokio::spawn(conn);
-            send.send_request(request).await?
-        } else {
-            let (mut send, conn) = http1::handshake(io).await?;
-            tokio::spawn(conn);
-            send.send_request(request).await?
-        };
-        Ok::<_, hyper::Error>(response.status().as_u16())
-    };
-    match tokio::time::timeout(EXCHANGE * 2, exchange).await {
-        Err(_) => Err("no answer in time".to_owned()),
-        Ok(outcome) => outcome.map_err(|e| format!("{e:?}")),
-    }
+    let request = http::Request::get("https://localhost/healthz")
+        .header("x-oversized", "a".repeat(size))
+        .body(Full::default())
+        .unwrap();
+    let reply = tls::send(addr, Some(config.clone()), version, request, EXCHANGE * 2).await;
+    reply.map(|r| r.status).map_err(|e| e.to_string())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -796,14 +741,14 @@ async fn oversized_headers_get_431_or_a_closed_connection_never_a_crash() {
         // frames), 64 KiB (far over the 16 KiB header list limit) and
         // 20 KiB (just over it).
         let mut outcomes = Vec::new();
-        for (alpn, size) in [
-            ("http/1.1", MIB),
-            ("h2", MIB),
-            ("h2", 64 * 1024),
-            ("h2", 20 * 1024),
+        for (version, size) in [
+            (Http::One, MIB),
+            (Http::Two, MIB),
+            (Http::Two, 64 * 1024),
+            (Http::Two, 20 * 1024),
         ] {
-            let outcome = with_big_header(addr, &config, alpn, size).await;
-            let what = format!("{alpn} with a {size}-byte header: {outcome:?}");
+            let outcome = with_big_header(addr, &config, version, size).await;
+            let what = format!("{version:?} with a {size}-byte header: {outcome:?}");
             assert!(matches!(outcome, Ok(431) | Err(_)), "{what}");
             outcomes.push(what);
         }
@@ -962,105 +907,38 @@ fn key_material_in(what: &str, text: &str, needles: &[(String, String)]) -> Vec<
     findings
 }
 
-/// A gateway logging in `format` (`json` or `pretty`, which the harness
-/// does not read) with `RUST_LOG=debug`: started directly, its output in
-/// files, killed (and reaped) when dropped so that none outlives a failing
-/// test.
-struct LoggingGateway {
-    child: Child,
-    format: &'static str,
-    stderr: PathBuf,
-    stdout: PathBuf,
+/// A gateway logging in `format` (`json`, or `pretty`, whose listening
+/// line the harness does not read: it gets a port chosen here) with
+/// `RUST_LOG=debug`.
+async fn start_logging(pki: &Pki, format: &'static str) -> (GatewayProcess, SocketAddr) {
+    let addr = SocketAddr::from(([127, 0, 0, 1], free_loopback_port().unwrap()));
+    let cmd = gateway(pki, true).arg("--bind").arg(addr.to_string());
+    let gateway = cmd
+        .log_format(format)
+        .env("RUST_LOG", "debug")
+        .spawn()
+        .unwrap();
+    let client = client_config(pki, true);
+    let up = tls::wait_until_served(addr, &client, &pki.leaf.fingerprint, STARTUP, EVERY);
+    up.await.unwrap();
+    (gateway, addr)
 }
 
-impl Drop for LoggingGateway {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-        }
-        let _ = self.child.wait();
-    }
-}
-
-impl LoggingGateway {
-    /// Starts it and reads its address from the `listening` line.
-    async fn start(pki: &Pki, format: &'static str) -> (Self, SocketAddr) {
-        let out = |name: &str| pki.dir().join(format!("{format}.{name}"));
-        let (stderr, stdout) = (out("stderr"), out("stdout"));
-        let mut cmd = Command::new(gateway_binary().unwrap());
-        for (name, _) in std::env::vars_os() {
-            if name.to_string_lossy().starts_with("OPENSHELL_") {
-                cmd.env_remove(name);
-            }
-        }
-        cmd.args(gateway_args(pki, true, &["--log-format", format]))
-            .arg("--ocsf-log")
-            .arg(audit_log(pki))
-            .env("RUST_LOG", "debug")
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&stdout).unwrap())
-            .stderr(std::fs::File::create(&stderr).unwrap());
-        let gateway = Self {
-            child: cmd.spawn().unwrap(),
-            format,
-            stderr,
-            stdout,
-        };
-        // `listening addr=127.0.0.1:port` or `"listening","addr":"127.0.0.1:port"`.
-        let addr = eventually(STARTUP, EVERY, "the gateway to listen", || {
-            let text = strip_ansi(&std::fs::read_to_string(&gateway.stderr).unwrap_or_default());
-            async move {
-                let line = text.lines().find(|l| l.contains("listening"));
-                let addr = line.and_then(|l| l.split("addr").nth(1));
-                let addr = addr.map(|a| a.trim_start_matches(['=', '"', ':']));
-                let addr = addr.and_then(|a| a.split(['"', ' ']).next()?.parse().ok());
-                addr.ok_or(text)
-            }
-        })
-        .await;
-        (gateway, addr.unwrap())
-    }
-
-    /// Stops it with SIGTERM and returns everything it printed.
-    async fn stop(mut self) -> Vec<(String, String)> {
-        assert!(kill("TERM", self.child.id()));
-        let status = eventually(
-            Duration::from_secs(10),
-            EVERY,
-            "the gateway to exit",
-            || {
-                let status = self.child.try_wait();
-                async move {
-                    status
-                        .map_err(|e| e.to_string())?
-                        .ok_or("running".to_owned())
-                }
-            },
-        )
-        .await;
-        let err = std::fs::read_to_string(&self.stderr).unwrap();
-        assert!(status.is_ok_and(|s| s.success()), "{err}");
-        let out = std::fs::read_to_string(&self.stdout).unwrap();
-        let format = self.format;
-        vec![
-            (format!("{format} stderr"), err),
-            (format!("{format} stdout"), out),
-        ]
-    }
-}
-
-/// Removes ANSI escape sequences (`ESC [ ... letter`).
-fn strip_ansi(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' && chars.peek() == Some(&'[') {
-            chars.by_ref().find(char::is_ascii_alphabetic);
-        } else {
-            out.push(c);
-        }
-    }
-    out
+/// Stops `gateway` with SIGTERM and returns everything it printed.
+async fn stop_logging(mut gateway: GatewayProcess, format: &str) -> Vec<(String, String)> {
+    gateway.signal("TERM").unwrap();
+    let status = gateway.exit_within(Duration::from_secs(10)).await.unwrap();
+    assert!(status.is_some_and(|s| s.success()), "{}", gateway.output());
+    vec![
+        (
+            format!("{format} stderr"),
+            gateway.stderr_lines().join("\n"),
+        ),
+        (
+            format!("{format} stdout"),
+            gateway.stdout_lines().join("\n"),
+        ),
+    ]
 }
 
 /// A broken Secret content: its name, `tls.crt` and `tls.key`.
@@ -1123,7 +1001,7 @@ fn broken_payloads(ca: &TestCa) -> (Vec<Payload>, Vec<String>) {
 /// was shown.
 async fn run_full_of_failures(
     pki: &Pki,
-    pid: u32,
+    gateway: &GatewayProcess,
     addr: SocketAddr,
 ) -> (Vec<(String, String)>, Vec<String>) {
     let config = client_config(pki, true);
@@ -1163,7 +1041,7 @@ async fn run_full_of_failures(
         // So does SIGHUP (counted by trigger: a watcher retry may be the
         // last attempt by the time we look).
         let before = signal_failures(metrics(addr, &config).await);
-        assert!(kill("HUP", pid));
+        gateway.signal("HUP").unwrap();
         eventually(
             RELOAD,
             EVERY,
@@ -1241,19 +1119,19 @@ async fn run_full_of_failures(
 async fn nothing_the_gateway_writes_contains_key_material() {
     let started = Instant::now();
     let (json_pki, pretty_pki) = (Pki::new(), Pki::new());
-    let (json, json_addr) = LoggingGateway::start(&json_pki, "json").await;
-    let (pretty, pretty_addr) = LoggingGateway::start(&pretty_pki, "pretty").await;
+    let (json, json_addr) = start_logging(&json_pki, "json").await;
+    let (pretty, pretty_addr) = start_logging(&pretty_pki, "pretty").await;
     let (json_run, pretty_run) = tokio::join!(
-        run_full_of_failures(&json_pki, json.child.id(), json_addr),
-        run_full_of_failures(&pretty_pki, pretty.child.id(), pretty_addr),
+        run_full_of_failures(&json_pki, &json, json_addr),
+        run_full_of_failures(&pretty_pki, &pretty, pretty_addr),
     );
     let mut checked = Vec::new();
     let mut findings = Vec::new();
-    for (pki, gateway, (mut outputs, keys)) in [
-        (&json_pki, json, json_run),
-        (&pretty_pki, pretty, pretty_run),
+    for (pki, gateway, format, (mut outputs, keys)) in [
+        (&json_pki, json, "json", json_run),
+        (&pretty_pki, pretty, "pretty", pretty_run),
     ] {
-        outputs.extend(gateway.stop().await);
+        outputs.extend(stop_logging(gateway, format).await);
         let audit = std::fs::read_to_string(audit_log(pki)).unwrap();
         outputs.push(("OCSF file".to_owned(), audit));
         let keys: Vec<String> = keys

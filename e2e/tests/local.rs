@@ -13,15 +13,19 @@
 //! timeout, `--dev`, a startup error, log filters, an unwritable audit
 //! file, a low open-file limit and the plaintext health port.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use common::{EVERY, EXCHANGE, MetricsPage, RELOAD, STARTUP, assert_ocsf_valid, get_ok, served};
+use common::{assert_no_key_material, wait_until_served};
 use http_body_util::Full;
 use openshell_e2e::kube::free_loopback_port;
-use openshell_e2e::ocsf::{self, event_code, tls_details, with_code};
+use openshell_e2e::ocsf::{event_code, tls_details, with_code};
 use openshell_e2e::tls::{self, Connection, Http};
 use openshell_e2e::{Error, GatewayCommand, GatewayProcess, eventually};
 use rustls::ClientConfig;
@@ -29,16 +33,6 @@ use serde_json::Value;
 use tls_reload::testing::{Leaf, SecretVolumes, TestCa};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
-
-/// How long the gateway may take to start listening.
-const STARTUP: Duration = Duration::from_secs(10);
-/// How long a change may take to be served (or to fail): the debounce is
-/// 100 ms; the rest is slack for a loaded two-core machine.
-const RELOAD: Duration = Duration::from_secs(5);
-/// One TLS exchange.
-const EXCHANGE: Duration = Duration::from_secs(5);
-/// How often a wait probes.
-const EVERY: Duration = Duration::from_millis(25);
 
 // === fixture ===
 
@@ -112,28 +106,6 @@ impl FixtureExt for Fixture {
 
 // === helpers ===
 
-async fn served(addr: SocketAddr, client: &Arc<ClientConfig>) -> String {
-    tls::served_fingerprint(addr, client.clone(), EXCHANGE)
-        .await
-        .unwrap()
-}
-
-/// Waits until a new handshake shows `fingerprint`.
-async fn wait_until_served(addr: SocketAddr, client: &Arc<ClientConfig>, fingerprint: &str) {
-    tls::wait_until_served(addr, client, fingerprint, RELOAD, EVERY)
-        .await
-        .unwrap();
-}
-
-/// `GET path` over TLS as `client`; the reply, which must be a 200.
-async fn get_ok(addr: SocketAddr, client: &Arc<ClientConfig>, path: &str) -> tls::Reply {
-    let reply = tls::get(addr, client.clone(), path, EXCHANGE)
-        .await
-        .unwrap();
-    assert_eq!(reply.status, 200, "GET {path}: {reply:?}");
-    reply
-}
-
 /// `GET path` in plaintext HTTP/1.1.
 async fn get_plain(addr: SocketAddr, path: &str) -> tls::Reply {
     let request = tls::get_request(path).unwrap();
@@ -184,24 +156,6 @@ async fn nth_event(gateway: &mut GatewayProcess, code: &'static str, n: usize) -
         .unwrap()
 }
 
-/// Every OCSF line validates against the schema (when the schema files are
-/// there); returns the events.
-fn assert_ocsf_valid(gateway: &GatewayProcess) -> Vec<Value> {
-    let events = gateway.ocsf_events().unwrap();
-    ocsf::check(&events).unwrap();
-    events
-}
-
-/// No private key (neither the first leaf's nor `keys`, nor any PEM) ever
-/// reaches the audit stream.
-fn assert_no_key_material(fixture: &Fixture, keys: &[&str]) {
-    let audit = std::fs::read_to_string(fixture.audit_log()).unwrap();
-    assert!(!audit.contains("-----BEGIN"), "PEM in the audit log");
-    for key in keys.iter().chain([&fixture.leaf.key_pem.as_str()]) {
-        assert!(!audit.contains(key.trim()), "key material in the audit log");
-    }
-}
-
 /// Sends SIGTERM and asserts a successful exit within `within`.
 async fn assert_stops(gateway: &mut GatewayProcess, within: Duration) {
     gateway.signal("TERM").unwrap();
@@ -209,12 +163,6 @@ async fn assert_stops(gateway: &mut GatewayProcess, within: Duration) {
     let output = gateway.output();
     let status = status.unwrap_or_else(|| panic!("running {within:?} after SIGTERM\n{output}"));
     assert!(status.success(), "{status}\n{output}");
-}
-
-/// The value of the Prometheus sample `name` (labels included) in `page`.
-fn sample(page: &str, name: &str) -> Option<f64> {
-    page.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
 // === rotations ===
@@ -257,98 +205,13 @@ async fn rotating_the_server_secret_serves_the_new_certificate_without_a_restart
     // Established trust is unchanged: the same client is still accepted.
     assert_eq!(healthz(addr, &client).await.unwrap(), 200);
     assert_ocsf_valid(&gateway);
-    assert_no_key_material(&fixture, &[&rotated.key_pem]);
+    assert_no_key_material(
+        &fixture.audit_log(),
+        &[&fixture.leaf.key_pem, &rotated.key_pem],
+    );
 
     // And the reloaded gateway still stops cleanly (its watcher included).
     assert_stops(&mut gateway, Duration::from_secs(5)).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_garbage_key_keeps_the_served_certificate_until_a_good_update_heals_it() {
-    let fixture = Fixture::new();
-    let (mut gateway, addr) = fixture.start().await;
-    let pid = gateway.pid();
-    let client = fixture.client();
-    let first = fixture.leaf.fingerprint.clone();
-
-    // A new certificate whose key arrived as garbage.
-    let broken = fixture.server_ca.server();
-    fixture.publish(&broken.cert_pem, "-----BEGIN PRIVATE KEY-----\ngarbage\n");
-    let failed = nth_event(&mut gateway, "tls_reload_failed", 1).await;
-    assert_eq!(failed["status_id"], 2, "{failed}");
-    let detail = failed["status_detail"].as_str().unwrap_or_default();
-    assert!(detail.contains("tls.key"), "status_detail: {detail}");
-    assert_eq!(tls_details(&failed)["previous_fingerprint"], first.as_str());
-    gateway
-        .wait_for_stderr(RELOAD, "CONFIG:FAILED in the logs", |l| {
-            l.contains("CONFIG:FAILED")
-        })
-        .await
-        .unwrap();
-
-    // The old certificate is still served, through the retries, which
-    // report nothing new for the same broken files.
-    assert_eq!(served(addr, &client).await, first);
-    tokio::time::sleep(Duration::from_millis(800)).await;
-    assert_eq!(served(addr, &client).await, first);
-    let events = gateway.ocsf_events().unwrap();
-    assert_eq!(
-        with_code(&events, "tls_reload_failed").count(),
-        1,
-        "one failure event per broken content, not per retry"
-    );
-    assert_eq!(with_code(&events, "tls_reloaded").count(), 0);
-    gateway.ensure_not_restarted(pid).unwrap();
-
-    // The next renewal heals it.
-    let healed = fixture.server_ca.server();
-    fixture.publish_leaf(&healed);
-    wait_until_served(addr, &client, &healed.fingerprint).await;
-    let reloaded = nth_event(&mut gateway, "tls_reloaded", 1).await;
-    let details = tls_details(&reloaded);
-    assert_eq!(details["new_fingerprint"], healed.fingerprint.as_str());
-    assert_eq!(details["previous_fingerprint"], first.as_str());
-    gateway.ensure_not_restarted(pid).unwrap();
-    assert_ocsf_valid(&gateway);
-    assert_no_key_material(&fixture, &[&healed.key_pem]);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_mismatched_pair_keeps_the_served_certificate_until_a_good_update_heals_it() {
-    let fixture = Fixture::new();
-    let (mut gateway, addr) = fixture.start().await;
-    let pid = gateway.pid();
-    let client = fixture.client();
-    let first = fixture.leaf.fingerprint.clone();
-
-    // A valid certificate and a valid key that do not belong together.
-    let (cert_of, key_of) = (fixture.server_ca.server(), fixture.server_ca.server());
-    fixture.publish(&cert_of.cert_pem, &key_of.key_pem);
-    let failed = nth_event(&mut gateway, "tls_reload_failed", 1).await;
-    let detail = failed["status_detail"].as_str().unwrap_or_default();
-    assert!(detail.contains("does not match"), "status_detail: {detail}");
-    assert_eq!(tls_details(&failed)["previous_fingerprint"], first.as_str());
-
-    assert_eq!(served(addr, &client).await, first);
-    gateway.ensure_not_restarted(pid).unwrap();
-
-    let healed = fixture.server_ca.server();
-    fixture.publish_leaf(&healed);
-    wait_until_served(addr, &client, &healed.fingerprint).await;
-    let reloaded = nth_event(&mut gateway, "tls_reloaded", 1).await;
-    assert_eq!(
-        tls_details(&reloaded)["new_fingerprint"],
-        healed.fingerprint.as_str()
-    );
-    gateway
-        .wait_for_stderr(RELOAD, "CONFIG:RELOADED in the logs", |l| {
-            l.contains("CONFIG:RELOADED")
-        })
-        .await
-        .unwrap();
-    gateway.ensure_not_restarted(pid).unwrap();
-    assert_ocsf_valid(&gateway);
-    assert_no_key_material(&fixture, &[&key_of.key_pem, &healed.key_pem]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -402,57 +265,75 @@ async fn rotating_the_client_ca_switches_which_client_certificates_are_accepted(
     assert_ocsf_valid(&gateway);
 }
 
+/// One of each outcome: startup, a rotation, a garbage key and a
+/// mismatched pair (each refused while the last good certificate stays
+/// served), the renewal that heals it, and a client-CA change.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_audit_line_is_a_valid_ocsf_event_with_a_shorthand_in_the_logs() {
-    let fixture = Fixture::new();
+async fn failed_reloads_keep_the_served_certificate_and_every_outcome_is_audited_as_ocsf() {
+    let mut fixture = Fixture::new();
     let (mut gateway, addr) = fixture.start().await;
+    let pid = gateway.pid();
     let client = fixture.client();
-    let first = fixture.leaf.fingerprint.clone();
-
-    // One of each outcome: startup, a rotation, a failure, a CA change
-    // with a recovery.
-    let rotated = fixture.server_ca.server();
-    fixture.publish_leaf(&rotated);
+    let first = fixture.leaf.clone();
+    let rotated = fixture.rotate();
     wait_until_served(addr, &client, &rotated.fingerprint).await;
-    fixture.publish(&rotated.cert_pem, "garbage");
-    nth_event(&mut gateway, "tls_reload_failed", 1).await;
-    let healed = fixture.server_ca.server();
-    fixture.publish_leaf(&healed);
+
+    let (cert_of, key_of) = (fixture.server_ca.server(), fixture.server_ca.server());
+    let broken = [
+        (
+            &rotated.cert_pem,
+            "-----BEGIN PRIVATE KEY-----\ngarbage\n",
+            "tls.key",
+        ),
+        (&cert_of.cert_pem, key_of.key_pem.as_str(), "does not match"),
+    ];
+    for (n, (cert, key, cause)) in broken.into_iter().enumerate() {
+        fixture.publish(cert, key);
+        let failed = nth_event(&mut gateway, "tls_reload_failed", n + 1).await;
+        let detail = failed["status_detail"].as_str().unwrap_or_default();
+        assert!(detail.contains(cause), "status_detail: {detail}");
+        let previous = &tls_details(&failed)["previous_fingerprint"];
+        assert_eq!(previous, rotated.fingerprint.as_str());
+        // Still served through the retries, which report nothing new for
+        // the same broken files.
+        assert_eq!(served(addr, &client).await, rotated.fingerprint);
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        assert_eq!(served(addr, &client).await, rotated.fingerprint);
+        let events = gateway.ocsf_events().unwrap();
+        let failures = with_code(&events, "tls_reload_failed").count();
+        assert_eq!(failures, n + 1, "one failure event per broken content");
+    }
+    let healed = fixture.rotate();
     wait_until_served(addr, &client, &healed.fingerprint).await;
     let new_ca = TestCa::new("openshell-e2e client CA (rotated)");
     fixture.publish_client_ca(new_ca.cert_pem());
     nth_event(&mut gateway, "tls_reloaded", 3).await;
+    gateway.ensure_not_restarted(pid).unwrap();
 
     let events = assert_ocsf_valid(&gateway);
     let codes: Vec<&str> = events.iter().map(event_code).collect();
-    assert_eq!(
-        codes,
-        [
-            "tls_loaded",
-            "tls_reloaded",
-            "tls_reload_failed",
-            "tls_reloaded",
-            "tls_reloaded"
-        ],
-        "{events:#?}"
-    );
+    let (ok, failed) = ("tls_reloaded", "tls_reload_failed");
+    let want = ["tls_loaded", ok, failed, failed, ok, ok];
+    assert_eq!(codes, want, "{events:#?}");
     for event in &events {
         assert_eq!(event["class_uid"], 5019, "{event}");
         assert_eq!(event["type_uid"], 501_901, "{event}");
     }
     let (loaded, reloaded, failed) = (&events[0], &events[1], &events[2]);
     assert_eq!(tls_details(loaded)["trigger"], "startup");
-    assert_eq!(tls_details(loaded)["new_fingerprint"], first.as_str());
+    assert_eq!(tls_details(loaded)["new_fingerprint"], first.fingerprint);
     assert_eq!(reloaded["status_id"], 1, "{reloaded}");
-    assert_eq!(
-        reloaded["message"],
-        "TLS certificate config reloaded successfully"
+    let message = &reloaded["message"];
+    assert_eq!(message, "TLS certificate config reloaded successfully");
+    let (status, severity) = (&failed["status_id"], &failed["severity_id"]);
+    assert_eq!((status, severity), (&2.into(), &3.into()), "{failed}");
+    let healing = tls_details(&events[4]);
+    let fingerprints = (
+        &healing["previous_fingerprint"],
+        &healing["new_fingerprint"],
     );
-    assert_eq!(
-        (&failed["status_id"], &failed["severity_id"]),
-        (&2.into(), &3.into()),
-        "{failed}"
-    );
+    let want = (rotated.fingerprint.as_str(), healed.fingerprint.as_str());
+    assert_eq!(fingerprints, (&want.0.into(), &want.1.into()));
     // Each event also has its one-line shorthand in the logs (logged just
     // after the JSONL line is written).
     let counts = || {
@@ -464,16 +345,20 @@ async fn every_audit_line_is_a_valid_ocsf_event_with_a_shorthand_in_the_logs() {
         let seen = counts();
         async move {
             match seen {
-                [1, 3, 1] => Ok(()),
+                [1, 3, 2] => Ok(()),
                 _ => Err(format!("[LOADED, RELOADED, FAILED] = {seen:?}")),
             }
         }
     })
     .await
     .unwrap();
-    // The rotated-to certificate is still served after the failure.
-    assert_eq!(served(addr, &client).await, healed.fingerprint);
-    assert_no_key_material(&fixture, &[&rotated.key_pem, &healed.key_pem]);
+    let keys = [
+        &first.key_pem,
+        &rotated.key_pem,
+        &key_of.key_pem,
+        &healed.key_pem,
+    ];
+    assert_no_key_material(&fixture.audit_log(), &keys.map(String::as_str));
 }
 
 // === the process ===
@@ -635,12 +520,8 @@ async fn a_silent_client_is_cut_off_after_the_handshake_timeout_while_others_are
     );
 
     // It cost that connection only: the server still serves, and counted it.
-    let metrics = get_ok(addr, &client, "/metrics").await.body;
-    let timeouts = sample(
-        &metrics,
-        "openshell_tls_handshakes_total{result=\"timeout\"}",
-    );
-    assert_eq!(timeouts, Some(1.0), "{metrics}");
+    let page = MetricsPage::fetch(addr, &client).await.unwrap();
+    assert_eq!(page.handshakes("timeout"), 1, "{}", page.0);
     assert!(gateway.is_running());
 }
 
@@ -782,10 +663,10 @@ async fn an_unwritable_audit_file_is_counted_and_stops_nothing() {
     let client = fixture.client_as(None);
     nth_event(&mut gateway, "tls_loaded", 1).await;
     let failures = async || {
-        let page = get_ok(addr, &client, "/metrics").await.body;
-        sample(&page, "openshell_audit_write_failures_total")
+        let page = MetricsPage::fetch(addr, &client).await.unwrap();
+        page.sum("openshell_audit_write_failures_total", &[])
     };
-    assert_eq!(failures().await, Some(0.0));
+    assert_eq!(failures().await, 0);
 
     std::fs::remove_dir_all(&logs).unwrap();
     for _ in 0..2 {
@@ -793,14 +674,12 @@ async fn an_unwritable_audit_file_is_counted_and_stops_nothing() {
         wait_until_served(addr, &client, &rotated.fingerprint).await;
     }
     let count = eventually(RELOAD, EVERY, "two counted failures", || async {
-        match failures().await {
-            Some(n) if n >= 2.0 => Ok(n),
-            other => Err(format!("{other:?}")),
-        }
+        let n = failures().await;
+        if n >= 2 { Ok(n) } else { Err(n) }
     })
     .await
     .unwrap();
-    assert_eq!(count, 2.0, "one failure per unwritten event");
+    assert_eq!(count, 2, "one failure per unwritten event");
     // Logged once for the burst, with the event's shorthand.
     let logged: Vec<String> = gateway
         .stderr_lines()

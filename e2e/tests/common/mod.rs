@@ -1,20 +1,21 @@
-//! What `faults.rs` and `hardening.rs` share: their time limits, a client
-//! probing the gateway in the background, its `/metrics` page, its memory,
-//! and the OCSF check a run ends with.
+//! What the local tests share: their time limits, the usual client calls,
+//! a client probing the gateway in the background, its `/metrics` page,
+//! its memory, and the checks of its audit stream.
 
 // Each test crate that includes this module uses a part of it.
 #![allow(dead_code)]
 
 use std::future::Future;
-use std::io::Write as _;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use openshell_e2e::ocsf::{self, SchemaCheck};
+use openshell_e2e::ocsf::with_code;
 use openshell_e2e::{GatewayProcess, eventually, tls};
 use rustls::ClientConfig;
+use serde_json::Value;
 use tokio::task::JoinHandle;
 
 /// How long the gateway may take to start listening.
@@ -27,10 +28,55 @@ pub const EXCHANGE: Duration = Duration::from_secs(5);
 /// How often a wait probes.
 pub const EVERY: Duration = Duration::from_millis(25);
 
-/// Writes a line to the test's stderr even when the harness captures
-/// output, so a skipped check or a figure is visible.
-pub fn say(line: &str) {
-    let _ = writeln!(std::io::stderr(), "{line}");
+/// The fingerprint a fresh handshake is served.
+pub async fn served(addr: SocketAddr, client: &Arc<ClientConfig>) -> String {
+    let served = tls::served_fingerprint(addr, client.clone(), EXCHANGE).await;
+    served.unwrap()
+}
+
+/// Waits until a fresh handshake is served `fingerprint`.
+pub async fn wait_until_served(addr: SocketAddr, client: &Arc<ClientConfig>, fingerprint: &str) {
+    let wait = tls::wait_until_served(addr, client, fingerprint, RELOAD, EVERY);
+    wait.await.unwrap();
+}
+
+/// `GET path` over TLS as `client`; the reply, which must be a 200.
+pub async fn get_ok(addr: SocketAddr, client: &Arc<ClientConfig>, path: &str) -> tls::Reply {
+    let reply = tls::get(addr, client.clone(), path, EXCHANGE)
+        .await
+        .unwrap();
+    assert_eq!(reply.status, 200, "GET {path}: {reply:?}");
+    reply
+}
+
+/// Waits for the first event with `code` that satisfies `pred`.
+pub async fn event(
+    gateway: &mut GatewayProcess,
+    code: &'static str,
+    pred: impl Fn(&Value) -> bool,
+) -> Value {
+    let what = format!("an OCSF {code} event");
+    let found = gateway.wait_for_ocsf(RELOAD, &what, |events| {
+        with_code(events, code).find(|e| pred(e)).cloned()
+    });
+    found.await.unwrap()
+}
+
+/// Every OCSF line of `gateway` validates against the schema (when the
+/// schema files are there); returns the events.
+pub fn assert_ocsf_valid(gateway: &GatewayProcess) -> Vec<Value> {
+    let events = gateway.ocsf_events().unwrap();
+    openshell_e2e::ocsf::check(&events).unwrap();
+    events
+}
+
+/// No PEM armour and none of `keys` in the audit file at `path`.
+pub fn assert_no_key_material(path: &Path, keys: &[&str]) {
+    let audit = std::fs::read_to_string(path).unwrap();
+    assert!(!audit.contains("-----BEGIN"), "PEM in the audit log");
+    for key in keys {
+        assert!(!audit.contains(key.trim()), "key material in the audit log");
+    }
 }
 
 /// A Prometheus text page from `GET /metrics`.
@@ -89,17 +135,6 @@ pub fn memory_kib(pid: u32) -> (u64, u64) {
             .unwrap_or_else(|| panic!("no {name} in /proc/{pid}/status"))
     };
     (field("VmRSS:"), field("VmHWM:"))
-}
-
-/// Every OCSF line validates against the schema, when the schema files are
-/// there; says so when they are not.
-pub fn assert_ocsf_valid(gateway: &GatewayProcess) {
-    let events = gateway.ocsf_events().unwrap();
-    match ocsf::validate(&events).unwrap() {
-        SchemaCheck::Validated { events: n, .. } => assert_eq!(n, events.len()),
-        SchemaCheck::Skipped { reason } => say(&format!("OCSF schema check skipped: {reason}")),
-        other => panic!("unexpected schema check {other:?}"),
-    }
 }
 
 /// What one try of a [`Prober`] saw: what was served, or why it failed.
