@@ -243,61 +243,15 @@ impl Cluster {
         self.kubectl(&["get", "secret", name, "-o", &template])
     }
 
-    /// The names of the pods matching the label `selector`, sorted.
-    ///
-    /// # Errors
-    ///
-    /// As for [`kubectl`](Self::kubectl).
-    pub fn pods(&self, selector: &str) -> Result<Vec<String>> {
-        let names = self.kubectl(&[
-            "get",
-            "pods",
-            "-l",
-            selector,
-            "-o",
-            "jsonpath={.items[*].metadata.name}",
-        ])?;
-        let mut names: Vec<String> = names.split_whitespace().map(str::to_owned).collect();
-        names.sort();
-        Ok(names)
-    }
-
-    /// The pod `name` as JSON (`kubectl get pod -o json`).
+    /// `kubectl <args> -o json`, parsed.
     ///
     /// # Errors
     ///
     /// As for [`kubectl`](Self::kubectl), or output that is not JSON.
-    pub fn pod(&self, name: &str) -> Result<Value> {
-        let out = self.kubectl(&["get", "pod", name, "-o", "json"])?;
-        serde_json::from_str(&out).map_err(|e| {
-            Error::unexpected(format!("kubectl get pod {name} -o json"), e.to_string())
-        })
-    }
-
-    /// The sum of the restart counts of the pod's containers.
-    ///
-    /// # Errors
-    ///
-    /// When the pod has no container statuses yet, or as for
-    /// [`pod`](Self::pod).
-    pub fn restart_count(&self, pod: &str) -> Result<u64> {
-        let pod_json = self.pod(pod)?;
-        let statuses = pod_json["status"]["containerStatuses"]
-            .as_array()
-            .ok_or_else(|| Error::unexpected(format!("pod {pod}"), "no containerStatuses"))?;
-        Ok(statuses
-            .iter()
-            .filter_map(|s| s["restartCount"].as_u64())
-            .sum())
-    }
-
-    /// The logs of `container` in `pod` (the current instance's).
-    ///
-    /// # Errors
-    ///
-    /// As for [`kubectl`](Self::kubectl).
-    pub fn logs(&self, pod: &str, container: &str) -> Result<String> {
-        self.kubectl(&["logs", pod, "-c", container])
+    pub fn kubectl_json(&self, args: &[&str]) -> Result<Value> {
+        let out = self.kubectl(&[args, &["-o", "json"]].concat())?;
+        serde_json::from_str(&out)
+            .map_err(|e| Error::unexpected(format!("kubectl {}", args.join(" ")), e.to_string()))
     }
 
     /// Forwards a free loopback port to `remote_port` of `target`
@@ -403,20 +357,25 @@ impl PortForward {
         // "Forwarding from 127.0.0.1:PORT -> REMOTE" once it listens.
         let ready = format!("Forwarding from 127.0.0.1:{port}");
         let what = format!("`{}` to forward", forwarding.command);
-        crate::eventually_blocking(PORT_FORWARD_START, Duration::from_millis(50), &what, || {
-            let lines = forwarding.lines();
-            if lines.iter().any(|l| l.contains(&ready)) {
-                return Ok(Ok(()));
-            }
-            match forwarding.child.try_wait() {
-                Ok(Some(status)) => Ok(Err(Error::CommandFailed {
-                    command: forwarding.command.clone(),
-                    status,
-                    stderr: lines.join("\n"),
-                })),
-                _ => Err(lines.join("\n")),
-            }
-        })??;
+        tls_reload::testing::poll_blocking(
+            PORT_FORWARD_START,
+            Duration::from_millis(50),
+            &what,
+            || {
+                let lines = forwarding.lines();
+                if lines.iter().any(|l| l.contains(&ready)) {
+                    return Ok(Ok(()));
+                }
+                match forwarding.child.try_wait() {
+                    Ok(Some(status)) => Ok(Err(Error::CommandFailed {
+                        command: forwarding.command.clone(),
+                        status,
+                        stderr: lines.join("\n"),
+                    })),
+                    _ => Err(lines.join("\n")),
+                }
+            },
+        )??;
         self.running = Some(forwarding);
         Ok(addr)
     }

@@ -94,7 +94,8 @@ pub async fn wait_until_served(
     every: Duration,
 ) -> Result<()> {
     let exchange = Duration::from_secs(5);
-    crate::eventually(within, every, &format!("{fingerprint} served"), || {
+    let what = format!("{fingerprint} served");
+    tls_reload::testing::poll(within, every, &what, || {
         let config = config.clone();
         async move {
             match served_fingerprint(addr, config, exchange).await {
@@ -104,7 +105,8 @@ pub async fn wait_until_served(
             }
         }
     })
-    .await
+    .await?;
+    Ok(())
 }
 
 /// A gRPC channel (one HTTP/2 connection) to the gateway at `addr`: over

@@ -57,13 +57,13 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{EVERY, MetricsPage, Prober, RELOAD, STARTUP, event, get_ok, memory_kib, served};
+use common::{MetricsPage, Prober, RELOAD, STARTUP, event, get_ok, memory_kib, served};
 use openshell_e2e::ocsf::{event_code, tls_details, with_code};
-use openshell_e2e::{GatewayCommand, GatewayProcess, command, eventually, say, tls};
+use openshell_e2e::{GatewayCommand, GatewayProcess, command, say, tls};
 use rustls::ClientConfig;
 use serde_json::Value;
 use tempfile::TempDir;
-use tls_reload::testing::{Leaf, TestCa};
+use tls_reload::testing::{Leaf, TestCa, eventually};
 
 /// How long the burst row watches the gateway after the burst: many times
 /// the debounce.
@@ -495,26 +495,20 @@ fn status_detail(event: &Value) -> &str {
 /// than there are failure events: `/metrics` counts every failed attempt,
 /// retries included.
 async fn wait_for_retries(gateway: &GatewayProcess, addr: SocketAddr, client: &Arc<ClientConfig>) {
-    eventually(
-        RELOAD,
-        EVERY,
-        "two retries of the same bad files",
-        || async {
-            let page = MetricsPage::fetch(addr, client).await?;
-            let attempts = page.sum("openshell_tls_reload_total", &[("result", "failure")]);
-            let events = gateway.ocsf_events().map_err(|e| e.to_string())?;
-            let reported = with_code(&events, "tls_reload_failed").count() as u64;
-            if attempts >= reported + 2 {
-                Ok(())
-            } else {
-                Err(format!(
-                    "{attempts} failed attempts, {reported} failure events"
-                ))
-            }
-        },
-    )
-    .await
-    .unwrap();
+    eventually(RELOAD, "two retries of the same bad files", || async {
+        let page = MetricsPage::fetch(addr, client).await?;
+        let attempts = page.sum("openshell_tls_reload_total", &[("result", "failure")]);
+        let events = gateway.ocsf_events().map_err(|e| e.to_string())?;
+        let reported = with_code(&events, "tls_reload_failed").count() as u64;
+        if attempts >= reported + 2 {
+            Ok(())
+        } else {
+            Err(format!(
+                "{attempts} failed attempts, {reported} failure events"
+            ))
+        }
+    })
+    .await;
 }
 
 /// The events so far have only the given codes, and the first is

@@ -40,14 +40,14 @@ use http_body_util::Full;
 use openshell_e2e::kube::free_loopback_port;
 use openshell_e2e::ocsf::{self, tls_details, with_code};
 use openshell_e2e::tls::Http;
-use openshell_e2e::{GatewayCommand, GatewayProcess, eventually, say, tls};
+use openshell_e2e::{GatewayCommand, GatewayProcess, say, tls};
 use openshell_server::pb;
 use openshell_server::pb::gateway_client::GatewayClient;
 use rustls::ClientConfig;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{PrivateKeyDer, ServerName};
 use serde_json::Value;
-use tls_reload::testing::{Leaf, SecretVolumes, TestCa};
+use tls_reload::testing::{Leaf, SecretVolumes, TestCa, eventually};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinSet;
@@ -258,7 +258,7 @@ impl Rotating {
 
         // `GetTlsStatus` and `/metrics` read while no reload ran in between.
         let key = |s: &pb::TlsStatus| (s.generation, s.reloads_succeeded, s.reloads_failed);
-        let (status, page) = eventually(RELOAD, EVERY, "a quiet gateway", || {
+        let (status, page) = eventually(RELOAD, "a quiet gateway", || {
             let (config, mut client) = (config.clone(), client.clone());
             async move {
                 let before = tls_status(&mut client).await;
@@ -268,8 +268,7 @@ impl Rotating {
                 quiet.then_some((after, page)).ok_or("reloading")
             }
         })
-        .await
-        .unwrap();
+        .await;
         let cert = status.certificate.clone().unwrap_or_default();
         assert_eq!(cert.fingerprint_sha256, last.fingerprint);
         assert_eq!(
@@ -575,20 +574,14 @@ async fn garbage_and_cut_client_hellos_cost_only_their_connection() {
             "{HELD}: {held:?}"
         );
         assert!(cut < HANDSHAKE_TIMEOUT, "{CUT}: closed after {cut:?}");
-        let page = eventually(
-            RELOAD,
-            EVERY,
-            "every garbage connection counted",
-            || async {
-                let page = MetricsPage::fetch(addr, &config).await?;
-                let bad = page.handshakes("failure") + page.handshakes("timeout");
-                (bad == garbage)
-                    .then_some(page)
-                    .ok_or(format!("{bad} of {garbage} counted"))
-            },
-        )
-        .await
-        .unwrap();
+        let page = eventually(RELOAD, "every garbage connection counted", || async {
+            let page = MetricsPage::fetch(addr, &config).await?;
+            let bad = page.handshakes("failure") + page.handshakes("timeout");
+            (bad == garbage)
+                .then_some(page)
+                .ok_or(format!("{bad} of {garbage} counted"))
+        })
+        .await;
         let (failed, timed_out) = (page.handshakes("failure"), page.handshakes("timeout"));
         format!("{garbage} connections: {failed} failed, {timed_out} timed out; {closed:?}")
     })
@@ -1018,15 +1011,14 @@ async fn run_full_of_failures(
     for (n, (name, cert, key)) in payloads.into_iter().enumerate() {
         pki.publish(&cert, &key);
         // The watcher reports it once.
-        eventually(RELOAD, EVERY, &format!("{name}: failure event"), || async {
+        eventually(RELOAD, &format!("{name}: failure event"), || async {
             let events = ocsf::read_file(&audit_log(pki)).unwrap_or_default();
             match with_code(&events, "tls_reload_failed").count() {
                 seen if seen > n => Ok(()),
                 seen => Err(format!("{seen} failure events")),
             }
         })
-        .await
-        .unwrap();
+        .await;
         // ReloadTls fails cleanly with the cause.
         let status = reload_tls(&mut client).await.unwrap_err();
         assert_eq!(
@@ -1042,19 +1034,13 @@ async fn run_full_of_failures(
         // last attempt by the time we look).
         let before = signal_failures(metrics(addr, &config).await);
         gateway.signal("HUP").unwrap();
-        eventually(
-            RELOAD,
-            EVERY,
-            &format!("{name}: SIGHUP failure"),
-            || async {
-                match signal_failures(MetricsPage::fetch(addr, &config).await?) {
-                    seen if seen > before => Ok(()),
-                    seen => Err(format!("{seen} signal failures")),
-                }
-            },
-        )
-        .await
-        .unwrap();
+        eventually(RELOAD, &format!("{name}: SIGHUP failure"), || async {
+            match signal_failures(MetricsPage::fetch(addr, &config).await?) {
+                seen if seen > before => Ok(()),
+                seen => Err(format!("{seen} signal failures")),
+            }
+        })
+        .await;
         let status = tls_status(&mut client).await;
         outputs.push((format!("GetTlsStatus ({name})"), format!("{status:?}")));
         outputs.push((

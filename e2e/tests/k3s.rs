@@ -20,9 +20,9 @@ use std::time::{Duration, Instant};
 
 use openshell_e2e::kube::{Cluster, IMAGE_ENV, ImageRef, PortForward, SKIP_MESSAGE, chart_dir};
 use openshell_e2e::ocsf::{self, tls_details, with_code};
-use openshell_e2e::{eventually_blocking, say, tls};
+use openshell_e2e::{say, tls};
 use serde_json::{Value, json};
-use tls_reload::testing::{Leaf, TestCa};
+use tls_reload::testing::{Leaf, TestCa, poll_blocking};
 use tokio::runtime::Runtime;
 
 /// The Helm release; its name contains the chart's, so the objects are
@@ -58,11 +58,38 @@ static CLUSTER: Mutex<()> = Mutex::new(());
 
 // === the deployed gateway ===
 
+/// A gateway pod: its name, its UID and the restarts of its containers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Pod {
+    name: String,
+    uid: String,
+    restarts: u64,
+}
+
+/// The release's gateway pods.
+fn gateway_pods(cluster: &Cluster) -> Vec<Pod> {
+    let list = cluster
+        .kubectl_json(&["get", "pods", "-l", SELECTOR])
+        .unwrap();
+    let items = list["items"].as_array().cloned().unwrap_or_default();
+    let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+    let restarts = |p: &Value| {
+        p["status"]["containerStatuses"]
+            .as_array()
+            .map(|s| s.iter().filter_map(|c| c["restartCount"].as_u64()).sum())
+    };
+    let pod = |p: &Value| Pod {
+        name: text(&p["metadata"]["name"]),
+        uid: text(&p["metadata"]["uid"]),
+        restarts: restarts(p).expect("the pod has container statuses"),
+    };
+    items.iter().map(pod).collect()
+}
+
 /// The installed release: its one pod, forwarded to loopback.
 struct Deployed {
     cluster: Cluster,
-    pod: String,
-    uid: String,
+    pod: Pod,
     forward: PortForward,
     runtime: Runtime,
     _turn: MutexGuard<'static, ()>,
@@ -195,15 +222,11 @@ fn deploy_or_skip() -> Option<Deployed> {
         ])
         .unwrap();
 
-    let pods = cluster.pods(SELECTOR).unwrap();
+    let pods = gateway_pods(&cluster);
     assert_eq!(pods.len(), 1, "expected one gateway pod: {pods:?}");
     let pod = pods[0].clone();
-    let uid = cluster.pod(&pod).unwrap()["metadata"]["uid"]
-        .as_str()
-        .unwrap()
-        .to_owned();
     let forward = cluster
-        .port_forward(&format!("pod/{pod}"), GATEWAY_PORT)
+        .port_forward(&format!("pod/{}", pod.name), GATEWAY_PORT)
         .unwrap();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -212,7 +235,6 @@ fn deploy_or_skip() -> Option<Deployed> {
     Some(Deployed {
         cluster,
         pod,
-        uid,
         forward,
         runtime,
         _turn: turn,
@@ -234,7 +256,7 @@ impl Deployed {
     /// took.
     fn wait_until_served(&mut self, trust: &str, fingerprint: &str, what: &str) -> Duration {
         let started = Instant::now();
-        eventually_blocking(PROJECTION, Duration::from_secs(1), what, || {
+        poll_blocking(PROJECTION, Duration::from_secs(1), what, || {
             match self.served(trust)? {
                 served if served == fingerprint => Ok(()),
                 served => Err(format!("served {served}")),
@@ -264,26 +286,19 @@ impl Deployed {
     /// The pod is the one installed (same UID), alone, and its container
     /// never restarted.
     fn assert_not_restarted(&self) {
-        assert_eq!(
-            self.cluster.pods(SELECTOR).unwrap(),
-            std::slice::from_ref(&self.pod)
-        );
-        let pod = self.cluster.pod(&self.pod).unwrap();
-        assert_eq!(
-            pod["metadata"]["uid"].as_str(),
-            Some(self.uid.as_str()),
-            "the pod was replaced"
-        );
-        assert_eq!(
-            self.cluster.restart_count(&self.pod).unwrap(),
-            0,
-            "the gateway container restarted: {}",
-            pod["status"]["containerStatuses"]
-        );
+        let installed = Pod {
+            restarts: 0,
+            ..self.pod.clone()
+        };
+        let pods = gateway_pods(&self.cluster);
+        assert_eq!(pods, [installed], "the pod was replaced or restarted");
     }
 
-    fn logs(&self) -> String {
-        self.cluster.logs(&self.pod, CONTAINER).unwrap()
+    fn logs(&self) -> Result<String, String> {
+        let logs = self
+            .cluster
+            .kubectl(&["logs", &self.pod.name, "-c", CONTAINER]);
+        logs.map_err(|e| e.to_string())
     }
 
     /// Waits at most `within` until the pod's logs satisfy `pred`;
@@ -294,18 +309,15 @@ impl Deployed {
         what: &str,
         pred: impl Fn(&str, &[Value]) -> bool,
     ) -> String {
-        eventually_blocking(within, Duration::from_secs(2), what, || {
-            let logs = self
-                .cluster
-                .logs(&self.pod, CONTAINER)
-                .map_err(|e| e.to_string())?;
+        poll_blocking(within, Duration::from_secs(2), what, || {
+            let logs = self.logs()?;
             let events = ocsf::events_in(logs.lines());
             match pred(&logs, &events) {
                 true => Ok(logs),
                 false => Err(format!("{} OCSF events in the logs", events.len())),
             }
         })
-        .unwrap_or_else(|e| panic!("{e}\n--- logs ---\n{}", self.logs()))
+        .unwrap_or_else(|e| panic!("{e}\n--- logs ---\n{:?}", self.logs()))
     }
 }
 
@@ -391,8 +403,11 @@ fn a_secret_with_a_garbage_key_keeps_the_served_certificate_until_it_is_fixed() 
         return;
     };
     let (before, ca) = gw.serving_the_secret("the Secret's certificate served");
-    let failures_before =
-        with_code(&ocsf::events_in(gw.logs().lines()), "tls_reload_failed").count();
+    let failures_before = with_code(
+        &ocsf::events_in(gw.logs().unwrap().lines()),
+        "tls_reload_failed",
+    )
+    .count();
 
     // A renewal whose key is garbage: the gateway must keep serving.
     let (new_ca, broken, _) = next_certificate(&ca);

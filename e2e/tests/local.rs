@@ -27,10 +27,10 @@ use http_body_util::Full;
 use openshell_e2e::kube::free_loopback_port;
 use openshell_e2e::ocsf::{event_code, tls_details, with_code};
 use openshell_e2e::tls::{self, Connection, Http};
-use openshell_e2e::{Error, GatewayCommand, GatewayProcess, eventually};
+use openshell_e2e::{Error, GatewayCommand, GatewayProcess};
 use rustls::ClientConfig;
 use serde_json::Value;
-use tls_reload::testing::{Leaf, SecretVolumes, TestCa};
+use tls_reload::testing::{Leaf, SecretVolumes, TestCa, eventually};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
@@ -234,15 +234,14 @@ async fn rotating_the_client_ca_switches_which_client_certificates_are_accepted(
     assert_only_accepted(addr, &old_client, &[refused, without]).await;
 
     fixture.publish_client_ca(new_ca.cert_pem());
-    eventually(RELOAD, EVERY, "the new CA's client accepted", || async {
+    eventually(RELOAD, "the new CA's client accepted", || async {
         match healthz(addr, &new_client).await {
             Ok(200) => Ok(()),
             Ok(status) => Err(format!("HTTP {status}")),
             Err(e) => Err(e.to_string()),
         }
     })
-    .await
-    .unwrap();
+    .await;
 
     // After: only the new CA's client is accepted.
     let refused = (&old_client, "UnknownCA", "the old CA's client after");
@@ -341,7 +340,7 @@ async fn failed_reloads_keep_the_served_certificate_and_every_outcome_is_audited
         ["CONFIG:LOADED", "CONFIG:RELOADED", "CONFIG:FAILED"]
             .map(|tag| lines.iter().filter(|l| l.contains(tag)).count())
     };
-    eventually(RELOAD, EVERY, "one shorthand log line per event", || {
+    eventually(RELOAD, "one shorthand log line per event", || {
         let seen = counts();
         async move {
             match seen {
@@ -350,8 +349,7 @@ async fn failed_reloads_keep_the_served_certificate_and_every_outcome_is_audited
             }
         }
     })
-    .await
-    .unwrap();
+    .await;
     let keys = [
         &first.key_pem,
         &rotated.key_pem,
@@ -556,13 +554,12 @@ async fn dev_mode_generates_certificates_then_reuses_them() {
         let ca = ca_path.display();
         let curl = format!("curl --cacert {ca} https://localhost:{port}/healthz");
         let grpcurl = format!("grpcurl -cacert {ca} localhost:{port} list");
-        eventually(RELOAD, EVERY, "the dev banner on stdout", || {
+        eventually(RELOAD, "the dev banner on stdout", || {
             let out = gateway.stdout_lines().join("\n");
             let found = out.contains(&curl) && out.contains(&grpcurl);
             async move { found.then_some(()).ok_or(out) }
         })
-        .await
-        .unwrap();
+        .await;
         let client = tls::client_config(ca_pem, None).unwrap();
         assert_eq!(get_ok(addr, &client, "/healthz").await.body, "ok\n");
         let fingerprint = tls::fingerprint_of_pem(cert_pem.as_bytes()).unwrap();
@@ -673,12 +670,11 @@ async fn an_unwritable_audit_file_is_counted_and_stops_nothing() {
         let rotated = fixture.rotate();
         wait_until_served(addr, &client, &rotated.fingerprint).await;
     }
-    let count = eventually(RELOAD, EVERY, "two counted failures", || async {
+    let count = eventually(RELOAD, "two counted failures", || async {
         let n = failures().await;
         if n >= 2 { Ok(n) } else { Err(n) }
     })
-    .await
-    .unwrap();
+    .await;
     assert_eq!(count, 2, "one failure per unwritten event");
     // Logged once for the burst, with the event's shorthand.
     let logged: Vec<String> = gateway

@@ -13,9 +13,10 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use openshell_e2e::ocsf::with_code;
-use openshell_e2e::{GatewayProcess, eventually, tls};
+use openshell_e2e::{GatewayProcess, tls};
 use rustls::ClientConfig;
 use serde_json::Value;
+use tls_reload::testing::eventually;
 use tokio::task::JoinHandle;
 
 /// How long the gateway may take to start listening.
@@ -208,12 +209,11 @@ impl Prober {
 
     /// Waits until `n` tries have been recorded.
     pub async fn wait_for(&self, n: usize) {
-        eventually(RELOAD, EVERY, &format!("{n} tries of the prober"), || {
+        eventually(RELOAD, &format!("{n} tries of the prober"), || {
             let seen = self.len();
             async move { if seen >= n { Ok(()) } else { Err(seen) } }
         })
-        .await
-        .unwrap();
+        .await;
     }
 
     /// Stops it and returns what each try saw; `what` failed if any try
