@@ -30,17 +30,16 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{EVERY, EXCHANGE, MetricsPage, Prober, RELOAD, STARTUP, memory_kib};
+use common::{EVERY, EXCHANGE, MetricsPage, Prober, RELOAD, STARTUP, Volumes, memory_kib};
 use http_body_util::Full;
 use openshell_e2e::kube::free_loopback_port;
 use openshell_e2e::ocsf::{self, tls_details, with_code};
 use openshell_e2e::tls::Http;
-use openshell_e2e::{GatewayCommand, GatewayProcess, say, tls};
+use openshell_e2e::{GatewayProcess, say, tls};
 use openshell_server::pb;
 use openshell_server::pb::gateway_client::GatewayClient;
 use rustls::ClientConfig;
@@ -62,43 +61,6 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
 /// A server Secret volume and a client-CA volume, as kubelet writes them,
 /// with their CAs, a client certificate and room for the audit log.
 type Pki = SecretVolumes;
-
-fn audit_log(pki: &Pki) -> PathBuf {
-    pki.dir().join("audit.jsonl")
-}
-
-/// A gateway serving `pki`'s server volume with a 100 ms debounce,
-/// requiring client certificates when `mtls`, its audit log beside the
-/// volumes; without `--bind`.
-fn gateway(pki: &Pki, mtls: bool) -> GatewayCommand {
-    let cmd = GatewayCommand::new()
-        .args(["--tls-reload-debounce", "100ms", "--tls-cert"])
-        .arg(pki.server.path("tls.crt"))
-        .arg("--tls-key")
-        .arg(pki.server.path("tls.key"))
-        .ocsf_log(audit_log(pki));
-    let ca = pki.client_ca_volume.path("ca.crt");
-    let mtls_args = ["--tls-client-auth", "required", "--tls-client-ca"];
-    if mtls {
-        cmd.args(mtls_args).arg(ca)
-    } else {
-        cmd
-    }
-}
-
-/// [`gateway`] on an ephemeral port with `extra` arguments, started.
-async fn start(pki: &Pki, mtls: bool, extra: &[&str]) -> (GatewayProcess, SocketAddr) {
-    let cmd = gateway(pki, mtls)
-        .args(["--bind", "127.0.0.1:0"])
-        .args(extra);
-    cmd.start(STARTUP).await.unwrap()
-}
-
-/// A client trusting the server CA, presenting the client certificate
-/// when `with_cert` (HTTP/1.1 ALPN).
-fn client_config(pki: &Pki, with_cert: bool) -> Arc<ClientConfig> {
-    tls::client_config(pki.server_ca.cert_pem(), with_cert.then_some(&pki.client)).unwrap()
-}
 
 // === gRPC, HTTP and processes ===
 
@@ -200,8 +162,8 @@ struct Rotating {
 impl Rotating {
     async fn start(count: usize, every: Duration) -> Self {
         let pki = Arc::new(Pki::new());
-        let (gateway, addr) = start(&pki, true, &[]).await;
-        let config = client_config(&pki, true);
+        let (gateway, addr) = pki.start(true, &[]).await;
+        let config = pki.client(true);
         let published = Arc::new(Mutex::new(HashSet::from([pki.leaf.fingerprint.clone()])));
         let rotating = Arc::new(AtomicBool::new(true));
         let rotator = tokio::task::spawn_blocking({
@@ -451,9 +413,9 @@ where
 {
     let pki = Pki::new();
     let timeout = format!("{}s", HANDSHAKE_TIMEOUT.as_secs());
-    let (mut gateway, addr) = start(&pki, false, &["--handshake-timeout", &timeout]).await;
+    let (mut gateway, addr) = pki.start(false, &["--handshake-timeout", &timeout]).await;
     let pid = gateway.pid();
-    let config = client_config(&pki, false);
+    let config = pki.client(false);
     let prober = Prober::healthz(addr, config.clone());
     let figures = attack(addr, config, pid).await;
     let probes = prober.stop(what).await;
@@ -905,34 +867,33 @@ fn key_material_in(what: &str, text: &str, needles: &[(String, String)]) -> Vec<
 /// `RUST_LOG=debug`.
 async fn start_logging(pki: &Pki, format: &'static str) -> (GatewayProcess, SocketAddr) {
     let addr = SocketAddr::from(([127, 0, 0, 1], free_loopback_port().unwrap()));
-    let cmd = gateway(pki, true).arg("--bind").arg(addr.to_string());
-    let gateway = cmd
-        .log_format(format)
-        .env("RUST_LOG", "debug")
-        .spawn()
-        .unwrap();
-    let client = client_config(pki, true);
+    let cmd = pki.gateway(true).arg("--bind").arg(addr.to_string());
+    let cmd = cmd.log_format(format).env("RUST_LOG", "debug");
+    let cmd = cmd.ocsf_log(pki.audit_log());
+    let gateway = cmd.spawn().unwrap();
+    let client = pki.client(true);
     let up = tls::wait_until_served(addr, &client, &pki.leaf.fingerprint, STARTUP, EVERY);
     up.await.unwrap();
     (gateway, addr)
 }
 
-/// Stops `gateway` with SIGTERM and returns everything it printed.
-async fn stop_logging(mut gateway: GatewayProcess, format: &str) -> Vec<(String, String)> {
+/// Stops `gateway` with SIGTERM and adds everything it printed to `out`.
+async fn stop_logging(mut gateway: GatewayProcess, format: &str, out: &mut Outputs) {
     gateway.signal("TERM").unwrap();
     let status = gateway.exit_within(Duration::from_secs(10)).await.unwrap();
     assert!(status.is_some_and(|s| s.success()), "{}", gateway.output());
-    vec![
-        (
-            format!("{format} stderr"),
-            gateway.stderr_lines().join("\n"),
-        ),
-        (
-            format!("{format} stdout"),
-            gateway.stdout_lines().join("\n"),
-        ),
-    ]
+    out.push((
+        format!("{format} stderr"),
+        gateway.stderr_lines().join("\n"),
+    ));
+    out.push((
+        format!("{format} stdout"),
+        gateway.stdout_lines().join("\n"),
+    ));
 }
+
+/// Everything a gateway said: where, and what.
+type Outputs = Vec<(String, String)>;
 
 /// A broken Secret content: its name, `tls.crt` and `tls.key`.
 type Payload = (&'static str, Vec<u8>, Vec<u8>);
@@ -945,78 +906,62 @@ fn broken_payloads(ca: &TestCa) -> (Vec<Payload>, Vec<String>) {
     let sec1 = sec1_pem(key);
     let flat = |pem: &str, sep: &str| pem.lines().collect::<Vec<_>>().join(sep).into_bytes();
     let half = |pem: &str| pem.as_bytes()[..pem.len() / 2].to_vec();
+    let row = |name, key: Vec<u8>| (name, cert.to_vec(), key);
     let mut garbled: Vec<&str> = key.lines().collect();
     garbled.insert(2, "!!not*base64!!");
+    let relabelled = |label: &str| key.replace("PRIVATE KEY", label).into_bytes();
     let payloads = vec![
-        (
-            "garbage key",
-            cert.to_vec(),
-            garbled.join("\n").into_bytes(),
-        ),
-        (
-            "mismatched pair",
-            cert.to_vec(),
-            b.key_pem.clone().into_bytes(),
-        ),
-        ("truncated key", cert.to_vec(), half(key)),
-        (
-            "two keys",
-            cert.to_vec(),
-            format!("{key}{}", b.key_pem).into_bytes(),
-        ),
+        row("garbage key", garbled.join("\n").into_bytes()),
+        row("mismatched pair", b.key_pem.clone().into_bytes()),
+        row("truncated key", half(key)),
+        row("two keys", format!("{key}{}", b.key_pem).into_bytes()),
         // Newlines lost in a copy, with no separator and with spaces.
-        ("key on one line", cert.to_vec(), flat(key, "")),
-        ("key on one line, spaces", cert.to_vec(), flat(key, " ")),
+        row("key on one line", flat(key, "")),
+        row("key on one line, spaces", flat(key, " ")),
         // A SEC1 key's secret starts nine base64 characters after the BEGIN
         // line. (The "missing END line" diagnostic used to quote what
         // followed the BEGIN line's dashes: the whole key, later its first
         // 64 bytes, which for SEC1 is 27 of the 32 secret bytes.)
-        ("SEC1 key on one line", cert.to_vec(), flat(&sec1, "")),
-        ("truncated SEC1 key", cert.to_vec(), half(&sec1)),
-        ("DER key", cert.to_vec(), p256_key(key).0),
+        row("SEC1 key on one line", flat(&sec1, "")),
+        row("truncated SEC1 key", half(&sec1)),
+        row("DER key", p256_key(key).0),
         ("key in the certificate file", key.into(), key.into()),
         (
             "key labelled CERTIFICATE",
-            key.replace("PRIVATE KEY", "CERTIFICATE").into(),
+            relabelled("CERTIFICATE"),
             key.into(),
         ),
-        (
+        row(
             "PKCS#8 key labelled EC PRIVATE KEY",
-            cert.to_vec(),
-            key.replace("PRIVATE KEY", "EC PRIVATE KEY").into(),
+            relabelled("EC PRIVATE KEY"),
         ),
     ];
     (payloads, vec![a.key_pem, b.key_pem, sec1])
 }
 
-/// Drives one gateway (process `pid`) through every kind of failure and
-/// two good rotations; returns what its APIs said and every key PEM it
-/// was shown.
+/// Drives one gateway through every kind of failure and two good
+/// rotations; returns what its APIs said and every key PEM it was shown.
 async fn run_full_of_failures(
     pki: &Pki,
     gateway: &GatewayProcess,
     addr: SocketAddr,
-) -> (Vec<(String, String)>, Vec<String>) {
-    let config = client_config(pki, true);
+) -> (Outputs, Vec<String>) {
+    let config = pki.client(true);
     let mut client = grpc(addr, &config).await;
-    let mut outputs: Vec<(String, String)> = Vec::new();
+    let mut out = Outputs::new();
     let (payloads, mut keys) = broken_payloads(&pki.server_ca);
     keys.extend([pki.leaf.key_pem.clone(), pki.client.key_pem.clone()]);
     let signal_failures = |page: MetricsPage| {
-        page.sum(
-            "openshell_tls_reload_total",
-            &[("result", "failure"), ("trigger", "signal")],
-        )
+        let labels = [("result", "failure"), ("trigger", "signal")];
+        page.sum("openshell_tls_reload_total", &labels)
     };
     for (n, (name, cert, key)) in payloads.into_iter().enumerate() {
         pki.publish(&cert, &key);
         // The watcher reports it once.
         eventually(RELOAD, &format!("{name}: failure event"), || async {
-            let events = ocsf::read_file(&audit_log(pki)).unwrap_or_default();
-            match with_code(&events, "tls_reload_failed").count() {
-                seen if seen > n => Ok(()),
-                seen => Err(format!("{seen} failure events")),
-            }
+            let events = ocsf::read_file(&pki.audit_log()).unwrap_or_default();
+            let seen = with_code(&events, "tls_reload_failed").count();
+            if seen > n { Ok(()) } else { Err(seen) }
         })
         .await;
         // ReloadTls fails cleanly with the cause.
@@ -1026,7 +971,7 @@ async fn run_full_of_failures(
             Code::FailedPrecondition,
             "{name}: {status:?}"
         );
-        outputs.push((
+        out.push((
             format!("ReloadTls error ({name})"),
             status.message().to_owned(),
         ));
@@ -1035,21 +980,23 @@ async fn run_full_of_failures(
         let before = signal_failures(metrics(addr, &config).await);
         gateway.signal("HUP").unwrap();
         eventually(RELOAD, &format!("{name}: SIGHUP failure"), || async {
-            match signal_failures(MetricsPage::fetch(addr, &config).await?) {
-                seen if seen > before => Ok(()),
-                seen => Err(format!("{seen} signal failures")),
+            let seen = signal_failures(MetricsPage::fetch(addr, &config).await?);
+            if seen > before {
+                Ok(())
+            } else {
+                Err(format!("{seen} signal failures"))
             }
         })
         .await;
         let status = tls_status(&mut client).await;
-        outputs.push((format!("GetTlsStatus ({name})"), format!("{status:?}")));
-        outputs.push((
+        out.push((format!("GetTlsStatus ({name})"), format!("{status:?}")));
+        out.push((
             format!("/v1/tls ({name})"),
             http_get(addr, &config, "/v1/tls").await,
         ));
+        let served = status.certificate.unwrap_or_default().fingerprint_sha256;
         assert_eq!(
-            status.certificate.unwrap_or_default().fingerprint_sha256,
-            pki.leaf.fingerprint,
+            served, pki.leaf.fingerprint,
             "{name}: the served certificate changed"
         );
     }
@@ -1057,15 +1004,16 @@ async fn run_full_of_failures(
     // Clients that fail their handshakes.
     let stranger = TestCa::new("stranger CA").client("stranger");
     keys.push(stranger.key_pem.clone());
+    let trusting = |ca: &str, identity| tls::client_config(ca, Some(identity)).unwrap();
     let refused = [
-        ("no client certificate", client_config(pki, false)),
+        ("no client certificate", pki.client(false)),
         (
-            "client certificate of an unknown CA",
-            tls::client_config(pki.server_ca.cert_pem(), Some(&stranger)).unwrap(),
+            "an unknown CA's client",
+            trusting(pki.server_ca.cert_pem(), &stranger),
         ),
         (
-            "client not trusting the server",
-            tls::client_config(TestCa::new("other").cert_pem(), Some(&pki.client)).unwrap(),
+            "a client not trusting the server",
+            trusting(TestCa::new("other").cert_pem(), &pki.client),
         ),
     ];
     for (name, bad) in refused {
@@ -1080,25 +1028,18 @@ async fn run_full_of_failures(
         keys.push(leaf.key_pem.clone());
         pki.publish_leaf(&leaf);
         let reply = reload_tls(&mut client).await.unwrap();
-        outputs.push(("ReloadTls reply".to_owned(), format!("{reply:?}")));
-        let served = tls::served_fingerprint(addr, config.clone(), EXCHANGE)
-            .await
-            .unwrap();
-        assert_eq!(served, leaf.fingerprint);
+        out.push(("ReloadTls reply".to_owned(), format!("{reply:?}")));
+        let served = tls::served_fingerprint(addr, config.clone(), EXCHANGE).await;
+        assert_eq!(served.unwrap(), leaf.fingerprint);
     }
 
     let status = tls_status(&mut client).await;
     assert!(status.reloads_failed >= 20, "{status:?}");
-    outputs.push(("GetTlsStatus (end)".to_owned(), format!("{status:?}")));
-    outputs.push((
-        "/metrics".to_owned(),
-        http_get(addr, &config, "/metrics").await,
-    ));
-    outputs.push((
-        "/v1/tls (end)".to_owned(),
-        http_get(addr, &config, "/v1/tls").await,
-    ));
-    (outputs, keys)
+    out.push(("GetTlsStatus (end)".to_owned(), format!("{status:?}")));
+    for path in ["/metrics", "/v1/tls"] {
+        out.push((format!("{path} (end)"), http_get(addr, &config, path).await));
+    }
+    (out, keys)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1117,8 +1058,8 @@ async fn nothing_the_gateway_writes_contains_key_material() {
         (&json_pki, json, "json", json_run),
         (&pretty_pki, pretty, "pretty", pretty_run),
     ] {
-        outputs.extend(stop_logging(gateway, format).await);
-        let audit = std::fs::read_to_string(audit_log(pki)).unwrap();
+        stop_logging(gateway, format, &mut outputs).await;
+        let audit = std::fs::read_to_string(pki.audit_log()).unwrap();
         outputs.push(("OCSF file".to_owned(), audit));
         let keys: Vec<String> = keys
             .into_iter()
@@ -1129,25 +1070,22 @@ async fn nothing_the_gateway_writes_contains_key_material() {
         for (what, text) in &outputs {
             findings.extend(key_material_in(what, text, &needles));
         }
-        let bytes: usize = outputs.iter().map(|(_, t)| t.len()).sum();
+        let kib = outputs.iter().map(|(_, t)| t.len()).sum::<usize>() / 1024;
+        let (n, k) = (needles.len(), keys.len());
         checked.push(format!(
-            "{} outputs ({} KiB) against {} needles from {} keys",
-            outputs.len(),
-            bytes / 1024,
-            needles.len(),
-            keys.len()
+            "{} outputs ({kib} KiB) against {n} needles from {k} keys",
+            outputs.len()
         ));
     }
+    let n = findings.len();
     assert!(
         findings.is_empty(),
-        "{} findings of key material:\n{}",
-        findings.len(),
+        "{n} findings of key material:\n{}",
         findings.join("\n")
     );
+    let took = started.elapsed();
     say(&format!(
-        "secrets: JSON run {}; pretty run {}; {:.1?}",
-        checked[0],
-        checked[1],
-        started.elapsed()
+        "secrets: JSON run {}; pretty run {}; {took:.1?}",
+        checked[0], checked[1]
     ));
 }

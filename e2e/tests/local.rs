@@ -16,12 +16,13 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{EVERY, EXCHANGE, MetricsPage, RELOAD, STARTUP, assert_ocsf_valid, get_ok, served};
+use common::{
+    EVERY, EXCHANGE, MetricsPage, RELOAD, STARTUP, Volumes, assert_ocsf_valid, get_ok, served,
+};
 use common::{assert_no_key_material, wait_until_served};
 use http_body_util::Full;
 use openshell_e2e::kube::free_loopback_port;
@@ -30,7 +31,7 @@ use openshell_e2e::tls::{self, Connection, Http};
 use openshell_e2e::{Error, GatewayCommand, GatewayProcess};
 use rustls::ClientConfig;
 use serde_json::Value;
-use tls_reload::testing::{Leaf, SecretVolumes, TestCa, eventually};
+use tls_reload::testing::{SecretVolumes, TestCa, eventually};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
@@ -39,70 +40,6 @@ use tokio::net::TcpStream;
 /// Two Secret volumes (server certificate, client CA), the CAs behind them
 /// and a client certificate, in a temporary directory.
 type Fixture = SecretVolumes;
-
-/// What these tests add to the shared volumes: the gateways they start and
-/// the clients they use.
-trait FixtureExt {
-    fn audit_log(&self) -> PathBuf;
-    fn serving_on(&self, bind: SocketAddr) -> GatewayCommand;
-    fn serving(&self) -> GatewayCommand;
-    async fn start_with(&self, args: &[&str]) -> (GatewayProcess, SocketAddr);
-    async fn start(&self) -> (GatewayProcess, SocketAddr);
-    fn client_as(&self, identity: Option<&Leaf>) -> Arc<ClientConfig>;
-    fn client(&self) -> Arc<ClientConfig>;
-}
-
-impl FixtureExt for Fixture {
-    fn audit_log(&self) -> PathBuf {
-        self.dir().join("audit.jsonl")
-    }
-
-    /// A gateway serving the server volume on `bind`, without client
-    /// authentication.
-    fn serving_on(&self, bind: SocketAddr) -> GatewayCommand {
-        GatewayCommand::new()
-            .arg("--bind")
-            .arg(bind.to_string())
-            .arg("--tls-cert")
-            .arg(self.server.path("tls.crt"))
-            .arg("--tls-key")
-            .arg(self.server.path("tls.key"))
-    }
-
-    /// [`serving_on`](Self::serving_on) an ephemeral loopback port.
-    fn serving(&self) -> GatewayCommand {
-        self.serving_on(SocketAddr::from(([127, 0, 0, 1], 0)))
-    }
-
-    /// [`serving`](Self::serving) with `args`, started.
-    async fn start_with(&self, args: &[&str]) -> (GatewayProcess, SocketAddr) {
-        self.serving().args(args).start(STARTUP).await.unwrap()
-    }
-
-    /// The rotation tests' gateway: mTLS required, 100 ms debounce, OCSF
-    /// events in [`audit_log`](Self::audit_log).
-    async fn start(&self) -> (GatewayProcess, SocketAddr) {
-        self.serving()
-            .arg("--tls-client-ca")
-            .arg(self.client_ca_volume.path("ca.crt"))
-            .args(["--tls-client-auth", "required"])
-            .args(["--tls-reload-debounce", "100ms"])
-            .ocsf_log(self.audit_log())
-            .start(STARTUP)
-            .await
-            .unwrap()
-    }
-
-    /// A client trusting the server CA and presenting `identity`.
-    fn client_as(&self, identity: Option<&Leaf>) -> Arc<ClientConfig> {
-        tls::client_config(self.server_ca.cert_pem(), identity).unwrap()
-    }
-
-    /// The usual client: the client certificate of the initial client CA.
-    fn client(&self) -> Arc<ClientConfig> {
-        self.client_as(Some(&self.client))
-    }
-}
 
 // === helpers ===
 
@@ -170,9 +107,9 @@ async fn assert_stops(gateway: &mut GatewayProcess, within: Duration) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotating_the_server_secret_serves_the_new_certificate_without_a_restart() {
     let fixture = Fixture::new();
-    let (mut gateway, addr) = fixture.start().await;
+    let (mut gateway, addr) = fixture.start(true, &[]).await;
     let pid = gateway.pid();
-    let client = fixture.client();
+    let client = fixture.client(true);
     let first = fixture.leaf.fingerprint.clone();
     assert_eq!(served(addr, &client).await, first);
     let loaded = nth_event(&mut gateway, "tls_loaded", 1).await;
@@ -217,10 +154,10 @@ async fn rotating_the_server_secret_serves_the_new_certificate_without_a_restart
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotating_the_client_ca_switches_which_client_certificates_are_accepted() {
     let fixture = Fixture::new();
-    let (mut gateway, addr) = fixture.start().await;
+    let (mut gateway, addr) = fixture.start(true, &[]).await;
     let pid = gateway.pid();
     let new_ca = TestCa::new("openshell-e2e client CA (rotated)");
-    let old_client = fixture.client();
+    let old_client = fixture.client(true);
     let new_client = fixture.client_as(Some(&new_ca.client("openshell-e2e-client-2")));
     let anonymous = fixture.client_as(None);
     let without = (
@@ -270,9 +207,9 @@ async fn rotating_the_client_ca_switches_which_client_certificates_are_accepted(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_reloads_keep_the_served_certificate_and_every_outcome_is_audited_as_ocsf() {
     let mut fixture = Fixture::new();
-    let (mut gateway, addr) = fixture.start().await;
+    let (mut gateway, addr) = fixture.start(true, &[]).await;
     let pid = gateway.pid();
-    let client = fixture.client();
+    let client = fixture.client(true);
     let first = fixture.leaf.clone();
     let rotated = fixture.rotate();
     wait_until_served(addr, &client, &rotated.fingerprint).await;
@@ -365,13 +302,8 @@ async fn failed_reloads_keep_the_served_certificate_and_every_outcome_is_audited
 async fn without_a_watcher_every_sighup_reloads_and_is_audited_even_repeats_and_during_the_drain() {
     let fixture = Fixture::new();
     let first = fixture.leaf.fingerprint.clone();
-    let (mut gateway, addr) = fixture
-        .serving()
-        .args(["--no-tls-reload", "--shutdown-delay", "3s"])
-        .ocsf_log(fixture.audit_log())
-        .start(STARTUP)
-        .await
-        .unwrap();
+    let args = ["--no-tls-reload", "--shutdown-delay", "3s"];
+    let (mut gateway, addr) = fixture.start(false, &args).await;
     let pid = gateway.pid();
     let client = fixture.client_as(None);
     let audited = |gateway: &GatewayProcess| -> Vec<(String, String)> {
@@ -446,7 +378,7 @@ async fn without_a_watcher_every_sighup_reloads_and_is_audited_even_repeats_and_
 async fn sigterm_with_an_open_connection_exits_zero_within_the_grace_period() {
     const GRACE: Duration = Duration::from_secs(2);
     let fixture = Fixture::new();
-    let (mut gateway, addr) = fixture.start_with(&["--shutdown-grace", "2s"]).await;
+    let (mut gateway, addr) = fixture.start(false, &["--shutdown-grace", "2s"]).await;
 
     // An HTTP/2 connection that has served a request and stays open.
     let client = fixture.client_as(None);
@@ -492,7 +424,7 @@ async fn sigterm_with_an_open_connection_exits_zero_within_the_grace_period() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_client_is_cut_off_after_the_handshake_timeout_while_others_are_served() {
     let fixture = Fixture::new();
-    let (mut gateway, addr) = fixture.start_with(&["--handshake-timeout", "1s"]).await;
+    let (mut gateway, addr) = fixture.start(false, &["--handshake-timeout", "1s"]).await;
     let client = fixture.client_as(None);
 
     let opened = Instant::now();
@@ -608,12 +540,8 @@ async fn no_log_filter_drops_an_audit_event() {
         let mut fixture = Fixture::new();
         // Nothing logs the address at these levels: choose it.
         let addr = SocketAddr::from(([127, 0, 0, 1], free_loopback_port().unwrap()));
-        let mut gateway = fixture
-            .serving_on(addr)
-            .args(["--tls-reload-debounce", "50ms"])
-            .env("RUST_LOG", rust_log)
-            .spawn()
-            .unwrap();
+        let gateway = fixture.gateway(false).arg("--bind").arg(addr.to_string());
+        let mut gateway = gateway.env("RUST_LOG", rust_log).spawn().unwrap();
         let client = fixture.client_as(None);
         let first = fixture.leaf.fingerprint.clone();
         tls::wait_until_served(addr, &client, &first, STARTUP, EVERY)
@@ -650,13 +578,8 @@ async fn an_unwritable_audit_file_is_counted_and_stops_nothing() {
     let logs = fixture.dir().join("logs");
     std::fs::create_dir(&logs).unwrap();
     let audit = logs.join("audit.jsonl");
-    let (mut gateway, addr) = fixture
-        .serving()
-        .args(["--tls-reload-debounce", "50ms"])
-        .ocsf_log(&audit)
-        .start(STARTUP)
-        .await
-        .unwrap();
+    let gateway = fixture.gateway(false).args(["--bind", "127.0.0.1:0"]);
+    let (mut gateway, addr) = gateway.ocsf_log(&audit).start(STARTUP).await.unwrap();
     let client = fixture.client_as(None);
     nth_event(&mut gateway, "tls_loaded", 1).await;
     let failures = async || {
@@ -706,7 +629,8 @@ async fn an_unwritable_audit_file_is_counted_and_stops_nothing() {
 /// `command` with a plaintext health port on loopback: the gateway, its
 /// TLS and its health addresses.
 async fn with_health_port(command: GatewayCommand) -> (GatewayProcess, SocketAddr, SocketAddr) {
-    let command = command.args(["--handshake-timeout", "30s", "--health-bind", "127.0.0.1:0"]);
+    let command = command.args(["--bind", "127.0.0.1:0", "--handshake-timeout", "30s"]);
+    let command = command.args(["--health-bind", "127.0.0.1:0"]);
     let (gateway, addr) = command.start(STARTUP).await.unwrap();
     let health = gateway.health_addr().expect("the health port is logged");
     (gateway, addr, health)
@@ -715,7 +639,7 @@ async fn with_health_port(command: GatewayCommand) -> (GatewayProcess, SocketAdd
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_idle_connections_under_a_low_fd_limit_does_not_starve_the_health_port() {
     let fixture = Fixture::new();
-    let (mut gateway, addr, health) = with_health_port(fixture.serving().nofile(128)).await;
+    let (mut gateway, addr, health) = with_health_port(fixture.gateway(false).nofile(128)).await;
 
     // More idle connections than the process has descriptors.
     let mut flood = Vec::new();
@@ -748,7 +672,7 @@ async fn a_flood_of_idle_connections_under_a_low_fd_limit_does_not_starve_the_he
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_health_port_serves_health_only() {
     let fixture = Fixture::new();
-    let (mut gateway, addr, health) = with_health_port(fixture.serving()).await;
+    let (mut gateway, addr, health) = with_health_port(fixture.gateway(false)).await;
     let client = fixture.client_as(None);
 
     let healthz = get_plain(health, "/healthz").await;

@@ -7,16 +7,16 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use openshell_e2e::ocsf::with_code;
-use openshell_e2e::{GatewayProcess, tls};
+use openshell_e2e::{GatewayCommand, GatewayProcess, tls};
 use rustls::ClientConfig;
 use serde_json::Value;
-use tls_reload::testing::eventually;
+use tls_reload::testing::{Leaf, SecretVolumes, eventually};
 use tokio::task::JoinHandle;
 
 /// How long the gateway may take to start listening.
@@ -28,6 +28,63 @@ pub const RELOAD: Duration = Duration::from_secs(5);
 pub const EXCHANGE: Duration = Duration::from_secs(5);
 /// How often a wait probes.
 pub const EVERY: Duration = Duration::from_millis(25);
+
+/// The gateways and clients of the tests that serve [`SecretVolumes`]: a
+/// server volume, a client-CA volume, their CAs and a client certificate.
+pub trait Volumes {
+    /// Where [`start`](Self::start) has the gateway write its OCSF events.
+    fn audit_log(&self) -> PathBuf;
+    /// A gateway serving the server volume with a 100 ms debounce,
+    /// requiring client certificates of the client-CA volume when `mtls`;
+    /// without `--bind`.
+    fn gateway(&self, mtls: bool) -> GatewayCommand;
+    /// [`gateway`](Self::gateway) on an ephemeral loopback port with
+    /// `extra` arguments and its events in [`audit_log`](Self::audit_log),
+    /// started.
+    async fn start(&self, mtls: bool, extra: &[&str]) -> (GatewayProcess, SocketAddr);
+    /// A client trusting the server CA and presenting `identity`.
+    fn client_as(&self, identity: Option<&Leaf>) -> Arc<ClientConfig>;
+    /// A client trusting the server CA, presenting the volumes' client
+    /// certificate when `with_cert`.
+    fn client(&self, with_cert: bool) -> Arc<ClientConfig>;
+}
+
+impl Volumes for SecretVolumes {
+    fn audit_log(&self) -> PathBuf {
+        self.dir().join("audit.jsonl")
+    }
+
+    fn gateway(&self, mtls: bool) -> GatewayCommand {
+        let cmd = GatewayCommand::new()
+            .args(["--tls-reload-debounce", "100ms", "--tls-cert"])
+            .arg(self.server.path("tls.crt"))
+            .arg("--tls-key")
+            .arg(self.server.path("tls.key"));
+        let ca = self.client_ca_volume.path("ca.crt");
+        let mtls_args = ["--tls-client-auth", "required", "--tls-client-ca"];
+        if mtls {
+            cmd.args(mtls_args).arg(ca)
+        } else {
+            cmd
+        }
+    }
+
+    async fn start(&self, mtls: bool, extra: &[&str]) -> (GatewayProcess, SocketAddr) {
+        let cmd = self
+            .gateway(mtls)
+            .args(["--bind", "127.0.0.1:0"])
+            .args(extra);
+        cmd.ocsf_log(self.audit_log()).start(STARTUP).await.unwrap()
+    }
+
+    fn client_as(&self, identity: Option<&Leaf>) -> Arc<ClientConfig> {
+        tls::client_config(self.server_ca.cert_pem(), identity).unwrap()
+    }
+
+    fn client(&self, with_cert: bool) -> Arc<ClientConfig> {
+        self.client_as(with_cert.then_some(&self.client))
+    }
+}
 
 /// The fingerprint a fresh handshake is served.
 pub async fn served(addr: SocketAddr, client: &Arc<ClientConfig>) -> String {
