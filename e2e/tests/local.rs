@@ -23,14 +23,14 @@ use bytes::Bytes;
 use common::{
     EVERY, EXCHANGE, MetricsPage, RELOAD, STARTUP, Volumes, assert_ocsf_valid, get_ok, served,
 };
-use common::{assert_no_key_material, wait_until_served};
+use common::{assert_no_key_material, details, logged, wait_until_served};
 use http_body_util::Full;
 use openshell_e2e::kube::free_loopback_port;
 use openshell_e2e::ocsf::{event_code, tls_details, with_code};
 use openshell_e2e::tls::{self, Connection, Http};
 use openshell_e2e::{Error, GatewayCommand, GatewayProcess};
 use rustls::ClientConfig;
-use serde_json::Value;
+use serde_json::{Value, json};
 use tls_reload::testing::{SecretVolumes, TestCa, eventually};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
@@ -120,32 +120,28 @@ async fn rotating_the_server_secret_serves_the_new_certificate_without_a_restart
     wait_until_served(addr, &client, &rotated.fingerprint).await;
     gateway.ensure_not_restarted(pid).unwrap();
 
+    // Noticed by the watcher (the kubelet swap), as the next generation.
     let reloaded = nth_event(&mut gateway, "tls_reloaded", 1).await;
-    let details = tls_details(&reloaded);
-    assert_eq!(details["new_fingerprint"], rotated.fingerprint.as_str());
-    assert_eq!(details["previous_fingerprint"], first.as_str());
-    assert_eq!(
-        details["trigger"], "watch",
-        "the kubelet swap was not noticed by the watcher: {reloaded}"
-    );
-    assert!(
-        details["generation"].as_u64() > tls_details(&loaded)["generation"].as_u64(),
-        "generation did not increase: {loaded} then {reloaded}"
-    );
-    gateway
-        .wait_for_stderr(RELOAD, "CONFIG:RELOADED in the logs", |l| {
-            l.contains("CONFIG:RELOADED") && l.contains(&rotated.fingerprint[..23])
-        })
-        .await
-        .unwrap();
+    let names = [
+        "new_fingerprint",
+        "previous_fingerprint",
+        "trigger",
+        "generation",
+    ];
+    let next = tls_details(&loaded)["generation"].as_u64().unwrap() + 1;
+    let want = json!([rotated.fingerprint, first, "watch", next]);
+    assert_eq!(details(&reloaded, &names), want, "{loaded} then {reloaded}");
+    logged(
+        &mut gateway,
+        &["CONFIG:RELOADED", &rotated.fingerprint[..23]],
+    )
+    .await;
 
     // Established trust is unchanged: the same client is still accepted.
     assert_eq!(healthz(addr, &client).await.unwrap(), 200);
     assert_ocsf_valid(&gateway);
-    assert_no_key_material(
-        &fixture.audit_log(),
-        &[&fixture.leaf.key_pem, &rotated.key_pem],
-    );
+    let keys = [fixture.leaf.key_pem.as_str(), &rotated.key_pem];
+    assert_no_key_material(&fixture.audit_log(), &keys);
 
     // And the reloaded gateway still stops cleanly (its watcher included).
     assert_stops(&mut gateway, Duration::from_secs(5)).await;
@@ -191,12 +187,7 @@ async fn rotating_the_client_ca_switches_which_client_certificates_are_accepted(
         tls_details(&reloaded)["new_fingerprint"],
         fixture.leaf.fingerprint.as_str()
     );
-    gateway
-        .wait_for_stderr(RELOAD, "CONFIG:RELOADED in the logs", |l| {
-            l.contains("CONFIG:RELOADED")
-        })
-        .await
-        .unwrap();
+    logged(&mut gateway, &["CONFIG:RELOADED"]).await;
     gateway.ensure_not_restarted(pid).unwrap();
     assert_ocsf_valid(&gateway);
 }
@@ -332,12 +323,7 @@ async fn without_a_watcher_every_sighup_reloads_and_is_audited_even_repeats_and_
     // ... until SIGHUP.
     gateway.signal("HUP").unwrap();
     wait_until_served(addr, &client, &rotated.fingerprint).await;
-    let shorthand = gateway
-        .wait_for_stderr(RELOAD, "the signalled reload's shorthand", |l| {
-            l.contains("CONFIG:RELOADED") && l.contains("trigger:signal")
-        })
-        .await
-        .unwrap();
+    let shorthand = logged(&mut gateway, &["CONFIG:RELOADED", "trigger:signal"]).await;
     assert!(shorthand.contains(&rotated.fingerprint[..8]), "{shorthand}");
     gateway.ensure_not_restarted(pid).unwrap();
     // The same mismatched pair three times: three failures, not one.

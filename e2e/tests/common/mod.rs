@@ -120,6 +120,20 @@ pub async fn event(
     found.await.unwrap()
 }
 
+/// Waits until a stderr line of `gateway` contains each of `needles`;
+/// returns it.
+pub async fn logged(gateway: &mut GatewayProcess, needles: &[&str]) -> String {
+    let what = format!("a log line with {needles:?}");
+    let found = gateway.wait_for_stderr(RELOAD, &what, |l| needles.iter().all(|n| l.contains(n)));
+    found.await.unwrap()
+}
+
+/// The TLS details `names` of `event`, as one JSON array to compare.
+pub fn details(event: &Value, names: &[&str]) -> Value {
+    let tls = openshell_e2e::ocsf::tls_details(event);
+    names.iter().map(|name| tls[name].clone()).collect()
+}
+
 /// Every OCSF line of `gateway` validates against the schema (when the
 /// schema files are there); returns the events.
 pub fn assert_ocsf_valid(gateway: &GatewayProcess) -> Vec<Value> {
