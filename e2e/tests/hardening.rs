@@ -204,10 +204,7 @@ impl Rotating {
         let served = self.prober.stop(what).await;
         let published = self.published.lock().unwrap().clone();
         let never = served.iter().find(|fp| !published.contains(*fp));
-        assert!(
-            never.is_none(),
-            "{what}: served {never:?}, which was never published"
-        );
+        assert!(never.is_none(), "{what}: served {never:?}, never published");
         let (addr, config) = (self.addr, self.config.clone());
         let final_reload = reload_tls(client).await;
         assert!(final_reload.is_ok(), "final ReloadTls: {final_reload:?}");
@@ -233,52 +230,47 @@ impl Rotating {
         .await;
         let cert = status.certificate.clone().unwrap_or_default();
         assert_eq!(cert.fingerprint_sha256, last.fingerprint);
-        assert_eq!(
+        let (ok, failed, generation) = (
+            status.reloads_succeeded,
+            status.reloads_failed,
             status.generation,
-            1 + status.reloads_succeeded,
-            "{status:?}"
         );
         assert_eq!(
-            status.reloads_failed, 0,
-            "a reload failed during the storm: {status:?}"
+            (generation, failed),
+            (1 + ok, 0),
+            "a reload failed: {status:?}"
         );
         let reloads = |labels: &[(&str, &str)]| page.sum("openshell_tls_reload_total", labels);
-        let generation = page.sum("openshell_tls_config_generation", &[]);
+        let result = |r| reloads(&[("result", r)]);
         let page_says = (
-            reloads(&[("result", "success")]),
-            reloads(&[("result", "failure")]),
+            result("success"),
+            result("failure"),
+            page.sum("openshell_tls_config_generation", &[]),
         );
-        let status_says = (status.reloads_succeeded, status.reloads_failed);
-        assert_eq!(
-            (page_says, generation),
-            (status_says, status.generation),
-            "{}",
-            page.0
-        );
+        assert_eq!(page_says, (ok, failed, generation), "{}", page.0);
+        let by_trigger = |t: &str| {
+            let count = |r| reloads(&[("result", r), ("trigger", t)]);
+            (t.to_owned(), (count("success"), count("failure")))
+        };
         let swaps: Swaps = ["watch", "poll", "signal", "api", "manual"]
-            .into_iter()
-            .map(|t| {
-                let count = |r| reloads(&[("result", r), ("trigger", t)]);
-                (t.to_owned(), (count("success"), count("failure")))
-            })
-            .collect();
+            .map(by_trigger)
+            .into();
         let bad = (page.handshakes("failure"), page.handshakes("timeout"));
         assert_eq!(bad, (0, 0), "failed and timed-out handshakes\n{}", page.0);
 
         // One audit event per swap, generations 2..=N without gap or
         // repeat, and as many per trigger as /metrics counts.
-        let expected = usize::try_from(status.reloads_succeeded).unwrap();
-        let events = self
-            .gateway
-            .wait_for_ocsf(RELOAD, "one tls_reloaded event per swap", |events| {
-                (with_code(events, "tls_reloaded").count() >= expected).then(|| events.to_vec())
-            })
-            .await
-            .unwrap();
+        let expected = usize::try_from(ok).unwrap();
+        let events =
+            self.gateway
+                .wait_for_ocsf(RELOAD, "one tls_reloaded event per swap", |events| {
+                    (with_code(events, "tls_reloaded").count() >= expected).then(|| events.to_vec())
+                });
+        let events = events.await.unwrap();
         let reloaded: Vec<&Value> = with_code(&events, "tls_reloaded").collect();
         let detail = |e: &Value, name: &str| tls_details(e)[name].clone();
         let generations: Vec<Value> = reloaded.iter().map(|e| detail(e, "generation")).collect();
-        let want: Vec<Value> = (2..=status.generation).map(Value::from).collect();
+        let want: Vec<Value> = (2..=generation).map(Value::from).collect();
         assert_eq!(generations, want, "audit generations");
         for (trigger, (ok, _)) in &swaps {
             let audited = reloaded
@@ -293,7 +285,7 @@ impl Rotating {
         assert_eq!(with_code(&events, "tls_reload_failed").count(), 0);
         let pid = self.gateway.pid();
         self.gateway.ensure_not_restarted(pid).unwrap();
-        let figures = (status.generation, status.reloads_succeeded, served.len());
+        let figures = (generation, ok, served.len());
         say(&format!(
             "{what}: (generation, swaps, handshakes) {figures:?}, {swaps:?}"
         ));
@@ -340,31 +332,23 @@ async fn a_reload_tls_storm_while_kubelet_swaps_the_secret_never_reads_a_torn_pa
     let failed: Vec<&String> = replies.iter().filter_map(|r| r.as_ref().err()).collect();
     assert_eq!(failed, Vec::<&String>::new(), "ReloadTls calls failed");
     let (status, swaps) = rot.finish("ReloadTls storm", &mut clients[0]).await;
-    let changed: Vec<u64> = replies
-        .iter()
-        .flatten()
-        .filter(|r| r.changed)
-        .map(|r| r.generation)
-        .collect();
+    let swapped = replies.iter().flatten().filter(|r| r.changed);
+    let changed: Vec<u64> = swapped.map(|r| r.generation).collect();
     let distinct: BTreeSet<u64> = changed.iter().copied().collect();
+    let n = distinct.len() as u64;
     assert_eq!(
-        distinct.len(),
-        changed.len(),
-        "two calls reported the same swap: {changed:?}"
+        n,
+        changed.len() as u64,
+        "two calls reported one swap: {changed:?}"
     );
     assert!(distinct.iter().all(|g| (2..=status.generation).contains(g)));
     // The final ReloadTls of the end checks may have swapped too.
     let api_swaps = swaps["api"].0;
     assert!(
-        [0, 1].contains(&(api_swaps - distinct.len() as u64)),
-        "api swaps in /metrics {api_swaps} vs {} reported",
-        distinct.len()
+        [n, n + 1].contains(&api_swaps),
+        "{api_swaps} api swaps in /metrics, {n} reported"
     );
-    say(&format!(
-        "{} ReloadTls calls, {} swapped",
-        replies.len(),
-        changed.len()
-    ));
+    say(&format!("{} ReloadTls calls, {n} swapped", replies.len()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -382,19 +366,15 @@ async fn sighup_storm_ends_consistent() {
     assert_eq!(sent, SIGNALS, "kill -s HUP failed");
     let logs = rot.gateway.logs();
     let (_, swaps) = rot.finish("SIGHUP storm", &mut client).await;
-    let (signal_ok, signal_failed) = swaps["signal"];
-    let signalled = signal_ok + signal_failed;
-    assert!(
-        (1..=SIGNALS as u64).contains(&signalled),
-        "{signalled} signal reloads"
-    );
+    let signalled = swaps["signal"].0 + swaps["signal"].1;
     let handled = logs
         .iter()
         .filter(|l| l["fields"]["message"] == "SIGHUP: reloading TLS files");
-    let handled = handled.count();
+    let counts = (signalled as usize, handled.count());
+    let within = |n| (1..=SIGNALS).contains(&n);
     assert!(
-        (1..=SIGNALS).contains(&handled),
-        "{handled} SIGHUP log lines"
+        within(counts.0) && within(counts.1),
+        "(signal reloads, SIGHUP log lines) {counts:?}"
     );
 }
 
@@ -498,17 +478,17 @@ async fn garbage_and_cut_client_hellos_cost_only_their_connection() {
             (HELD.to_owned(), half.clone(), false),
             (CUT.to_owned(), half, true),
         ];
-        for (i, size) in [1usize, 5, 100, 517, 4096, 16 * 1024 + 5, 64 * 1024]
-            .into_iter()
-            .enumerate()
-        {
-            let mut framed = vec![0x16, 0x03, 0x01, 0x3f, 0xff];
-            framed.extend(pseudo_random(i as u64 + 100, size));
-            let plain = pseudo_random(i as u64 + 1, size);
+        let sizes = [1usize, 5, 100, 517, 4096, 16 * 1024 + 5, 64 * 1024];
+        for (i, size) in (0..).zip(sizes) {
+            let framed = [
+                [0x16, 0x03, 0x01, 0x3f, 0xff].into(),
+                pseudo_random(i + 100, size),
+            ];
+            let plain = pseudo_random(i + 1, size);
             cases.push((format!("{size} random bytes"), plain, false));
             cases.push((
                 format!("record header + {size} random bytes"),
-                framed,
+                framed.concat(),
                 false,
             ));
         }
@@ -519,29 +499,21 @@ async fn garbage_and_cut_client_hellos_cost_only_their_connection() {
                 let within = HANDSHAKE_TIMEOUT + Duration::from_secs(4);
                 let closed = send_and_wait_for_close(addr, bytes, eof, within).await;
                 (
-                    closed.unwrap_or_else(|| panic!("{name}: the gateway kept it open")),
-                    name,
+                    name.clone(),
+                    closed.unwrap_or_else(|| panic!("{name}: kept open")),
                 )
             });
         }
-        let closed: BTreeMap<String, Duration> = set
-            .join_all()
-            .await
-            .into_iter()
-            .map(|(took, name)| (name, took))
-            .collect();
+        let closed: BTreeMap<String, Duration> = set.join_all().await.into_iter().collect();
         let (held, cut) = (closed[HELD], closed[CUT]);
-        assert!(
-            held >= HANDSHAKE_TIMEOUT - Duration::from_millis(200),
-            "{HELD}: {held:?}"
-        );
+        let timeout = HANDSHAKE_TIMEOUT - Duration::from_millis(200);
+        assert!(held >= timeout, "{HELD}: {held:?}");
         assert!(cut < HANDSHAKE_TIMEOUT, "{CUT}: closed after {cut:?}");
         let page = eventually(RELOAD, "every garbage connection counted", || async {
             let page = MetricsPage::fetch(addr, &config).await?;
             let bad = page.handshakes("failure") + page.handshakes("timeout");
-            (bad == garbage)
-                .then_some(page)
-                .ok_or(format!("{bad} of {garbage} counted"))
+            let counted = format!("{bad} of {garbage} counted");
+            (bad == garbage).then_some(page).ok_or(counted)
         })
         .await;
         let (failed, timed_out) = (page.handshakes("failure"), page.handshakes("timeout"));
@@ -607,10 +579,8 @@ async fn a_thousand_connections_that_never_finish_the_handshake_time_out_with_bo
     // and every socket must be closed after each wave.
     const WAVES: u64 = 3;
     let own_limit = raise_nofile(std::process::id(), 2500);
-    assert!(
-        own_limit >= 2 * CONNECTIONS as u64,
-        "RLIMIT_NOFILE of the test process is {own_limit}"
-    );
+    let enough = own_limit >= 2 * CONNECTIONS as u64;
+    assert!(enough, "RLIMIT_NOFILE of the test process is {own_limit}");
     under_attack("slowloris", |addr, config, pid| async move {
         let child_limit = raise_nofile(pid, 4096);
         let enough = child_limit >= 2 * CONNECTIONS as u64;
@@ -633,10 +603,8 @@ async fn a_thousand_connections_that_never_finish_the_handshake_time_out_with_bo
             let (after, fds) = (memory_kib(pid).0, open_fds(pid));
             let wave = format!("wave {wave}: {timeouts} timeouts, RSS peak {peak} KiB");
             let wave = format!("{wave}, after {after} KiB, {fds} fds");
-            assert!(
-                (want - 10..=want).contains(&timeouts),
-                "{wave}: {want} timeouts expected"
-            );
+            let counted = (want - 10..=want).contains(&timeouts);
+            assert!(counted, "{wave}: {want} timeouts expected");
             // More than a few is a connection leaked.
             assert!(fds <= baseline_fds + 8, "{wave}: {baseline_fds} fds before");
             figures.push((peak, after, wave));
@@ -653,20 +621,15 @@ async fn a_thousand_connections_that_never_finish_the_handshake_time_out_with_bo
         let (first, last) = (figures[0].1, figures[figures.len() - 1].1);
         let report = format!("baseline {baseline} KiB, {baseline_fds} fds, VmHWM {hwm} KiB");
         let report = format!("{report}, {figures:?}");
+        let (peak, kept) = (grown(hwm), grown(last));
+        assert!(peak < 64 * MIB, "RSS grew by {peak} KiB: {report}");
         assert!(
-            grown(hwm) < 64 * MIB,
-            "RSS grew by {} KiB: {report}",
-            grown(hwm)
-        );
-        assert!(
-            grown(last) < 32 * MIB,
+            kept < 32 * MIB,
             "RSS stayed high after {WAVES} waves: {report}"
         );
         // A leak would grow it wave after wave: memory must be reused.
-        assert!(
-            last.saturating_sub(first) < 12 * MIB,
-            "RSS kept growing: {report}"
-        );
+        let growth = last.saturating_sub(first);
+        assert!(growth < 12 * MIB, "RSS kept growing: {report}");
         report
     })
     .await;
@@ -696,12 +659,13 @@ async fn oversized_headers_get_431_or_a_closed_connection_never_a_crash() {
         // frames), 64 KiB (far over the 16 KiB header list limit) and
         // 20 KiB (just over it).
         let mut outcomes = Vec::new();
-        for (version, size) in [
+        let cases = [
             (Http::One, MIB),
             (Http::Two, MIB),
-            (Http::Two, 64 * 1024),
-            (Http::Two, 20 * 1024),
-        ] {
+            (Http::Two, 64 << 10),
+            (Http::Two, 20 << 10),
+        ];
+        for (version, size) in cases {
             let outcome = with_big_header(addr, &config, version, size).await;
             let what = format!("{version:?} with a {size}-byte header: {outcome:?}");
             assert!(matches!(outcome, Ok(431) | Err(_)), "{what}");
@@ -724,10 +688,8 @@ fn pem(label: &str, der: &[u8]) -> String {
 
 /// Standard base64 with padding, on one line.
 fn base64(bytes: &[u8]) -> String {
-    pem("X", bytes)
-        .lines()
-        .filter(|l| !l.starts_with("-----"))
-        .collect()
+    let pem = pem("X", bytes);
+    pem.lines().filter(|l| !l.starts_with("-----")).collect()
 }
 
 fn hex_upper(bytes: &[u8]) -> String {
