@@ -102,15 +102,9 @@ fn image(cluster: &Cluster) -> ImageRef {
         return ImageRef::parse(&reference).unwrap();
     }
     let skaffold = Cluster::new(cluster.kubeconfig(), SKAFFOLD_NAMESPACE);
-    let reference = skaffold
-        .kubectl(&[
-            "get",
-            "pods",
-            "-l",
-            SELECTOR,
-            "-o",
-            "jsonpath={.items[0].spec.containers[?(@.name==\"gateway\")].image}",
-        ])
+    let jsonpath = "jsonpath={.items[0].spec.containers[?(@.name==\"gateway\")].image}";
+    let found = skaffold.kubectl(&["get", "pods", "-l", SELECTOR, "-o", jsonpath]);
+    let reference = found
         .ok()
         .filter(|r| !r.trim().is_empty())
         .unwrap_or_else(|| {
@@ -128,17 +122,14 @@ fn image(cluster: &Cluster) -> ImageRef {
 
 /// Writes the server certificate Secret as cert-manager lays it out.
 fn publish(cluster: &Cluster, ca: &TestCa, cert_pem: &str, key_pem: &str) {
-    cluster
-        .apply_secret(
-            SERVER_SECRET,
-            "kubernetes.io/tls",
-            &[
-                ("tls.crt", cert_pem.as_bytes()),
-                ("tls.key", key_pem.as_bytes()),
-                ("ca.crt", ca.cert_pem().as_bytes()),
-            ],
-        )
-        .unwrap();
+    let (crt, key, ca) = (
+        cert_pem.as_bytes(),
+        key_pem.as_bytes(),
+        ca.cert_pem().as_bytes(),
+    );
+    let files = [("tls.crt", crt), ("tls.key", key), ("ca.crt", ca)];
+    let kind = "kubernetes.io/tls";
+    cluster.apply_secret(SERVER_SECRET, kind, &files).unwrap();
 }
 
 /// The cluster's release, installed (or upgraded) with its pod running,
@@ -192,42 +183,29 @@ fn deploy_or_skip() -> Option<Deployed> {
     let dir = tempfile::tempdir().unwrap();
     let values_file = dir.path().join("values.json");
     std::fs::write(&values_file, values.to_string()).unwrap();
-    let chart = chart_dir();
+    let namespace = cluster.namespace();
     say(&format!(
-        "installing release {RELEASE} into namespace {}",
-        cluster.namespace()
+        "installing release {RELEASE} into namespace {namespace}"
     ));
-    cluster
-        .helm(
-            &[
-                "upgrade",
-                "--install",
-                RELEASE,
-                chart.to_str().unwrap(),
-                "--values",
-                values_file.to_str().unwrap(),
-                "--wait",
-                "--timeout",
-                "5m",
-            ],
-            INSTALL,
-        )
-        .unwrap();
-    cluster
-        .kubectl(&[
-            "rollout",
-            "status",
-            &format!("statefulset/{RELEASE}"),
-            "--timeout=50s",
-        ])
-        .unwrap();
+    let (chart, values) = (chart_dir(), values_file.to_str().unwrap().to_owned());
+    let install = [
+        "upgrade",
+        "--install",
+        RELEASE,
+        chart.to_str().unwrap(),
+        "--values",
+    ];
+    let args = [&install[..], &[&values, "--wait", "--timeout", "5m"]].concat();
+    cluster.helm(&args, INSTALL).unwrap();
+    let statefulset = format!("statefulset/{RELEASE}");
+    let rollout = ["rollout", "status", &statefulset, "--timeout=50s"];
+    cluster.kubectl(&rollout).unwrap();
 
     let pods = gateway_pods(&cluster);
     assert_eq!(pods.len(), 1, "expected one gateway pod: {pods:?}");
     let pod = pods[0].clone();
-    let forward = cluster
-        .port_forward(&format!("pod/{}", pod.name), GATEWAY_PORT)
-        .unwrap();
+    let target = format!("pod/{}", pod.name);
+    let forward = cluster.port_forward(&target, GATEWAY_PORT).unwrap();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -348,6 +326,11 @@ fn next_certificate(current_ca: &str) -> (TestCa, Leaf, String) {
     (ca, leaf, trust)
 }
 
+/// `took` in whole seconds, for the progress lines.
+fn seconds(took: Duration) -> String {
+    humantime::format_duration(Duration::from_secs(took.as_secs())).to_string()
+}
+
 // === scenarios ===
 
 #[test]
@@ -362,16 +345,9 @@ fn overwriting_the_server_secret_is_served_without_a_pod_restart() {
     // Overwrite the Secret under the running pod.
     let (new_ca, leaf, trust) = next_certificate(&ca);
     publish(&gw.cluster, &new_ca, &leaf.cert_pem, &leaf.key_pem);
-    let took = gw.wait_until_served(
-        &trust,
-        &leaf.fingerprint,
-        "the overwritten Secret's certificate served",
-    );
-    say(&format!(
-        "served after the rotation ({} after the overwrite): {}",
-        humantime::format_duration(Duration::from_secs(took.as_secs())),
-        leaf.fingerprint
-    ));
+    let took = gw.wait_until_served(&trust, &leaf.fingerprint, "the new certificate served");
+    let (took, fingerprint) = (seconds(took), &leaf.fingerprint);
+    say(&format!("served {took} after the overwrite: {fingerprint}"));
 
     // The served fingerprint is the Secret's, and nothing restarted.
     let (in_secret, _) = gw.secret();
@@ -387,9 +363,8 @@ fn overwriting_the_server_secret_is_served_without_a_pod_restart() {
         logged_reload_to(l, e, &leaf.fingerprint)
     });
     let events = ocsf::events_in(logs.lines());
-    let reloaded = with_code(&events, "tls_reloaded")
-        .find(|e| tls_details(e)["new_fingerprint"] == leaf.fingerprint.as_str())
-        .unwrap();
+    let to_leaf = |e: &&Value| tls_details(e)["new_fingerprint"] == leaf.fingerprint.as_str();
+    let reloaded = with_code(&events, "tls_reloaded").find(to_leaf).unwrap();
     assert_eq!(
         tls_details(reloaded)["previous_fingerprint"],
         before.as_str()
@@ -403,11 +378,8 @@ fn a_secret_with_a_garbage_key_keeps_the_served_certificate_until_it_is_fixed() 
         return;
     };
     let (before, ca) = gw.serving_the_secret("the Secret's certificate served");
-    let failures_before = with_code(
-        &ocsf::events_in(gw.logs().unwrap().lines()),
-        "tls_reload_failed",
-    )
-    .count();
+    let events = ocsf::events_in(gw.logs().unwrap().lines());
+    let failures_before = with_code(&events, "tls_reload_failed").count();
 
     // A renewal whose key is garbage: the gateway must keep serving.
     let (new_ca, broken, _) = next_certificate(&ca);
@@ -418,9 +390,9 @@ fn a_secret_with_a_garbage_key_keeps_the_served_certificate_until_it_is_fixed() 
         let failures = with_code(events, "tls_reload_failed").count();
         failures > failures_before && logs.contains("CONFIG:FAILED")
     });
+    let took = seconds(started.elapsed());
     say(&format!(
-        "the broken Secret was rejected {} after the overwrite",
-        humantime::format_duration(Duration::from_secs(started.elapsed().as_secs()))
+        "the broken Secret was rejected {took} after the overwrite"
     ));
     assert_eq!(
         gw.served(&ca).unwrap(),
@@ -433,11 +405,7 @@ fn a_secret_with_a_garbage_key_keeps_the_served_certificate_until_it_is_fixed() 
     let healed = new_ca.server();
     let trust = format!("{}\n{ca}", new_ca.cert_pem());
     publish(&gw.cluster, &new_ca, &healed.cert_pem, &healed.key_pem);
-    gw.wait_until_served(
-        &trust,
-        &healed.fingerprint,
-        "the fixed Secret's certificate served",
-    );
+    gw.wait_until_served(&trust, &healed.fingerprint, "the fixed certificate served");
     gw.assert_not_restarted();
     let logs = gw.wait_for_logs(LOGS, "CONFIG:RELOADED for the fixed certificate", |l, e| {
         logged_reload_to(l, e, &healed.fingerprint)
