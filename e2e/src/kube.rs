@@ -204,13 +204,10 @@ impl Cluster {
         // kubectl reads --from-file; the staging directory (with a test
         // key in it) is removed when this returns.
         let staging = tempfile::tempdir().map_err(|e| Error::io("creating a staging dir", e))?;
-        let mut args: Vec<String> = vec![
-            "create".into(),
-            "secret".into(),
-            "generic".into(),
-            name.into(),
-            format!("--type={kind}"),
-        ];
+        let mut args = ["create", "secret", "generic", name]
+            .map(String::from)
+            .to_vec();
+        args.push(format!("--type={kind}"));
         for (key, contents) in files {
             let path = staging.path().join(key);
             std::fs::write(&path, contents)
@@ -466,34 +463,26 @@ mod tests {
 
     #[test]
     fn image_references_split_like_the_chart_joins_them() {
+        // The reference, then `repository tag digest` with `-` for empty.
         let cases = [
-            ("openshell-gateway", ("openshell-gateway", "", "")),
-            ("openshell-gateway:dev", ("openshell-gateway", "dev", "")),
+            ("openshell-gateway", "openshell-gateway - -"),
+            ("openshell-gateway:dev", "openshell-gateway dev -"),
             (
-                "localhost:5000/openshell/gateway:1.2",
-                ("localhost:5000/openshell/gateway", "1.2", ""),
+                "localhost:5000/o/gateway:1.2",
+                "localhost:5000/o/gateway 1.2 -",
             ),
-            ("localhost:5000/gateway", ("localhost:5000/gateway", "", "")),
+            ("localhost:5000/gateway", "localhost:5000/gateway - -"),
             (
-                "ghcr.io/openshell/openshell-gateway@sha256:abc",
-                ("ghcr.io/openshell/openshell-gateway", "", "sha256:abc"),
+                "ghcr.io/o/gateway@sha256:abc",
+                "ghcr.io/o/gateway - sha256:abc",
             ),
-            (
-                "openshell-gateway:c53ad6d@sha256:abc",
-                ("openshell-gateway", "c53ad6d@sha256:abc", ""),
-            ),
+            ("gateway:c53ad6d@sha256:abc", "gateway c53ad6d@sha256:abc -"),
         ];
-        for (reference, (repository, tag, digest)) in cases {
+        for (reference, want) in cases {
             let image = ImageRef::parse(reference).unwrap();
-            assert_eq!(
-                (
-                    image.repository.as_str(),
-                    image.tag.as_str(),
-                    image.digest.as_str()
-                ),
-                (repository, tag, digest),
-                "{reference}"
-            );
+            let parts = [image.repository, image.tag, image.digest];
+            let parts = parts.map(|p| if p.is_empty() { "-".to_owned() } else { p });
+            assert_eq!(parts.join(" "), want, "{reference}");
         }
         for bad in ["", ":tag", "name:", "name@"] {
             assert!(ImageRef::parse(bad).is_err(), "{bad:?}");

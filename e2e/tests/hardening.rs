@@ -702,16 +702,13 @@ fn hex_upper(bytes: &[u8]) -> String {
 fn p256_key(pkcs8_pem: &str) -> (Vec<u8>, usize) {
     let der = PrivateKeyDer::from_pem_slice(pkcs8_pem.as_bytes()).unwrap();
     let der = der.secret_der().to_vec();
-    let at = der
-        .windows(5)
-        .position(|w| w == [0x02, 0x01, 0x01, 0x04, 0x20])
-        .expect("a P-256 PKCS#8 key")
-        - 2;
-    assert_eq!(der[at], 0x30, "ECPrivateKey SEQUENCE");
+    let version_and_scalar = der.windows(5).position(|w| w == [2, 1, 1, 4, 32]);
+    let at = version_and_scalar.expect("a P-256 PKCS#8 key") - 2;
+    let header = (der[at], usize::from(der[at + 1]));
     assert_eq!(
-        usize::from(der[at + 1]),
-        der.len() - at - 2,
-        "ECPrivateKey ends the key"
+        header,
+        (0x30, der.len() - at - 2),
+        "an ECPrivateKey SEQUENCE ends the key"
     );
     (der, at)
 }
@@ -734,8 +731,7 @@ fn sec1_pem(pkcs8_pem: &str) -> String {
 fn key_needles(pems: &[String]) -> Vec<(String, String)> {
     let mut needles = Vec::new();
     for (k, pem) in pems.iter().enumerate() {
-        let mut add =
-            |what: String, needle: String| needles.push((format!("key #{k} {what}"), needle));
+        let mut add = |what: String, needle| needles.push((format!("key #{k} {what}"), needle));
         let lines = pem.lines().map(str::trim);
         let body: Vec<&str> = lines
             .filter(|l| !l.starts_with("-----") && l.len() >= 16)
@@ -764,10 +760,8 @@ fn key_needles(pems: &[String]) -> Vec<(String, String)> {
         let body = base64(&der);
         let mut c = scalar_start.div_ceil(3) * 4;
         while c / 4 * 3 + 12 <= scalar_end {
-            add(
-                format!("PEM body chars {c}..+16 (scalar)"),
-                body[c..c + 16].to_owned(),
-            );
+            let piece = body[c..c + 16].to_owned();
+            add(format!("PEM body chars {c}..+16 (scalar)"), piece);
             c += 4;
         }
     }
