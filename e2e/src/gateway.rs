@@ -241,16 +241,15 @@ impl GatewayCommand {
             source,
         })?;
         let (stdout, stderr) = (Lines::default(), Lines::default());
-        let readers = [
-            child
-                .stdout
-                .take()
-                .map(|pipe| collect(pipe, stdout.clone())),
-            child
-                .stderr
-                .take()
-                .map(|pipe| collect(pipe, stderr.clone())),
-        ];
+        let out = child
+            .stdout
+            .take()
+            .map(|pipe| collect(pipe, stdout.clone()));
+        let err = child
+            .stderr
+            .take()
+            .map(|pipe| collect(pipe, stderr.clone()));
+        let readers = [out, err];
         Ok(GatewayProcess {
             child,
             command,
@@ -340,12 +339,8 @@ impl GatewayProcess {
     pub fn health_addr(&self) -> Option<SocketAddr> {
         let record = self.listening_records().next()?;
         // Logged as the `Option` it is: `Some(127.0.0.1:PORT)` or `None`.
-        let health = record["fields"]["health"].as_str()?;
-        health
-            .strip_prefix("Some(")?
-            .strip_suffix(')')?
-            .parse()
-            .ok()
+        let health = record["fields"]["health"].as_str()?.strip_prefix("Some(")?;
+        health.strip_suffix(')')?.parse().ok()
     }
 
     /// Everything it printed (and its OCSF file), for failure messages.
@@ -370,10 +365,9 @@ impl GatewayProcess {
     /// When the status cannot be queried.
     pub fn try_status(&mut self) -> Result<Option<ExitStatus>> {
         if self.status.is_none() {
-            self.status = self
-                .child
-                .try_wait()
-                .map_err(|e| Error::io(format!("waiting for {}", self.command), e))?;
+            let status = self.child.try_wait();
+            self.status =
+                status.map_err(|e| Error::io(format!("waiting for {}", self.command), e))?;
         }
         Ok(self.status)
     }
@@ -593,12 +587,13 @@ mod tests {
 
     #[test]
     fn only_the_package_variables_of_the_test_process_are_dropped() {
-        for name in [
+        let package = [
             "CARGO_MANIFEST_DIR",
             "CARGO_PKG_NAME",
             "CARGO_BIN_EXE_x",
             "OUT_DIR",
-        ] {
+        ];
+        for name in package {
             assert!(is_package_variable(name), "{name}");
         }
         for name in ["CARGO_HOME", "CARGO_TARGET_DIR", "CARGO_BUILD_JOBS", "PATH"] {

@@ -425,21 +425,13 @@ async fn dev_mode_generates_certificates_then_reuses_them() {
     let ca_path = dir.join("ca.crt");
     let mut generated: Option<(String, String)> = None;
     for logged in ["generated a CA", "reusing certificates"] {
-        let (mut gateway, addr) = GatewayCommand::new()
-            .arg("--dev")
-            .arg("--state-dir")
-            .arg(&dir)
-            .args(["--bind", "127.0.0.1:0"])
-            .start(STARTUP)
-            .await
-            .unwrap();
+        let dev = GatewayCommand::new().args(["--dev", "--bind", "127.0.0.1:0", "--state-dir"]);
+        let (mut gateway, addr) = dev.arg(&dir).start(STARTUP).await.unwrap();
         for name in ["ca.crt", "tls.crt", "tls.key", "client.crt", "client.key"] {
             assert!(dir.join(name).is_file(), "{name} not generated");
         }
-        let files = (
-            std::fs::read_to_string(&ca_path).unwrap(),
-            std::fs::read_to_string(dir.join("tls.crt")).unwrap(),
-        );
+        let read = |name: &str| std::fs::read_to_string(dir.join(name)).unwrap();
+        let files = (read("ca.crt"), read("tls.crt"));
         let first = generated.get_or_insert_with(|| files.clone());
         assert_eq!(&files, first, "the certificates were regenerated");
         let (ca_pem, cert_pem) = &files;
@@ -461,11 +453,8 @@ async fn dev_mode_generates_certificates_then_reuses_them() {
         assert_eq!(served(addr, &client).await, fingerprint);
 
         assert_stops(&mut gateway, Duration::from_secs(5)).await;
-        assert!(
-            gateway.stderr_lines().iter().any(|l| l.contains(logged)),
-            "no log line saying {logged:?}\n{}",
-            gateway.output()
-        );
+        let said = gateway.stderr_lines().iter().any(|l| l.contains(logged));
+        assert!(said, "no log line saying {logged:?}\n{}", gateway.output());
     }
 }
 

@@ -157,36 +157,29 @@ pub struct MetricsPage(pub String);
 impl MetricsPage {
     /// The page, or why it could not be had.
     pub async fn fetch(addr: SocketAddr, config: &Arc<ClientConfig>) -> Result<Self, String> {
-        let reply = tls::get(addr, config.clone(), "/metrics", EXCHANGE)
-            .await
-            .map_err(|e| e.to_string())?;
-        match reply.status {
-            200 => Ok(Self(reply.body)),
-            status => Err(format!("/metrics: HTTP {status}")),
-        }
+        let reply = tls::get(addr, config.clone(), "/metrics", EXCHANGE).await;
+        let reply = reply.map_err(|e| e.to_string())?;
+        let ok = reply.status == 200;
+        ok.then_some(Self(reply.body))
+            .ok_or(format!("/metrics: HTTP {}", reply.status))
     }
 
     /// Sum of the series named `name` whose labels include every one of
     /// `labels`.
     pub fn sum(&self, name: &str, labels: &[(&str, &str)]) -> u64 {
-        let total: f64 = self
-            .0
-            .lines()
-            .filter(|l| !l.starts_with('#'))
-            .filter_map(|l| {
-                let (series, value) = l.rsplit_once(' ')?;
-                let (metric, rest) = series.split_once('{').unwrap_or((series, "}"));
-                let have: Vec<(&str, &str)> = rest
-                    .trim_end_matches('}')
-                    .split(',')
-                    .filter_map(|kv| kv.split_once('='))
-                    .map(|(k, v)| (k, v.trim_matches('"')))
-                    .collect();
-                (metric == name && labels.iter().all(|want| have.contains(want)))
-                    .then(|| value.parse::<f64>().ok())?
-            })
-            .sum();
-        total as u64
+        let value = |line: &str| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (metric, rest) = series.split_once('{').unwrap_or((series, "}"));
+            let pairs = rest
+                .trim_end_matches('}')
+                .split(',')
+                .filter_map(|kv| kv.split_once('='));
+            let have: Vec<(&str, &str)> = pairs.map(|(k, v)| (k, v.trim_matches('"'))).collect();
+            let wanted = metric == name && labels.iter().all(|want| have.contains(want));
+            wanted.then(|| value.parse::<f64>().ok())?
+        };
+        let samples = self.0.lines().filter(|l| !l.starts_with('#'));
+        samples.filter_map(value).sum::<f64>() as u64
     }
 
     /// `openshell_tls_handshakes_total{result=...}`.
@@ -264,11 +257,11 @@ impl Prober {
         Self::spawn(move || {
             let config = config.clone();
             async move {
-                match tls::get(addr, config, "/healthz", EXCHANGE).await {
-                    Ok(reply) if reply.status == 200 => Ok(reply.body),
-                    Ok(reply) => Err(format!("HTTP {}", reply.status)),
-                    Err(e) => Err(e.to_string()),
-                }
+                let reply = tls::get(addr, config, "/healthz", EXCHANGE).await;
+                let reply = reply.map_err(|e| e.to_string())?;
+                let ok = reply.status == 200;
+                ok.then_some(reply.body)
+                    .ok_or(format!("HTTP {}", reply.status))
             }
         })
     }
