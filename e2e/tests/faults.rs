@@ -255,22 +255,14 @@ async fn run_row(fault: Fault) {
             // A deleted directory is many changes, whose steps in between may
             // each fail differently; any other fault is one change.
             let one = fault != Fault::WatchedDirectoryDeleted;
-            assert!(
-                !one || failures.len() == 1,
-                "one event per bad content: {failures:#?}"
-            );
+            let counted = !one || failures.len() == 1;
+            assert!(counted, "one per bad content: {failures:#?}");
             let distinct: HashSet<&str> = failures.iter().copied().collect();
-            assert_eq!(
-                distinct.len(),
-                failures.len(),
-                "reported twice: {failures:#?}"
-            );
+            let twice = distinct.len() < failures.len();
+            assert!(!twice, "reported twice: {failures:#?}");
             let last = failures.last().copied().unwrap_or_default();
             let is_last = detail.iter().all(|d| last.contains(d));
-            assert!(
-                is_last,
-                "the last failure is not the final bad state's: {last}"
-            );
+            assert!(is_last, "not the final bad state's: {last}");
             assert_codes(&events, &["tls_loaded", "tls_reload_failed"]);
         }
         Expect::SameCertReloaded => {
@@ -320,11 +312,8 @@ async fn run_row(fault: Fault) {
     // Generation 2, or 3 after a bad state legitimately accepted.
     let swaps = 2 + u64::from(matches!(expect, Expect::SameCertReloaded));
     let seen = details(&reloaded, &["previous_fingerprint", "generation"]);
-    assert_eq!(
-        seen,
-        json!([original, swaps]),
-        "swapped before the heal: {reloaded}"
-    );
+    let want = json!([original, swaps]);
+    assert_eq!(seen, want, "swapped before the heal: {reloaded}");
     get_ok(addr, &client, "/healthz").await;
     gateway.ensure_not_restarted(pid).unwrap();
     common::assert_ocsf_valid(&gateway);
@@ -447,22 +436,14 @@ impl Fixture {
 fn check_handshakes(served: &[String], at: (usize, usize), original: &str, healed: &str) {
     let (fault_at, heal_at) = at;
     let bad_state = heal_at - fault_at;
-    assert!(
-        bad_state >= MIN_BAD_STATE_HANDSHAKES,
-        "{bad_state} handshakes in the bad state"
-    );
+    let enough = bad_state >= MIN_BAD_STATE_HANDSHAKES;
+    assert!(enough, "{bad_state} handshakes in the bad state");
     let switch = served.iter().position(|fp| fp != original);
     let switch = switch.unwrap_or(served.len());
-    assert!(
-        switch >= heal_at,
-        "handshake #{switch}, before the heal, was served {}",
-        served[switch]
-    );
+    let early = served.get(switch).filter(|_| switch < heal_at);
+    assert!(early.is_none(), "#{switch} before the heal: {early:?}");
     let after = served[switch..].iter().position(|fp| fp != healed);
-    assert!(
-        after.is_none(),
-        "after the heal: {original} then {healed} expected: {served:?}"
-    );
+    assert!(after.is_none(), "{original} then {healed}: {served:?}");
 }
 
 fn status_detail(event: &Value) -> &str {
@@ -478,13 +459,10 @@ async fn wait_for_retries(gateway: &GatewayProcess, addr: SocketAddr, client: &A
         let attempts = page.sum("openshell_tls_reload_total", &[("result", "failure")]);
         let events = gateway.ocsf_events().map_err(|e| e.to_string())?;
         let reported = with_code(&events, "tls_reload_failed").count() as u64;
-        if attempts >= reported + 2 {
-            Ok(())
-        } else {
-            Err(format!(
-                "{attempts} failed attempts, {reported} failure events"
-            ))
-        }
+        let retried = attempts >= reported + 2;
+        retried
+            .then_some(())
+            .ok_or(format!("{attempts} failed attempts, {reported} events"))
     })
     .await;
 }
@@ -494,10 +472,8 @@ async fn wait_for_retries(gateway: &GatewayProcess, addr: SocketAddr, client: &A
 fn assert_codes(events: &[Value], allowed: &[&str]) {
     let codes: Vec<&str> = events.iter().map(event_code).collect();
     assert_eq!(codes.first(), Some(&"tls_loaded"), "{codes:?}");
-    assert!(
-        codes.iter().all(|c| allowed.contains(c)),
-        "events {codes:?}, expected only {allowed:?}\n{events:#?}"
-    );
+    let only = codes.iter().all(|c| allowed.contains(c));
+    assert!(only, "{codes:?}, not only {allowed:?}\n{events:#?}");
     if allowed.contains(&"tls_reloaded") {
         assert_eq!(with_code(events, "tls_reloaded").count(), 1, "{codes:?}");
     }
@@ -507,9 +483,7 @@ fn assert_codes(events: &[Value], allowed: &[&str]) {
 /// field of the `Uid:` line of `/proc/<pid>/status`.
 fn effective_uid(pid: &str) -> u32 {
     let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|ids| ids.split_whitespace().nth(1)?.parse().ok())
-        .unwrap_or_else(|| panic!("no Uid line in /proc/{pid}/status:\n{status}"))
+    let ids = status.lines().find_map(|l| l.strip_prefix("Uid:"));
+    let uid = ids.and_then(|ids| ids.split_whitespace().nth(1)?.parse().ok());
+    uid.unwrap_or_else(|| panic!("no Uid line in /proc/{pid}/status:\n{status}"))
 }

@@ -209,11 +209,7 @@ impl Rotating {
         let final_reload = reload_tls(client).await;
         assert!(final_reload.is_ok(), "final ReloadTls: {final_reload:?}");
         let now = tls::served_fingerprint(addr, config.clone(), EXCHANGE).await;
-        assert_eq!(
-            now.unwrap(),
-            last.fingerprint,
-            "not the last published leaf"
-        );
+        assert_eq!(now.unwrap(), last.fingerprint, "not the last leaf");
 
         // `GetTlsStatus` and `/metrics` read while no reload ran in between.
         let key = |s: &pb::TlsStatus| (s.generation, s.reloads_succeeded, s.reloads_failed);
@@ -235,11 +231,8 @@ impl Rotating {
             status.reloads_failed,
             status.generation,
         );
-        assert_eq!(
-            (generation, failed),
-            (1 + ok, 0),
-            "a reload failed: {status:?}"
-        );
+        let consistent = (generation, failed) == (1 + ok, 0);
+        assert!(consistent, "a reload failed: {status:?}");
         let reloads = |labels: &[(&str, &str)]| page.sum("openshell_tls_reload_total", labels);
         let result = |r| reloads(&[("result", r)]);
         let page_says = (
@@ -276,11 +269,8 @@ impl Rotating {
             let audited = reloaded
                 .iter()
                 .filter(|e| detail(e, "trigger") == **trigger);
-            assert_eq!(
-                audited.count() as u64,
-                *ok,
-                "audited {trigger} swaps vs {swaps:?}"
-            );
+            let audited = audited.count() as u64;
+            assert_eq!(audited, *ok, "{trigger} swaps vs {swaps:?}");
         }
         assert_eq!(with_code(&events, "tls_reload_failed").count(), 0);
         let pid = self.gateway.pid();
@@ -336,18 +326,13 @@ async fn a_reload_tls_storm_while_kubelet_swaps_the_secret_never_reads_a_torn_pa
     let changed: Vec<u64> = swapped.map(|r| r.generation).collect();
     let distinct: BTreeSet<u64> = changed.iter().copied().collect();
     let n = distinct.len() as u64;
-    assert_eq!(
-        n,
-        changed.len() as u64,
-        "two calls reported one swap: {changed:?}"
-    );
+    let twice = n < changed.len() as u64;
+    assert!(!twice, "two calls reported one swap: {changed:?}");
     assert!(distinct.iter().all(|g| (2..=status.generation).contains(g)));
     // The final ReloadTls of the end checks may have swapped too.
     let api_swaps = swaps["api"].0;
-    assert!(
-        [n, n + 1].contains(&api_swaps),
-        "{api_swaps} api swaps in /metrics, {n} reported"
-    );
+    let api_ok = [n, n + 1].contains(&api_swaps);
+    assert!(api_ok, "{api_swaps} api swaps in /metrics, {n} reported");
     say(&format!("{} ReloadTls calls, {n} swapped", replies.len()));
 }
 
@@ -372,10 +357,8 @@ async fn sighup_storm_ends_consistent() {
         .filter(|l| l["fields"]["message"] == "SIGHUP: reloading TLS files");
     let counts = (signalled as usize, handled.count());
     let within = |n| (1..=SIGNALS).contains(&n);
-    assert!(
-        within(counts.0) && within(counts.1),
-        "(signal reloads, SIGHUP log lines) {counts:?}"
-    );
+    let bounded = within(counts.0) && within(counts.1);
+    assert!(bounded, "(signal reloads, SIGHUP lines) {counts:?}");
 }
 
 // === 2. client faults ===
@@ -623,10 +606,7 @@ async fn a_thousand_connections_that_never_finish_the_handshake_time_out_with_bo
         let report = format!("{report}, {figures:?}");
         let (peak, kept) = (grown(hwm), grown(last));
         assert!(peak < 64 * MIB, "RSS grew by {peak} KiB: {report}");
-        assert!(
-            kept < 32 * MIB,
-            "RSS stayed high after {WAVES} waves: {report}"
-        );
+        assert!(kept < 32 * MIB, "RSS stayed high: {report}");
         // A leak would grow it wave after wave: memory must be reused.
         let growth = last.saturating_sub(first);
         assert!(growth < 12 * MIB, "RSS kept growing: {report}");
@@ -922,11 +902,8 @@ async fn run_full_of_failures(
         .await;
         // ReloadTls fails cleanly with the cause.
         let status = reload_tls(&mut client).await.unwrap_err();
-        assert_eq!(
-            status.code(),
-            Code::FailedPrecondition,
-            "{name}: {status:?}"
-        );
+        let code = status.code();
+        assert_eq!(code, Code::FailedPrecondition, "{name}: {status:?}");
         out.push((
             format!("ReloadTls error ({name})"),
             status.message().to_owned(),
@@ -951,10 +928,7 @@ async fn run_full_of_failures(
             http_get(addr, &config, "/v1/tls").await,
         ));
         let served = status.certificate.unwrap_or_default().fingerprint_sha256;
-        assert_eq!(
-            served, pki.leaf.fingerprint,
-            "{name}: the served certificate changed"
-        );
+        assert_eq!(served, pki.leaf.fingerprint, "{name}: changed");
     }
 
     // Clients that fail their handshakes.
@@ -1034,11 +1008,8 @@ async fn nothing_the_gateway_writes_contains_key_material() {
         ));
     }
     let n = findings.len();
-    assert!(
-        findings.is_empty(),
-        "{n} findings of key material:\n{}",
-        findings.join("\n")
-    );
+    let findings = findings.join("\n");
+    assert!(n == 0, "{n} findings of key material:\n{findings}");
     let took = started.elapsed();
     say(&format!(
         "secrets: JSON run {}; pretty run {}; {took:.1?}",

@@ -351,10 +351,7 @@ fn overwriting_the_server_secret_is_served_without_a_pod_restart() {
 
     // The served fingerprint is the Secret's, and nothing restarted.
     let (in_secret, _) = gw.secret();
-    assert_eq!(
-        in_secret, leaf.fingerprint,
-        "the Secret was not overwritten"
-    );
+    assert_eq!(in_secret, leaf.fingerprint, "not overwritten");
     assert_eq!(gw.served(&trust).unwrap(), in_secret);
     gw.assert_not_restarted();
 
@@ -365,10 +362,8 @@ fn overwriting_the_server_secret_is_served_without_a_pod_restart() {
     let events = ocsf::events_in(logs.lines());
     let to_leaf = |e: &&Value| tls_details(e)["new_fingerprint"] == leaf.fingerprint.as_str();
     let reloaded = with_code(&events, "tls_reloaded").find(to_leaf).unwrap();
-    assert_eq!(
-        tls_details(reloaded)["previous_fingerprint"],
-        before.as_str()
-    );
+    let previous = &tls_details(reloaded)["previous_fingerprint"];
+    assert_eq!(previous, before.as_str());
     assert_ocsf_valid(&logs);
 }
 
@@ -394,11 +389,8 @@ fn a_secret_with_a_garbage_key_keeps_the_served_certificate_until_it_is_fixed() 
     say(&format!(
         "the broken Secret was rejected {took} after the overwrite"
     ));
-    assert_eq!(
-        gw.served(&ca).unwrap(),
-        before,
-        "a broken Secret was served"
-    );
+    let served = gw.served(&ca).unwrap();
+    assert_eq!(served, before, "a broken Secret was served");
     gw.assert_not_restarted();
 
     // The next good write heals it.

@@ -395,11 +395,8 @@ async fn a_silent_client_is_cut_off_after_the_handshake_timeout_while_others_are
     // Meanwhile a well-behaved client is served.
     assert_eq!(served(addr, &client).await, fixture.leaf.fingerprint);
     assert_eq!(get_ok(addr, &client, "/healthz").await.body, "ok\n");
-    assert!(
-        opened.elapsed() < Duration::from_millis(900),
-        "the good client took too long to prove concurrency: {:?}",
-        opened.elapsed()
-    );
+    let took = opened.elapsed();
+    assert!(took < Duration::from_millis(900), "served after {took:?}");
 
     let mut buf = [0u8; 64];
     let read = tokio::time::timeout(Duration::from_secs(3), silent.read(&mut buf))
@@ -407,10 +404,8 @@ async fn a_silent_client_is_cut_off_after_the_handshake_timeout_while_others_are
         .expect("the silent connection is still open 3 s later");
     let cut_after = opened.elapsed();
     assert!(matches!(read, Ok(0) | Err(_)), "expected EOF, got {read:?}");
-    assert!(
-        cut_after >= Duration::from_millis(900),
-        "cut off after {cut_after:?}, before the 1 s handshake timeout"
-    );
+    let early = cut_after < Duration::from_millis(900);
+    assert!(!early, "cut off after {cut_after:?}, before 1 s");
 
     // It cost that connection only: the server still serves, and counted it.
     let page = MetricsPage::fetch(addr, &client).await.unwrap();
@@ -510,10 +505,7 @@ async fn no_log_filter_drops_an_audit_event() {
         assert_eq!(loaded, 1, "RUST_LOG={rust_log}: no startup event\n{output}");
         // The filter still applies to the logs themselves.
         let no_info = gateway.logs().iter().all(|l| l["level"] != "INFO");
-        assert!(
-            no_info,
-            "RUST_LOG={rust_log} let an INFO log line through\n{output}"
-        );
+        assert!(no_info, "RUST_LOG={rust_log} let INFO through\n{output}");
     }
 }
 
