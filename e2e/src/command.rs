@@ -12,17 +12,6 @@ use tls_reload::testing::poll_blocking;
 
 use crate::error::{Error, Result};
 
-/// What a finished program printed.
-#[derive(Debug, Clone)]
-pub struct Output {
-    /// Its exit status (always a success when returned by [`run`]).
-    pub status: ExitStatus,
-    /// Standard output, lossily decoded.
-    pub stdout: String,
-    /// Standard error, lossily decoded.
-    pub stderr: String,
-}
-
 /// The command line of `cmd`, for messages: the program and its arguments,
 /// those containing spaces quoted. Environment variables are left out (they
 /// may name credentials).
@@ -44,7 +33,7 @@ fn quote(arg: &OsStr) -> String {
 }
 
 /// Runs `cmd` to completion, feeding it `input` on standard input when
-/// given, and returns what it printed.
+/// given, and returns its standard output (lossily decoded).
 ///
 /// The program is killed when it has not exited after `within`.
 ///
@@ -53,33 +42,16 @@ fn quote(arg: &OsStr) -> String {
 /// [`Error::Spawn`] when it cannot be started, [`Error::Timeout`] when it
 /// is still running after `within`, and [`Error::CommandFailed`] (with its
 /// standard error) when it exits unsuccessfully.
-pub fn run(cmd: &mut Command, input: Option<&[u8]>, within: Duration) -> Result<Output> {
-    let output = run_unchecked(cmd, input, within)?;
-    if output.status.success() {
-        Ok(output)
-    } else {
-        Err(Error::CommandFailed {
-            command: describe(cmd),
-            status: output.status,
-            stderr: output.stderr,
-        })
-    }
-}
-
-/// Like [`run`], but an unsuccessful exit is returned, not an error.
-///
-/// # Errors
-///
-/// [`Error::Spawn`] and [`Error::Timeout`], as for [`run`].
-pub fn run_unchecked(cmd: &mut Command, input: Option<&[u8]>, within: Duration) -> Result<Output> {
+pub fn run(cmd: &mut Command, input: Option<&[u8]>, within: Duration) -> Result<String> {
     let command = describe(cmd);
-    cmd.stdin(if input.is_some() {
+    let stdin = if input.is_some() {
         Stdio::piped()
     } else {
         Stdio::null()
-    })
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
+    };
+    cmd.stdin(stdin)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     let mut child = cmd.spawn().map_err(|source| Error::Spawn {
         command: command.clone(),
         source,
@@ -99,9 +71,10 @@ pub fn run_unchecked(cmd: &mut Command, input: Option<&[u8]>, within: Duration) 
     let stdout = stdout.map(join).unwrap_or_default();
     let stderr = stderr.map(join).unwrap_or_default();
     match status {
-        Some(status) => Ok(Output {
+        Some(status) if status.success() => Ok(stdout),
+        Some(status) => Err(Error::CommandFailed {
+            command,
             status,
-            stdout,
             stderr,
         }),
         None => Err(Error::Timeout {
@@ -161,50 +134,27 @@ mod tests {
     }
 
     #[test]
-    fn a_failing_command_is_named_with_its_stderr() {
-        let err = run(
-            Command::new("sh").args(["-c", "echo nope >&2; exit 3"]),
-            None,
-            Duration::from_secs(5),
-        )
-        .unwrap_err();
+    fn failures_name_the_command_input_reaches_it_and_a_deadline_kills_it() {
+        let sh = |script: &str| {
+            let mut cmd = Command::new("sh");
+            cmd.args(["-c", script]);
+            cmd
+        };
+        let second = Duration::from_secs(1);
+        let err = run(&mut sh("echo nope >&2; exit 3"), None, second).unwrap_err();
         let msg = err.to_string();
-        assert!(msg.contains("sh -c"), "{msg}");
-        assert!(msg.contains("nope"), "{msg}");
-    }
+        assert!(msg.contains("sh -c") && msg.contains("nope"), "{msg}");
 
-    #[test]
-    fn input_reaches_the_program() {
-        let out = run(
-            &mut Command::new("cat"),
-            Some(b"hello"),
-            Duration::from_secs(5),
-        )
-        .unwrap();
-        assert_eq!(out.stdout, "hello");
-    }
+        let out = run(&mut Command::new("cat"), Some(b"hello"), second).unwrap();
+        assert_eq!(out, "hello");
 
-    #[test]
-    fn a_program_past_its_deadline_is_killed() {
         let started = std::time::Instant::now();
-        let err = run(
-            Command::new("sleep").arg("5"),
-            None,
-            Duration::from_millis(200),
-        )
-        .unwrap_err();
+        let err = run(Command::new("sleep").arg("5"), None, second / 5).unwrap_err();
         assert!(matches!(err, Error::Timeout { .. }), "{err}");
         assert!(started.elapsed() < Duration::from_secs(3));
-    }
 
-    #[test]
-    fn a_missing_program_is_a_spawn_error() {
-        let err = run(
-            &mut Command::new("/nonexistent/openshell-e2e-no-such-program"),
-            None,
-            Duration::from_secs(1),
-        )
-        .unwrap_err();
+        let missing = "/nonexistent/openshell-e2e-no-such-program";
+        let err = run(&mut Command::new(missing), None, second).unwrap_err();
         assert!(matches!(err, Error::Spawn { .. }), "{err}");
     }
 }

@@ -131,5 +131,37 @@ impl Error {
     }
 }
 
+/// A wait of [`tls_reload::testing::poll`] that ran out of time.
+impl From<tls_reload::testing::TimedOut> for Error {
+    fn from(t: tls_reload::testing::TimedOut) -> Self {
+        let detail = match t.last.is_empty() {
+            true => t.last,
+            false => format!("last seen: {}", t.last),
+        };
+        Error::Timeout {
+            what: t.what,
+            within: t.within,
+            detail,
+        }
+    }
+}
+
 /// The result type of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_timeout_names_the_condition_and_the_last_observation() {
+        let within = Duration::from_millis(30);
+        let probe = || Err::<(), _>("grey");
+        let waited = tls_reload::testing::poll_blocking(within, within / 6, "blue", probe);
+        let msg = Error::from(waited.unwrap_err()).to_string();
+        assert!(
+            msg.contains("blue") && msg.contains("last seen: grey"),
+            "{msg}"
+        );
+    }
+}

@@ -121,6 +121,7 @@ pub struct GatewayCommand {
     ocsf_log: Option<PathBuf>,
     user: Option<(u32, u32)>,
     nofile: Option<u32>,
+    log_format: Option<&'static str>,
 }
 
 impl GatewayCommand {
@@ -177,6 +178,14 @@ impl GatewayCommand {
         self
     }
 
+    /// Logs in `format` (`--log-format`, e.g. `pretty`) instead of `json`:
+    /// the harness then cannot read the listening address nor
+    /// [`GatewayProcess::logs`], so give the gateway a known `--bind`.
+    pub fn log_format(mut self, format: &'static str) -> Self {
+        self.log_format = Some(format);
+        self
+    }
+
     /// Lowers the gateway's open-file limit to `limit` (through the
     /// shell's `ulimit -n`, which then execs the gateway: the process id
     /// stays the gateway's).
@@ -214,7 +223,7 @@ impl GatewayCommand {
         if let Some(path) = &self.ocsf_log {
             cmd.arg("--ocsf-log").arg(path);
         }
-        cmd.args(["--log-format", "json"])
+        cmd.args(["--log-format", self.log_format.unwrap_or("json")])
             .env("RUST_LOG", "info")
             .envs(self.envs.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
@@ -232,16 +241,15 @@ impl GatewayCommand {
             source,
         })?;
         let (stdout, stderr) = (Lines::default(), Lines::default());
-        let readers = [
-            child
-                .stdout
-                .take()
-                .map(|pipe| collect(pipe, stdout.clone())),
-            child
-                .stderr
-                .take()
-                .map(|pipe| collect(pipe, stderr.clone())),
-        ];
+        let out = child
+            .stdout
+            .take()
+            .map(|pipe| collect(pipe, stdout.clone()));
+        let err = child
+            .stderr
+            .take()
+            .map(|pipe| collect(pipe, stderr.clone()));
+        let readers = [out, err];
         Ok(GatewayProcess {
             child,
             command,
@@ -331,12 +339,8 @@ impl GatewayProcess {
     pub fn health_addr(&self) -> Option<SocketAddr> {
         let record = self.listening_records().next()?;
         // Logged as the `Option` it is: `Some(127.0.0.1:PORT)` or `None`.
-        let health = record["fields"]["health"].as_str()?;
-        health
-            .strip_prefix("Some(")?
-            .strip_suffix(')')?
-            .parse()
-            .ok()
+        let health = record["fields"]["health"].as_str()?.strip_prefix("Some(")?;
+        health.strip_suffix(')')?.parse().ok()
     }
 
     /// Everything it printed (and its OCSF file), for failure messages.
@@ -361,10 +365,9 @@ impl GatewayProcess {
     /// When the status cannot be queried.
     pub fn try_status(&mut self) -> Result<Option<ExitStatus>> {
         if self.status.is_none() {
-            self.status = self
-                .child
-                .try_wait()
-                .map_err(|e| Error::io(format!("waiting for {}", self.command), e))?;
+            let status = self.child.try_wait();
+            self.status =
+                status.map_err(|e| Error::io(format!("waiting for {}", self.command), e))?;
         }
         Ok(self.status)
     }
@@ -584,12 +587,13 @@ mod tests {
 
     #[test]
     fn only_the_package_variables_of_the_test_process_are_dropped() {
-        for name in [
+        let package = [
             "CARGO_MANIFEST_DIR",
             "CARGO_PKG_NAME",
             "CARGO_BIN_EXE_x",
             "OUT_DIR",
-        ] {
+        ];
+        for name in package {
             assert!(is_package_variable(name), "{name}");
         }
         for name in ["CARGO_HOME", "CARGO_TARGET_DIR", "CARGO_BUILD_JOBS", "PATH"] {

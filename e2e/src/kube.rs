@@ -21,6 +21,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use tls_reload::testing::poll_blocking;
 
 use crate::command::{self, describe};
 use crate::error::{Error, Result};
@@ -147,7 +148,7 @@ impl Cluster {
     /// than a minute.
     pub fn kubectl(&self, args: &[&str]) -> Result<String> {
         let mut cmd = self.kubectl_command(args);
-        Ok(command::run(&mut cmd, None, KUBECTL_TIMEOUT)?.stdout)
+        command::run(&mut cmd, None, KUBECTL_TIMEOUT)
     }
 
     /// `helm --namespace <ns> <args>`, allowed `within`; returns its
@@ -161,7 +162,7 @@ impl Cluster {
         cmd.env("KUBECONFIG", &self.kubeconfig)
             .args(["--namespace", &self.namespace])
             .args(args);
-        Ok(command::run(&mut cmd, None, within)?.stdout)
+        command::run(&mut cmd, None, within)
     }
 
     /// `kubectl apply -f -` of one manifest (JSON or YAML).
@@ -203,13 +204,10 @@ impl Cluster {
         // kubectl reads --from-file; the staging directory (with a test
         // key in it) is removed when this returns.
         let staging = tempfile::tempdir().map_err(|e| Error::io("creating a staging dir", e))?;
-        let mut args: Vec<String> = vec![
-            "create".into(),
-            "secret".into(),
-            "generic".into(),
-            name.into(),
-            format!("--type={kind}"),
-        ];
+        let mut args = ["create", "secret", "generic", name]
+            .map(String::from)
+            .to_vec();
+        args.push(format!("--type={kind}"));
         for (key, contents) in files {
             let path = staging.path().join(key);
             std::fs::write(&path, contents)
@@ -243,61 +241,15 @@ impl Cluster {
         self.kubectl(&["get", "secret", name, "-o", &template])
     }
 
-    /// The names of the pods matching the label `selector`, sorted.
-    ///
-    /// # Errors
-    ///
-    /// As for [`kubectl`](Self::kubectl).
-    pub fn pods(&self, selector: &str) -> Result<Vec<String>> {
-        let names = self.kubectl(&[
-            "get",
-            "pods",
-            "-l",
-            selector,
-            "-o",
-            "jsonpath={.items[*].metadata.name}",
-        ])?;
-        let mut names: Vec<String> = names.split_whitespace().map(str::to_owned).collect();
-        names.sort();
-        Ok(names)
-    }
-
-    /// The pod `name` as JSON (`kubectl get pod -o json`).
+    /// `kubectl <args> -o json`, parsed.
     ///
     /// # Errors
     ///
     /// As for [`kubectl`](Self::kubectl), or output that is not JSON.
-    pub fn pod(&self, name: &str) -> Result<Value> {
-        let out = self.kubectl(&["get", "pod", name, "-o", "json"])?;
-        serde_json::from_str(&out).map_err(|e| {
-            Error::unexpected(format!("kubectl get pod {name} -o json"), e.to_string())
-        })
-    }
-
-    /// The sum of the restart counts of the pod's containers.
-    ///
-    /// # Errors
-    ///
-    /// When the pod has no container statuses yet, or as for
-    /// [`pod`](Self::pod).
-    pub fn restart_count(&self, pod: &str) -> Result<u64> {
-        let pod_json = self.pod(pod)?;
-        let statuses = pod_json["status"]["containerStatuses"]
-            .as_array()
-            .ok_or_else(|| Error::unexpected(format!("pod {pod}"), "no containerStatuses"))?;
-        Ok(statuses
-            .iter()
-            .filter_map(|s| s["restartCount"].as_u64())
-            .sum())
-    }
-
-    /// The logs of `container` in `pod` (the current instance's).
-    ///
-    /// # Errors
-    ///
-    /// As for [`kubectl`](Self::kubectl).
-    pub fn logs(&self, pod: &str, container: &str) -> Result<String> {
-        self.kubectl(&["logs", pod, "-c", container])
+    pub fn kubectl_json(&self, args: &[&str]) -> Result<Value> {
+        let out = self.kubectl(&[args, &["-o", "json"]].concat())?;
+        serde_json::from_str(&out)
+            .map_err(|e| Error::unexpected(format!("kubectl {}", args.join(" ")), e.to_string()))
     }
 
     /// Forwards a free loopback port to `remote_port` of `target`
@@ -328,15 +280,8 @@ pub struct PortForward {
     cluster: Cluster,
     target: String,
     remote_port: u16,
-    running: Option<Forwarding>,
-}
-
-#[derive(Debug)]
-struct Forwarding {
-    child: Child,
-    addr: SocketAddr,
-    command: String,
-    output: Lines,
+    /// kubectl, the local address it forwards from, and what it printed.
+    running: Option<(Child, SocketAddr, Lines)>,
 }
 
 impl PortForward {
@@ -347,38 +292,28 @@ impl PortForward {
     ///
     /// When kubectl cannot be started again.
     pub fn addr(&mut self) -> Result<SocketAddr> {
-        if let Some(running) = &mut self.running
-            && matches!(running.child.try_wait(), Ok(None))
+        if let Some((child, addr, _)) = &mut self.running
+            && matches!(child.try_wait(), Ok(None))
         {
-            return Ok(running.addr);
+            return Ok(*addr);
         }
         self.start()
     }
 
+    /// Starts kubectl on a local port of its own choosing (`:REMOTE`, so
+    /// no other process can take the port first) and reads the port from
+    /// its `Forwarding from 127.0.0.1:PORT -> REMOTE` line.
     fn start(&mut self) -> Result<SocketAddr> {
         self.stop();
-        // The port was free a moment ago; another process may take it
-        // before kubectl binds it, so try a few.
-        let mut last = None;
-        for _ in 0..3 {
-            match self.try_start() {
-                Ok(addr) => return Ok(addr),
-                Err(e) => last = Some(e),
-            }
-        }
-        Err(last.unwrap_or_else(|| Error::unexpected("kubectl port-forward", "never started")))
-    }
-
-    fn try_start(&mut self) -> Result<SocketAddr> {
-        let port = free_loopback_port()?;
-        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-        let mut cmd = self.cluster.kubectl_streaming(&[
+        let remote = format!(":{}", self.remote_port);
+        let args = [
             "port-forward",
             "--address",
             "127.0.0.1",
             &self.target,
-            &format!("{port}:{}", self.remote_port),
-        ]);
+            &remote,
+        ];
+        let mut cmd = self.cluster.kubectl_streaming(&args);
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -394,52 +329,56 @@ impl PortForward {
         if let Some(pipe) = child.stderr.take() {
             collect(pipe, output.clone());
         }
-        let mut forwarding = Forwarding {
-            child,
-            addr,
-            command,
-            output,
-        };
-        // "Forwarding from 127.0.0.1:PORT -> REMOTE" once it listens.
-        let ready = format!("Forwarding from 127.0.0.1:{port}");
-        let what = format!("`{}` to forward", forwarding.command);
-        crate::eventually_blocking(PORT_FORWARD_START, Duration::from_millis(50), &what, || {
-            let lines = forwarding.lines();
-            if lines.iter().any(|l| l.contains(&ready)) {
-                return Ok(Ok(()));
+        let what = format!("`{command}` to forward");
+        let every = Duration::from_millis(50);
+        let forwarding = poll_blocking(PORT_FORWARD_START, every, &what, || {
+            let lines = lock(&output).clone();
+            let from = |l: &String| {
+                l.strip_prefix("Forwarding from ")?
+                    .split(" -> ")
+                    .next()?
+                    .parse()
+                    .ok()
+            };
+            if let Some(addr) = lines.iter().find_map(from) {
+                return Ok(Ok(addr));
             }
-            match forwarding.child.try_wait() {
+            match child.try_wait() {
                 Ok(Some(status)) => Ok(Err(Error::CommandFailed {
-                    command: forwarding.command.clone(),
+                    command: command.clone(),
                     status,
                     stderr: lines.join("\n"),
                 })),
                 _ => Err(lines.join("\n")),
             }
-        })??;
-        self.running = Some(forwarding);
-        Ok(addr)
+        });
+        match forwarding.map_err(Error::from).and_then(|started| started) {
+            Ok(addr) => {
+                self.running = Some((child, addr, output));
+                Ok(addr)
+            }
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                Err(e)
+            }
+        }
     }
 
     /// What kubectl printed so far, for failure messages.
     pub fn output(&self) -> String {
-        self.running
+        let lines = self
+            .running
             .as_ref()
-            .map(|r| r.lines().join("\n"))
-            .unwrap_or_default()
+            .map(|(_, _, lines)| lock(lines).join("\n"));
+        lines.unwrap_or_default()
     }
 
     fn stop(&mut self) {
-        if let Some(mut running) = self.running.take() {
-            let _ = running.child.kill();
-            let _ = running.child.wait();
+        if let Some((mut child, _, _)) = self.running.take() {
+            let _ = child.kill();
+            let _ = child.wait();
         }
-    }
-}
-
-impl Forwarding {
-    fn lines(&self) -> Vec<String> {
-        lock(&self.output).clone()
     }
 }
 
@@ -524,34 +463,26 @@ mod tests {
 
     #[test]
     fn image_references_split_like_the_chart_joins_them() {
+        // The reference, then `repository tag digest` with `-` for empty.
         let cases = [
-            ("openshell-gateway", ("openshell-gateway", "", "")),
-            ("openshell-gateway:dev", ("openshell-gateway", "dev", "")),
+            ("openshell-gateway", "openshell-gateway - -"),
+            ("openshell-gateway:dev", "openshell-gateway dev -"),
             (
-                "localhost:5000/openshell/gateway:1.2",
-                ("localhost:5000/openshell/gateway", "1.2", ""),
+                "localhost:5000/o/gateway:1.2",
+                "localhost:5000/o/gateway 1.2 -",
             ),
-            ("localhost:5000/gateway", ("localhost:5000/gateway", "", "")),
+            ("localhost:5000/gateway", "localhost:5000/gateway - -"),
             (
-                "ghcr.io/openshell/openshell-gateway@sha256:abc",
-                ("ghcr.io/openshell/openshell-gateway", "", "sha256:abc"),
+                "ghcr.io/o/gateway@sha256:abc",
+                "ghcr.io/o/gateway - sha256:abc",
             ),
-            (
-                "openshell-gateway:c53ad6d@sha256:abc",
-                ("openshell-gateway", "c53ad6d@sha256:abc", ""),
-            ),
+            ("gateway:c53ad6d@sha256:abc", "gateway c53ad6d@sha256:abc -"),
         ];
-        for (reference, (repository, tag, digest)) in cases {
+        for (reference, want) in cases {
             let image = ImageRef::parse(reference).unwrap();
-            assert_eq!(
-                (
-                    image.repository.as_str(),
-                    image.tag.as_str(),
-                    image.digest.as_str()
-                ),
-                (repository, tag, digest),
-                "{reference}"
-            );
+            let parts = [image.repository, image.tag, image.digest];
+            let parts = parts.map(|p| if p.is_empty() { "-".to_owned() } else { p });
+            assert_eq!(parts.join(" "), want, "{reference}");
         }
         for bad in ["", ":tag", "name:", "name@"] {
             assert!(ImageRef::parse(bad).is_err(), "{bad:?}");

@@ -18,33 +18,41 @@
 //! cargo test -p openshell-e2e          # or: mise run e2e
 //! ```
 //!
-//! `tests/local.rs` and `tests/faults.rs` need nothing but the workspace:
-//! the gateway binary is `OPENSHELL_GATEWAY_BIN` when set, else built once
-//! per test binary with `escargot` ([`gateway_binary`]). `tests/local.rs`
-//! serves certificates from temporary directories written by
-//! [`AtomicWriter`](tls_reload::testing::AtomicWriter) on loopback, rotates
-//! them, and checks the served fingerprint with a real TLS client; it also
-//! covers the process itself: signals, the shutdown drain, the handshake
-//! timeout, `--dev`, startup errors, log filters, an unwritable audit
-//! file, a low open-file limit and the plaintext health port. The OCSF
-//! lines are validated against the schema in `../shared/ocsf/v1.8.0` when
-//! that directory exists; otherwise the tests say the validation was
-//! skipped. `tests/faults.rs` runs the fault matrix the same way: one
-//! test per way the files can go bad (empty, truncated, DER, wrong key,
-//! expired, a FIFO, a symlink loop, no permission, a deleted directory,
-//! ...), each checking that the last good certificate stays served and
-//! that a new good pair heals the gateway; its rows that need `openssl`
-//! print why they are skipped when it is not on `PATH`, and under root its
-//! permission row runs the gateway as `nobody` ([`GatewayCommand::user`]).
-//! `tests/hardening.rs` storms the reload path, sends hostile clients and
-//! scans every output for key material. `tests/k3s.rs` prints why it is
-//! skipped and passes.
+//! The local tests need nothing but the workspace: the gateway binary is
+//! `OPENSHELL_GATEWAY_BIN` when set, else built once per test binary with
+//! `escargot` ([`gateway_binary`]). They serve certificates from
+//! temporary directories written by
+//! [`AtomicWriter`](tls_reload::testing::AtomicWriter), as kubelet writes
+//! Secret volumes, and talk to the gateway on loopback with a real TLS
+//! client.
+//!
+//! * `tests/local.rs`: rotations of the server certificate and the client
+//!   CA, failed reloads and their audit trail, and the process itself:
+//!   signals, the shutdown drain, the handshake timeout, `--dev`, startup
+//!   errors, log filters, an unwritable audit file, a low open-file limit
+//!   and the plaintext health port.
+//! * `tests/faults.rs`: the file faults whose effect only a process shows
+//!   (a truncated PEM standing for every bad content, text after the END
+//!   line, a 50 MiB file, a FIFO, a symlink loop, no permission, a deleted
+//!   directory, a burst of unrelated files), each checking that the last
+//!   good certificate stays served and that a new pair heals the gateway;
+//!   under root its permission row runs the gateway as `nobody`
+//!   ([`GatewayCommand::user`]). How bad content is refused is tested once,
+//!   in process, by `tls-reload`.
+//! * `tests/hardening.rs`: reload storms, hostile clients, and every output
+//!   scanned for key material.
+//! * `tests/k3s.rs`: prints why it is skipped and passes without a cluster.
+//!
+//! The OCSF lines are validated against the schema in `../shared/ocsf/v1.8.0`
+//! when that directory exists ([`ocsf::check`]); otherwise the tests say
+//! the validation was skipped. `tests/common` holds their time limits and
+//! shared checks.
 //!
 //! [`GatewayCommand`] starts the binary and [`GatewayProcess`] watches it
-//! (its log, stderr and OCSF events, each wait bounded by [`eventually`]);
-//! [`tls`] is the client side: served fingerprints, one HTTP client on
-//! hyper for both HTTP versions over TLS or in plaintext, and gRPC
-//! channels.
+//! (its log, stderr and OCSF events, each wait bounded by
+//! [`tls_reload::testing::poll`]); [`tls`] is the client side: served
+//! fingerprints, one HTTP client on hyper for both HTTP versions over TLS
+//! or in plaintext, and gRPC channels.
 //!
 //! # Running the tests on k3s
 //!
@@ -116,13 +124,11 @@ mod gateway;
 pub mod kube;
 pub mod ocsf;
 pub mod tls;
-mod wait;
 
 pub use error::{Error, Result};
 pub use gateway::{
     GATEWAY_BIN_ENV, GatewayCommand, GatewayProcess, gateway_binary, workspace_root,
 };
-pub use wait::{eventually, eventually_blocking};
 
 /// Writes a line to the test's stderr even when the test harness captures
 /// output, so that a skipped check or the progress of a slow test shows in

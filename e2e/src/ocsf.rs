@@ -74,39 +74,26 @@ pub fn with_code<'a>(events: &'a [Value], code: &'a str) -> impl Iterator<Item =
     events.iter().filter(move |e| event_code(e) == code)
 }
 
-/// What [`validate`] did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum SchemaCheck {
-    /// Every event validated against the schema of this version.
-    Validated {
-        /// How many events were checked.
-        events: usize,
-        /// The schema's `VERSION`.
-        version: String,
-    },
-    /// The schema files are not there; nothing was checked.
-    Skipped {
-        /// Why, for the skip line.
-        reason: String,
-    },
-}
-
-/// Validates each event against the OCSF schema directory that
+/// Checks events for a test: there must be some, and each must validate
+/// against the OCSF schema directory that
 /// [`openshell_ocsf::schema::default_schema_dir`] finds beside the
-/// repository, or says it was skipped when there is none.
+/// repository; when there is none, the test says so on stderr
+/// ([`say`](crate::say)) and passes.
 ///
 /// # Errors
 ///
-/// [`Error::Schema`] when the directory cannot be loaded, and
-/// [`Error::SchemaViolations`] for the first event that does not validate.
-pub fn validate(events: &[Value]) -> Result<SchemaCheck> {
+/// When there are no events, [`Error::Schema`] when the directory cannot
+/// be loaded, and [`Error::SchemaViolations`] for the first event that
+/// does not validate.
+pub fn check(events: &[Value]) -> Result<()> {
+    if events.is_empty() {
+        return Err(Error::unexpected("the OCSF events", "there are none"));
+    }
     let dir = match default_schema_dir() {
         Ok(dir) => dir,
         Err(skipped) => {
-            return Ok(SchemaCheck::Skipped {
-                reason: skipped.to_string(),
-            });
+            crate::say(&format!("OCSF schema validation {skipped}"));
+            return Ok(());
         }
     };
     let schema = Schema::load(&dir)?;
@@ -117,26 +104,6 @@ pub fn validate(events: &[Value]) -> Result<SchemaCheck> {
                 violations: violations.iter().map(ToString::to_string).collect(),
             });
         }
-    }
-    Ok(SchemaCheck::Validated {
-        events: events.len(),
-        version: schema.version().to_owned(),
-    })
-}
-
-/// [`validate`] for a test: there must be events, every one must validate,
-/// and when the schema files are not there, the test says so on stderr
-/// ([`say`](crate::say)) and passes.
-///
-/// # Errors
-///
-/// When there are no events, or as [`validate`].
-pub fn check(events: &[Value]) -> Result<()> {
-    if events.is_empty() {
-        return Err(Error::unexpected("the OCSF events", "there are none"));
-    }
-    if let SchemaCheck::Skipped { reason } = validate(events)? {
-        crate::say(&format!("skipping OCSF schema validation: {reason}"));
     }
     Ok(())
 }

@@ -41,9 +41,8 @@ const SERVER_NAME: &str = "localhost";
 /// When `ca_pem` holds no certificate, or a block that is not PEM (a CA
 /// bundle read from a cluster is checked before it is used).
 pub fn client_config(ca_pem: &str, identity: Option<&Leaf>) -> Result<Arc<ClientConfig>> {
-    let blocks = CertificateDer::pem_slice_iter(ca_pem.as_bytes())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| Error::unexpected("CA bundle PEM", e.to_string()))?;
+    let blocks = CertificateDer::pem_slice_iter(ca_pem.as_bytes()).collect::<Result<Vec<_>, _>>();
+    let blocks = blocks.map_err(|e| Error::unexpected("CA bundle PEM", e.to_string()))?;
     if blocks.is_empty() {
         return Err(Error::unexpected("CA bundle PEM", "no CERTIFICATE block"));
     }
@@ -94,7 +93,8 @@ pub async fn wait_until_served(
     every: Duration,
 ) -> Result<()> {
     let exchange = Duration::from_secs(5);
-    crate::eventually(within, every, &format!("{fingerprint} served"), || {
+    let what = format!("{fingerprint} served");
+    tls_reload::testing::poll(within, every, &what, || {
         let config = config.clone();
         async move {
             match served_fingerprint(addr, config, exchange).await {
@@ -104,7 +104,8 @@ pub async fn wait_until_served(
             }
         }
     })
-    .await
+    .await?;
+    Ok(())
 }
 
 /// A gRPC channel (one HTTP/2 connection) to the gateway at `addr`: over
@@ -216,13 +217,13 @@ pub async fn send(
     within: Duration,
 ) -> Result<Reply> {
     let what = format!("{} {} from {addr}", request.method(), request.uri().path());
-    bounded(within, what, async {
+    let exchange = async {
         Connection::open(addr, config, version)
             .await?
             .request(request)
             .await
-    })
-    .await
+    };
+    bounded(within, what, exchange).await
 }
 
 /// One HTTP connection (hyper's client), for tests that keep it open.
@@ -258,16 +259,13 @@ impl Connection {
                 (Sender::One(send), tokio::spawn(conn))
             }
             Http::Two => {
-                let (send, conn) = http2::handshake(TokioExecutor::new(), io)
-                    .await
-                    .map_err(io_error)?;
+                let handshake = http2::handshake(TokioExecutor::new(), io).await;
+                let (send, conn) = handshake.map_err(io_error)?;
                 (Sender::Two(send), tokio::spawn(conn))
             }
         };
-        Ok(Self {
-            sender,
-            driver: Some(driver),
-        })
+        let driver = Some(driver);
+        Ok(Self { sender, driver })
     }
 
     /// Sends `request` and reads the whole reply.
@@ -390,18 +388,12 @@ mod tests {
     use tls_reload::testing::TestCa;
 
     #[test]
-    fn fingerprint_of_pem_matches_the_issued_leaf() {
-        let leaf = TestCa::new("ca").server();
-        assert_eq!(
-            fingerprint_of_pem(leaf.cert_pem.as_bytes()).unwrap(),
-            leaf.fingerprint
-        );
-        assert!(fingerprint_of_pem(b"not a certificate").is_err());
-    }
-
-    #[test]
-    fn client_config_trusts_every_ca_of_a_bundle_and_rejects_an_empty_one() {
+    fn pem_helpers_read_the_issued_leaf_and_every_ca_of_a_bundle() {
         let (a, b) = (TestCa::new("a"), TestCa::new("b"));
+        let leaf = a.server();
+        let fingerprint = fingerprint_of_pem(leaf.cert_pem.as_bytes()).unwrap();
+        assert_eq!(fingerprint, leaf.fingerprint);
+        assert!(fingerprint_of_pem(b"not a certificate").is_err());
         let bundle = format!("{}{}", a.cert_pem(), b.cert_pem());
         let config = client_config(&bundle, None).unwrap();
         assert_eq!(config.alpn_protocols, [b"http/1.1".to_vec()]);

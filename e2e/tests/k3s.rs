@@ -20,9 +20,9 @@ use std::time::{Duration, Instant};
 
 use openshell_e2e::kube::{Cluster, IMAGE_ENV, ImageRef, PortForward, SKIP_MESSAGE, chart_dir};
 use openshell_e2e::ocsf::{self, tls_details, with_code};
-use openshell_e2e::{eventually_blocking, say, tls};
+use openshell_e2e::{say, tls};
 use serde_json::{Value, json};
-use tls_reload::testing::{Leaf, TestCa};
+use tls_reload::testing::{Leaf, TestCa, poll_blocking};
 use tokio::runtime::Runtime;
 
 /// The Helm release; its name contains the chart's, so the objects are
@@ -58,11 +58,38 @@ static CLUSTER: Mutex<()> = Mutex::new(());
 
 // === the deployed gateway ===
 
+/// A gateway pod: its name, its UID and the restarts of its containers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Pod {
+    name: String,
+    uid: String,
+    restarts: u64,
+}
+
+/// The release's gateway pods.
+fn gateway_pods(cluster: &Cluster) -> Vec<Pod> {
+    let list = cluster
+        .kubectl_json(&["get", "pods", "-l", SELECTOR])
+        .unwrap();
+    let items = list["items"].as_array().cloned().unwrap_or_default();
+    let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+    let restarts = |p: &Value| {
+        p["status"]["containerStatuses"]
+            .as_array()
+            .map(|s| s.iter().filter_map(|c| c["restartCount"].as_u64()).sum())
+    };
+    let pod = |p: &Value| Pod {
+        name: text(&p["metadata"]["name"]),
+        uid: text(&p["metadata"]["uid"]),
+        restarts: restarts(p).expect("the pod has container statuses"),
+    };
+    items.iter().map(pod).collect()
+}
+
 /// The installed release: its one pod, forwarded to loopback.
 struct Deployed {
     cluster: Cluster,
-    pod: String,
-    uid: String,
+    pod: Pod,
     forward: PortForward,
     runtime: Runtime,
     _turn: MutexGuard<'static, ()>,
@@ -75,15 +102,9 @@ fn image(cluster: &Cluster) -> ImageRef {
         return ImageRef::parse(&reference).unwrap();
     }
     let skaffold = Cluster::new(cluster.kubeconfig(), SKAFFOLD_NAMESPACE);
-    let reference = skaffold
-        .kubectl(&[
-            "get",
-            "pods",
-            "-l",
-            SELECTOR,
-            "-o",
-            "jsonpath={.items[0].spec.containers[?(@.name==\"gateway\")].image}",
-        ])
+    let jsonpath = "jsonpath={.items[0].spec.containers[?(@.name==\"gateway\")].image}";
+    let found = skaffold.kubectl(&["get", "pods", "-l", SELECTOR, "-o", jsonpath]);
+    let reference = found
         .ok()
         .filter(|r| !r.trim().is_empty())
         .unwrap_or_else(|| {
@@ -101,17 +122,14 @@ fn image(cluster: &Cluster) -> ImageRef {
 
 /// Writes the server certificate Secret as cert-manager lays it out.
 fn publish(cluster: &Cluster, ca: &TestCa, cert_pem: &str, key_pem: &str) {
-    cluster
-        .apply_secret(
-            SERVER_SECRET,
-            "kubernetes.io/tls",
-            &[
-                ("tls.crt", cert_pem.as_bytes()),
-                ("tls.key", key_pem.as_bytes()),
-                ("ca.crt", ca.cert_pem().as_bytes()),
-            ],
-        )
-        .unwrap();
+    let (crt, key, ca) = (
+        cert_pem.as_bytes(),
+        key_pem.as_bytes(),
+        ca.cert_pem().as_bytes(),
+    );
+    let files = [("tls.crt", crt), ("tls.key", key), ("ca.crt", ca)];
+    let kind = "kubernetes.io/tls";
+    cluster.apply_secret(SERVER_SECRET, kind, &files).unwrap();
 }
 
 /// The cluster's release, installed (or upgraded) with its pod running,
@@ -165,46 +183,29 @@ fn deploy_or_skip() -> Option<Deployed> {
     let dir = tempfile::tempdir().unwrap();
     let values_file = dir.path().join("values.json");
     std::fs::write(&values_file, values.to_string()).unwrap();
-    let chart = chart_dir();
+    let namespace = cluster.namespace();
     say(&format!(
-        "installing release {RELEASE} into namespace {}",
-        cluster.namespace()
+        "installing release {RELEASE} into namespace {namespace}"
     ));
-    cluster
-        .helm(
-            &[
-                "upgrade",
-                "--install",
-                RELEASE,
-                chart.to_str().unwrap(),
-                "--values",
-                values_file.to_str().unwrap(),
-                "--wait",
-                "--timeout",
-                "5m",
-            ],
-            INSTALL,
-        )
-        .unwrap();
-    cluster
-        .kubectl(&[
-            "rollout",
-            "status",
-            &format!("statefulset/{RELEASE}"),
-            "--timeout=50s",
-        ])
-        .unwrap();
+    let (chart, values) = (chart_dir(), values_file.to_str().unwrap().to_owned());
+    let install = [
+        "upgrade",
+        "--install",
+        RELEASE,
+        chart.to_str().unwrap(),
+        "--values",
+    ];
+    let args = [&install[..], &[&values, "--wait", "--timeout", "5m"]].concat();
+    cluster.helm(&args, INSTALL).unwrap();
+    let statefulset = format!("statefulset/{RELEASE}");
+    let rollout = ["rollout", "status", &statefulset, "--timeout=50s"];
+    cluster.kubectl(&rollout).unwrap();
 
-    let pods = cluster.pods(SELECTOR).unwrap();
+    let pods = gateway_pods(&cluster);
     assert_eq!(pods.len(), 1, "expected one gateway pod: {pods:?}");
     let pod = pods[0].clone();
-    let uid = cluster.pod(&pod).unwrap()["metadata"]["uid"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let forward = cluster
-        .port_forward(&format!("pod/{pod}"), GATEWAY_PORT)
-        .unwrap();
+    let target = format!("pod/{}", pod.name);
+    let forward = cluster.port_forward(&target, GATEWAY_PORT).unwrap();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -212,7 +213,6 @@ fn deploy_or_skip() -> Option<Deployed> {
     Some(Deployed {
         cluster,
         pod,
-        uid,
         forward,
         runtime,
         _turn: turn,
@@ -234,7 +234,7 @@ impl Deployed {
     /// took.
     fn wait_until_served(&mut self, trust: &str, fingerprint: &str, what: &str) -> Duration {
         let started = Instant::now();
-        eventually_blocking(PROJECTION, Duration::from_secs(1), what, || {
+        poll_blocking(PROJECTION, Duration::from_secs(1), what, || {
             match self.served(trust)? {
                 served if served == fingerprint => Ok(()),
                 served => Err(format!("served {served}")),
@@ -264,26 +264,19 @@ impl Deployed {
     /// The pod is the one installed (same UID), alone, and its container
     /// never restarted.
     fn assert_not_restarted(&self) {
-        assert_eq!(
-            self.cluster.pods(SELECTOR).unwrap(),
-            std::slice::from_ref(&self.pod)
-        );
-        let pod = self.cluster.pod(&self.pod).unwrap();
-        assert_eq!(
-            pod["metadata"]["uid"].as_str(),
-            Some(self.uid.as_str()),
-            "the pod was replaced"
-        );
-        assert_eq!(
-            self.cluster.restart_count(&self.pod).unwrap(),
-            0,
-            "the gateway container restarted: {}",
-            pod["status"]["containerStatuses"]
-        );
+        let installed = Pod {
+            restarts: 0,
+            ..self.pod.clone()
+        };
+        let pods = gateway_pods(&self.cluster);
+        assert_eq!(pods, [installed], "the pod was replaced or restarted");
     }
 
-    fn logs(&self) -> String {
-        self.cluster.logs(&self.pod, CONTAINER).unwrap()
+    fn logs(&self) -> Result<String, String> {
+        let logs = self
+            .cluster
+            .kubectl(&["logs", &self.pod.name, "-c", CONTAINER]);
+        logs.map_err(|e| e.to_string())
     }
 
     /// Waits at most `within` until the pod's logs satisfy `pred`;
@@ -294,18 +287,15 @@ impl Deployed {
         what: &str,
         pred: impl Fn(&str, &[Value]) -> bool,
     ) -> String {
-        eventually_blocking(within, Duration::from_secs(2), what, || {
-            let logs = self
-                .cluster
-                .logs(&self.pod, CONTAINER)
-                .map_err(|e| e.to_string())?;
+        poll_blocking(within, Duration::from_secs(2), what, || {
+            let logs = self.logs()?;
             let events = ocsf::events_in(logs.lines());
             match pred(&logs, &events) {
                 true => Ok(logs),
                 false => Err(format!("{} OCSF events in the logs", events.len())),
             }
         })
-        .unwrap_or_else(|e| panic!("{e}\n--- logs ---\n{}", self.logs()))
+        .unwrap_or_else(|e| panic!("{e}\n--- logs ---\n{:?}", self.logs()))
     }
 }
 
@@ -336,6 +326,11 @@ fn next_certificate(current_ca: &str) -> (TestCa, Leaf, String) {
     (ca, leaf, trust)
 }
 
+/// `took` in whole seconds, for the progress lines.
+fn seconds(took: Duration) -> String {
+    humantime::format_duration(Duration::from_secs(took.as_secs())).to_string()
+}
+
 // === scenarios ===
 
 #[test]
@@ -350,23 +345,13 @@ fn overwriting_the_server_secret_is_served_without_a_pod_restart() {
     // Overwrite the Secret under the running pod.
     let (new_ca, leaf, trust) = next_certificate(&ca);
     publish(&gw.cluster, &new_ca, &leaf.cert_pem, &leaf.key_pem);
-    let took = gw.wait_until_served(
-        &trust,
-        &leaf.fingerprint,
-        "the overwritten Secret's certificate served",
-    );
-    say(&format!(
-        "served after the rotation ({} after the overwrite): {}",
-        humantime::format_duration(Duration::from_secs(took.as_secs())),
-        leaf.fingerprint
-    ));
+    let took = gw.wait_until_served(&trust, &leaf.fingerprint, "the new certificate served");
+    let (took, fingerprint) = (seconds(took), &leaf.fingerprint);
+    say(&format!("served {took} after the overwrite: {fingerprint}"));
 
     // The served fingerprint is the Secret's, and nothing restarted.
     let (in_secret, _) = gw.secret();
-    assert_eq!(
-        in_secret, leaf.fingerprint,
-        "the Secret was not overwritten"
-    );
+    assert_eq!(in_secret, leaf.fingerprint, "not overwritten");
     assert_eq!(gw.served(&trust).unwrap(), in_secret);
     gw.assert_not_restarted();
 
@@ -375,13 +360,10 @@ fn overwriting_the_server_secret_is_served_without_a_pod_restart() {
         logged_reload_to(l, e, &leaf.fingerprint)
     });
     let events = ocsf::events_in(logs.lines());
-    let reloaded = with_code(&events, "tls_reloaded")
-        .find(|e| tls_details(e)["new_fingerprint"] == leaf.fingerprint.as_str())
-        .unwrap();
-    assert_eq!(
-        tls_details(reloaded)["previous_fingerprint"],
-        before.as_str()
-    );
+    let to_leaf = |e: &&Value| tls_details(e)["new_fingerprint"] == leaf.fingerprint.as_str();
+    let reloaded = with_code(&events, "tls_reloaded").find(to_leaf).unwrap();
+    let previous = &tls_details(reloaded)["previous_fingerprint"];
+    assert_eq!(previous, before.as_str());
     assert_ocsf_valid(&logs);
 }
 
@@ -391,8 +373,8 @@ fn a_secret_with_a_garbage_key_keeps_the_served_certificate_until_it_is_fixed() 
         return;
     };
     let (before, ca) = gw.serving_the_secret("the Secret's certificate served");
-    let failures_before =
-        with_code(&ocsf::events_in(gw.logs().lines()), "tls_reload_failed").count();
+    let events = ocsf::events_in(gw.logs().unwrap().lines());
+    let failures_before = with_code(&events, "tls_reload_failed").count();
 
     // A renewal whose key is garbage: the gateway must keep serving.
     let (new_ca, broken, _) = next_certificate(&ca);
@@ -403,26 +385,19 @@ fn a_secret_with_a_garbage_key_keeps_the_served_certificate_until_it_is_fixed() 
         let failures = with_code(events, "tls_reload_failed").count();
         failures > failures_before && logs.contains("CONFIG:FAILED")
     });
+    let took = seconds(started.elapsed());
     say(&format!(
-        "the broken Secret was rejected {} after the overwrite",
-        humantime::format_duration(Duration::from_secs(started.elapsed().as_secs()))
+        "the broken Secret was rejected {took} after the overwrite"
     ));
-    assert_eq!(
-        gw.served(&ca).unwrap(),
-        before,
-        "a broken Secret was served"
-    );
+    let served = gw.served(&ca).unwrap();
+    assert_eq!(served, before, "a broken Secret was served");
     gw.assert_not_restarted();
 
     // The next good write heals it.
     let healed = new_ca.server();
     let trust = format!("{}\n{ca}", new_ca.cert_pem());
     publish(&gw.cluster, &new_ca, &healed.cert_pem, &healed.key_pem);
-    gw.wait_until_served(
-        &trust,
-        &healed.fingerprint,
-        "the fixed Secret's certificate served",
-    );
+    gw.wait_until_served(&trust, &healed.fingerprint, "the fixed certificate served");
     gw.assert_not_restarted();
     let logs = gw.wait_for_logs(LOGS, "CONFIG:RELOADED for the fixed certificate", |l, e| {
         logged_reload_to(l, e, &healed.fingerprint)

@@ -1,20 +1,22 @@
-//! What `faults.rs` and `hardening.rs` share: their time limits, a client
-//! probing the gateway in the background, its `/metrics` page, its memory,
-//! and the OCSF check a run ends with.
+//! What the local tests share: their time limits, the usual client calls,
+//! a client probing the gateway in the background, its `/metrics` page,
+//! its memory, and the checks of its audit stream.
 
 // Each test crate that includes this module uses a part of it.
 #![allow(dead_code)]
 
 use std::future::Future;
-use std::io::Write as _;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use openshell_e2e::ocsf::{self, SchemaCheck};
-use openshell_e2e::{GatewayProcess, eventually, tls};
+use openshell_e2e::ocsf::with_code;
+use openshell_e2e::{GatewayCommand, GatewayProcess, tls};
 use rustls::ClientConfig;
+use serde_json::Value;
+use tls_reload::testing::{Leaf, SecretVolumes, eventually};
 use tokio::task::JoinHandle;
 
 /// How long the gateway may take to start listening.
@@ -27,10 +29,126 @@ pub const EXCHANGE: Duration = Duration::from_secs(5);
 /// How often a wait probes.
 pub const EVERY: Duration = Duration::from_millis(25);
 
-/// Writes a line to the test's stderr even when the harness captures
-/// output, so a skipped check or a figure is visible.
-pub fn say(line: &str) {
-    let _ = writeln!(std::io::stderr(), "{line}");
+/// The gateways and clients of the tests that serve [`SecretVolumes`]: a
+/// server volume, a client-CA volume, their CAs and a client certificate.
+pub trait Volumes {
+    /// Where [`start`](Self::start) has the gateway write its OCSF events.
+    fn audit_log(&self) -> PathBuf;
+    /// A gateway serving the server volume with a 100 ms debounce,
+    /// requiring client certificates of the client-CA volume when `mtls`;
+    /// without `--bind`.
+    fn gateway(&self, mtls: bool) -> GatewayCommand;
+    /// [`gateway`](Self::gateway) on an ephemeral loopback port with
+    /// `extra` arguments and its events in [`audit_log`](Self::audit_log),
+    /// started.
+    async fn start(&self, mtls: bool, extra: &[&str]) -> (GatewayProcess, SocketAddr);
+    /// A client trusting the server CA and presenting `identity`.
+    fn client_as(&self, identity: Option<&Leaf>) -> Arc<ClientConfig>;
+    /// A client trusting the server CA, presenting the volumes' client
+    /// certificate when `with_cert`.
+    fn client(&self, with_cert: bool) -> Arc<ClientConfig>;
+}
+
+impl Volumes for SecretVolumes {
+    fn audit_log(&self) -> PathBuf {
+        self.dir().join("audit.jsonl")
+    }
+
+    fn gateway(&self, mtls: bool) -> GatewayCommand {
+        let cmd = GatewayCommand::new()
+            .args(["--tls-reload-debounce", "100ms", "--tls-cert"])
+            .arg(self.server.path("tls.crt"))
+            .arg("--tls-key")
+            .arg(self.server.path("tls.key"));
+        let ca = self.client_ca_volume.path("ca.crt");
+        let mtls_args = ["--tls-client-auth", "required", "--tls-client-ca"];
+        if mtls {
+            cmd.args(mtls_args).arg(ca)
+        } else {
+            cmd
+        }
+    }
+
+    async fn start(&self, mtls: bool, extra: &[&str]) -> (GatewayProcess, SocketAddr) {
+        let cmd = self
+            .gateway(mtls)
+            .args(["--bind", "127.0.0.1:0"])
+            .args(extra);
+        cmd.ocsf_log(self.audit_log()).start(STARTUP).await.unwrap()
+    }
+
+    fn client_as(&self, identity: Option<&Leaf>) -> Arc<ClientConfig> {
+        tls::client_config(self.server_ca.cert_pem(), identity).unwrap()
+    }
+
+    fn client(&self, with_cert: bool) -> Arc<ClientConfig> {
+        self.client_as(with_cert.then_some(&self.client))
+    }
+}
+
+/// The fingerprint a fresh handshake is served.
+pub async fn served(addr: SocketAddr, client: &Arc<ClientConfig>) -> String {
+    let served = tls::served_fingerprint(addr, client.clone(), EXCHANGE).await;
+    served.unwrap()
+}
+
+/// Waits until a fresh handshake is served `fingerprint`.
+pub async fn wait_until_served(addr: SocketAddr, client: &Arc<ClientConfig>, fingerprint: &str) {
+    let wait = tls::wait_until_served(addr, client, fingerprint, RELOAD, EVERY);
+    wait.await.unwrap();
+}
+
+/// `GET path` over TLS as `client`; the reply, which must be a 200.
+pub async fn get_ok(addr: SocketAddr, client: &Arc<ClientConfig>, path: &str) -> tls::Reply {
+    let reply = tls::get(addr, client.clone(), path, EXCHANGE)
+        .await
+        .unwrap();
+    assert_eq!(reply.status, 200, "GET {path}: {reply:?}");
+    reply
+}
+
+/// Waits for the first event with `code` that satisfies `pred`.
+pub async fn event(
+    gateway: &mut GatewayProcess,
+    code: &'static str,
+    pred: impl Fn(&Value) -> bool,
+) -> Value {
+    let what = format!("an OCSF {code} event");
+    let found = gateway.wait_for_ocsf(RELOAD, &what, |events| {
+        with_code(events, code).find(|e| pred(e)).cloned()
+    });
+    found.await.unwrap()
+}
+
+/// Waits until a stderr line of `gateway` contains each of `needles`;
+/// returns it.
+pub async fn logged(gateway: &mut GatewayProcess, needles: &[&str]) -> String {
+    let what = format!("a log line with {needles:?}");
+    let found = gateway.wait_for_stderr(RELOAD, &what, |l| needles.iter().all(|n| l.contains(n)));
+    found.await.unwrap()
+}
+
+/// The TLS details `names` of `event`, as one JSON array to compare.
+pub fn details(event: &Value, names: &[&str]) -> Value {
+    let tls = openshell_e2e::ocsf::tls_details(event);
+    names.iter().map(|name| tls[name].clone()).collect()
+}
+
+/// Every OCSF line of `gateway` validates against the schema (when the
+/// schema files are there); returns the events.
+pub fn assert_ocsf_valid(gateway: &GatewayProcess) -> Vec<Value> {
+    let events = gateway.ocsf_events().unwrap();
+    openshell_e2e::ocsf::check(&events).unwrap();
+    events
+}
+
+/// No PEM armour and none of `keys` in the audit file at `path`.
+pub fn assert_no_key_material(path: &Path, keys: &[&str]) {
+    let audit = std::fs::read_to_string(path).unwrap();
+    assert!(!audit.contains("-----BEGIN"), "PEM in the audit log");
+    for key in keys {
+        assert!(!audit.contains(key.trim()), "key material in the audit log");
+    }
 }
 
 /// A Prometheus text page from `GET /metrics`.
@@ -39,36 +157,29 @@ pub struct MetricsPage(pub String);
 impl MetricsPage {
     /// The page, or why it could not be had.
     pub async fn fetch(addr: SocketAddr, config: &Arc<ClientConfig>) -> Result<Self, String> {
-        let reply = tls::get(addr, config.clone(), "/metrics", EXCHANGE)
-            .await
-            .map_err(|e| e.to_string())?;
-        match reply.status {
-            200 => Ok(Self(reply.body)),
-            status => Err(format!("/metrics: HTTP {status}")),
-        }
+        let reply = tls::get(addr, config.clone(), "/metrics", EXCHANGE).await;
+        let reply = reply.map_err(|e| e.to_string())?;
+        let ok = reply.status == 200;
+        ok.then_some(Self(reply.body))
+            .ok_or(format!("/metrics: HTTP {}", reply.status))
     }
 
     /// Sum of the series named `name` whose labels include every one of
     /// `labels`.
     pub fn sum(&self, name: &str, labels: &[(&str, &str)]) -> u64 {
-        let total: f64 = self
-            .0
-            .lines()
-            .filter(|l| !l.starts_with('#'))
-            .filter_map(|l| {
-                let (series, value) = l.rsplit_once(' ')?;
-                let (metric, rest) = series.split_once('{').unwrap_or((series, "}"));
-                let have: Vec<(&str, &str)> = rest
-                    .trim_end_matches('}')
-                    .split(',')
-                    .filter_map(|kv| kv.split_once('='))
-                    .map(|(k, v)| (k, v.trim_matches('"')))
-                    .collect();
-                (metric == name && labels.iter().all(|want| have.contains(want)))
-                    .then(|| value.parse::<f64>().ok())?
-            })
-            .sum();
-        total as u64
+        let value = |line: &str| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (metric, rest) = series.split_once('{').unwrap_or((series, "}"));
+            let pairs = rest
+                .trim_end_matches('}')
+                .split(',')
+                .filter_map(|kv| kv.split_once('='));
+            let have: Vec<(&str, &str)> = pairs.map(|(k, v)| (k, v.trim_matches('"'))).collect();
+            let wanted = metric == name && labels.iter().all(|want| have.contains(want));
+            wanted.then(|| value.parse::<f64>().ok())?
+        };
+        let samples = self.0.lines().filter(|l| !l.starts_with('#'));
+        samples.filter_map(value).sum::<f64>() as u64
     }
 
     /// `openshell_tls_handshakes_total{result=...}`.
@@ -89,17 +200,6 @@ pub fn memory_kib(pid: u32) -> (u64, u64) {
             .unwrap_or_else(|| panic!("no {name} in /proc/{pid}/status"))
     };
     (field("VmRSS:"), field("VmHWM:"))
-}
-
-/// Every OCSF line validates against the schema, when the schema files are
-/// there; says so when they are not.
-pub fn assert_ocsf_valid(gateway: &GatewayProcess) {
-    let events = gateway.ocsf_events().unwrap();
-    match ocsf::validate(&events).unwrap() {
-        SchemaCheck::Validated { events: n, .. } => assert_eq!(n, events.len()),
-        SchemaCheck::Skipped { reason } => say(&format!("OCSF schema check skipped: {reason}")),
-        other => panic!("unexpected schema check {other:?}"),
-    }
 }
 
 /// What one try of a [`Prober`] saw: what was served, or why it failed.
@@ -157,11 +257,11 @@ impl Prober {
         Self::spawn(move || {
             let config = config.clone();
             async move {
-                match tls::get(addr, config, "/healthz", EXCHANGE).await {
-                    Ok(reply) if reply.status == 200 => Ok(reply.body),
-                    Ok(reply) => Err(format!("HTTP {}", reply.status)),
-                    Err(e) => Err(e.to_string()),
-                }
+                let reply = tls::get(addr, config, "/healthz", EXCHANGE).await;
+                let reply = reply.map_err(|e| e.to_string())?;
+                let ok = reply.status == 200;
+                ok.then_some(reply.body)
+                    .ok_or(format!("HTTP {}", reply.status))
             }
         })
     }
@@ -173,12 +273,11 @@ impl Prober {
 
     /// Waits until `n` tries have been recorded.
     pub async fn wait_for(&self, n: usize) {
-        eventually(RELOAD, EVERY, &format!("{n} tries of the prober"), || {
+        eventually(RELOAD, &format!("{n} tries of the prober"), || {
             let seen = self.len();
             async move { if seen >= n { Ok(()) } else { Err(seen) } }
         })
-        .await
-        .unwrap();
+        .await;
     }
 
     /// Stops it and returns what each try saw; `what` failed if any try
