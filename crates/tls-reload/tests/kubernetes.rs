@@ -17,26 +17,40 @@ use std::time::{Duration, Instant};
 use common::*;
 use rustls::ClientConfig;
 use tls_reload::testing::{Leaf, TestCa, client_config, handshake};
-use tls_reload::{ClientAuth, Error, ReloadableAcceptor, Subscription, TlsFiles, Trigger, Watcher};
+use tls_reload::{Error, ReloadableAcceptor, Subscription, TlsFiles, Trigger, Watcher};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn serves_new_cert_after_kubelet_atomic_update() {
+async fn keeps_the_served_pair_through_bad_kubelet_updates_and_serves_each_good_one() {
     let mut fx = Fixture::new();
     let (acceptor, _watcher) = fx.builder().start().unwrap();
     let mut events = acceptor.subscribe();
     let addr = listen(&acceptor).await;
     let client = fx.client();
     let old = fx.leaf.fingerprint.clone();
+    let (cert, key) = (fx.server.path("tls.crt"), fx.server.path("tls.key"));
+
+    // Bad pairs first: garbage, then a certificate of another key.
+    let garbage = "-----BEGIN CERTIFICATE-----\nnot base64 at all!\n-----END CERTIFICATE-----\n";
+    fx.publish(garbage, &fx.leaf.key_pem);
+    let failure = next_failed(&mut events).await;
+    let error = &failure.error;
+    assert!(matches!(error, Error::MalformedPem { .. }), "{error}");
+    fx.publish(&fx.server_ca.server().cert_pem, &fx.leaf.key_pem);
+    let failure = next_failed(&mut events).await;
+    match &failure.error {
+        Error::KeyMismatch {
+            cert_path,
+            key_path,
+        } => assert_eq!((cert_path, key_path), (&cert, &key)),
+        other => panic!("expected a key mismatch, got {other}"),
+    }
     assert_eq!(served(addr, &client).await, old);
+    assert_eq!(acceptor.status().generation, 1);
 
     // The user-visible file is a symlink that kubelet never rewrites.
-    let link_before = fs::read_link(fx.server.path("tls.crt")).unwrap();
+    let link_before = fs::read_link(&cert).unwrap();
     let new = fx.rotate();
-    assert_eq!(
-        fs::read_link(fx.server.path("tls.crt")).unwrap(),
-        link_before
-    );
-
+    assert_eq!(fs::read_link(&cert).unwrap(), link_before);
     let reloaded = next_reloaded(&mut events).await;
     assert_eq!(reloaded.trigger, Trigger::Watch);
     assert_eq!(reloaded.previous.fingerprint_sha256, old);
@@ -53,50 +67,13 @@ async fn serves_new_cert_after_kubelet_atomic_update() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn keeps_the_served_pair_when_kubelet_publishes_a_bad_one() {
-    let mut fx = Fixture::new();
-    let (acceptor, _watcher) = fx.builder().start().unwrap();
-    let mut events = acceptor.subscribe();
-    let addr = listen(&acceptor).await;
-    let client = fx.client();
-    let (cert, key) = (fx.server.path("tls.crt"), fx.server.path("tls.key"));
-    let garbage = "-----BEGIN CERTIFICATE-----\nnot base64 at all!\n-----END CERTIFICATE-----\n";
-
-    fx.publish(garbage, &fx.leaf.key_pem);
-    let failure = next_failed(&mut events).await;
-    assert!(
-        matches!(failure.error, Error::MalformedPem { .. }),
-        "{}",
-        failure.error
-    );
-
-    fx.publish(&fx.server_ca.server().cert_pem, &fx.leaf.key_pem);
-    let failure = next_failed(&mut events).await;
-    match &failure.error {
-        Error::KeyMismatch {
-            cert_path,
-            key_path,
-        } => assert_eq!((cert_path, key_path), (&cert, &key)),
-        other => panic!("expected a key mismatch, got {other}"),
-    }
-    assert_eq!(served(addr, &client).await, fx.leaf.fingerprint);
-    assert_eq!(acceptor.status().generation, 1);
-
-    let new = fx.rotate();
-    next_reloaded(&mut events).await;
-    assert_eq!(served(addr, &client).await, new.fingerprint);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_ca_rotation_refuses_old_ca_clients_and_accepts_new_ones() {
     let fx = Fixture::new();
-    let (old_ca, new_ca) = (TestCa::new("clients 1"), TestCa::new("clients 2"));
-    fx.publish_client_ca(old_ca.cert_pem());
-    let files = fx.mtls_files(ClientAuth::Required);
-    let (acceptor, _watcher) = fast(ReloadableAcceptor::builder(files)).start().unwrap();
+    let new_ca = TestCa::new("clients 2");
+    let (acceptor, _watcher) = fx.mtls_builder().start().unwrap();
     let mut events = acceptor.subscribe();
     let addr = listen(&acceptor).await;
-    let old_client = client_config(fx.server_ca.cert_pem(), Some(&old_ca.client("alice")));
+    let old_client = client_config(fx.server_ca.cert_pem(), Some(&fx.client));
     let new_client = client_config(fx.server_ca.cert_pem(), Some(&new_ca.client("bob")));
     let anonymous = fx.client();
     let accepted = |config: &Arc<ClientConfig>| {
@@ -106,6 +83,16 @@ async fn client_ca_rotation_refuses_old_ca_clients_and_accepts_new_ones() {
     assert!(accepted(&old_client).await);
     assert!(!accepted(&new_client).await);
     assert!(!accepted(&anonymous).await, "client cert required");
+
+    // A garbage bundle is refused and the old trust kept for real clients.
+    fx.publish_client_ca("-----BEGIN CERTIFICATE-----\nMAMCAQA=\n-----END CERTIFICATE-----\n");
+    let failure = next_failed(&mut events).await;
+    assert_eq!(
+        failure.error.path(),
+        Some(fx.client_ca_volume.path("ca.crt").as_path())
+    );
+    assert!(accepted(&old_client).await, "old trust kept");
+    assert!(!accepted(&new_client).await);
 
     fx.publish_client_ca(new_ca.cert_pem());
     let reloaded = next_reloaded(&mut events).await;

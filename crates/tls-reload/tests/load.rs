@@ -449,17 +449,18 @@ async fn sessions_resume_across_a_certificate_only_rotation() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_do_not_resume_after_the_client_ca_changes() {
     let fx = Fixture::new();
-    let (clients, more_clients) = (TestCa::new("clients"), TestCa::new("more clients"));
-    fx.publish_client_ca(clients.cert_pem());
-    let files = fx.mtls_files(ClientAuth::Required);
-    let acceptor = fast(ReloadableAcceptor::builder(files)).build().unwrap();
+    let acceptor = fx.mtls_builder().build().unwrap();
     let addr = listen(&acceptor).await;
-    let alice = clients.client("alice");
-    let client = resuming(client_config(fx.server_ca.cert_pem(), Some(&alice)));
+    let client = resuming(client_config(fx.server_ca.cert_pem(), Some(&fx.client)));
     assert_eq!(kinds(addr, &client, 2).await, [Full, Resumed]);
 
-    // Alice's CA stays trusted; only the bundle changes.
-    fx.publish_client_ca(format!("{}{}", clients.cert_pem(), more_clients.cert_pem()));
+    // The client's CA stays trusted; only the bundle changes.
+    let more_clients = TestCa::new("more clients");
+    fx.publish_client_ca(format!(
+        "{}{}",
+        fx.client_ca.cert_pem(),
+        more_clients.cert_pem()
+    ));
     let outcome = acceptor.reload_now(Trigger::Manual).await.unwrap();
     assert!(matches!(outcome, ReloadOutcome::Reloaded(r) if r.trust_changed));
     // No resumption across a trust change; the new trust's sessions resume.

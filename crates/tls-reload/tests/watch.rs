@@ -223,12 +223,9 @@ async fn reports_one_failure_per_distinct_content_but_counts_every_attempt() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retries_with_backoff_until_the_files_load() {
     let fx = Fixture::new();
-    let (acceptor, _watcher) = fx
-        .builder()
-        .retry_backoff(Duration::from_millis(100))
-        .poll_interval(Duration::from_secs(60))
-        .start()
-        .unwrap();
+    // The poll (60 s) never runs: only retries find the repair below.
+    let builder = fx.builder().retry_backoff(Duration::from_millis(100));
+    let (acceptor, _watcher) = builder.start().unwrap();
     let mut events = acceptor.subscribe();
 
     // The cert lands, the key does not: the watcher fails and retries.

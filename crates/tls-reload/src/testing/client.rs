@@ -7,7 +7,7 @@ use std::sync::Arc;
 use rustls::client::ClientConfig;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature};
-use rustls::{ClientConnection, DigitallySignedStruct, SignatureScheme};
+use rustls::{ClientConnection, DigitallySignedStruct as Dss, SignatureScheme};
 use rustls::{HandshakeKind, RootCertStore};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
@@ -179,6 +179,9 @@ pub fn key_possession_client() -> Arc<ClientConfig> {
     Arc::new(config)
 }
 
+type Der<'a> = CertificateDer<'a>;
+type SignatureResult = Result<HandshakeSignatureValid, rustls::Error>;
+
 /// Accepts any leaf, but checks the handshake signature with it.
 #[derive(Debug)]
 struct AnyLeaf(Arc<CryptoProvider>);
@@ -195,32 +198,12 @@ impl ServerCertVerifier for AnyLeaf {
         Ok(ServerCertVerified::assertion())
     }
 
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
+    fn verify_tls12_signature(&self, m: &[u8], c: &Der<'_>, d: &Dss) -> SignatureResult {
+        verify_tls12_signature(m, c, d, &self.0.signature_verification_algorithms)
     }
 
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
+    fn verify_tls13_signature(&self, m: &[u8], c: &Der<'_>, d: &Dss) -> SignatureResult {
+        verify_tls13_signature(m, c, d, &self.0.signature_verification_algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
