@@ -138,12 +138,8 @@ async fn polls_when_events_are_lost_at_start_or_later_and_says_so_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poll_only_is_not_a_degradation() {
     let fx = Fixture::new();
-    let (acceptor, _watcher) = fx
-        .builder()
-        .poll_interval(Duration::from_millis(100))
-        .poll_only(true)
-        .start()
-        .unwrap();
+    let builder = fx.builder().poll_interval(Duration::from_millis(100));
+    let (acceptor, _watcher) = builder.poll_only(true).start().unwrap();
     let mut events = acceptor.subscribe();
     assert_eq!(acceptor.status().watcher, WatcherMode::Polling);
     no_event(&mut events, Duration::from_millis(400)).await;
@@ -247,9 +243,8 @@ async fn retries_with_backoff_until_the_files_load() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hung_read_times_out_blocks_no_later_caller_and_never_the_shutdown() {
     let fx = Fixture::new();
-    let (acceptor, watcher) = fx
-        .builder()
-        .read_delay(Duration::from_secs(3))
+    let builder = fx.builder().read_delay(Duration::from_secs(3));
+    let (acceptor, watcher) = builder
         .read_timeout(Duration::from_millis(300))
         .start()
         .unwrap();
