@@ -63,6 +63,11 @@ impl Files {
         self.write("tls.key", &leaf.key_pem);
         self.write("tls.crt", &leaf.cert_pem);
     }
+    fn acceptor(&self) -> ReloadableAcceptor {
+        ReloadableAcceptor::builder(self.valid.clone())
+            .build()
+            .unwrap()
+    }
     fn leaf_valid(&self, from: SystemTime, to: SystemTime) -> Leaf {
         self.ca.issue(&LeafOptions::server().valid(from, to))
     }
@@ -173,20 +178,14 @@ fn every_bad_input_is_its_own_error_naming_the_file_and_quoting_no_key() {
         let (files, blamed) = files(&f);
         let err = ReloadableAcceptor::builder(files).build().unwrap_err();
         let text = err.to_string();
-        assert!(is(&err), "{}: {text}", name);
-        assert!(text.contains(says), "{}: {text}", name);
+        assert!(is(&err) && text.contains(says), "{name}: {text}");
         assert!(
             text.contains(&blamed.display().to_string()),
-            "{}: {text}",
-            name
+            "{name}: {text}"
         );
-        assert_eq!(err.path(), Some(blamed.as_path()), "{}", name);
-        assert!(!text.chars().any(char::is_control), "{}: {text:?}", name);
-        assert!(
-            !text.contains(&key_body),
-            "{}: key material in {text}",
-            name
-        );
+        assert_eq!(err.path(), Some(blamed.as_path()), "{name}");
+        assert!(!text.chars().any(char::is_control), "{name}: {text:?}");
+        assert!(!text.contains(&key_body), "{name}: key material in {text}");
     }
 }
 
@@ -242,9 +241,7 @@ fn reports_what_the_leaf_says_and_no_key_material() {
     let f = Files::new();
     let leaf = f.ca.server();
     f.publish(&leaf);
-    let acceptor = ReloadableAcceptor::builder(f.valid.clone())
-        .build()
-        .unwrap();
+    let acceptor = f.acceptor();
     let status = acceptor.status();
     let cert = &status.cert;
     assert_eq!(status.generation, 1);
@@ -264,35 +261,36 @@ fn reports_what_the_leaf_says_and_no_key_material() {
     assert!(debug.contains("fingerprint"));
 }
 
+#[test]
+fn text_before_a_begin_line_and_after_an_end_line_is_ignored() {
+    // What `openssl pkcs12` exports and hand-joined bundles carry.
+    let f = Files::new();
+    let leaf = f.ca.server();
+    let (before, after) = (
+        "Bag Attributes\n    localKeyID: 01 02\n",
+        "text after END\n",
+    );
+    f.write("tls.crt", format!("{before}{}{after}", leaf.cert_pem));
+    f.write("tls.key", format!("{before}{}{after}", leaf.key_pem));
+    let served = f.acceptor().status().cert.fingerprint_sha256;
+    assert_eq!(served, leaf.fingerprint);
+}
+
 #[tokio::test]
 async fn a_replacement_must_be_valid_now_unless_the_served_leaf_has_expired() {
     let (now, epoch) = (SystemTime::now(), SystemTime::UNIX_EPOCH);
     let valid = (now - DAY, now + 90 * DAY);
     let expired = (now - 10 * DAY, now - DAY);
     // (served, replacement, accepted, what the refusal says)
+    #[rustfmt::skip] // A table: one case a row.
     let cases = [
         (valid, expired, false, "expired at"),
         // UTCTime years 50-69 are 1950-1969: refused, without panicking
         // the reload (and with it the watcher or the SIGHUP handler).
-        (
-            valid,
-            (epoch - 3650 * DAY, epoch - DAY),
-            false,
-            "expired at",
-        ),
-        (
-            valid,
-            (now + 7 * DAY, now + 90 * DAY),
-            false,
-            "is not valid before",
-        ),
+        (valid, (epoch - 3650 * DAY, epoch - DAY), false, "expired at"),
+        (valid, (now + 7 * DAY, now + 90 * DAY), false, "is not valid before"),
         // Two minutes ahead is clock skew, within the 5-minute default.
-        (
-            valid,
-            (now + Duration::from_secs(120), now + 90 * DAY),
-            true,
-            "",
-        ),
+        (valid, (now + Duration::from_secs(120), now + 90 * DAY), true, ""),
         // An expired leaf is served at startup so that a renewal can heal;
         // meanwhile another expired one is no worse.
         (expired, (now - 5 * DAY, now - DAY), true, ""),
@@ -301,9 +299,7 @@ async fn a_replacement_must_be_valid_now_unless_the_served_leaf_has_expired() {
     for ((served_from, served_to), (from, to), accepted, says) in cases {
         let f = Files::new();
         f.publish(&f.leaf_valid(served_from, served_to));
-        let acceptor = ReloadableAcceptor::builder(f.valid.clone())
-            .build()
-            .unwrap();
+        let acceptor = f.acceptor();
         let served = acceptor.status().cert.fingerprint_sha256;
         let next = f.leaf_valid(from, to);
         f.publish(&next);
