@@ -979,10 +979,7 @@ fn check_error(err: &Error, files: &TlsFiles, written: &[Written]) -> Result<(),
     let control = text.chars().any(char::is_control);
     check!(!control, "the error contains control characters");
     let quoted = MATERIAL.key_windows.iter().find(|w| text.contains(*w));
-    check!(
-        quoted.is_none(),
-        "the error quotes key material ({quoted:?})"
-    );
+    check!(quoted.is_none(), "quotes key material: {quoted:?}");
     match err {
         // Only a panic in the loading code ends a reload task here.
         Error::Task(_) => check!(false, "loading panicked"),
@@ -1079,35 +1076,22 @@ async fn reload_step(
                 &r.previous.fingerprint_sha256,
                 &r.current.fingerprint_sha256,
             );
-            prop_assert_eq!(
-                (r.generation, previous),
-                (before.generation + 1, unchanged.1)
-            );
+            let next = (before.generation + 1, unchanged.1);
+            prop_assert_eq!((r.generation, previous), next);
             prop_assert_eq!((generation, fingerprint), (r.generation, current));
             let first = first_cert_fingerprint(&bytes[0]);
-            prop_assert_eq!(
-                fingerprint,
-                &first,
-                "not the file's first certificate{}",
-                context
-            );
+            let first_served = fingerprint == &first;
+            prop_assert!(first_served, "not the file's first certificate{context}");
             // The served leaf was valid, so its replacement must be too.
             let now = SystemTime::now();
             let expired = after.cert.is_expired_at(now);
             prop_assert!(!expired, "an expired replacement was swapped in{context}");
             let not_yet = after.cert.not_before > now + Duration::from_secs(5 * 60);
-            prop_assert!(
-                !not_yet,
-                "a not-yet-valid replacement was swapped in{context}"
-            );
+            prop_assert!(!not_yet, "a not-yet-valid one was swapped in{context}");
             // Trust is what follows the key and the certificate.
             let trust_changed = bytes[2..] != served[2..];
-            prop_assert_eq!(
-                r.trust_changed,
-                trust_changed,
-                "trust_changed is wrong{}",
-                context
-            );
+            let right = r.trust_changed == trust_changed;
+            prop_assert!(right, "trust_changed is {}{context}", r.trust_changed);
             Ok(bytes)
         }
         Ok(other) => Err(TestCaseError::fail(format!("unknown outcome {other:?}"))),

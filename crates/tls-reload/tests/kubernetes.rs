@@ -87,10 +87,8 @@ async fn client_ca_rotation_refuses_old_ca_clients_and_accepts_new_ones() {
     // A garbage bundle is refused and the old trust kept for real clients.
     fx.publish_client_ca("-----BEGIN CERTIFICATE-----\nMAMCAQA=\n-----END CERTIFICATE-----\n");
     let failure = next_failed(&mut events).await;
-    assert_eq!(
-        failure.error.path(),
-        Some(fx.client_ca_volume.path("ca.crt").as_path())
-    );
+    let bundle = fx.client_ca_volume.path("ca.crt");
+    assert_eq!(failure.error.path(), Some(bundle.as_path()));
     assert!(accepted(&old_client).await, "old trust kept");
     assert!(!accepted(&new_client).await);
 
@@ -101,10 +99,7 @@ async fn client_ca_rotation_refuses_old_ca_clients_and_accepts_new_ones() {
     assert_eq!(reloaded.client_ca.len(), 1);
     assert!(reloaded.client_ca[0].subject.contains("clients 2"));
 
-    assert!(
-        !accepted(&old_client).await,
-        "client of the removed CA must be refused"
-    );
+    assert!(!accepted(&old_client).await, "removed CA");
     assert!(accepted(&new_client).await);
     assert!(!accepted(&anonymous).await);
 }
@@ -137,16 +132,9 @@ async fn reloads_never_read_a_torn_pair_while_kubelet_swaps_the_volume() {
     }
     stop.store(true, Ordering::Relaxed);
     let rotations = writer.join().unwrap();
-    assert!(
-        rotations > 100 && ok > 100,
-        "{rotations} rotations, {ok} reloads"
-    );
-    assert!(
-        torn.is_empty(),
-        "{} torn reads, first: {}",
-        torn.len(),
-        torn[0]
-    );
+    let enough = rotations > 100 && ok > 100;
+    assert!(enough, "{rotations} rotations, {ok} reloads");
+    assert!(torn.is_empty(), "torn reads: {torn:?}");
 }
 
 /// Plain files in a plain directory, as on a VM or with `kubectl cp`,
@@ -297,14 +285,9 @@ async fn keeps_old_pair_while_only_the_cert_of_a_torn_pair_has_landed() {
         tokio::spawn(async move {
             let mut n = 0u32;
             while !stop.load(Ordering::Relaxed) {
-                let hs = handshake(addr, client.clone())
-                    .await
-                    .expect("handshake failed");
-                assert!(
-                    allowed.contains(&hs.fingerprint),
-                    "served {}",
-                    hs.fingerprint
-                );
+                let served = handshake(addr, client.clone()).await.unwrap();
+                let fp = served.fingerprint;
+                assert!(allowed.contains(&fp), "served {fp}");
                 n += 1;
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
@@ -314,21 +297,15 @@ async fn keeps_old_pair_while_only_the_cert_of_a_torn_pair_has_landed() {
 
     replace(&d.dir.join("tls.crt"), &d.new.cert_pem);
     let failure = next_failed(&mut d.events).await;
-    assert!(
-        matches!(failure.error, Error::KeyMismatch { .. }),
-        "{}",
-        failure.error
-    );
+    let error = &failure.error;
+    assert!(matches!(error, Error::KeyMismatch { .. }), "{error}");
     assert_eq!(failure.served_generation, 1);
 
     // The key lands 2 s later. Retries happen meanwhile, but the same
     // failure is reported once.
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(d.served().await, d.old.fingerprint);
-    assert!(
-        d.acceptor.status().reloads_failed >= 2,
-        "retried with backoff"
-    );
+    assert!(d.acceptor.status().reloads_failed >= 2, "retried");
     replace(&d.dir.join("tls.key"), &d.new.key_pem);
 
     let reloaded = next_reloaded(&mut d.events).await;

@@ -179,10 +179,8 @@ fn every_bad_input_is_its_own_error_naming_the_file_and_quoting_no_key() {
         let err = ReloadableAcceptor::builder(files).build().unwrap_err();
         let text = err.to_string();
         assert!(is(&err) && text.contains(says), "{name}: {text}");
-        assert!(
-            text.contains(&blamed.display().to_string()),
-            "{name}: {text}"
-        );
+        let file = blamed.display().to_string();
+        assert!(text.contains(&file), "{name}: {text}");
         assert_eq!(err.path(), Some(blamed.as_path()), "{name}");
         assert!(!text.chars().any(char::is_control), "{name}: {text:?}");
         assert!(!text.contains(&key_body), "{name}: key material in {text}");
@@ -343,10 +341,7 @@ async fn crls_refuse_revoked_clients_and_rotate_like_the_ca() {
     };
     assert!(reloaded.trust_changed);
     assert!(handshake(addr, as_alice).await.is_ok());
-    assert!(
-        handshake(addr, as_bob).await.is_err(),
-        "revoked client refused"
-    );
+    assert!(handshake(addr, as_bob).await.is_err(), "revoked");
 
     f.write("clients.crl", pem("X509 CRL", JUNK));
     let failure = acceptor.reload_now(Trigger::Manual).await.unwrap_err();
@@ -424,20 +419,12 @@ async fn sessions_resume_across_a_certificate_only_rotation() {
     let acceptor = fx.builder().build().unwrap();
     let addr = listen(&acceptor).await;
     let client = resuming(fx.client());
-    assert_eq!(
-        kinds(addr, &client, 2).await,
-        [Full, Resumed],
-        "resumption works at all"
-    );
+    assert_eq!(kinds(addr, &client, 2).await, [Full, Resumed], "at all");
 
     let new = fx.rotate();
     let reloaded = acceptor.reload_now(Trigger::Manual).await.unwrap();
     assert_eq!(reloaded.generation(), 2);
-    assert_eq!(
-        kinds(addr, &client, 1).await,
-        [Resumed],
-        "resumed across the rotation"
-    );
+    assert_eq!(kinds(addr, &client, 1).await, [Resumed], "after");
     // A new client sees the new certificate.
     assert_eq!(served(addr, &fx.client()).await, new.fingerprint);
 }

@@ -45,11 +45,7 @@ async fn shutdown_and_drop_leave_no_watcher_thread_or_task() {
     let mut events = acceptor.subscribe();
 
     watcher.shutdown().await;
-    assert_eq!(
-        acceptor.status().watcher,
-        WatcherMode::Off,
-        "the task has ended"
-    );
+    assert_eq!(acceptor.status().watcher, WatcherMode::Off, "task ended");
     no_thread_named(NOTIFY).await;
     // Nothing reacts to changes any more; the acceptor still serves.
     fx.rotate();

@@ -144,11 +144,9 @@ async fn rotating_one_identity_changes_only_what_its_names_get() {
     // The one watcher sees the identity's own directory.
     let reloaded = next_reloaded(&mut events).await;
     assert_eq!(reloaded.identity, APPS);
-    assert_eq!(
-        reloaded.previous.fingerprint_sha256,
-        sni.apps_leaf.fingerprint
-    );
-    assert_eq!(reloaded.current.fingerprint_sha256, renewed.fingerprint);
+    let swap = (&reloaded.previous, &reloaded.current);
+    assert_eq!(swap.0.fingerprint_sha256, sni.apps_leaf.fingerprint);
+    assert_eq!(swap.1.fingerprint_sha256, renewed.fingerprint);
     assert!(!reloaded.trust_changed);
     wait_served_for(addr, "x.apps.example.com", &renewed.fingerprint).await;
 
@@ -168,17 +166,12 @@ async fn rotating_one_identity_changes_only_what_its_names_get() {
     assert_eq!(labels, ["default", API, APPS]);
     assert_eq!(
         (default.names.len(), &api.names[..]),
-        (0, &[API.to_owned()][..])
+        (0, &[API.into()][..])
     );
-    assert_eq!(
-        (default.last_attempt.as_ref(), api.last_attempt.as_ref()),
-        (None, None)
-    );
+    assert!(default.last_attempt.is_none() && api.last_attempt.is_none());
     let apps_attempt = apps.last_attempt.as_ref().unwrap();
-    assert_eq!(
-        (apps_attempt.trigger, apps_attempt.error.as_deref()),
-        (Trigger::Watch, None)
-    );
+    assert_eq!(apps_attempt.trigger, Trigger::Watch);
+    assert_eq!(apps_attempt.error, None);
     assert_eq!(apps.cert.fingerprint_sha256, renewed.fingerprint);
 }
 
@@ -193,23 +186,16 @@ async fn a_broken_identity_keeps_its_last_good_pair_and_holds_up_no_other() {
     let renewed = sni.volumes.rotate();
     let failure = acceptor.reload_now(Trigger::Api).await.unwrap_err();
     assert_eq!(failure.identity, API);
-    assert_eq!(
-        failure.error.path(),
-        Some(sni.api.path("tls.key").as_path())
-    );
+    let key = sni.api.path("tls.key");
+    assert_eq!(failure.error.path(), Some(key.as_path()));
     assert_eq!(failure.served_generation, 2);
-    assert!(
-        failure.to_string().contains("of identity api.example.com"),
-        "{failure}"
-    );
+    let text = failure.to_string();
+    assert!(text.contains("of identity api.example.com"), "{text}");
 
     // The default identity's rotation is served, and reported; so is the
     // failure, under the identity that failed.
     let reloaded = next_reloaded(&mut events).await;
-    assert_eq!(
-        (reloaded.identity.as_str(), reloaded.generation),
-        ("default", 2)
-    );
+    assert_eq!((&*reloaded.identity, reloaded.generation), ("default", 2));
     assert_eq!(reloaded.current.fingerprint_sha256, renewed.fingerprint);
     assert!(Arc::ptr_eq(&next_failed(&mut events).await, &failure));
     assert_eq!(served(addr, None).await, renewed.fingerprint);
@@ -222,10 +208,9 @@ async fn a_broken_identity_keeps_its_last_good_pair_and_holds_up_no_other() {
     let errors: Vec<_> = (status.identities.iter())
         .map(|i| i.last_attempt.as_ref().map(|a| a.error.clone()))
         .collect();
-    assert!(
-        matches!(&errors[..], [Some(None), Some(Some(e)), _] if e.contains("tls.key")),
-        "{errors:?}"
-    );
+    let api_failing =
+        matches!(&errors[..], [Some(None), Some(Some(e)), _] if e.contains("tls.key"));
+    assert!(api_failing, "{errors:?}");
     assert_eq!(status.reloads_failed, 2);
 
     // Repaired, it is served again.
