@@ -141,53 +141,48 @@ async fn reloads_never_read_a_torn_pair_while_kubelet_swaps_the_volume() {
 /// served with a watcher whose poll (60 s) never runs during a test: only
 /// events (and retries after a failure) bring changes in.
 struct PlainDir {
-    _tmp: tempfile::TempDir,
+    /// Holds the directory, and the CA that issues `old` and `new`.
+    fx: Fixture,
     dir: PathBuf,
-    ca: TestCa,
     old: Leaf,
     new: Leaf,
     acceptor: ReloadableAcceptor,
     _watcher: Watcher,
     events: Subscription,
     addr: SocketAddr,
-    client: Arc<ClientConfig>,
 }
 
 impl PlainDir {
     /// Serves `old` from `tls.crt` and `tls.key`, laid out by `layout`.
     async fn serving(layout: fn(&Path, &Leaf)) -> Self {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().join("tls");
+        let fx = Fixture::new();
+        let dir = fx.dir().join("tls");
         fs::create_dir(&dir).unwrap();
-        let ca = TestCa::new("ca");
-        let (old, new) = (ca.server(), ca.server());
+        let (old, new) = (fx.server_ca.server(), fx.server_ca.server());
         layout(&dir, &old);
         let files = TlsFiles::new(dir.join("tls.crt"), dir.join("tls.key"));
         let (acceptor, _watcher) = fast(ReloadableAcceptor::builder(files)).start().unwrap();
         let events = acceptor.subscribe();
         let addr = listen(&acceptor).await;
-        let client = client_config(ca.cert_pem(), None);
-        assert_eq!(served(addr, &client).await, old.fingerprint);
+        assert_eq!(served(addr, &fx.client()).await, old.fingerprint);
         Self {
-            _tmp: tmp,
+            fx,
             dir,
-            ca,
             old,
             new,
             acceptor,
             _watcher,
             events,
             addr,
-            client,
         }
     }
 
     async fn served(&self) -> String {
-        served(self.addr, &self.client).await
+        served(self.addr, &self.fx.client()).await
     }
 
     async fn wait_served(&self, leaf: &Leaf) {
-        wait_served(self.addr, &self.client, &leaf.fingerprint).await;
+        wait_served(self.addr, &self.fx.client(), &leaf.fingerprint).await;
     }
 }
 
@@ -280,7 +275,7 @@ async fn keeps_old_pair_while_only_the_cert_of_a_torn_pair_has_landed() {
     // fails the client's CertificateVerify check) and serve old or new.
     let stop = Arc::new(AtomicBool::new(false));
     let prober = {
-        let (addr, client, stop) = (d.addr, d.client.clone(), stop.clone());
+        let (addr, client, stop) = (d.addr, d.fx.client(), stop.clone());
         let allowed = [d.old.fingerprint.clone(), d.new.fingerprint.clone()];
         tokio::spawn(async move {
             let mut n = 0u32;
@@ -340,7 +335,7 @@ async fn recovers_and_watches_again_after_the_files_or_their_directory_are_remov
         // Watched by events again: with no poll and no retry pending, only
         // an event can bring the next change in.
         d.events = d.acceptor.subscribe();
-        let newer = d.ca.server();
+        let newer = d.fx.server_ca.server();
         replace(&d.dir.join("tls.key"), &newer.key_pem);
         replace(&d.dir.join("tls.crt"), &newer.cert_pem);
         let mismatch = |e: &Error| matches!(e, Error::KeyMismatch { .. });

@@ -287,48 +287,26 @@ fn bad_names_are_refused_at_configuration_naming_identity_and_name() {
     let volumes = Fixture::new();
     let f = || volumes.files();
     let mtls = || volumes.mtls_files(tls_reload::ClientAuth::Required);
-    let cases: [(SniIdentity, SettingsError); 5] = [
-        (
-            SniIdentity::new(["a.example.com", "b.*.example.com"], f()),
-            SettingsError::InvalidServerName {
-                identity: "a.example.com".into(),
-                name: "b.*.example.com".into(),
-                reason: "a wildcard is only allowed as the whole leftmost label",
-            },
-        ),
-        (
-            SniIdentity::new(["x*.example.com"], f()),
-            SettingsError::InvalidServerName {
-                identity: "x*.example.com".into(),
-                name: "x*.example.com".into(),
-                reason: "a wildcard is only allowed as the whole leftmost label",
-            },
-        ),
-        (
-            SniIdentity::new(["a.example.com", "A.Example.com"], f()),
-            SettingsError::DuplicateServerName {
-                name: "A.Example.com".into(),
-                first: "a.example.com".into(),
-                second: "a.example.com".into(),
-            },
-        ),
-        (
-            SniIdentity::new(Vec::<String>::new(), f()),
-            SettingsError::NoServerNames,
-        ),
-        (
-            SniIdentity::new(["a.example.com"], mtls()),
-            SettingsError::SniClientTrust {
-                identity: "a.example.com".into(),
-            },
-        ),
+    let invalid = |identity: &str, name: &str| SettingsError::InvalidServerName {
+        identity: identity.into(),
+        name: name.into(),
+        reason: "a wildcard is only allowed as the whole leftmost label",
+    };
+    let (a, b) = ("a.example.com", "A.Example.com");
+    #[rustfmt::skip] // A table: one case a row.
+    let cases = [
+        (SniIdentity::new([a, "b.*.example.com"], f()), invalid(a, "b.*.example.com")),
+        (SniIdentity::new(["x*.example.com"], f()), invalid("x*.example.com", "x*.example.com")),
+        (SniIdentity::new([a, b], f()),
+            SettingsError::DuplicateServerName { name: b.into(), first: a.into(), second: a.into() }),
+        (SniIdentity::new(Vec::<&str>::new(), f()), SettingsError::NoServerNames),
+        (SniIdentity::new([a], mtls()), SettingsError::SniClientTrust { identity: a.into() }),
     ];
     for (identity, want) in cases {
-        let err = ReloadableAcceptor::builder(volumes.files())
+        let built = ReloadableAcceptor::builder(f())
             .sni(identity.clone())
-            .build()
-            .unwrap_err();
-        match err {
+            .build();
+        match built.unwrap_err() {
             Error::Settings(got) => assert_eq!(got, want, "{identity:?}"),
             other => panic!("{identity:?}: {other}"),
         }
