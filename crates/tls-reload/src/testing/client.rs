@@ -76,7 +76,7 @@ pub struct HandshakeInfo {
 /// Any I/O or TLS error, including the server refusing the client
 /// certificate (which a TLS 1.3 client only learns on its first read).
 pub async fn handshake(addr: SocketAddr, config: Arc<ClientConfig>) -> io::Result<HandshakeInfo> {
-    let mut tls = connect(addr, config).await?;
+    let mut tls = connect(addr, config, "localhost").await?;
     let mut reply = Vec::new();
     tls.read_to_end(&mut reply).await?;
     let (_, conn) = tls.get_ref();
@@ -96,12 +96,16 @@ pub async fn handshake(addr: SocketAddr, config: Arc<ClientConfig>) -> io::Resul
 ///
 /// Any I/O or TLS error of the handshake.
 pub async fn served_fingerprint(addr: SocketAddr, config: Arc<ClientConfig>) -> io::Result<String> {
-    leaf_fingerprint(connect(addr, config).await?.get_ref().1)
+    leaf_fingerprint(connect(addr, config, "localhost").await?.get_ref().1)
 }
 
-async fn connect(addr: SocketAddr, config: Arc<ClientConfig>) -> io::Result<TlsStream<TcpStream>> {
+async fn connect(
+    addr: SocketAddr,
+    config: Arc<ClientConfig>,
+    name: &str,
+) -> io::Result<TlsStream<TcpStream>> {
     let tcp = TcpStream::connect(addr).await?;
-    let name = ServerName::try_from("localhost").map_err(io::Error::other)?;
+    let name = ServerName::try_from(name.to_owned()).map_err(io::Error::other)?;
     TlsConnector::from(config).connect(name, tcp).await
 }
 
@@ -137,13 +141,8 @@ async fn connect(addr: SocketAddr, config: Arc<ClientConfig>) -> io::Result<TlsS
 pub async fn served_for_name(addr: SocketAddr, server_name: Option<&str>) -> io::Result<String> {
     let mut config = (*key_possession_client()).clone();
     config.enable_sni = server_name.is_some();
-    let name = ServerName::try_from(server_name.unwrap_or("localhost").to_owned())
-        .map_err(io::Error::other)?;
-    let tcp = TcpStream::connect(addr).await?;
-    let tls = TlsConnector::from(Arc::new(config))
-        .connect(name, tcp)
-        .await?;
-    leaf_fingerprint(tls.get_ref().1)
+    let name = server_name.unwrap_or("localhost");
+    leaf_fingerprint(connect(addr, Arc::new(config), name).await?.get_ref().1)
 }
 
 /// A client config that accepts any server leaf, checked against no CA
