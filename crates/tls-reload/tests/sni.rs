@@ -176,7 +176,7 @@ async fn rotating_one_identity_changes_only_what_its_names_get() {
 }
 
 #[tokio::test]
-async fn a_broken_identity_keeps_its_last_good_pair_and_holds_up_no_other() {
+async fn a_broken_or_uncovering_identity_keeps_its_last_good_pair_and_holds_up_no_other() {
     let mut sni = Sni::new();
     let acceptor = sni.builder().build().unwrap();
     let addr = listen(&acceptor).await;
@@ -213,6 +213,27 @@ async fn a_broken_identity_keeps_its_last_good_pair_and_holds_up_no_other() {
     assert!(api_failing, "{errors:?}");
     assert_eq!(status.reloads_failed, 2);
 
+    // A pair that no longer covers the identity's name is refused too.
+    publish(&sni.api, &issue(&sni.volumes, &["web.example.com"]));
+    let failure = acceptor.reload_now(Trigger::Api).await.unwrap_err();
+    let Error::NameNotCovered {
+        identity,
+        name,
+        path,
+        dns_names,
+    } = &failure.error
+    else {
+        panic!("{failure}")
+    };
+    assert_eq!(
+        (&identity[..], &name[..], path),
+        (API, API, &sni.api.path("tls.crt"))
+    );
+    assert_eq!(dns_names, &["web.example.com"]);
+    assert!(Arc::ptr_eq(&next_failed(&mut events).await, &failure));
+    assert_eq!(served(addr, Some(API)).await, sni.api_leaf.fingerprint);
+    assert_eq!(acceptor.status().generation, 2);
+
     // Repaired, it is served again.
     let repaired = issue(&sni.volumes, &[API]);
     publish(&sni.api, &repaired);
@@ -220,33 +241,6 @@ async fn a_broken_identity_keeps_its_last_good_pair_and_holds_up_no_other() {
     assert_eq!(next_reloaded(&mut events).await.identity, API);
     assert_eq!(served(addr, Some(API)).await, repaired.fingerprint);
     no_event(&mut events, Duration::from_millis(100)).await;
-}
-
-#[tokio::test]
-async fn a_certificate_that_no_longer_covers_its_names_is_refused_on_reload() {
-    let sni = Sni::new();
-    let acceptor = sni.builder().build().unwrap();
-    let addr = listen(&acceptor).await;
-
-    let other = issue(&sni.volumes, &["web.example.com"]);
-    publish(&sni.api, &other);
-    let failure = acceptor.reload_now(Trigger::Api).await.unwrap_err();
-    assert_eq!(failure.identity, API);
-    match &failure.error {
-        Error::NameNotCovered {
-            identity,
-            name,
-            path,
-            dns_names,
-        } => {
-            assert_eq!((identity.as_str(), name.as_str()), (API, API));
-            assert_eq!(path, &sni.api.path("tls.crt"));
-            assert_eq!(dns_names, &["web.example.com"]);
-        }
-        other => panic!("{other}"),
-    }
-    assert_eq!(served(addr, Some(API)).await, sni.api_leaf.fingerprint);
-    assert_eq!(acceptor.status().generation, 1);
 }
 
 #[test]
