@@ -190,10 +190,8 @@ fn every_bad_input_is_its_own_error_naming_the_file_and_quoting_no_key() {
 #[test]
 fn the_size_cap_and_contradictory_settings_are_refused() {
     let f = Files::new();
-    let err = ReloadableAcceptor::builder(f.valid.clone())
-        .max_file_size(64)
-        .build()
-        .unwrap_err();
+    let capped = ReloadableAcceptor::builder(f.valid.clone()).max_file_size(64);
+    let err = capped.build().unwrap_err();
     assert!(matches!(err, Error::TooLarge { limit: 64, .. }), "{err}");
     assert_eq!(err.path(), Some(f.valid.cert_path()));
 
@@ -217,8 +215,8 @@ async fn a_fifo_is_refused_without_blocking() {
     let build = tokio::task::spawn_blocking(move || {
         ReloadableAcceptor::builder(TlsFiles::new(&fifo, key)).build()
     });
-    let err = tokio::time::timeout(Duration::from_secs(5), build)
-        .await
+    let built = tokio::time::timeout(Duration::from_secs(5), build).await;
+    let err = built
         .expect("opening a FIFO must not block")
         .unwrap()
         .unwrap_err();

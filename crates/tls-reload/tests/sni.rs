@@ -9,9 +9,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use common::{
-    Fixture, FixtureExt, SOON, fast, listen, next_event, next_failed, next_reloaded, no_event,
-};
+use common::{Fixture, FixtureExt, SOON, listen, next_event, next_failed, next_reloaded, no_event};
 use tls_reload::testing::{AtomicWriter, Leaf, LeafOptions, eventually, served_for_name};
 use tls_reload::{
     Builder, Error, ReloadEvent, ReloadableAcceptor, RenewalOverdue, SettingsError, SniIdentity,
@@ -60,9 +58,8 @@ impl Sni {
 
 /// A server leaf of the fixture's CA for `names`.
 fn issue(volumes: &Fixture, names: &[&str]) -> Leaf {
-    volumes
-        .server_ca
-        .issue(&LeafOptions::server().names(names.iter().copied()))
+    let options = LeafOptions::server().names(names.iter().copied());
+    volumes.server_ca.issue(&options)
 }
 
 fn files(volume: &AtomicWriter) -> TlsFiles {
@@ -75,9 +72,8 @@ fn publish(volume: &AtomicWriter, leaf: &Leaf) {
 }
 
 fn write(volume: &AtomicWriter, cert: &str, key: &str) {
-    volume
-        .write(&[("tls.crt", cert.as_bytes()), ("tls.key", key.as_bytes())])
-        .unwrap();
+    let files = [("tls.crt", cert.as_bytes()), ("tls.key", key.as_bytes())];
+    volume.write(&files).unwrap();
 }
 
 async fn served(addr: SocketAddr, name: Option<&str>) -> String {
@@ -125,10 +121,8 @@ async fn each_name_gets_its_identity_and_any_other_name_or_none_the_default() {
     let client = sni.volumes.client();
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     let name = rustls_pki_types::ServerName::try_from(API).unwrap();
-    tokio_rustls::TlsConnector::from(client)
-        .connect(name, tcp)
-        .await
-        .unwrap();
+    let connector = tokio_rustls::TlsConnector::from(client);
+    connector.connect(name, tcp).await.unwrap();
 }
 
 #[tokio::test]
@@ -297,10 +291,8 @@ fn bad_names_are_refused_at_configuration_naming_identity_and_name() {
         (SniIdentity::new([a], mtls()), SettingsError::SniClientTrust { identity: a.into() }),
     ];
     for (identity, want) in cases {
-        let built = ReloadableAcceptor::builder(f())
-            .sni(identity.clone())
-            .build();
-        match built.unwrap_err() {
+        let builder = ReloadableAcceptor::builder(f());
+        match builder.sni(identity.clone()).build().unwrap_err() {
             Error::Settings(got) => assert_eq!(got, want, "{identity:?}"),
             other => panic!("{identity:?}: {other}"),
         }
@@ -320,12 +312,8 @@ fn overdue_leaf(volumes: &Fixture, names: &[&str]) -> Leaf {
 
 /// Whether each identity's renewal is overdue, as the status says.
 fn overdue(acceptor: &ReloadableAcceptor) -> Vec<bool> {
-    let status = acceptor.status();
-    status
-        .identities
-        .iter()
-        .map(|i| i.renewal_overdue)
-        .collect()
+    let identities = acceptor.status().identities;
+    identities.iter().map(|i| i.renewal_overdue).collect()
 }
 
 /// The next overdue report, past any other event.
@@ -343,11 +331,9 @@ async fn an_overdue_renewal_is_reported_once_per_certificate() {
     let late = overdue_leaf(&sni.volumes, &[API]);
     publish(&sni.api, &late);
     let poll = Duration::from_millis(20);
-    let (acceptor, _watcher) = fast(ReloadableAcceptor::builder(sni.volumes.files()))
-        .sni(SniIdentity::new([API], files(&sni.api)))
-        .poll_interval(poll)
-        .start()
-        .unwrap();
+    let api = SniIdentity::new([API], files(&sni.api));
+    let builder = sni.volumes.builder().sni(api).poll_interval(poll);
+    let (acceptor, _watcher) = builder.start().unwrap();
     let mut events = acceptor.subscribe();
 
     // The watcher's poll finds it.

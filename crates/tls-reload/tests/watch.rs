@@ -19,12 +19,9 @@ async fn touch_and_unrelated_files_cause_no_reload_and_no_event() {
     assert_eq!(acceptor.status().watcher, WatcherMode::Events);
 
     // touch: new mtime, same bytes.
-    let cert = fs::File::options()
-        .append(true)
-        .open(fx.server.path("tls.crt"));
-    cert.unwrap()
-        .set_modified(std::time::SystemTime::now())
-        .unwrap();
+    let path = fx.server.path("tls.crt");
+    let cert = fs::File::options().append(true).open(path).unwrap();
+    cert.set_modified(std::time::SystemTime::now()).unwrap();
     // Unrelated files come and go in the same directory.
     fs::write(fx.server.dir().join("README"), "unrelated").unwrap();
     fs::write(fx.server.dir().join("README"), "changed").unwrap();
@@ -45,12 +42,8 @@ async fn a_directory_that_never_goes_quiet_still_reloads_within_max_delay() {
     let mut fx = Fixture::new();
     let debounce = Duration::from_millis(500);
     let max_delay = Duration::from_millis(1500);
-    let (acceptor, _watcher) = fx
-        .builder()
-        .debounce(debounce)
-        .max_delay(max_delay)
-        .start()
-        .unwrap();
+    let builder = fx.builder().debounce(debounce).max_delay(max_delay);
+    let (acceptor, _watcher) = builder.start().unwrap();
     let mut events = acceptor.subscribe();
     let addr = listen(&acceptor).await;
     let client = fx.client();
@@ -284,8 +277,7 @@ async fn a_hung_read_times_out_blocks_no_later_caller_and_never_the_shutdown() {
 
     // A shutdown does not wait for the file system.
     let start = Instant::now();
-    tokio::time::timeout(Duration::from_secs(1), watcher.shutdown())
-        .await
-        .expect("the watcher stopped while a read was hung");
+    let stopped = tokio::time::timeout(Duration::from_secs(1), watcher.shutdown()).await;
+    stopped.expect("the watcher stopped while a read was hung");
     assert!(start.elapsed() < Duration::from_secs(1));
 }
