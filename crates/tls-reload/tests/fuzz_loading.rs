@@ -227,9 +227,7 @@ fn pem_text(label: &str, der: &[u8]) -> String {
 /// The sections as the library's PEM reader sees them, or `None` when it
 /// refuses the file.
 fn sections(bytes: &[u8]) -> Option<Vec<(SectionKind, Vec<u8>)>> {
-    SliceIter::<(SectionKind, Vec<u8>)>::new(bytes)
-        .collect::<Result<_, _>>()
-        .ok()
+    SliceIter::new(bytes).collect::<Result<_, _>>().ok()
 }
 
 /// What a file holds, for assertion messages: printable, and short.
@@ -589,10 +587,8 @@ fn lines_where(lines: &[Vec<u8>], f: fn(&[u8]) -> bool) -> Vec<usize> {
 /// `(BEGIN line, END line or none)` of each section.
 fn sections_of(lines: &[Vec<u8>]) -> Vec<(usize, Option<usize>)> {
     let end_after = |n: usize| (n + 1..lines.len()).find(|&m| is_end(&lines[m]));
-    lines_where(lines, is_begin)
-        .into_iter()
-        .map(|n| (n, end_after(n)))
-        .collect()
+    let begins = lines_where(lines, is_begin);
+    begins.into_iter().map(|n| (n, end_after(n))).collect()
 }
 
 /// Indexes of the lines inside sections that are not BEGIN or END lines.
@@ -636,21 +632,13 @@ impl Line {
 /// Replaces the label of a BEGIN or END line (`marker` is `-----BEGIN` or
 /// `-----END`), keeping what surrounds it.
 fn relabel(line: &[u8], marker: &[u8], label: &str) -> Vec<u8> {
-    let lead = line.len() - trim_start(line).len();
-    let rest = &trim_start(line)[marker.len()..];
+    let marked = trim_start(line);
+    let lead = &line[..line.len() - marked.len()];
+    let rest = &marked[marker.len()..];
     let rest = rest.strip_prefix(b" ").unwrap_or(rest);
-    let dashes = rest
-        .windows(5)
-        .position(|w| w == b"-----")
-        .unwrap_or(rest.len());
-    [
-        &line[..lead],
-        marker,
-        b" ",
-        label.as_bytes(),
-        &rest[dashes..],
-    ]
-    .concat()
+    let dashes = rest.windows(5).position(|w| w == b"-----");
+    let tail = &rest[dashes.unwrap_or(rest.len())..];
+    [lead, marker, b" ", label.as_bytes(), tail].concat()
 }
 
 /// Every byte of `breaks` in `b` replaced by what `with` returns for it
@@ -1143,26 +1131,17 @@ proptest! {
         match result {
             Err(err) => {
                 check_error(&err, &dir.files, &written)?;
-                prop_assert!(
-                    !(fits && must_load(&trust, &written, true)),
-                    "valid files refused: {err}{}",
-                    describe(&written)
-                );
+                let valid = fits && must_load(&trust, &written, true);
+                prop_assert!(!valid, "valid files refused: {err}{}", describe(&written));
             }
             Ok(acceptor) => {
                 let status = acceptor.status();
-                prop_assert_eq!(status.generation, 1);
-                prop_assert_eq!(
-                    &status.cert.fingerprint_sha256,
-                    &first_cert_fingerprint(&written[0].bytes)
-                );
+                let first = first_cert_fingerprint(&written[0].bytes);
+                prop_assert_eq!((status.generation, &status.cert.fingerprint_sha256), (1, &first));
                 if let Trust::Ca { .. } = trust {
-                    let cas = sections(&written[2].bytes)
-                        .unwrap()
-                        .iter()
-                        .filter(|(kind, _)| *kind == SectionKind::Certificate)
-                        .count();
-                    prop_assert_eq!(status.client_ca.len(), cas);
+                    let sections = sections(&written[2].bytes).unwrap();
+                    let is_cert = |(kind, _): &&(SectionKind, _)| *kind == SectionKind::Certificate;
+                    prop_assert_eq!(status.client_ca.len(), sections.iter().filter(is_cert).count());
                 }
             }
         }
