@@ -247,21 +247,16 @@ async fn serves_the_new_pair_however_a_plain_directory_is_updated() {
     for (name, layout, update) in updates {
         let d = PlainDir::serving(layout).await;
         update(&d.dir, &d.new);
-        tokio::time::timeout(SOON, d.wait_served(&d.new))
-            .await
-            .unwrap_or_else(|_| panic!("{name}: not served"));
+        let waited = tokio::time::timeout(SOON, d.wait_served(&d.new)).await;
+        waited.unwrap_or_else(|_| panic!("{name}: not served"));
         assert!(d.acceptor.status().generation >= 2, "{name}");
     }
 }
 
 /// `tls.crt` and `tls.key` as symlinks to a new pair of files beside them.
 fn link_pair(dir: &Path, leaf: &Leaf) {
-    let n = leaf
-        .serial
-        .iter()
-        .fold(0u64, |n, b| n.wrapping_mul(31) ^ u64::from(*b));
     for (name, contents) in [("tls.key", &leaf.key_pem), ("tls.crt", &leaf.cert_pem)] {
-        let target = format!("{name}-{n}");
+        let target = format!("{name}-{}", &leaf.fingerprint[..11]);
         fs::write(dir.join(&target), contents).unwrap();
         symlink(&target, dir.join(".link")).unwrap();
         fs::rename(dir.join(".link"), dir.join(name)).unwrap();

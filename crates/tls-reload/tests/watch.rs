@@ -79,12 +79,10 @@ async fn polls_when_events_are_lost_at_start_or_later_and_says_so_once() {
     // the degradation then says.
     for (at_start, reason) in [(true, "unavailable"), (false, "event thread")] {
         let mut fx = Fixture::new();
-        let builder = fx.builder().poll_interval(poll);
-        let builder = if at_start {
-            builder.fail_event_watcher()
-        } else {
-            builder
-        };
+        let mut builder = fx.builder().poll_interval(poll);
+        if at_start {
+            builder = builder.fail_event_watcher();
+        }
         let (acceptor, mut watcher) = builder.start().unwrap();
         let mut events = acceptor.subscribe();
         let addr = listen(&acceptor).await;
@@ -116,10 +114,8 @@ async fn polls_when_events_are_lost_at_start_or_later_and_says_so_once() {
         let mut late = acceptor.subscribe();
         let first = next_event(&mut late).await;
         assert!(matches!(first, ReloadEvent::Degraded(_)), "{first:?}");
-        tokio::join!(
-            no_event(&mut events, poll * 3),
-            no_event(&mut late, poll * 3)
-        );
+        let quiet = poll * 3;
+        tokio::join!(no_event(&mut events, quiet), no_event(&mut late, quiet));
         assert_eq!(acceptor.status().watcher, WatcherMode::Polling);
     }
 }
@@ -142,10 +138,8 @@ async fn reload_now_reports_each_outcome_and_every_subscriber_sees_each_swap_in_
     let (mut a, mut b) = (acceptor.subscribe(), acceptor.subscribe());
 
     let outcome = acceptor.reload_now(Trigger::Api).await.unwrap();
-    assert!(
-        matches!(outcome, ReloadOutcome::Unchanged { generation: 1 }),
-        "{outcome:?}"
-    );
+    let unchanged = matches!(outcome, ReloadOutcome::Unchanged { generation: 1 });
+    assert!(unchanged, "{outcome:?}");
     fx.rotate();
     // Without a watcher nothing changes by itself.
     tokio::time::sleep(Duration::from_millis(200)).await;
