@@ -233,11 +233,9 @@ fn sections(bytes: &[u8]) -> Option<Vec<(SectionKind, Vec<u8>)>> {
 /// What a file holds, for assertion messages: printable, and short.
 fn show(bytes: &[u8]) -> String {
     let text: String = String::from_utf8_lossy(bytes).escape_debug().collect();
-    if text.chars().count() > 600 {
-        let head: String = text.chars().take(600).collect();
-        format!("{head}... ({} bytes)", bytes.len())
-    } else {
-        text
+    match text.char_indices().nth(600) {
+        Some((cut, _)) => format!("{}... ({} bytes)", &text[..cut], bytes.len()),
+        None => text,
     }
 }
 

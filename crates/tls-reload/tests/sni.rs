@@ -82,14 +82,11 @@ async fn served(addr: SocketAddr, name: Option<&str>) -> String {
 
 /// Waits until a client asking for `name` is served `fingerprint`.
 async fn wait_served_for(addr: SocketAddr, name: &str, fingerprint: &str) {
-    eventually(
-        SOON,
-        &format!("{name} served {fingerprint}"),
-        || async move {
-            let got = served(addr, Some(name)).await;
-            if got == fingerprint { Ok(()) } else { Err(got) }
-        },
-    )
+    let what = format!("{name} served {fingerprint}");
+    eventually(SOON, &what, || async move {
+        let got = served(addr, Some(name)).await;
+        if got == fingerprint { Ok(()) } else { Err(got) }
+    })
     .await;
 }
 
@@ -158,10 +155,8 @@ async fn rotating_one_identity_changes_only_what_its_names_get() {
     };
     let labels = [&default.label, &api.label, &apps.label];
     assert_eq!(labels, ["default", API, APPS]);
-    assert_eq!(
-        (default.names.len(), &api.names[..]),
-        (0, &[API.into()][..])
-    );
+    assert!(default.names.is_empty());
+    assert_eq!(api.names, [API]);
     assert!(default.last_attempt.is_none() && api.last_attempt.is_none());
     let apps_attempt = apps.last_attempt.as_ref().unwrap();
     assert_eq!(apps_attempt.trigger, Trigger::Watch);
@@ -360,12 +355,9 @@ async fn an_overdue_renewal_is_reported_once_per_certificate() {
     assert_eq!(report.identity, "default");
     assert_eq!(report.cert.fingerprint_sha256, late_default.fingerprint);
     eventually(SOON, "the renewed identity no longer overdue", || async {
-        let overdue = overdue(&acceptor);
-        if overdue == [true, false] {
-            Ok(())
-        } else {
-            Err(format!("{overdue:?}"))
-        }
+        let seen = overdue(&acceptor);
+        let done = seen == [true, false];
+        done.then_some(()).ok_or(format!("{seen:?}"))
     })
     .await;
     no_event(&mut events, poll * 10).await;
