@@ -183,37 +183,25 @@ impl Material {
             })
             .collect();
 
-        let body = |text: &str| -> String {
-            text.lines()
-                .filter(|l| !l.starts_with("-----"))
-                .collect::<String>()
+        // A window of a key's base64 is key material unless it also occurs
+        // in a public document or in a key of the other pair (ASN.1 headers).
+        let body = |item: &Item| -> String {
+            let text = &pem[*item as usize];
+            text.lines().filter(|l| !l.starts_with("-----")).collect()
         };
-        const W: usize = 12;
-        let windows = |s: &str| -> Vec<String> {
-            s.as_bytes()
-                .windows(W)
-                .map(|w| String::from_utf8(w.to_vec()).unwrap())
-                .collect()
-        };
-        let public: Vec<String> = ITEMS
-            .iter()
-            .filter(|i| !KEYS.contains(i))
-            .map(|i| body(&pem[*i as usize]))
+        let key_windows: Vec<String> = (KEYS.iter())
+            .flat_map(|key| {
+                let others: Vec<String> = (ITEMS.iter())
+                    .filter(|i| !KEYS.contains(i) || i.pair() != key.pair())
+                    .map(body)
+                    .collect();
+                let key = body(key);
+                (0..=key.len() - 12)
+                    .map(|n| key[n..n + 12].to_owned())
+                    .filter(|w| !others.iter().any(|b| b.contains(w)))
+                    .collect::<Vec<_>>()
+            })
             .collect();
-        let mut key_windows = Vec::new();
-        for key in KEYS {
-            let other_pair: Vec<String> = KEYS
-                .iter()
-                .filter(|k| k.pair() != key.pair())
-                .map(|k| body(&pem[*k as usize]))
-                .collect();
-            for w in windows(&body(&pem[*key as usize])) {
-                let shared = other_pair.iter().chain(&public).any(|b| b.contains(&w));
-                if !shared {
-                    key_windows.push(w);
-                }
-            }
-        }
         assert!(key_windows.len() > 100, "keys have private parts");
 
         Self {
@@ -239,19 +227,15 @@ fn pem_text(label: &str, der: &[u8]) -> String {
 /// The sections as the library's PEM reader sees them, or `None` when it
 /// refuses the file.
 fn sections(bytes: &[u8]) -> Option<Vec<(SectionKind, Vec<u8>)>> {
-    SliceIter::<(SectionKind, Vec<u8>)>::new(bytes)
-        .collect::<Result<_, _>>()
-        .ok()
+    SliceIter::new(bytes).collect::<Result<_, _>>().ok()
 }
 
 /// What a file holds, for assertion messages: printable, and short.
 fn show(bytes: &[u8]) -> String {
     let text: String = String::from_utf8_lossy(bytes).escape_debug().collect();
-    if text.chars().count() > 600 {
-        let head: String = text.chars().take(600).collect();
-        format!("{head}... ({} bytes)", bytes.len())
-    } else {
-        text
+    match text.char_indices().nth(600) {
+        Some((cut, _)) => format!("{}... ({} bytes)", &text[..cut], bytes.len()),
+        None => text,
     }
 }
 
@@ -259,22 +243,12 @@ fn show(bytes: &[u8]) -> String {
 
 /// A PEM label, known or not.
 fn label() -> impl Strategy<Value = String> {
+    #[rustfmt::skip]
     const KNOWN: &[&str] = &[
-        "CERTIFICATE",
-        "PRIVATE KEY",
-        "RSA PRIVATE KEY",
-        "EC PRIVATE KEY",
-        "X509 CRL",
-        "ENCRYPTED PRIVATE KEY",
-        "DSA PRIVATE KEY",
-        "OPENSSH PRIVATE KEY",
-        "PUBLIC KEY",
-        "CERTIFICATE REQUEST",
-        "TRUSTED CERTIFICATE",
-        "X509 CERTIFICATE",
-        "certificate",
-        "CERTIFICATE ",
-        "",
+        "CERTIFICATE", "PRIVATE KEY", "RSA PRIVATE KEY", "EC PRIVATE KEY", "X509 CRL",
+        "ENCRYPTED PRIVATE KEY", "DSA PRIVATE KEY", "OPENSSH PRIVATE KEY", "PUBLIC KEY",
+        "CERTIFICATE REQUEST", "TRUSTED CERTIFICATE", "X509 CERTIFICATE", "certificate",
+        "CERTIFICATE ", "",
     ];
     prop_oneof![
         4 => select(KNOWN).prop_map(str::to_owned),
@@ -611,10 +585,8 @@ fn lines_where(lines: &[Vec<u8>], f: fn(&[u8]) -> bool) -> Vec<usize> {
 /// `(BEGIN line, END line or none)` of each section.
 fn sections_of(lines: &[Vec<u8>]) -> Vec<(usize, Option<usize>)> {
     let end_after = |n: usize| (n + 1..lines.len()).find(|&m| is_end(&lines[m]));
-    lines_where(lines, is_begin)
-        .into_iter()
-        .map(|n| (n, end_after(n)))
-        .collect()
+    let begins = lines_where(lines, is_begin);
+    begins.into_iter().map(|n| (n, end_after(n))).collect()
 }
 
 /// Indexes of the lines inside sections that are not BEGIN or END lines.
@@ -658,21 +630,13 @@ impl Line {
 /// Replaces the label of a BEGIN or END line (`marker` is `-----BEGIN` or
 /// `-----END`), keeping what surrounds it.
 fn relabel(line: &[u8], marker: &[u8], label: &str) -> Vec<u8> {
-    let lead = line.len() - trim_start(line).len();
-    let rest = &trim_start(line)[marker.len()..];
+    let marked = trim_start(line);
+    let lead = &line[..line.len() - marked.len()];
+    let rest = &marked[marker.len()..];
     let rest = rest.strip_prefix(b" ").unwrap_or(rest);
-    let dashes = rest
-        .windows(5)
-        .position(|w| w == b"-----")
-        .unwrap_or(rest.len());
-    [
-        &line[..lead],
-        marker,
-        b" ",
-        label.as_bytes(),
-        &rest[dashes..],
-    ]
-    .concat()
+    let dashes = rest.windows(5).position(|w| w == b"-----");
+    let tail = &rest[dashes.unwrap_or(rest.len())..];
+    [lead, marker, b" ", label.as_bytes(), tail].concat()
 }
 
 /// Every byte of `breaks` in `b` replaced by what `with` returns for it
@@ -998,18 +962,10 @@ fn check_error(err: &Error, files: &TlsFiles, written: &[Written]) -> Result<(),
         '\n', '\r', '\u{b}', '\u{c}', '\u{85}', '\u{2028}', '\u{2029}',
     ];
     check!(!text.contains(breaks), "the error is more than one line");
-    check!(
-        !text.chars().any(char::is_control),
-        "the error contains control characters"
-    );
-    let quoted = MATERIAL
-        .key_windows
-        .iter()
-        .find(|w| text.contains(w.as_str()));
-    check!(
-        quoted.is_none(),
-        "the error quotes key material ({quoted:?})"
-    );
+    let control = text.chars().any(char::is_control);
+    check!(!control, "the error contains control characters");
+    let quoted = MATERIAL.key_windows.iter().find(|w| text.contains(*w));
+    check!(quoted.is_none(), "quotes key material: {quoted:?}");
     match err {
         // Only a panic in the loading code ends a reload task here.
         Error::Task(_) => check!(false, "loading panicked"),
@@ -1018,10 +974,8 @@ fn check_error(err: &Error, files: &TlsFiles, written: &[Written]) -> Result<(),
             let path = err.path();
             check!(path.is_some(), "names no file");
             let path = path.unwrap();
-            check!(
-                files.paths().any(|p| p == path),
-                "names {path:?}, which is not configured"
-            );
+            let configured = files.paths().any(|p| p == path);
+            check!(configured, "names {path:?}, which is not configured");
             let named = text.contains(&path.display().to_string());
             check!(named, "Display does not name {path:?}");
             let blamed = written.iter().find(|w| w.path == path).unwrap();
@@ -1104,40 +1058,26 @@ async fn reload_step(
         }
         Ok(ReloadOutcome::Reloaded(r)) => {
             prop_assert!(bytes != served, "same bytes reloaded{context}");
-            prop_assert_eq!(
-                (r.generation, &r.previous.fingerprint_sha256),
-                (before.generation + 1, unchanged.1)
+            let (previous, current) = (
+                &r.previous.fingerprint_sha256,
+                &r.current.fingerprint_sha256,
             );
-            prop_assert_eq!(
-                (generation, fingerprint),
-                (r.generation, &r.current.fingerprint_sha256)
-            );
+            let next = (before.generation + 1, unchanged.1);
+            prop_assert_eq!((r.generation, previous), next);
+            prop_assert_eq!((generation, fingerprint), (r.generation, current));
             let first = first_cert_fingerprint(&bytes[0]);
-            prop_assert_eq!(
-                fingerprint,
-                &first,
-                "serves another certificate than the file's first{}",
-                context
-            );
+            let first_served = fingerprint == &first;
+            prop_assert!(first_served, "not the file's first certificate{context}");
             // The served leaf was valid, so its replacement must be too.
             let now = SystemTime::now();
-            prop_assert!(
-                !after.cert.is_expired_at(now),
-                "an expired replacement was swapped in{context}"
-            );
+            let expired = after.cert.is_expired_at(now);
+            prop_assert!(!expired, "an expired replacement was swapped in{context}");
             let not_yet = after.cert.not_before > now + Duration::from_secs(5 * 60);
-            prop_assert!(
-                !not_yet,
-                "a not-yet-valid replacement was swapped in{context}"
-            );
+            prop_assert!(!not_yet, "a not-yet-valid one was swapped in{context}");
             // Trust is what follows the key and the certificate.
             let trust_changed = bytes[2..] != served[2..];
-            prop_assert_eq!(
-                r.trust_changed,
-                trust_changed,
-                "trust_changed is wrong{}",
-                context
-            );
+            let right = r.trust_changed == trust_changed;
+            prop_assert!(right, "trust_changed is {}{context}", r.trust_changed);
             Ok(bytes)
         }
         Ok(other) => Err(TestCaseError::fail(format!("unknown outcome {other:?}"))),
@@ -1153,26 +1093,14 @@ async fn check_served(
     context: &str,
 ) -> Result<(), TestCaseError> {
     let expected = acceptor.status().cert.fingerprint_sha256;
-    let seen = tokio::time::timeout(HANG, handshake(addr, key_possession_client()))
-        .await
-        .map_err(|_| TestCaseError::fail("handshake hung"))?;
-    prop_assert!(
-        seen.is_ok(),
-        "the server cannot prove it holds the key of its leaf: {:?}{context}",
-        seen.err()
-    );
-    prop_assert_eq!(&seen.unwrap().fingerprint, &expected, "{}", context);
-
-    let valid = CURRENT_CERTS
-        .iter()
-        .any(|item| first_cert_fingerprint(item.pem()) == expected);
-    if valid {
-        let client = client_config(MATERIAL.server_ca.cert_pem(), None);
-        let seen = tokio::time::timeout(HANG, handshake(addr, client))
-            .await
-            .map_err(|_| TestCaseError::fail("handshake hung"))?;
-        prop_assert!(seen.is_ok(), "{:?}{context}", seen.err());
-        prop_assert_eq!(&seen.unwrap().fingerprint, &expected);
+    let valid = (CURRENT_CERTS.iter()).any(|item| first_cert_fingerprint(item.pem()) == expected);
+    let trusting = valid.then(|| client_config(MATERIAL.server_ca.cert_pem(), None));
+    for client in std::iter::once(key_possession_client()).chain(trusting) {
+        let seen = tokio::time::timeout(HANG, handshake(addr, client)).await;
+        let seen = seen.map_err(|_| TestCaseError::fail("handshake hung"))?;
+        // The first client fails exactly when the server lacks the leaf's key.
+        prop_assert!(seen.is_ok(), "handshake refused: {:?}{context}", seen.err());
+        prop_assert_eq!(&seen.unwrap().fingerprint, &expected, "{}", context);
     }
     Ok(())
 }
@@ -1201,26 +1129,17 @@ proptest! {
         match result {
             Err(err) => {
                 check_error(&err, &dir.files, &written)?;
-                prop_assert!(
-                    !(fits && must_load(&trust, &written, true)),
-                    "valid files refused: {err}{}",
-                    describe(&written)
-                );
+                let valid = fits && must_load(&trust, &written, true);
+                prop_assert!(!valid, "valid files refused: {err}{}", describe(&written));
             }
             Ok(acceptor) => {
                 let status = acceptor.status();
-                prop_assert_eq!(status.generation, 1);
-                prop_assert_eq!(
-                    &status.cert.fingerprint_sha256,
-                    &first_cert_fingerprint(&written[0].bytes)
-                );
+                let first = first_cert_fingerprint(&written[0].bytes);
+                prop_assert_eq!((status.generation, &status.cert.fingerprint_sha256), (1, &first));
                 if let Trust::Ca { .. } = trust {
-                    let cas = sections(&written[2].bytes)
-                        .unwrap()
-                        .iter()
-                        .filter(|(kind, _)| *kind == SectionKind::Certificate)
-                        .count();
-                    prop_assert_eq!(status.client_ca.len(), cas);
+                    let sections = sections(&written[2].bytes).unwrap();
+                    let is_cert = |(kind, _): &&(SectionKind, _)| *kind == SectionKind::Certificate;
+                    prop_assert_eq!(status.client_ca.len(), sections.iter().filter(is_cert).count());
                 }
             }
         }
@@ -1281,24 +1200,16 @@ proptest! {
                 .expect("the pristine files load");
             let (addr, server) = serve(acceptor.clone()).await;
             let mut served: Vec<Vec<u8>> = written.into_iter().map(|w| w.bytes).collect();
-            let mut result = Ok(());
-            for docs in &steps {
-                result = match reload_step(&acceptor, &dir, &Trust::Off, docs, served.clone()).await {
-                    Ok(now) => {
-                        served = now;
-                        let context = format!(
-                            "\nserved cert file: \"{}\"\nserved key file: \"{}\"",
-                            show(&served[0]),
-                            show(&served[1])
-                        );
-                        check_served(addr, &acceptor, &context).await
-                    }
-                    Err(e) => Err(e),
-                };
-                if result.is_err() {
-                    break;
+            let result: Result<(), TestCaseError> = async {
+                for docs in &steps {
+                    served = reload_step(&acceptor, &dir, &Trust::Off, docs, served).await?;
+                    let (cert, key) = (show(&served[0]), show(&served[1]));
+                    let context = format!("\nserved cert: \"{cert}\"\nserved key: \"{key}\"");
+                    check_served(addr, &acceptor, &context).await?;
                 }
+                Ok(())
             }
+            .await;
             server.abort();
             result
         })?;

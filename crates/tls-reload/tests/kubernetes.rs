@@ -17,26 +17,40 @@ use std::time::{Duration, Instant};
 use common::*;
 use rustls::ClientConfig;
 use tls_reload::testing::{Leaf, TestCa, client_config, handshake};
-use tls_reload::{ClientAuth, Error, ReloadableAcceptor, Subscription, TlsFiles, Trigger, Watcher};
+use tls_reload::{Error, ReloadableAcceptor, Subscription, TlsFiles, Trigger, Watcher};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn serves_new_cert_after_kubelet_atomic_update() {
+async fn keeps_the_served_pair_through_bad_kubelet_updates_and_serves_each_good_one() {
     let mut fx = Fixture::new();
     let (acceptor, _watcher) = fx.builder().start().unwrap();
     let mut events = acceptor.subscribe();
     let addr = listen(&acceptor).await;
     let client = fx.client();
     let old = fx.leaf.fingerprint.clone();
+    let (cert, key) = (fx.server.path("tls.crt"), fx.server.path("tls.key"));
+
+    // Bad pairs first: garbage, then a certificate of another key.
+    let garbage = "-----BEGIN CERTIFICATE-----\nnot base64 at all!\n-----END CERTIFICATE-----\n";
+    fx.publish(garbage, &fx.leaf.key_pem);
+    let failure = next_failed(&mut events).await;
+    let error = &failure.error;
+    assert!(matches!(error, Error::MalformedPem { .. }), "{error}");
+    fx.publish(&fx.server_ca.server().cert_pem, &fx.leaf.key_pem);
+    let failure = next_failed(&mut events).await;
+    match &failure.error {
+        Error::KeyMismatch {
+            cert_path,
+            key_path,
+        } => assert_eq!((cert_path, key_path), (&cert, &key)),
+        other => panic!("expected a key mismatch, got {other}"),
+    }
     assert_eq!(served(addr, &client).await, old);
+    assert_eq!(acceptor.status().generation, 1);
 
     // The user-visible file is a symlink that kubelet never rewrites.
-    let link_before = fs::read_link(fx.server.path("tls.crt")).unwrap();
+    let link_before = fs::read_link(&cert).unwrap();
     let new = fx.rotate();
-    assert_eq!(
-        fs::read_link(fx.server.path("tls.crt")).unwrap(),
-        link_before
-    );
-
+    assert_eq!(fs::read_link(&cert).unwrap(), link_before);
     let reloaded = next_reloaded(&mut events).await;
     assert_eq!(reloaded.trigger, Trigger::Watch);
     assert_eq!(reloaded.previous.fingerprint_sha256, old);
@@ -53,50 +67,13 @@ async fn serves_new_cert_after_kubelet_atomic_update() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn keeps_the_served_pair_when_kubelet_publishes_a_bad_one() {
-    let mut fx = Fixture::new();
-    let (acceptor, _watcher) = fx.builder().start().unwrap();
-    let mut events = acceptor.subscribe();
-    let addr = listen(&acceptor).await;
-    let client = fx.client();
-    let (cert, key) = (fx.server.path("tls.crt"), fx.server.path("tls.key"));
-    let garbage = "-----BEGIN CERTIFICATE-----\nnot base64 at all!\n-----END CERTIFICATE-----\n";
-
-    fx.publish(garbage, &fx.leaf.key_pem);
-    let failure = next_failed(&mut events).await;
-    assert!(
-        matches!(failure.error, Error::MalformedPem { .. }),
-        "{}",
-        failure.error
-    );
-
-    fx.publish(&fx.server_ca.server().cert_pem, &fx.leaf.key_pem);
-    let failure = next_failed(&mut events).await;
-    match &failure.error {
-        Error::KeyMismatch {
-            cert_path,
-            key_path,
-        } => assert_eq!((cert_path, key_path), (&cert, &key)),
-        other => panic!("expected a key mismatch, got {other}"),
-    }
-    assert_eq!(served(addr, &client).await, fx.leaf.fingerprint);
-    assert_eq!(acceptor.status().generation, 1);
-
-    let new = fx.rotate();
-    next_reloaded(&mut events).await;
-    assert_eq!(served(addr, &client).await, new.fingerprint);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_ca_rotation_refuses_old_ca_clients_and_accepts_new_ones() {
     let fx = Fixture::new();
-    let (old_ca, new_ca) = (TestCa::new("clients 1"), TestCa::new("clients 2"));
-    fx.publish_client_ca(old_ca.cert_pem());
-    let files = fx.mtls_files(ClientAuth::Required);
-    let (acceptor, _watcher) = fast(ReloadableAcceptor::builder(files)).start().unwrap();
+    let new_ca = TestCa::new("clients 2");
+    let (acceptor, _watcher) = fx.mtls_builder().start().unwrap();
     let mut events = acceptor.subscribe();
     let addr = listen(&acceptor).await;
-    let old_client = client_config(fx.server_ca.cert_pem(), Some(&old_ca.client("alice")));
+    let old_client = client_config(fx.server_ca.cert_pem(), Some(&fx.client));
     let new_client = client_config(fx.server_ca.cert_pem(), Some(&new_ca.client("bob")));
     let anonymous = fx.client();
     let accepted = |config: &Arc<ClientConfig>| {
@@ -107,6 +84,14 @@ async fn client_ca_rotation_refuses_old_ca_clients_and_accepts_new_ones() {
     assert!(!accepted(&new_client).await);
     assert!(!accepted(&anonymous).await, "client cert required");
 
+    // A garbage bundle is refused and the old trust kept for real clients.
+    fx.publish_client_ca("-----BEGIN CERTIFICATE-----\nMAMCAQA=\n-----END CERTIFICATE-----\n");
+    let failure = next_failed(&mut events).await;
+    let bundle = fx.client_ca_volume.path("ca.crt");
+    assert_eq!(failure.error.path(), Some(bundle.as_path()));
+    assert!(accepted(&old_client).await, "old trust kept");
+    assert!(!accepted(&new_client).await);
+
     fx.publish_client_ca(new_ca.cert_pem());
     let reloaded = next_reloaded(&mut events).await;
     assert!(reloaded.trust_changed);
@@ -114,10 +99,7 @@ async fn client_ca_rotation_refuses_old_ca_clients_and_accepts_new_ones() {
     assert_eq!(reloaded.client_ca.len(), 1);
     assert!(reloaded.client_ca[0].subject.contains("clients 2"));
 
-    assert!(
-        !accepted(&old_client).await,
-        "client of the removed CA must be refused"
-    );
+    assert!(!accepted(&old_client).await, "removed CA");
     assert!(accepted(&new_client).await);
     assert!(!accepted(&anonymous).await);
 }
@@ -150,69 +132,57 @@ async fn reloads_never_read_a_torn_pair_while_kubelet_swaps_the_volume() {
     }
     stop.store(true, Ordering::Relaxed);
     let rotations = writer.join().unwrap();
-    assert!(
-        rotations > 100 && ok > 100,
-        "{rotations} rotations, {ok} reloads"
-    );
-    assert!(
-        torn.is_empty(),
-        "{} torn reads, first: {}",
-        torn.len(),
-        torn[0]
-    );
+    let enough = rotations > 100 && ok > 100;
+    assert!(enough, "{rotations} rotations, {ok} reloads");
+    assert!(torn.is_empty(), "torn reads: {torn:?}");
 }
 
 /// Plain files in a plain directory, as on a VM or with `kubectl cp`,
 /// served with a watcher whose poll (60 s) never runs during a test: only
 /// events (and retries after a failure) bring changes in.
 struct PlainDir {
-    _tmp: tempfile::TempDir,
+    /// Holds the directory, and the CA that issues `old` and `new`.
+    fx: Fixture,
     dir: PathBuf,
-    ca: TestCa,
     old: Leaf,
     new: Leaf,
     acceptor: ReloadableAcceptor,
     _watcher: Watcher,
     events: Subscription,
     addr: SocketAddr,
-    client: Arc<ClientConfig>,
 }
 
 impl PlainDir {
     /// Serves `old` from `tls.crt` and `tls.key`, laid out by `layout`.
     async fn serving(layout: fn(&Path, &Leaf)) -> Self {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().join("tls");
+        let fx = Fixture::new();
+        let dir = fx.dir().join("tls");
         fs::create_dir(&dir).unwrap();
-        let ca = TestCa::new("ca");
-        let (old, new) = (ca.server(), ca.server());
+        let (old, new) = (fx.server_ca.server(), fx.server_ca.server());
         layout(&dir, &old);
         let files = TlsFiles::new(dir.join("tls.crt"), dir.join("tls.key"));
         let (acceptor, _watcher) = fast(ReloadableAcceptor::builder(files)).start().unwrap();
         let events = acceptor.subscribe();
         let addr = listen(&acceptor).await;
-        let client = client_config(ca.cert_pem(), None);
-        assert_eq!(served(addr, &client).await, old.fingerprint);
+        assert_eq!(served(addr, &fx.client()).await, old.fingerprint);
         Self {
-            _tmp: tmp,
+            fx,
             dir,
-            ca,
             old,
             new,
             acceptor,
             _watcher,
             events,
             addr,
-            client,
         }
     }
 
     async fn served(&self) -> String {
-        served(self.addr, &self.client).await
+        served(self.addr, &self.fx.client()).await
     }
 
     async fn wait_served(&self, leaf: &Leaf) {
-        wait_served(self.addr, &self.client, &leaf.fingerprint).await;
+        wait_served(self.addr, &self.fx.client(), &leaf.fingerprint).await;
     }
 }
 
@@ -277,21 +247,16 @@ async fn serves_the_new_pair_however_a_plain_directory_is_updated() {
     for (name, layout, update) in updates {
         let d = PlainDir::serving(layout).await;
         update(&d.dir, &d.new);
-        tokio::time::timeout(SOON, d.wait_served(&d.new))
-            .await
-            .unwrap_or_else(|_| panic!("{name}: not served"));
+        let waited = tokio::time::timeout(SOON, d.wait_served(&d.new)).await;
+        waited.unwrap_or_else(|_| panic!("{name}: not served"));
         assert!(d.acceptor.status().generation >= 2, "{name}");
     }
 }
 
 /// `tls.crt` and `tls.key` as symlinks to a new pair of files beside them.
 fn link_pair(dir: &Path, leaf: &Leaf) {
-    let n = leaf
-        .serial
-        .iter()
-        .fold(0u64, |n, b| n.wrapping_mul(31) ^ u64::from(*b));
     for (name, contents) in [("tls.key", &leaf.key_pem), ("tls.crt", &leaf.cert_pem)] {
-        let target = format!("{name}-{n}");
+        let target = format!("{name}-{}", &leaf.fingerprint[..11]);
         fs::write(dir.join(&target), contents).unwrap();
         symlink(&target, dir.join(".link")).unwrap();
         fs::rename(dir.join(".link"), dir.join(name)).unwrap();
@@ -305,19 +270,14 @@ async fn keeps_old_pair_while_only_the_cert_of_a_torn_pair_has_landed() {
     // fails the client's CertificateVerify check) and serve old or new.
     let stop = Arc::new(AtomicBool::new(false));
     let prober = {
-        let (addr, client, stop) = (d.addr, d.client.clone(), stop.clone());
+        let (addr, client, stop) = (d.addr, d.fx.client(), stop.clone());
         let allowed = [d.old.fingerprint.clone(), d.new.fingerprint.clone()];
         tokio::spawn(async move {
             let mut n = 0u32;
             while !stop.load(Ordering::Relaxed) {
-                let hs = handshake(addr, client.clone())
-                    .await
-                    .expect("handshake failed");
-                assert!(
-                    allowed.contains(&hs.fingerprint),
-                    "served {}",
-                    hs.fingerprint
-                );
+                let served = handshake(addr, client.clone()).await.unwrap();
+                let fp = served.fingerprint;
+                assert!(allowed.contains(&fp), "served {fp}");
                 n += 1;
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
@@ -327,21 +287,15 @@ async fn keeps_old_pair_while_only_the_cert_of_a_torn_pair_has_landed() {
 
     replace(&d.dir.join("tls.crt"), &d.new.cert_pem);
     let failure = next_failed(&mut d.events).await;
-    assert!(
-        matches!(failure.error, Error::KeyMismatch { .. }),
-        "{}",
-        failure.error
-    );
+    let error = &failure.error;
+    assert!(matches!(error, Error::KeyMismatch { .. }), "{error}");
     assert_eq!(failure.served_generation, 1);
 
     // The key lands 2 s later. Retries happen meanwhile, but the same
     // failure is reported once.
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(d.served().await, d.old.fingerprint);
-    assert!(
-        d.acceptor.status().reloads_failed >= 2,
-        "retried with backoff"
-    );
+    assert!(d.acceptor.status().reloads_failed >= 2, "retried");
     replace(&d.dir.join("tls.key"), &d.new.key_pem);
 
     let reloaded = next_reloaded(&mut d.events).await;
@@ -376,7 +330,7 @@ async fn recovers_and_watches_again_after_the_files_or_their_directory_are_remov
         // Watched by events again: with no poll and no retry pending, only
         // an event can bring the next change in.
         d.events = d.acceptor.subscribe();
-        let newer = d.ca.server();
+        let newer = d.fx.server_ca.server();
         replace(&d.dir.join("tls.key"), &newer.key_pem);
         replace(&d.dir.join("tls.crt"), &newer.cert_pem);
         let mismatch = |e: &Error| matches!(e, Error::KeyMismatch { .. });

@@ -63,6 +63,10 @@ impl Files {
         self.write("tls.key", &leaf.key_pem);
         self.write("tls.crt", &leaf.cert_pem);
     }
+    fn acceptor(&self) -> ReloadableAcceptor {
+        let builder = ReloadableAcceptor::builder(self.valid.clone());
+        builder.build().unwrap()
+    }
     fn leaf_valid(&self, from: SystemTime, to: SystemTime) -> Leaf {
         self.ca.issue(&LeafOptions::server().valid(from, to))
     }
@@ -173,30 +177,20 @@ fn every_bad_input_is_its_own_error_naming_the_file_and_quoting_no_key() {
         let (files, blamed) = files(&f);
         let err = ReloadableAcceptor::builder(files).build().unwrap_err();
         let text = err.to_string();
-        assert!(is(&err), "{}: {text}", name);
-        assert!(text.contains(says), "{}: {text}", name);
-        assert!(
-            text.contains(&blamed.display().to_string()),
-            "{}: {text}",
-            name
-        );
-        assert_eq!(err.path(), Some(blamed.as_path()), "{}", name);
-        assert!(!text.chars().any(char::is_control), "{}: {text:?}", name);
-        assert!(
-            !text.contains(&key_body),
-            "{}: key material in {text}",
-            name
-        );
+        assert!(is(&err) && text.contains(says), "{name}: {text}");
+        let file = blamed.display().to_string();
+        assert!(text.contains(&file), "{name}: {text}");
+        assert_eq!(err.path(), Some(blamed.as_path()), "{name}");
+        assert!(!text.chars().any(char::is_control), "{name}: {text:?}");
+        assert!(!text.contains(&key_body), "{name}: key material in {text}");
     }
 }
 
 #[test]
 fn the_size_cap_and_contradictory_settings_are_refused() {
     let f = Files::new();
-    let err = ReloadableAcceptor::builder(f.valid.clone())
-        .max_file_size(64)
-        .build()
-        .unwrap_err();
+    let capped = ReloadableAcceptor::builder(f.valid.clone()).max_file_size(64);
+    let err = capped.build().unwrap_err();
     assert!(matches!(err, Error::TooLarge { limit: 64, .. }), "{err}");
     assert_eq!(err.path(), Some(f.valid.cert_path()));
 
@@ -220,21 +214,13 @@ async fn a_fifo_is_refused_without_blocking() {
     let build = tokio::task::spawn_blocking(move || {
         ReloadableAcceptor::builder(TlsFiles::new(&fifo, key)).build()
     });
-    let err = tokio::time::timeout(Duration::from_secs(5), build)
-        .await
+    let built = tokio::time::timeout(Duration::from_secs(5), build).await;
+    let err = built
         .expect("opening a FIFO must not block")
         .unwrap()
         .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            Error::NotAFile {
-                kind: FileKind::Fifo,
-                ..
-            }
-        ),
-        "{err}"
-    );
+    let fifo = matches!(err, Error::NotAFile { kind, .. } if kind == FileKind::Fifo);
+    assert!(fifo, "{err}");
 }
 
 #[test]
@@ -242,9 +228,7 @@ fn reports_what_the_leaf_says_and_no_key_material() {
     let f = Files::new();
     let leaf = f.ca.server();
     f.publish(&leaf);
-    let acceptor = ReloadableAcceptor::builder(f.valid.clone())
-        .build()
-        .unwrap();
+    let acceptor = f.acceptor();
     let status = acceptor.status();
     let cert = &status.cert;
     assert_eq!(status.generation, 1);
@@ -264,35 +248,36 @@ fn reports_what_the_leaf_says_and_no_key_material() {
     assert!(debug.contains("fingerprint"));
 }
 
+#[test]
+fn text_before_a_begin_line_and_after_an_end_line_is_ignored() {
+    // What `openssl pkcs12` exports and hand-joined bundles carry.
+    let f = Files::new();
+    let leaf = f.ca.server();
+    let (before, after) = (
+        "Bag Attributes\n    localKeyID: 01 02\n",
+        "text after END\n",
+    );
+    f.write("tls.crt", format!("{before}{}{after}", leaf.cert_pem));
+    f.write("tls.key", format!("{before}{}{after}", leaf.key_pem));
+    let served = f.acceptor().status().cert.fingerprint_sha256;
+    assert_eq!(served, leaf.fingerprint);
+}
+
 #[tokio::test]
 async fn a_replacement_must_be_valid_now_unless_the_served_leaf_has_expired() {
     let (now, epoch) = (SystemTime::now(), SystemTime::UNIX_EPOCH);
     let valid = (now - DAY, now + 90 * DAY);
     let expired = (now - 10 * DAY, now - DAY);
     // (served, replacement, accepted, what the refusal says)
+    #[rustfmt::skip] // A table: one case a row.
     let cases = [
         (valid, expired, false, "expired at"),
         // UTCTime years 50-69 are 1950-1969: refused, without panicking
         // the reload (and with it the watcher or the SIGHUP handler).
-        (
-            valid,
-            (epoch - 3650 * DAY, epoch - DAY),
-            false,
-            "expired at",
-        ),
-        (
-            valid,
-            (now + 7 * DAY, now + 90 * DAY),
-            false,
-            "is not valid before",
-        ),
+        (valid, (epoch - 3650 * DAY, epoch - DAY), false, "expired at"),
+        (valid, (now + 7 * DAY, now + 90 * DAY), false, "is not valid before"),
         // Two minutes ahead is clock skew, within the 5-minute default.
-        (
-            valid,
-            (now + Duration::from_secs(120), now + 90 * DAY),
-            true,
-            "",
-        ),
+        (valid, (now + Duration::from_secs(120), now + 90 * DAY), true, ""),
         // An expired leaf is served at startup so that a renewal can heal;
         // meanwhile another expired one is no worse.
         (expired, (now - 5 * DAY, now - DAY), true, ""),
@@ -301,9 +286,7 @@ async fn a_replacement_must_be_valid_now_unless_the_served_leaf_has_expired() {
     for ((served_from, served_to), (from, to), accepted, says) in cases {
         let f = Files::new();
         f.publish(&f.leaf_valid(served_from, served_to));
-        let acceptor = ReloadableAcceptor::builder(f.valid.clone())
-            .build()
-            .unwrap();
+        let acceptor = f.acceptor();
         let served = acceptor.status().cert.fingerprint_sha256;
         let next = f.leaf_valid(from, to);
         f.publish(&next);
@@ -323,68 +306,43 @@ async fn a_replacement_must_be_valid_now_unless_the_served_leaf_has_expired() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn crls_refuse_revoked_clients_and_rotate_like_the_ca() {
+async fn optional_client_auth_refuses_strangers_and_revoked_clients_and_crls_rotate_like_the_ca() {
     let f = Files::new();
     let clients = TestCa::new("clients");
     let (alice, bob) = (clients.client("alice"), clients.client("bob"));
+    let stranger = TestCa::new("strangers").client("mallory");
     let ca = f.write("client-ca.crt", clients.cert_pem());
     let crl = f.write("clients.crl", clients.crl(&[]));
-    let files = f
-        .valid
-        .clone()
-        .client_ca(&ca, ClientAuth::Required)
-        .crl(&crl);
-    let acceptor = ReloadableAcceptor::builder(files).build().unwrap();
+    let files = f.valid.clone().client_ca(&ca, ClientAuth::Optional);
+    let acceptor = ReloadableAcceptor::builder(files.crl(&crl))
+        .build()
+        .unwrap();
     let addr = listen(&acceptor).await;
-    let as_alice = client_config(f.ca.cert_pem(), Some(&alice));
-    let as_bob = client_config(f.ca.cert_pem(), Some(&bob));
-    assert!(handshake(addr, as_alice.clone()).await.is_ok());
-    assert!(handshake(addr, as_bob.clone()).await.is_ok());
+    // Whether each of: no certificate, alice, bob, a stranger, is accepted.
+    let accepted = || async {
+        let mut seen = Vec::new();
+        for identity in [None, Some(&alice), Some(&bob), Some(&stranger)] {
+            let config = client_config(f.ca.cert_pem(), identity);
+            seen.push(handshake(addr, config).await.is_ok());
+        }
+        seen
+    };
+    assert_eq!(accepted().await, [true, true, true, false]);
 
     f.write("clients.crl", clients.crl(&[&bob]));
     let Ok(ReloadOutcome::Reloaded(reloaded)) = acceptor.reload_now(Trigger::Manual).await else {
         panic!("a new CRL is a reload");
     };
     assert!(reloaded.trust_changed);
-    assert!(handshake(addr, as_alice).await.is_ok());
-    assert!(
-        handshake(addr, as_bob).await.is_err(),
-        "revoked client refused"
-    );
+    assert_eq!(accepted().await, [true, true, false, false], "bob revoked");
 
+    // A broken CRL is refused, naming it; the last good one stays.
     f.write("clients.crl", pem("X509 CRL", JUNK));
     let failure = acceptor.reload_now(Trigger::Manual).await.unwrap_err();
     let error = &failure.error;
-    assert!(
-        matches!(
-            error,
-            Error::InvalidCertificate {
-                role: FileRole::Crl,
-                ..
-            }
-        ),
-        "{error}"
-    );
-    assert_eq!(error.path(), Some(crl.as_path()));
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn optional_client_auth_accepts_anonymous_and_verified_clients_only() {
-    let f = Files::new();
-    let clients = TestCa::new("clients");
-    let ca = f.write("client-ca.crt", clients.cert_pem());
-    let files = f.valid.clone().client_ca(&ca, ClientAuth::Optional);
-    let acceptor = ReloadableAcceptor::builder(files).build().unwrap();
-    let addr = listen(&acceptor).await;
-    let stranger = TestCa::new("strangers").client("mallory");
-    for (identity, accepted) in [
-        (None, true),
-        (Some(&clients.client("alice")), true),
-        (Some(&stranger), false),
-    ] {
-        let result = handshake(addr, client_config(f.ca.cert_pem(), identity)).await;
-        assert_eq!(result.is_ok(), accepted, "{identity:?}: {result:?}");
-    }
+    let refused = matches!(error, Error::InvalidCertificate { role, .. } if *role == FileRole::Crl);
+    assert!(refused && error.path() == Some(crl.as_path()), "{error}");
+    assert_eq!(accepted().await, [true, true, false, false]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -428,20 +386,12 @@ async fn sessions_resume_across_a_certificate_only_rotation() {
     let acceptor = fx.builder().build().unwrap();
     let addr = listen(&acceptor).await;
     let client = resuming(fx.client());
-    assert_eq!(
-        kinds(addr, &client, 2).await,
-        [Full, Resumed],
-        "resumption works at all"
-    );
+    assert_eq!(kinds(addr, &client, 2).await, [Full, Resumed], "at all");
 
     let new = fx.rotate();
     let reloaded = acceptor.reload_now(Trigger::Manual).await.unwrap();
     assert_eq!(reloaded.generation(), 2);
-    assert_eq!(
-        kinds(addr, &client, 1).await,
-        [Resumed],
-        "resumed across the rotation"
-    );
+    assert_eq!(kinds(addr, &client, 1).await, [Resumed], "after");
     // A new client sees the new certificate.
     assert_eq!(served(addr, &fx.client()).await, new.fingerprint);
 }
@@ -449,17 +399,18 @@ async fn sessions_resume_across_a_certificate_only_rotation() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_do_not_resume_after_the_client_ca_changes() {
     let fx = Fixture::new();
-    let (clients, more_clients) = (TestCa::new("clients"), TestCa::new("more clients"));
-    fx.publish_client_ca(clients.cert_pem());
-    let files = fx.mtls_files(ClientAuth::Required);
-    let acceptor = fast(ReloadableAcceptor::builder(files)).build().unwrap();
+    let acceptor = fx.mtls_builder().build().unwrap();
     let addr = listen(&acceptor).await;
-    let alice = clients.client("alice");
-    let client = resuming(client_config(fx.server_ca.cert_pem(), Some(&alice)));
+    let client = resuming(client_config(fx.server_ca.cert_pem(), Some(&fx.client)));
     assert_eq!(kinds(addr, &client, 2).await, [Full, Resumed]);
 
-    // Alice's CA stays trusted; only the bundle changes.
-    fx.publish_client_ca(format!("{}{}", clients.cert_pem(), more_clients.cert_pem()));
+    // The client's CA stays trusted; only the bundle changes.
+    let more_clients = TestCa::new("more clients");
+    fx.publish_client_ca(format!(
+        "{}{}",
+        fx.client_ca.cert_pem(),
+        more_clients.cert_pem()
+    ));
     let outcome = acceptor.reload_now(Trigger::Manual).await.unwrap();
     assert!(matches!(outcome, ReloadOutcome::Reloaded(r) if r.trust_changed));
     // No resumption across a trust change; the new trust's sessions resume.

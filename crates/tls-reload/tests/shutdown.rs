@@ -23,10 +23,8 @@ fn threads_named(prefix: &str) -> usize {
 /// Waits until no thread's name starts with `prefix`.
 async fn no_thread_named(prefix: &str) {
     eventually(SOON, &format!("no {prefix} thread"), || async {
-        match threads_named(prefix) {
-            0 => Ok(()),
-            n => Err(n),
-        }
+        let n = threads_named(prefix);
+        if n == 0 { Ok(()) } else { Err(n) }
     })
     .await;
 }
@@ -45,11 +43,7 @@ async fn shutdown_and_drop_leave_no_watcher_thread_or_task() {
     let mut events = acceptor.subscribe();
 
     watcher.shutdown().await;
-    assert_eq!(
-        acceptor.status().watcher,
-        WatcherMode::Off,
-        "the task has ended"
-    );
+    assert_eq!(acceptor.status().watcher, WatcherMode::Off, "task ended");
     no_thread_named(NOTIFY).await;
     // Nothing reacts to changes any more; the acceptor still serves.
     fx.rotate();
@@ -62,10 +56,8 @@ async fn shutdown_and_drop_leave_no_watcher_thread_or_task() {
     drop(watcher);
     no_thread_named(NOTIFY).await;
     eventually(SOON, "the watcher task has ended", || async {
-        match acceptor.status().watcher {
-            WatcherMode::Off => Ok(()),
-            mode => Err(mode),
-        }
+        let mode = acceptor.status().watcher;
+        (mode == WatcherMode::Off).then_some(()).ok_or(mode)
     })
     .await;
 }

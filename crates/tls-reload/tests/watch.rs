@@ -19,12 +19,9 @@ async fn touch_and_unrelated_files_cause_no_reload_and_no_event() {
     assert_eq!(acceptor.status().watcher, WatcherMode::Events);
 
     // touch: new mtime, same bytes.
-    let cert = fs::File::options()
-        .append(true)
-        .open(fx.server.path("tls.crt"));
-    cert.unwrap()
-        .set_modified(std::time::SystemTime::now())
-        .unwrap();
+    let path = fx.server.path("tls.crt");
+    let cert = fs::File::options().append(true).open(path).unwrap();
+    cert.set_modified(std::time::SystemTime::now()).unwrap();
     // Unrelated files come and go in the same directory.
     fs::write(fx.server.dir().join("README"), "unrelated").unwrap();
     fs::write(fx.server.dir().join("README"), "changed").unwrap();
@@ -45,12 +42,8 @@ async fn a_directory_that_never_goes_quiet_still_reloads_within_max_delay() {
     let mut fx = Fixture::new();
     let debounce = Duration::from_millis(500);
     let max_delay = Duration::from_millis(1500);
-    let (acceptor, _watcher) = fx
-        .builder()
-        .debounce(debounce)
-        .max_delay(max_delay)
-        .start()
-        .unwrap();
+    let builder = fx.builder().debounce(debounce).max_delay(max_delay);
+    let (acceptor, _watcher) = builder.start().unwrap();
     let mut events = acceptor.subscribe();
     let addr = listen(&acceptor).await;
     let client = fx.client();
@@ -75,10 +68,8 @@ async fn a_directory_that_never_goes_quiet_still_reloads_within_max_delay() {
     assert_eq!(served(addr, &client).await, new.fingerprint);
     // The burst began before the rotation, so the deadline can only come
     // sooner; allow scheduling slack on a loaded machine.
-    assert!(
-        took <= max_delay + Duration::from_millis(700),
-        "took {took:?}"
-    );
+    let slack = Duration::from_millis(700);
+    assert!(took <= max_delay + slack, "took {took:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -88,12 +79,10 @@ async fn polls_when_events_are_lost_at_start_or_later_and_says_so_once() {
     // the degradation then says.
     for (at_start, reason) in [(true, "unavailable"), (false, "event thread")] {
         let mut fx = Fixture::new();
-        let builder = fx.builder().poll_interval(poll);
-        let builder = if at_start {
-            builder.fail_event_watcher()
-        } else {
-            builder
-        };
+        let mut builder = fx.builder().poll_interval(poll);
+        if at_start {
+            builder = builder.fail_event_watcher();
+        }
         let (acceptor, mut watcher) = builder.start().unwrap();
         let mut events = acceptor.subscribe();
         let addr = listen(&acceptor).await;
@@ -123,14 +112,10 @@ async fn polls_when_events_are_lost_at_start_or_later_and_says_so_once() {
         // A later subscriber learns of it too, once; no further degraded
         // events for anyone while it keeps polling.
         let mut late = acceptor.subscribe();
-        assert!(matches!(
-            next_event(&mut late).await,
-            ReloadEvent::Degraded(_)
-        ));
-        tokio::join!(
-            no_event(&mut events, poll * 3),
-            no_event(&mut late, poll * 3)
-        );
+        let first = next_event(&mut late).await;
+        assert!(matches!(first, ReloadEvent::Degraded(_)), "{first:?}");
+        let quiet = poll * 3;
+        tokio::join!(no_event(&mut events, quiet), no_event(&mut late, quiet));
         assert_eq!(acceptor.status().watcher, WatcherMode::Polling);
     }
 }
@@ -138,12 +123,8 @@ async fn polls_when_events_are_lost_at_start_or_later_and_says_so_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poll_only_is_not_a_degradation() {
     let fx = Fixture::new();
-    let (acceptor, _watcher) = fx
-        .builder()
-        .poll_interval(Duration::from_millis(100))
-        .poll_only(true)
-        .start()
-        .unwrap();
+    let builder = fx.builder().poll_interval(Duration::from_millis(100));
+    let (acceptor, _watcher) = builder.poll_only(true).start().unwrap();
     let mut events = acceptor.subscribe();
     assert_eq!(acceptor.status().watcher, WatcherMode::Polling);
     no_event(&mut events, Duration::from_millis(400)).await;
@@ -157,10 +138,8 @@ async fn reload_now_reports_each_outcome_and_every_subscriber_sees_each_swap_in_
     let (mut a, mut b) = (acceptor.subscribe(), acceptor.subscribe());
 
     let outcome = acceptor.reload_now(Trigger::Api).await.unwrap();
-    assert!(
-        matches!(outcome, ReloadOutcome::Unchanged { generation: 1 }),
-        "{outcome:?}"
-    );
+    let unchanged = matches!(outcome, ReloadOutcome::Unchanged { generation: 1 });
+    assert!(unchanged, "{outcome:?}");
     fx.rotate();
     // Without a watcher nothing changes by itself.
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -223,12 +202,9 @@ async fn reports_one_failure_per_distinct_content_but_counts_every_attempt() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retries_with_backoff_until_the_files_load() {
     let fx = Fixture::new();
-    let (acceptor, _watcher) = fx
-        .builder()
-        .retry_backoff(Duration::from_millis(100))
-        .poll_interval(Duration::from_secs(60))
-        .start()
-        .unwrap();
+    // The poll (60 s) never runs: only retries find the repair below.
+    let builder = fx.builder().retry_backoff(Duration::from_millis(100));
+    let (acceptor, _watcher) = builder.start().unwrap();
     let mut events = acceptor.subscribe();
 
     // The cert lands, the key does not: the watcher fails and retries.
@@ -250,9 +226,8 @@ async fn retries_with_backoff_until_the_files_load() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hung_read_times_out_blocks_no_later_caller_and_never_the_shutdown() {
     let fx = Fixture::new();
-    let (acceptor, watcher) = fx
-        .builder()
-        .read_delay(Duration::from_secs(3))
+    let builder = fx.builder().read_delay(Duration::from_secs(3));
+    let (acceptor, watcher) = builder
         .read_timeout(Duration::from_millis(300))
         .start()
         .unwrap();
@@ -260,10 +235,7 @@ async fn a_hung_read_times_out_blocks_no_later_caller_and_never_the_shutdown() {
     let start = Instant::now();
     let failure = acceptor.reload_now(Trigger::Api).await.unwrap_err();
     let took = start.elapsed();
-    assert!(
-        took < Duration::from_secs(2),
-        "waited {took:?} for a hung read"
-    );
+    assert!(took < Duration::from_secs(2), "waited {took:?}");
     let Error::ReadTimedOut {
         dir,
         still_waiting: false,
@@ -274,10 +246,8 @@ async fn a_hung_read_times_out_blocks_no_later_caller_and_never_the_shutdown() {
     };
     assert_eq!(dir, fx.server.dir());
     let msg = failure.error.to_string();
-    assert!(
-        msg.contains(&fx.server.dir().display().to_string()),
-        "{msg}"
-    );
+    let dir_text = fx.server.dir().display().to_string();
+    assert!(msg.contains(&dir_text), "{msg}");
 
     // The hung read still holds its thread: the next reload does not
     // start another one, and says why at once.
@@ -288,10 +258,7 @@ async fn a_hung_read_times_out_blocks_no_later_caller_and_never_the_shutdown() {
     assert!(took < Duration::from_secs(1), "{took:?}");
     let still_waiting = matches!(
         again.error,
-        Error::ReadTimedOut {
-            still_waiting: true,
-            ..
-        }
+        Error::ReadTimedOut { still_waiting, .. } if still_waiting
     );
     assert!(still_waiting, "{again}");
     // The served config is untouched, and handshakes go on.
@@ -301,8 +268,7 @@ async fn a_hung_read_times_out_blocks_no_later_caller_and_never_the_shutdown() {
 
     // A shutdown does not wait for the file system.
     let start = Instant::now();
-    tokio::time::timeout(Duration::from_secs(1), watcher.shutdown())
-        .await
-        .expect("the watcher stopped while a read was hung");
+    let stopped = tokio::time::timeout(Duration::from_secs(1), watcher.shutdown()).await;
+    stopped.expect("the watcher stopped while a read was hung");
     assert!(start.elapsed() < Duration::from_secs(1));
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use rustls::client::ClientConfig;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature};
-use rustls::{ClientConnection, DigitallySignedStruct, SignatureScheme};
+use rustls::{ClientConnection, DigitallySignedStruct as Dss, SignatureScheme};
 use rustls::{HandshakeKind, RootCertStore};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
@@ -76,7 +76,7 @@ pub struct HandshakeInfo {
 /// Any I/O or TLS error, including the server refusing the client
 /// certificate (which a TLS 1.3 client only learns on its first read).
 pub async fn handshake(addr: SocketAddr, config: Arc<ClientConfig>) -> io::Result<HandshakeInfo> {
-    let mut tls = connect(addr, config).await?;
+    let mut tls = connect(addr, config, "localhost").await?;
     let mut reply = Vec::new();
     tls.read_to_end(&mut reply).await?;
     let (_, conn) = tls.get_ref();
@@ -96,12 +96,16 @@ pub async fn handshake(addr: SocketAddr, config: Arc<ClientConfig>) -> io::Resul
 ///
 /// Any I/O or TLS error of the handshake.
 pub async fn served_fingerprint(addr: SocketAddr, config: Arc<ClientConfig>) -> io::Result<String> {
-    leaf_fingerprint(connect(addr, config).await?.get_ref().1)
+    leaf_fingerprint(connect(addr, config, "localhost").await?.get_ref().1)
 }
 
-async fn connect(addr: SocketAddr, config: Arc<ClientConfig>) -> io::Result<TlsStream<TcpStream>> {
+async fn connect(
+    addr: SocketAddr,
+    config: Arc<ClientConfig>,
+    name: &str,
+) -> io::Result<TlsStream<TcpStream>> {
     let tcp = TcpStream::connect(addr).await?;
-    let name = ServerName::try_from("localhost").map_err(io::Error::other)?;
+    let name = ServerName::try_from(name.to_owned()).map_err(io::Error::other)?;
     TlsConnector::from(config).connect(name, tcp).await
 }
 
@@ -137,13 +141,8 @@ async fn connect(addr: SocketAddr, config: Arc<ClientConfig>) -> io::Result<TlsS
 pub async fn served_for_name(addr: SocketAddr, server_name: Option<&str>) -> io::Result<String> {
     let mut config = (*key_possession_client()).clone();
     config.enable_sni = server_name.is_some();
-    let name = ServerName::try_from(server_name.unwrap_or("localhost").to_owned())
-        .map_err(io::Error::other)?;
-    let tcp = TcpStream::connect(addr).await?;
-    let tls = TlsConnector::from(Arc::new(config))
-        .connect(name, tcp)
-        .await?;
-    leaf_fingerprint(tls.get_ref().1)
+    let name = server_name.unwrap_or("localhost");
+    leaf_fingerprint(connect(addr, Arc::new(config), name).await?.get_ref().1)
 }
 
 /// A client config that accepts any server leaf, checked against no CA
@@ -179,6 +178,9 @@ pub fn key_possession_client() -> Arc<ClientConfig> {
     Arc::new(config)
 }
 
+type Der<'a> = CertificateDer<'a>;
+type SignatureResult = Result<HandshakeSignatureValid, rustls::Error>;
+
 /// Accepts any leaf, but checks the handshake signature with it.
 #[derive(Debug)]
 struct AnyLeaf(Arc<CryptoProvider>);
@@ -195,32 +197,12 @@ impl ServerCertVerifier for AnyLeaf {
         Ok(ServerCertVerified::assertion())
     }
 
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
+    fn verify_tls12_signature(&self, m: &[u8], c: &Der<'_>, d: &Dss) -> SignatureResult {
+        verify_tls12_signature(m, c, d, &self.0.signature_verification_algorithms)
     }
 
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
+    fn verify_tls13_signature(&self, m: &[u8], c: &Der<'_>, d: &Dss) -> SignatureResult {
+        verify_tls13_signature(m, c, d, &self.0.signature_verification_algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {

@@ -41,6 +41,9 @@ const DATA_TMP: &str = "..data_tmp";
 /// assert_eq!(fs::read_link(volume.path("tls.crt"))?, std::path::Path::new("..data/tls.crt"));
 /// volume.write(&[("tls.crt", b"two")])?;
 /// assert_eq!(fs::read(volume.path("tls.crt"))?, b"two");
+/// // Named as kubelet names them: `..2026_11_28_23_49_41.1234567890`.
+/// let payload = fs::read_link(volume.path("..data"))?.to_string_lossy().into_owned();
+/// assert!(payload.starts_with("..20") && payload.len() == 32, "{payload}");
 /// // Left: `..data`, the one timestamped payload it names, and `tls.crt`.
 /// assert_eq!(fs::read_dir(volume.dir())?.count(), 3);
 /// # Ok(())
@@ -136,21 +139,4 @@ fn timestamp_dir_name() -> String {
         "..{secs}.{:010}",
         (u64::from(nanos) ^ (n << 32) ^ u64::from(std::process::id())) % 10_000_000_000
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn timestamp_dirs_look_like_kubelets() {
-        let name = timestamp_dir_name();
-        assert!(name.starts_with("..20"), "{name}");
-        assert_eq!(
-            name.len(),
-            "..2026_11_28_23_49_41.1234567890".len(),
-            "{name}"
-        );
-        assert_ne!(timestamp_dir_name(), timestamp_dir_name());
-    }
 }

@@ -11,7 +11,9 @@ use rustls::ClientConfig;
 
 pub use tls_reload::testing::SecretVolumes as Fixture;
 use tls_reload::testing::{client_config, eventually, handshake, serve};
-use tls_reload::{Builder, ReloadEvent, ReloadFailure, ReloadableAcceptor, Reloaded, Subscription};
+use tls_reload::{
+    Builder, ClientAuth, ReloadEvent, ReloadFailure, ReloadableAcceptor, Reloaded, Subscription,
+};
 
 /// Generous bound for anything that should happen "soon": the suite runs
 /// on two shared cores.
@@ -21,6 +23,9 @@ pub const SOON: Duration = Duration::from_secs(10);
 pub trait FixtureExt {
     /// A builder for the server volume with [`fast`] timings.
     fn builder(&self) -> Builder;
+    /// [`builder`](Self::builder) for the server volume with client
+    /// certificates of `client_ca` required.
+    fn mtls_builder(&self) -> Builder;
     /// A client trusting the server CA, without a certificate.
     fn client(&self) -> Arc<ClientConfig>;
 }
@@ -28,6 +33,12 @@ pub trait FixtureExt {
 impl FixtureExt for Fixture {
     fn builder(&self) -> Builder {
         fast(ReloadableAcceptor::builder(self.files()))
+    }
+
+    fn mtls_builder(&self) -> Builder {
+        fast(ReloadableAcceptor::builder(
+            self.mtls_files(ClientAuth::Required),
+        ))
     }
 
     fn client(&self) -> Arc<ClientConfig> {
