@@ -68,8 +68,14 @@ impl Gateway {
                 tracing::warn!("TLS is disabled: serving plaintext");
                 (None, None)
             }
-            TlsMode::Files { files, reload } => {
-                let builder = ReloadableAcceptor::builder(files.clone()).alpn(ALPN);
+            TlsMode::Files { files, sni, reload } => {
+                let builder = sni
+                    .iter()
+                    .cloned()
+                    .fold(ReloadableAcceptor::builder(files.clone()), |b, identity| {
+                        b.sni(identity)
+                    })
+                    .alpn(ALPN);
                 match reload {
                     Some(r) => {
                         let (acceptor, watcher) =

@@ -297,6 +297,7 @@ async fn metrics_move_on_reload_success_and_failure_and_the_old_cert_stays() {
     let mut config = test_config(pki.files());
     config.tls = openshell_server::TlsMode::Files {
         files: pki.files(),
+        sni: Vec::new(),
         reload: None,
     };
     let gw = start(config).await;
