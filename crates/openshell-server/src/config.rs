@@ -879,7 +879,10 @@ mod tests {
         for (bad, problem) in [
             ("api.example.com", "no `=`"),
             ("=/etc/tls", "an empty server name"),
-            ("a.example.com,,b.example.com=/etc/tls", "an empty server name"),
+            (
+                "a.example.com,,b.example.com=/etc/tls",
+                "an empty server name",
+            ),
             ("api.example.com=", "an empty DIR"),
         ] {
             let err = parse(&["--tls-cert", "c", "--tls-key", "k", "--tls-sni", bad])
