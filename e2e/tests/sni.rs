@@ -163,6 +163,26 @@ async fn wait_event(
         .unwrap()
 }
 
+/// Waits for the first OCSF event `code` of `identity` and checks the
+/// fingerprint it says was served before.
+async fn wait_identity_event(
+    gateway: &mut GatewayProcess,
+    code: &str,
+    identity: &str,
+    previous: &str,
+) -> Value {
+    let event = wait_event(gateway, &format!("{code} of {identity}"), |e| {
+        event_code(e) == code && tls_details(e)["identity"] == identity
+    })
+    .await;
+    assert_eq!(
+        tls_details(&event)["previous_fingerprint"],
+        previous,
+        "{event}"
+    );
+    event
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_name_gets_its_identity_and_each_identity_rotates_on_its_own() {
     let mut f = Fixture::new();
@@ -177,15 +197,8 @@ async fn each_name_gets_its_identity_and_each_identity_rotates_on_its_own() {
     let renewed = f.rotate_external(&NAMES).fingerprint;
     wait_served(addr, Some("api.example.com"), &renewed).await;
     assert_served_by_kind(addr, [&renewed, &renewed, &default, &default]).await;
-    let reloaded = wait_event(&mut gateway, "the external reload event", |e| {
-        event_code(e) == "tls_reloaded" && tls_details(e)["new_fingerprint"] == renewed.as_str()
-    })
-    .await;
-    assert_eq!(tls_details(&reloaded)["identity"], "api.example.com");
-    assert_eq!(
-        tls_details(&reloaded)["previous_fingerprint"],
-        external.as_str()
-    );
+    let reloaded = wait_identity_event(&mut gateway, "tls_reloaded", NAMES[0], &external).await;
+    assert_eq!(tls_details(&reloaded)["new_fingerprint"], renewed.as_str());
     assert_eq!(
         tls_details(&reloaded)["cert_path"],
         f.external.path("tls.crt").to_str().unwrap()
@@ -195,29 +208,25 @@ async fn each_name_gets_its_identity_and_each_identity_rotates_on_its_own() {
     // while a rotation of the default identity is served.
     let broken = external_leaf(&f.volumes, &NAMES);
     f.publish_external(&broken.cert_pem, "garbage");
-    let failed = wait_event(&mut gateway, "the external failure event", |e| {
-        event_code(e) == "tls_reload_failed"
-    })
-    .await;
-    assert_eq!(tls_details(&failed)["identity"], "api.example.com");
-    assert_eq!(
-        tls_details(&failed)["previous_fingerprint"],
-        renewed.as_str()
-    );
+    let failed = wait_identity_event(&mut gateway, "tls_reload_failed", NAMES[0], &renewed).await;
     assert!(
         failed["status_detail"]
             .as_str()
             .is_some_and(|d| d.contains("tls.key")),
         "{failed}"
     );
+    // The shorthand in the log names it too.
+    gateway
+        .wait_for_stderr(RELOAD, "CONFIG:FAILED of the identity in the log", |l| {
+            l.contains("CONFIG:FAILED") && l.contains("identity:api.example.com")
+        })
+        .await
+        .unwrap();
     let rotated = f.volumes.rotate().fingerprint;
     wait_served(addr, None, &rotated).await;
     assert_served_by_kind(addr, [&renewed, &renewed, &rotated, &rotated]).await;
-    let reloaded = wait_event(&mut gateway, "the default reload event", |e| {
-        event_code(e) == "tls_reloaded" && tls_details(e)["new_fingerprint"] == rotated.as_str()
-    })
-    .await;
-    assert_eq!(tls_details(&reloaded)["identity"], "default");
+    let reloaded = wait_identity_event(&mut gateway, "tls_reloaded", "default", &default).await;
+    assert_eq!(tls_details(&reloaded)["new_fingerprint"], rotated.as_str());
 
     // Every line names its identity, and the log validates.
     let events = gateway.ocsf_events().unwrap();
@@ -246,21 +255,6 @@ async fn the_environment_variable_and_the_toml_file_configure_the_same_identitie
         .unwrap();
     let (default, external) = (&f.volumes.leaf.fingerprint, &f.external_leaf.fingerprint);
 
-    // `;` separates identities in OPENSHELL_TLS_SNI.
-    let env = format!("{};b.example.com={}", f.sni_arg(), second.dir().display());
-    let (gateway, addr) = f
-        .command()
-        .env("OPENSHELL_TLS_SNI", env)
-        .start(STARTUP)
-        .await
-        .unwrap();
-    assert_served_by_kind(addr, [external, external, default, default]).await;
-    assert_eq!(
-        served(addr, Some("b.example.com")).await,
-        second_leaf.fingerprint
-    );
-    drop(gateway);
-
     // A table with `dir`, and one with `cert` + `key`.
     let toml = f.volumes.dir().join("gateway.toml");
     let quoted = |p: &Path| format!("{:?}", p.to_str().unwrap());
@@ -275,18 +269,21 @@ async fn the_environment_variable_and_the_toml_file_configure_the_same_identitie
         ),
     )
     .unwrap();
-    let (_gateway, addr) = f
-        .command()
-        .arg("--config")
-        .arg(&toml)
-        .start(STARTUP)
-        .await
-        .unwrap();
-    assert_served_by_kind(addr, [external, external, default, default]).await;
-    assert_eq!(
-        served(addr, Some("b.example.com")).await,
-        second_leaf.fingerprint
-    );
+    // `;` separates identities in OPENSHELL_TLS_SNI.
+    let env = format!("{};b.example.com={}", f.sni_arg(), second.dir().display());
+    for (form, command) in [
+        ("variable", f.command().env("OPENSHELL_TLS_SNI", env)),
+        ("file", f.command().arg("--config").arg(&toml)),
+    ] {
+        let (gateway, addr) = command.start(STARTUP).await.unwrap();
+        assert_served_by_kind(addr, [external, external, default, default]).await;
+        assert_eq!(
+            served(addr, Some("b.example.com")).await,
+            second_leaf.fingerprint,
+            "{form}"
+        );
+        drop(gateway);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -323,11 +320,7 @@ async fn a_certificate_that_does_not_cover_its_names_is_refused_at_startup_and_o
     let (mut gateway, addr) = f.with_sni().start(STARTUP).await.unwrap();
     assert_eq!(served(addr, Some("x.apps.example.com")).await, good);
     let narrow = f.rotate_external(&["api.example.com"]);
-    let failed = wait_event(&mut gateway, "the not-covered failure", |e| {
-        event_code(e) == "tls_reload_failed"
-    })
-    .await;
-    assert_eq!(tls_details(&failed)["identity"], "api.example.com");
+    let failed = wait_identity_event(&mut gateway, "tls_reload_failed", NAMES[0], &good).await;
     let detail = failed["status_detail"].as_str().unwrap();
     assert!(
         detail.contains("does not cover") && detail.contains("*.apps.example.com"),

@@ -4,6 +4,7 @@
 //! so that the name lookup is measured), and with against without
 //! rotations every 100 ms.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -12,6 +13,7 @@ use rustls_pki_types::pem::PemObject as _;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tls_reload::testing::{LeafOptions, TestCa};
 use tls_reload::{ReloadableAcceptor, SniIdentity};
+use tokio::task::JoinHandle;
 
 use crate::interleave::{Round, Schedule, interleave, interleave_flag, summarize};
 use crate::load::{self, After, ClientSpec, Clients, Published};
@@ -23,6 +25,53 @@ fn failures(counters: &load::Counters) -> (u64, u64, Option<String>) {
         counters.mismatched.load(Ordering::Relaxed),
         counters.first_error.lock().expect("first error").clone(),
     )
+}
+
+/// One listener, one accept loop; which acceptor handshakes a connection
+/// depends on the arm of the moment (the flag set: `reloadable`), so both
+/// arms see the same clients, sockets and machine.
+async fn switching_server(
+    reloadable: ReloadableAcceptor,
+    plain: tokio_rustls::TlsAcceptor,
+) -> (Arc<AtomicBool>, SocketAddr, JoinHandle<()>) {
+    let reloadable_arm = Arc::new(AtomicBool::new(false));
+    let (listener, addr) = load::listen().await;
+    let arm = reloadable_arm.clone();
+    let server = load::spawn_server(listener, Duration::from_secs(600), move |tcp| {
+        if arm.load(Ordering::Relaxed) {
+            reloadable.accept(tcp)
+        } else {
+            plain.accept(tcp)
+        }
+    });
+    (reloadable_arm, addr, server)
+}
+
+/// Starts the client loops of figure 1 against `addr` (each checking the
+/// served leaf against `published`, if given) and lets them warm up.
+async fn start_clients(
+    s: &Settings,
+    addr: SocketAddr,
+    ca: &TestCa,
+    published: Option<Arc<Published>>,
+    what: &str,
+    schedule: &Schedule,
+) -> Clients {
+    let spec = ClientSpec {
+        addr,
+        config: load::client(ca.cert_pem(), &[]),
+        after: After::ReadOk,
+        published,
+        limit: Duration::from_secs(120),
+    };
+    println!(
+        "   {} client loops{what}, one listener switching acceptor per slot; {}",
+        s.clients,
+        schedule.describe()
+    );
+    let clients = Clients::start(&spec, s.clients);
+    tokio::time::sleep(s.pick(Duration::from_millis(500), Duration::from_millis(100))).await;
+    clients
 }
 
 /// Figure 1.
@@ -47,40 +96,14 @@ pub(crate) async fn throughput(s: &Settings, kind: KeyKind) -> Vec<Row> {
         .expect("start acceptor");
     // The baseline serves the very same ServerConfig, without the ArcSwap.
     let plain = tokio_rustls::TlsAcceptor::from(acceptor.server_config());
-    // One listener, one accept loop; which acceptor handshakes a connection
-    // depends on the arm of the moment, so both arms see the same clients,
-    // sockets and machine.
-    let reloadable_arm = Arc::new(AtomicBool::new(false));
-    let (listener, addr) = load::listen().await;
-    let (served, arm) = (acceptor.clone(), reloadable_arm.clone());
-    let server = load::spawn_server(listener, Duration::from_secs(600), move |tcp| {
-        if arm.load(Ordering::Relaxed) {
-            served.accept(tcp)
-        } else {
-            plain.accept(tcp)
-        }
-    });
-
+    let (reloadable_arm, addr, server) = switching_server(acceptor.clone(), plain).await;
     let schedule = Schedule {
         rounds: s.pick(12, 1),
         pairs_per_round: s.pick(10, 3),
         slot: Duration::from_millis(100),
         guard: Duration::from_millis(5),
     };
-    let spec = ClientSpec {
-        addr,
-        config: load::client(ca.cert_pem(), &[]),
-        after: After::ReadOk,
-        published: None,
-        limit: Duration::from_secs(120),
-    };
-    println!(
-        "   {} client loops, one listener switching acceptor per slot; {}",
-        s.clients,
-        schedule.describe()
-    );
-    let clients = Clients::start(&spec, s.clients);
-    tokio::time::sleep(s.pick(Duration::from_millis(500), Duration::from_millis(100))).await;
+    let clients = start_clients(s, addr, &ca, None, "", &schedule).await;
     let names = ["plain", "reloadable"];
     let rounds = interleave_flag(&schedule, || clients.ok(), names, &reloadable_arm).await;
     // The noise floor of this schedule on this machine right now: the
@@ -184,16 +207,7 @@ pub(crate) async fn sni(s: &Settings, identities: usize) -> Vec<Row> {
     .with_single_cert(chain, key)
     .expect("single-cert config");
     let plain = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    let reloadable_arm = Arc::new(AtomicBool::new(false));
-    let (listener, addr) = load::listen().await;
-    let (served, arm) = (acceptor.clone(), reloadable_arm.clone());
-    let server = load::spawn_server(listener, Duration::from_secs(600), move |tcp| {
-        if arm.load(Ordering::Relaxed) {
-            served.accept(tcp)
-        } else {
-            plain.accept(tcp)
-        }
-    });
+    let (reloadable_arm, addr, server) = switching_server(acceptor, plain).await;
     let schedule = Schedule {
         rounds: s.pick(8, 1),
         pairs_per_round: s.pick(10, 2),
@@ -202,20 +216,15 @@ pub(crate) async fn sni(s: &Settings, identities: usize) -> Vec<Row> {
     };
     // Every handshake checks that the SNI identity's leaf was served.
     let published = Arc::new(Published::new([hit.fingerprint.clone()]));
-    let spec = ClientSpec {
+    let clients = start_clients(
+        s,
         addr,
-        config: load::client(ca.cert_pem(), &[]),
-        after: After::ReadOk,
-        published: Some(published),
-        limit: Duration::from_secs(120),
-    };
-    println!(
-        "   {} client loops sending SNI localhost, one listener switching acceptor per slot; {}",
-        s.clients,
-        schedule.describe()
-    );
-    let clients = Clients::start(&spec, s.clients);
-    tokio::time::sleep(s.pick(Duration::from_millis(500), Duration::from_millis(100))).await;
+        &ca,
+        Some(published),
+        " sending SNI localhost",
+        &schedule,
+    )
+    .await;
     let names = ["plain", "reloadable"];
     let rounds = interleave_flag(&schedule, || clients.ok(), names, &reloadable_arm).await;
     let counters = clients.stop().await;
