@@ -17,16 +17,18 @@ pub(crate) enum Kind {
     WatcherDegraded,
     CertExpiring,
     ReloadUnchanged,
+    RenewalOverdue,
 }
 
 impl Kind {
-    const ALL: [Self; 6] = [
+    const ALL: [Self; 7] = [
         Self::Loaded,
         Self::Reloaded,
         Self::ReloadFailed,
         Self::WatcherDegraded,
         Self::CertExpiring,
         Self::ReloadUnchanged,
+        Self::RenewalOverdue,
     ];
 
     pub(crate) const fn code(self) -> &'static str {
@@ -37,6 +39,7 @@ impl Kind {
             Self::WatcherDegraded => "tls_watcher_degraded",
             Self::CertExpiring => "tls_cert_expiring",
             Self::ReloadUnchanged => "tls_reload_unchanged",
+            Self::RenewalOverdue => "tls_renewal_overdue",
         }
     }
 
@@ -56,6 +59,7 @@ impl Kind {
             Self::WatcherDegraded => (WATCHER_DEGRADED, Low, Failure, Unknown),
             Self::CertExpiring => (CERT_EXPIRING, Medium, Success, Enabled),
             Self::ReloadUnchanged => (RELOAD_UNCHANGED, Informational, Success, Enabled),
+            Self::RenewalOverdue => (RENEWAL_OVERDUE, Medium, Success, Enabled),
         }
     }
 }
@@ -72,6 +76,8 @@ const WATCHER_DEGRADED: &str = "TLS config watcher degraded to polling";
 const RELOAD_UNCHANGED: &str = "TLS certificate config reload requested; files unchanged";
 /// Message of [`DeviceConfigStateChange::tls_cert_expiring`].
 const CERT_EXPIRING: &str = "Served TLS certificate is close to expiry";
+/// Message of [`DeviceConfigStateChange::tls_renewal_overdue`].
+const RENEWAL_OVERDUE: &str = "TLS certificate renewal overdue";
 
 // === impl DeviceConfigStateChange ===
 
@@ -190,6 +196,31 @@ impl DeviceConfigStateChange {
     /// `details` (with `not_after`).
     pub fn tls_cert_expiring(source: &EventSource, details: TlsReloadDetails) -> EventBuilder {
         Self::tls_kind(source, Kind::CertExpiring).tls(details)
+    }
+
+    /// A served certificate is past the time its renewal was due and no
+    /// rotation has replaced it: the renewal that should have come did not.
+    ///
+    /// Severity Medium (the certificate is still valid, with weeks left at
+    /// usual lifetimes, but whatever renews it has stopped), status Success
+    /// (it is still served), state Enabled, message `TLS certificate renewal
+    /// overdue`, `unmapped.tls` = `details` (with `identity`,
+    /// `new_fingerprint`, `not_after` and `renewal_due`).
+    ///
+    /// ```
+    /// # use openshell_ocsf::*;
+    /// # let source = EventSource::new(Product::new("p", "v", "1"), Device::new("h"));
+    /// let details = TlsReloadDetails::new()
+    ///     .identity("api.example.com")
+    ///     .new_fingerprint("4F:01:C3")
+    ///     .not_after("2026-03-01T00:00:00Z")
+    ///     .renewal_due("2026-02-06T00:00:00Z");
+    /// let event = DeviceConfigStateChange::tls_renewal_overdue(&source, details).build();
+    /// assert_eq!(event.message(), Some("TLS certificate renewal overdue"));
+    /// assert_eq!(event.severity_id(), SeverityId::Medium);
+    /// ```
+    pub fn tls_renewal_overdue(source: &EventSource, details: TlsReloadDetails) -> EventBuilder {
+        Self::tls_kind(source, Kind::RenewalOverdue).tls(details)
     }
 }
 

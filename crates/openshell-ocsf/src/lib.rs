@@ -41,6 +41,7 @@
 //! | [`tls_watcher_degraded`] | `tls_watcher_degraded` | Low | Failure | Unknown | `TLS config watcher degraded to polling` |
 //! | [`tls_cert_expiring`] | `tls_cert_expiring` | Medium | Success | Enabled | `Served TLS certificate is close to expiry` |
 //! | [`tls_reload_unchanged`] | `tls_reload_unchanged` | Informational | Success | Enabled | `TLS certificate config reload requested; files unchanged` |
+//! | [`tls_renewal_overdue`] | `tls_renewal_overdue` | Medium | Success | Enabled | `TLS certificate renewal overdue` |
 //!
 //! The error of a failed reload, and the reason of a degraded watcher, go in
 //! `status_detail`. A start with an expired leaf is a [`tls_loaded`] event
@@ -105,7 +106,7 @@
 //! ```
 //!
 //! * `TAG` comes from `metadata.event_code`: `LOADED`, `RELOADED`, `FAILED`,
-//!   `DEGRADED`, `EXPIRING`, `UNCHANGED`; for other events, `FAILED` when the status is
+//!   `DEGRADED`, `EXPIRING`, `UNCHANGED`, `OVERDUE`; for other events, `FAILED` when the status is
 //!   Failure, else `CHANGED`.
 //! * `SEV` is the severity: `UNK`, `INFO`, `LOW`, `MED`, `HIGH`, `CRIT`,
 //!   `FATAL`, `OTHER`.
@@ -113,9 +114,10 @@
 //!   line; without a message the class name is used.
 //! * The bracket lists, in this order and each only when set:
 //!   `error:` (FAILED), `reason:` (DEGRADED) or `detail:` (others) with
-//!   `status_detail`, always quoted; `fingerprint:` with the new
+//!   `status_detail`, always quoted; `identity:` with the identity;
+//!   `fingerprint:` with the new
 //!   fingerprint, cut after 8 colon-separated groups and marked `..`;
-//!   `not_after:` (EXPIRING only); `generation:`; `trigger:`. The brackets
+//!   `not_after:` (EXPIRING and OVERDUE only); `generation:`; `trigger:`. The brackets
 //!   are left out when the list is empty.
 //! * Quoted values and values holding a space, quote, bracket or control
 //!   character are written as escaped, double-quoted strings.
@@ -126,6 +128,7 @@
 //! CONFIG:LOADED [INFO] TLS certificate config loaded [fingerprint:4F:01:C3 generation:1 trigger:startup]
 //! CONFIG:DEGRADED [LOW] TLS config watcher degraded to polling [reason:"inotify watch limit reached"]
 //! CONFIG:EXPIRING [MED] Served TLS certificate is close to expiry [fingerprint:4F:01:C3 not_after:2026-03-01T00:00:00Z generation:3]
+//! CONFIG:OVERDUE [MED] TLS certificate renewal overdue [identity:api.example.com fingerprint:4F:01:C3 not_after:2026-03-01T00:00:00Z]
 //! ```
 //!
 //! # Writing the audit stream
@@ -189,6 +192,7 @@
 //! [`tls_reload_failed`]: DeviceConfigStateChange::tls_reload_failed
 //! [`tls_watcher_degraded`]: DeviceConfigStateChange::tls_watcher_degraded
 //! [`tls_cert_expiring`]: DeviceConfigStateChange::tls_cert_expiring
+//! [`tls_renewal_overdue`]: DeviceConfigStateChange::tls_renewal_overdue
 //! [`tls_reload_unchanged`]: DeviceConfigStateChange::tls_reload_unchanged
 
 #![deny(missing_docs)]

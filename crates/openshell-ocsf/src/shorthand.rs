@@ -32,10 +32,13 @@ impl fmt::Display for DeviceConfigStateChange {
             };
             fields.quoted(label, detail)?;
         }
+        if let Some(identity) = tls.and_then(|t| t.identity.as_deref()) {
+            fields.plain("identity", identity)?;
+        }
         if let Some(fingerprint) = tls.and_then(|t| t.new_fingerprint.as_deref()) {
             fields.plain("fingerprint", &abbreviate_fingerprint(fingerprint))?;
         }
-        if kind == Some(Kind::CertExpiring)
+        if matches!(kind, Some(Kind::CertExpiring | Kind::RenewalOverdue))
             && let Some(not_after) = tls.and_then(|t| t.not_after.as_deref())
         {
             fields.plain("not_after", not_after)?;
@@ -58,6 +61,7 @@ fn tag(kind: Option<Kind>, status: StatusId) -> &'static str {
         Some(Kind::WatcherDegraded) => "DEGRADED",
         Some(Kind::CertExpiring) => "EXPIRING",
         Some(Kind::ReloadUnchanged) => "UNCHANGED",
+        Some(Kind::RenewalOverdue) => "OVERDUE",
         None if status == StatusId::Failure => "FAILED",
         None => "CHANGED",
     }

@@ -12,6 +12,8 @@
 //! | `not_after` | string | RFC 3339 expiry of the new leaf |
 //! | `generation` | integer | config generation served after the event |
 //! | `trigger` | string | what started the load: `watch`, `poll`, `signal`, `api`, `startup` |
+//! | `identity` | string | the certificate identity concerned: `default`, or the first server name of an SNI identity |
+//! | `renewal_due` | string | RFC 3339 time the certificate's renewal was due (renewal overdue events) |
 //! | `cert_path`, `key_path`, `client_ca_path` | string | the files read |
 //! | `crl_paths` | array of strings | the CRL files read |
 //!
@@ -104,6 +106,11 @@ tls_reload_details! {
         /// library's own trigger type is written by its name without this
         /// crate depending on that library.
         trigger: Option<String> = |trigger: impl Into<String>| trigger.into(),
+        /// The certificate identity the event is about: `default`, or the
+        /// label (first server name) of an SNI identity.
+        identity: Option<String> = |label: impl Into<String>| label.into(),
+        /// When the certificate's renewal was due, as an RFC 3339 string.
+        renewal_due: Option<String> = |rfc3339: impl Into<String>| rfc3339.into(),
         /// Path of the certificate chain file.
         cert_path: Option<String> = |path: impl AsRef<Path>| lossy(path.as_ref()),
         /// Path of the private key file (the path only, never its contents).
@@ -152,6 +159,8 @@ mod tests {
             .not_after("2030-01-01T00:00:00Z")
             .generation(2)
             .trigger("poll")
+            .identity("api.example.com")
+            .renewal_due("2029-11-01T00:00:00Z")
             .cert_path("/c")
             .key_path("/k")
             .client_ca_path("/ca")
@@ -171,10 +180,12 @@ mod tests {
                 "client_ca_path",
                 "crl_paths",
                 "generation",
+                "identity",
                 "key_path",
                 "new_fingerprint",
                 "not_after",
                 "previous_fingerprint",
+                "renewal_due",
                 "serial",
                 "trigger",
             ]

@@ -24,6 +24,7 @@ fn reload_event_serializes_to_this_exact_line() {
             r#""previous_fingerprint":"9A:77:10:5B:2E:C4:D1:08:3F:66:A9:12:E0:4B:75:C8:1F:D3:8A:2C:60:B5:97:0E:4D:F1:23:AC:58:E6:09:7B","#,
             r#""new_fingerprint":"4F:01:C3:8E:2A:19:B7:60:D5:3C:91:E4:08:7A:B2:5F:C6:1D:93:40:AE:72:0B:E9:58:14:F3:6C:2D:A7:90:BB","#,
             r#""serial":"1A2B3C4D","not_after":"2026-03-01T00:00:00Z","generation":3,"trigger":"watch","#,
+            r#""identity":"api.example.com","renewal_due":"2026-02-06T00:00:00Z","#,
             r#""cert_path":"/etc/openshell-tls/server/tls.crt","key_path":"/etc/openshell-tls/server/tls.key","#,
             r#""client_ca_path":"/etc/openshell-tls/client-ca/ca.crt","#,
             r#""crl_paths":["/etc/openshell-tls/crl/a.pem","/etc/openshell-tls/crl/b.pem"]}}}"#,

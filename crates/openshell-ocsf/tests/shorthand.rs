@@ -14,7 +14,7 @@ fn each_constructor_event_has_this_shorthand() {
         (
             "reloaded",
             "CONFIG:RELOADED [INFO] TLS certificate config reloaded successfully \
-             [fingerprint:4F:01:C3:8E:2A:19:B7:60:.. generation:3 trigger:watch]",
+             [identity:api.example.com fingerprint:4F:01:C3:8E:2A:19:B7:60:.. generation:3 trigger:watch]",
         ),
         (
             "reload failed",
@@ -46,6 +46,11 @@ fn each_constructor_event_has_this_shorthand() {
             "reload unchanged",
             "CONFIG:UNCHANGED [INFO] TLS certificate config reload requested; files unchanged \
              [generation:3 trigger:signal]",
+        ),
+        (
+            "renewal overdue",
+            "CONFIG:OVERDUE [MED] TLS certificate renewal overdue \
+             [identity:api.example.com fingerprint:4F:01:C3:8E:2A:19:B7:60:.. not_after:2026-03-01T00:00:00Z]",
         ),
     ];
     for (name, shorthand) in expected {

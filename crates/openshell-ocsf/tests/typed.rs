@@ -172,6 +172,7 @@ fn each_constructor_sets_its_documented_classification_and_message() {
         "watcher degraded: tls_watcher_degraded Low Failure Unknown \"TLS config watcher degraded to polling\"",
         "cert expiring: tls_cert_expiring Medium Success Enabled \"Served TLS certificate is close to expiry\"",
         "reload unchanged: tls_reload_unchanged Informational Success Enabled \"TLS certificate config reload requested; files unchanged\"",
+        "renewal overdue: tls_renewal_overdue Medium Success Enabled \"TLS certificate renewal overdue\"",
     ];
     let found: Vec<String> = every_constructor()
         .iter()
@@ -227,6 +228,8 @@ fn tls_details_go_under_unmapped_tls_with_stable_names() {
                 "not_after": "2026-03-01T00:00:00Z",
                 "generation": 3,
                 "trigger": "watch",
+                "identity": "api.example.com",
+                "renewal_due": "2026-02-06T00:00:00Z",
                 "cert_path": "/etc/openshell-tls/server/tls.crt",
                 "key_path": "/etc/openshell-tls/server/tls.key",
                 "client_ca_path": "/etc/openshell-tls/client-ca/ca.crt",

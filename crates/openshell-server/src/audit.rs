@@ -8,8 +8,8 @@ use openshell_ocsf::{
     Device, DeviceConfigStateChange, EventSource, OcsfSink, Product, SeverityId, TlsReloadDetails,
 };
 use tls_reload::{
-    CertInfo, Degraded, ReloadEvent, ReloadFailure, ReloadOutcome, ReloadableAcceptor, Reloaded,
-    TlsFiles, TlsStatus, Trigger,
+    CertInfo, Degraded, IdentityStatus, ReloadEvent, ReloadFailure, ReloadOutcome,
+    ReloadableAcceptor, Reloaded, RenewalOverdue, SniIdentity, TlsFiles, TlsStatus, Trigger,
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -52,22 +52,25 @@ fn cert_details(cert: &CertInfo) -> TlsReloadDetails {
         .not_after(tls_reload::format_rfc3339(cert.not_after))
 }
 
-/// The event for the initial load; High severity when the leaf has expired.
+/// The event for the initial load of one identity; High severity when its
+/// leaf has expired.
 pub(crate) fn loaded_event(
     source: &EventSource,
-    status: &TlsStatus,
+    generation: u64,
+    identity: &IdentityStatus,
     files: &TlsFiles,
 ) -> DeviceConfigStateChange {
-    let details = with_files(cert_details(&status.cert), files)
-        .generation(status.generation)
+    let details = with_files(cert_details(&identity.cert), files)
+        .identity(&identity.label)
+        .generation(generation)
         .trigger(Trigger::Startup.as_str());
     let builder = DeviceConfigStateChange::tls_loaded(source, details);
-    if status.cert.is_expired_at(SystemTime::now()) {
+    if identity.cert.is_expired_at(SystemTime::now()) {
         builder
             .severity(SeverityId::High)
             .status_detail(format!(
                 "serving an expired certificate (notAfter {}) until a valid one is written",
-                tls_reload::format_rfc3339(status.cert.not_after)
+                tls_reload::format_rfc3339(identity.cert.not_after)
             ))
             .build()
     } else {
@@ -81,6 +84,7 @@ pub(crate) fn reloaded_event(
     files: &TlsFiles,
 ) -> DeviceConfigStateChange {
     let details = with_files(cert_details(&r.current), files)
+        .identity(&r.identity)
         .previous_fingerprint(&r.previous.fingerprint_sha256)
         .generation(r.generation)
         .trigger(r.trigger.as_str());
@@ -95,6 +99,7 @@ pub(crate) fn failed_event(
 ) -> DeviceConfigStateChange {
     // The fingerprint stays the served one: nothing new is served.
     let details = with_files(TlsReloadDetails::new(), files)
+        .identity(&f.identity)
         .previous_fingerprint(&served.fingerprint_sha256)
         .generation(f.served_generation)
         .trigger(f.trigger.as_str());
@@ -135,11 +140,27 @@ pub(crate) fn degraded_event(source: &EventSource, d: &Degraded) -> DeviceConfig
 
 pub(crate) fn expiring_event(
     source: &EventSource,
-    status: &TlsStatus,
+    generation: u64,
+    identity: &IdentityStatus,
     files: &TlsFiles,
 ) -> DeviceConfigStateChange {
-    let details = with_files(cert_details(&status.cert), files).generation(status.generation);
+    let details = with_files(cert_details(&identity.cert), files)
+        .identity(&identity.label)
+        .generation(generation);
     DeviceConfigStateChange::tls_cert_expiring(source, details).build()
+}
+
+/// A served certificate whose renewal is overdue: whatever renews it has
+/// stopped, weeks before it expires.
+pub(crate) fn renewal_overdue_event(
+    source: &EventSource,
+    overdue: &RenewalOverdue,
+    files: &TlsFiles,
+) -> DeviceConfigStateChange {
+    let details = with_files(cert_details(&overdue.cert), files)
+        .identity(&overdue.identity)
+        .renewal_due(tls_reload::format_rfc3339(overdue.due));
+    DeviceConfigStateChange::tls_renewal_overdue(source, details).build()
 }
 
 /// Writes audit events to their sink. The sink is written directly, never
@@ -245,6 +266,7 @@ pub(crate) const AUDIT_FLUSH_BOUND: Duration = Duration::from_secs(2);
 /// `stop` are written before it returns.
 pub(crate) async fn run(
     acceptor: ReloadableAcceptor,
+    sni: Vec<SniIdentity>,
     mut events: tls_reload::Subscription,
     mut manual: mpsc::UnboundedReceiver<ManualReload>,
     audit: Audit,
@@ -255,12 +277,20 @@ pub(crate) async fn run(
         source: source(),
         files: acceptor.files().clone(),
         acceptor,
-        warned_for: None,
+        sni,
+        warned_for: std::collections::HashSet::new(),
         recent_failures: std::collections::VecDeque::new(),
     };
     let status = ctx.acceptor.status();
-    ctx.audit
-        .publish(&loaded_event(&ctx.source, &status, &ctx.files));
+    for identity in &status.identities {
+        let files = ctx.files_of(&identity.label).clone();
+        ctx.audit.publish(&loaded_event(
+            &ctx.source,
+            status.generation,
+            identity,
+            &files,
+        ));
+    }
     ctx.check_expiry();
 
     let mut hourly = tokio::time::interval(EXPIRY_CHECK_EVERY);
@@ -299,8 +329,12 @@ struct Context {
     audit: Audit,
     source: EventSource,
     acceptor: ReloadableAcceptor,
+    /// The default identity's files.
     files: TlsFiles,
-    warned_for: Option<String>,
+    sni: Vec<SniIdentity>,
+    /// Fingerprints of the certificates already reported as close to
+    /// expiry.
+    warned_for: std::collections::HashSet<String>,
     /// The failures the library published lately: a manual failure that is
     /// one of them (the same `Arc`) is on record already. Concurrent manual
     /// reloads can finish in any order, hence more than the last one.
@@ -308,24 +342,54 @@ struct Context {
 }
 
 impl Context {
+    /// The files of an identity; the default identity's for a label not
+    /// configured (a failure of a whole attempt is reported as `default`).
+    fn files_of(&self, label: &str) -> &TlsFiles {
+        crate::state::identity_files(&self.acceptor, &self.sni, label).unwrap_or(&self.files)
+    }
+
+    /// The certificate an identity serves now.
+    fn served(&self, label: &str) -> CertInfo {
+        let status = self.acceptor.status();
+        status
+            .identities
+            .into_iter()
+            .find(|i| i.label == label)
+            .map_or(status.cert, |i| i.cert)
+    }
+
+    fn failed(&mut self, f: &ReloadFailure) {
+        let served = self.served(&f.identity);
+        let event = failed_event(&self.source, f, &served, self.files_of(&f.identity));
+        self.audit.publish(&event);
+    }
+
     /// Everything the library publishes is audited, whatever started it.
     fn library(&mut self, event: ReloadEvent) {
         match event {
             ReloadEvent::Reloaded(r) => {
-                self.audit
-                    .publish(&reloaded_event(&self.source, &r, &self.files));
+                let event = reloaded_event(&self.source, &r, self.files_of(&r.identity));
+                self.audit.publish(&event);
                 self.check_expiry();
             }
             ReloadEvent::Failed(f) => {
-                let served = self.acceptor.status().cert;
-                self.audit
-                    .publish(&failed_event(&self.source, &f, &served, &self.files));
+                self.failed(&f);
                 if self.recent_failures.len() == RECENT_FAILURES {
                     self.recent_failures.pop_front();
                 }
                 self.recent_failures.push_back(f);
             }
             ReloadEvent::Degraded(d) => self.audit.publish(&degraded_event(&self.source, &d)),
+            ReloadEvent::RenewalOverdue(o) => {
+                tracing::warn!(
+                    identity = %o.identity,
+                    fingerprint = %o.cert.fingerprint_sha256,
+                    due = %tls_reload::format_rfc3339(o.due),
+                    "TLS certificate renewal overdue"
+                );
+                let event = renewal_overdue_event(&self.source, &o, self.files_of(&o.identity));
+                self.audit.publish(&event);
+            }
             _ => {}
         }
     }
@@ -348,29 +412,34 @@ impl Context {
             Err(f) => {
                 let published = self.recent_failures.iter().any(|p| Arc::ptr_eq(p, &f));
                 if !published {
-                    let served = self.acceptor.status().cert;
-                    self.audit
-                        .publish(&failed_event(&self.source, &f, &served, &self.files));
+                    self.failed(&f);
                 }
             }
         }
     }
 
-    /// Reports the served certificate once when it is close to expiry.
+    /// Reports each served certificate once when it is close to expiry.
     fn check_expiry(&mut self) {
         let status = self.acceptor.status();
-        let remaining = status.cert.remaining_at(SystemTime::now());
-        if remaining <= EXPIRY_WARNING
-            && self.warned_for.as_deref() != Some(&*status.cert.fingerprint_sha256.to_string())
-        {
-            tracing::warn!(
-                fingerprint = %status.cert.fingerprint_sha256,
-                remaining = %humantime::format_duration(Duration::from_secs(remaining.as_secs())),
-                "served TLS certificate expires soon"
-            );
-            self.audit
-                .publish(&expiring_event(&self.source, &status, &self.files));
-            self.warned_for = Some(status.cert.fingerprint_sha256.to_string());
+        for identity in &status.identities {
+            let remaining = identity.cert.remaining_at(SystemTime::now());
+            let fingerprint = identity.cert.fingerprint_sha256.to_string();
+            if remaining <= EXPIRY_WARNING && !self.warned_for.contains(&fingerprint) {
+                tracing::warn!(
+                    identity = %identity.label,
+                    fingerprint = %fingerprint,
+                    remaining = %humantime::format_duration(Duration::from_secs(remaining.as_secs())),
+                    "served TLS certificate expires soon"
+                );
+                let event = expiring_event(
+                    &self.source,
+                    status.generation,
+                    identity,
+                    self.files_of(&identity.label),
+                );
+                self.audit.publish(&event);
+                self.warned_for.insert(fingerprint);
+            }
         }
     }
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 use clap::builder::{PossibleValuesParser, TypedValueParser as _};
 use clap::{CommandFactory as _, FromArgMatches as _, Parser, ValueEnum};
 use serde::Deserialize;
-use tls_reload::{ClientAuth, TlsFiles};
+use tls_reload::{ClientAuth, SniIdentity, TlsFiles};
 
 use crate::error::{Error, Result};
 
@@ -72,6 +72,21 @@ struct Settings {
         value_delimiter = ','
     )]
     tls_crl: Vec<PathBuf>,
+
+    /// An extra certificate served to clients asking for one of NAMES (SNI):
+    /// `NAME[,NAME...]=DIR`, DIR holding `tls.crt` and `tls.key` (a
+    /// `kubernetes.io/tls` Secret mounted as a directory). Repeatable;
+    /// `;`-separated in the environment variable. A name may be a
+    /// single-label wildcard (`*.apps.example.com`); other names, and
+    /// clients sending none, get --tls-cert.
+    #[arg(
+        long = "tls-sni",
+        env = "OPENSHELL_TLS_SNI",
+        value_name = "NAMES=DIR",
+        value_delimiter = ';',
+        value_parser = SniSetting::parse_flag
+    )]
+    tls_sni: Vec<SniSetting>,
 
     /// Serve plaintext instead of TLS (explicit opt-out; not for production).
     #[arg(long, env = "OPENSHELL_DISABLE_TLS")]
@@ -188,11 +203,12 @@ impl Settings {
         Ok(settings)
     }
 
-    /// The TOML file; an error names the file, and the key at fault.
+    /// The TOML file; an error names the file, and the key (or the
+    /// `[[tls_sni]]` table) at fault.
     fn read(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| Error::Config(format!("reading config file {}: {e}", path.display())))?;
-        toml::from_str(&text).map_err(|e| {
+        let settings: Self = toml::from_str(&text).map_err(|e| {
             let at = e
                 .span()
                 .and_then(|span| text.get(..span.start))
@@ -207,7 +223,70 @@ impl Settings {
                 path.display(),
                 e.message()
             ))
+        })?;
+        for (i, table) in settings.tls_sni.iter().enumerate() {
+            table.identity().map_err(|problem| {
+                Error::Config(format!(
+                    "config file {}: [[tls_sni]] table {} (names {:?}): {problem}",
+                    path.display(),
+                    i + 1,
+                    table.names
+                ))
+            })?;
+        }
+        Ok(settings)
+    }
+}
+
+/// One SNI identity as configured: `--tls-sni NAMES=DIR`, or a `[[tls_sni]]`
+/// table of the TOML file with `names` and either `dir` or `cert` + `key`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SniSetting {
+    names: Vec<String>,
+    #[serde(default)]
+    dir: Option<PathBuf>,
+    #[serde(default)]
+    cert: Option<PathBuf>,
+    #[serde(default)]
+    key: Option<PathBuf>,
+}
+
+impl SniSetting {
+    /// Parses `NAME[,NAME...]=DIR`; the error (which clap prints after the
+    /// flag and the value) says what is missing.
+    fn parse_flag(value: &str) -> std::result::Result<Self, String> {
+        let Some((names, dir)) = value.split_once('=') else {
+            return Err("expected NAME[,NAME...]=DIR: no `=`".into());
+        };
+        let names: Vec<String> = names.split(',').map(|n| n.trim().to_owned()).collect();
+        if names.iter().any(String::is_empty) {
+            return Err("expected NAME[,NAME...]=DIR: an empty server name".into());
+        }
+        if dir.trim().is_empty() {
+            return Err("expected NAME[,NAME...]=DIR: an empty DIR".into());
+        }
+        Ok(Self {
+            names,
+            dir: Some(PathBuf::from(dir)),
+            ..Self::default()
         })
+    }
+
+    /// The identity: the directory's `tls.crt` and `tls.key`, or the two
+    /// files named. Exactly one of the two forms, and at least one name.
+    fn identity(&self) -> std::result::Result<SniIdentity, &'static str> {
+        if self.names.is_empty() || self.names.iter().any(|n| n.trim().is_empty()) {
+            return Err("`names` must list at least one server name, none empty");
+        }
+        let files = match (&self.dir, &self.cert, &self.key) {
+            (Some(dir), None, None) => TlsFiles::new(dir.join("tls.crt"), dir.join("tls.key")),
+            (None, Some(cert), Some(key)) => TlsFiles::new(cert, key),
+            (Some(_), _, _) => return Err("give either `dir` or `cert` + `key`, not both"),
+            (None, None, None) => return Err("needs `dir`, or `cert` and `key`"),
+            (None, _, _) => return Err("`cert` and `key` go together"),
+        };
+        Ok(SniIdentity::new(self.names.iter().cloned(), files))
     }
 }
 
@@ -249,8 +328,11 @@ pub enum TlsMode {
     Disabled,
     /// TLS from files.
     Files {
-        /// The files and client-auth policy.
+        /// The files and client-auth policy: the default identity, served
+        /// when no SNI identity has the name a client asks for.
         files: TlsFiles,
+        /// The SNI identities (`--tls-sni`), in the order configured.
+        sni: Vec<SniIdentity>,
         /// Watch settings; `None` with `--no-tls-reload`.
         reload: Option<ReloadSettings>,
     },
@@ -314,6 +396,7 @@ impl Config {
             bind,
             TlsMode::Files {
                 files,
+                sni: Vec::new(),
                 reload: Some(ReloadSettings::default()),
             },
         )
@@ -391,6 +474,11 @@ impl Config {
         }
 
         let tls = if s.disable_tls {
+            if !s.tls_sni.is_empty() {
+                return Err(Error::Config(
+                    "--tls-sni needs TLS: it excludes --disable-tls".into(),
+                ));
+            }
             TlsMode::Disabled
         } else {
             let (Some(cert), Some(key)) = (cert, key) else {
@@ -420,7 +508,16 @@ impl Config {
                 debounce: s.tls_reload_debounce.unwrap_or(default.debounce),
                 poll: s.tls_reload_poll.unwrap_or(default.poll),
             });
-            TlsMode::Files { files, reload }
+            let sni = s
+                .tls_sni
+                .iter()
+                .map(|setting| {
+                    setting.identity().map_err(|problem| {
+                        Error::Config(format!("--tls-sni {:?}: {problem}", setting.names))
+                    })
+                })
+                .collect::<Result<_>>()?;
+            TlsMode::Files { files, sni, reload }
         };
 
         let d = Self::with_defaults(s.bind.unwrap_or(default_bind), tls);
@@ -617,6 +714,7 @@ mod tests {
             TlsMode::Files {
                 files,
                 reload: Some(r),
+                ..
             } => {
                 assert_eq!(files.cert_path(), Path::new("/t/tls.crt"));
                 assert_eq!(r.debounce, Duration::from_millis(250));
@@ -674,7 +772,7 @@ mod tests {
         ])
         .unwrap();
         match cfg.tls {
-            TlsMode::Files { files, reload } => {
+            TlsMode::Files { files, reload, .. } => {
                 assert_eq!(files.crl_paths().len(), 2);
                 assert!(reload.is_none());
             }
@@ -717,6 +815,151 @@ mod tests {
         assert_eq!(cfg.shutdown_delay, Duration::from_secs(1));
     }
 
+    /// The SNI identities of a config: (names, cert path, key path).
+    fn sni(cfg: &Config) -> Vec<(Vec<String>, PathBuf, PathBuf)> {
+        match &cfg.tls {
+            TlsMode::Files { sni, .. } => sni
+                .iter()
+                .map(|i| {
+                    let f = i.files();
+                    (
+                        i.names().to_vec(),
+                        f.cert_path().to_owned(),
+                        f.key_path().to_owned(),
+                    )
+                })
+                .collect(),
+            TlsMode::Disabled => panic!("TLS disabled"),
+        }
+    }
+
+    fn owned(names: &[&str]) -> Vec<String> {
+        names.iter().map(|n| (*n).to_owned()).collect()
+    }
+
+    #[test]
+    fn tls_sni_flags_repeat_and_split_on_semicolons_as_the_variable_does() {
+        let cfg = parse(&[
+            "--tls-cert",
+            "c",
+            "--tls-key",
+            "k",
+            "--tls-sni",
+            "api.example.com,*.apps.example.com=/etc/openshell-tls/external",
+            "--tls-sni",
+            "a.example.com=/a;b.example.com=/b",
+        ])
+        .unwrap();
+        let dir = Path::new("/etc/openshell-tls/external");
+        assert_eq!(
+            sni(&cfg),
+            [
+                (
+                    owned(&["api.example.com", "*.apps.example.com"]),
+                    dir.join("tls.crt"),
+                    dir.join("tls.key")
+                ),
+                (
+                    owned(&["a.example.com"]),
+                    "/a/tls.crt".into(),
+                    "/a/tls.key".into()
+                ),
+                (
+                    owned(&["b.example.com"]),
+                    "/b/tls.crt".into(),
+                    "/b/tls.key".into()
+                ),
+            ]
+        );
+        assert!(sni(&parse(&["--tls-cert", "c", "--tls-key", "k"]).unwrap()).is_empty());
+    }
+
+    #[test]
+    fn bad_tls_sni_values_name_the_flag_the_value_and_the_problem() {
+        for (bad, problem) in [
+            ("api.example.com", "no `=`"),
+            ("=/etc/tls", "an empty server name"),
+            (
+                "a.example.com,,b.example.com=/etc/tls",
+                "an empty server name",
+            ),
+            ("api.example.com=", "an empty DIR"),
+        ] {
+            let err = parse(&["--tls-cert", "c", "--tls-key", "k", "--tls-sni", bad])
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("--tls-sni") && err.contains(bad) && err.contains(problem),
+                "{bad}: {err}"
+            );
+        }
+        let err = parse(&["--disable-tls", "--tls-sni", "a.example.com=/d"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--tls-sni needs TLS"), "{err}");
+    }
+
+    #[test]
+    fn tls_sni_tables_take_a_dir_or_a_cert_and_key_and_flags_replace_them() {
+        let toml = "tls_cert = \"c\"\ntls_key = \"k\"\n\
+                    [[tls_sni]]\nnames = [\"api.example.com\"]\ndir = \"/ext\"\n\
+                    [[tls_sni]]\nnames = [\"b.example.com\", \"*.b.example.com\"]\n\
+                    cert = \"/b/chain.pem\"\nkey = \"/b/key.pem\"\n";
+        let cfg = parse_with_file(toml, &[]).unwrap();
+        assert_eq!(
+            sni(&cfg),
+            [
+                (
+                    owned(&["api.example.com"]),
+                    "/ext/tls.crt".into(),
+                    "/ext/tls.key".into()
+                ),
+                (
+                    owned(&["b.example.com", "*.b.example.com"]),
+                    "/b/chain.pem".into(),
+                    "/b/key.pem".into()
+                ),
+            ]
+        );
+        let cfg = parse_with_file(toml, &["--tls-sni", "c.example.com=/c"]).unwrap();
+        assert_eq!(sni(&cfg).len(), 1, "the flag replaces the file's tables");
+    }
+
+    #[test]
+    fn a_bad_tls_sni_table_is_named_by_file_and_index() {
+        let head = "tls_cert = \"c\"\ntls_key = \"k\"\n\
+                    [[tls_sni]]\nnames = [\"ok.example.com\"]\ndir = \"/ok\"\n[[tls_sni]]\n";
+        for (table, problem) in [
+            (
+                "names = [\"a.example.com\"]\ndir = \"/d\"\ncert = \"/c\"\nkey = \"/k\"\n",
+                "not both",
+            ),
+            ("names = [\"a.example.com\"]\n", "needs `dir`"),
+            (
+                "names = [\"a.example.com\"]\ncert = \"/c\"\n",
+                "`cert` and `key` go together",
+            ),
+            ("names = []\ndir = \"/d\"\n", "at least one server name"),
+        ] {
+            let err = parse_with_file(&format!("{head}{table}"), &[])
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("gateway.toml")
+                    && err.contains("[[tls_sni]] table 2")
+                    && err.contains(problem),
+                "{table}: {err}"
+            );
+        }
+        let err = parse_with_file(&format!("{head}names = [\"a\"]\npath = \"/d\"\n"), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("gateway.toml") && err.contains("path"),
+            "{err}"
+        );
+    }
+
     #[test]
     fn help_names_each_flag_its_variable_and_its_values() {
         let Err(Error::Args(help)) = parse(&["--help"]) else {
@@ -729,6 +972,8 @@ mod tests {
             "--tls-client-auth <MODE>",
             "[possible values: none, optional, required]",
             "--config <PATH>",
+            "--tls-sni <NAMES=DIR>",
+            "[env: OPENSHELL_TLS_SNI=]",
         ] {
             assert!(help.contains(text), "no {text} in\n{help}");
         }

@@ -68,8 +68,14 @@ impl Gateway {
                 tracing::warn!("TLS is disabled: serving plaintext");
                 (None, None)
             }
-            TlsMode::Files { files, reload } => {
-                let builder = ReloadableAcceptor::builder(files.clone()).alpn(ALPN);
+            TlsMode::Files { files, sni, reload } => {
+                let builder = sni
+                    .iter()
+                    .cloned()
+                    .fold(ReloadableAcceptor::builder(files.clone()), |b, identity| {
+                        b.sni(identity)
+                    })
+                    .alpn(ALPN);
                 match reload {
                     Some(r) => {
                         let (acceptor, watcher) =
@@ -91,7 +97,11 @@ impl Gateway {
             OcsfTarget::File(path) => OcsfSink::file(path)?,
         });
         let (manual_tx, manual_rx) = tokio::sync::mpsc::unbounded_channel();
-        let state = Arc::new(State::new(acceptor, audit_sink.clone(), manual_tx));
+        let sni = match &config.tls {
+            TlsMode::Files { sni, .. } => sni.clone(),
+            TlsMode::Disabled => Vec::new(),
+        };
+        let state = Arc::new(State::new(acceptor, sni, audit_sink.clone(), manual_tx));
         let (health, health_service) = tonic_health::server::health_reporter();
         let reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
@@ -112,6 +122,7 @@ impl Gateway {
         let audit_task = match &state.tls {
             Some(acceptor) => Some(tokio::spawn(crate::audit::run(
                 acceptor.clone(),
+                state.sni.clone(),
                 acceptor.subscribe(),
                 manual_rx,
                 crate::audit::Audit::start(audit_sink).map_err(Error::Audit)?,

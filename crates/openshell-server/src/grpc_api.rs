@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
-use tls_reload::{CertInfo, ClientAuth, ReloadOutcome, Trigger};
+use tls_reload::{CertInfo, ClientAuth, LastAttempt, ReloadOutcome, Trigger};
 use tonic::{Request, Response, Status};
 
 use crate::state::State;
@@ -49,15 +49,23 @@ impl pb::gateway_server::Gateway for GatewayApi {
             client_ca: s.client_ca.iter().map(cert).collect(),
             client_auth: s.client_auth.to_string(),
             loaded_at_unix_ms: unix_ms(s.loaded_at),
-            last_reload: s.last_attempt.map(|a| pb::LastReload {
-                at_unix_ms: unix_ms(a.at),
-                trigger: a.trigger.to_string(),
-                success: a.error.is_none(),
-                error: a.error.unwrap_or_default(),
-            }),
+            last_reload: s.last_attempt.as_ref().map(last_reload),
             reloads_succeeded: s.reloads_succeeded,
             reloads_failed: s.reloads_failed,
             watcher_mode: s.watcher.to_string(),
+            identities: s
+                .identities
+                .iter()
+                .map(|i| pb::TlsIdentity {
+                    label: i.label.clone(),
+                    names: i.names.clone(),
+                    certificate: Some(cert(&i.cert)),
+                    chain_length: u32::try_from(i.chain_len).unwrap_or(u32::MAX),
+                    loaded_at_unix_ms: unix_ms(i.loaded_at),
+                    last_reload: i.last_attempt.as_ref().map(last_reload),
+                    renewal_overdue: i.renewal_overdue,
+                })
+                .collect(),
         }))
     }
 
@@ -101,6 +109,15 @@ impl pb::gateway_server::Gateway for GatewayApi {
                 failure.served_generation, failure.error
             ))),
         }
+    }
+}
+
+fn last_reload(a: &LastAttempt) -> pb::LastReload {
+    pb::LastReload {
+        at_unix_ms: unix_ms(a.at),
+        trigger: a.trigger.to_string(),
+        success: a.error.is_none(),
+        error: a.error.clone().unwrap_or_default(),
     }
 }
 

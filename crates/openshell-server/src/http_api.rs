@@ -13,7 +13,7 @@ use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use serde_json::json;
-use tls_reload::CertInfo;
+use tls_reload::{CertInfo, LastAttempt};
 
 use crate::state::State;
 
@@ -109,12 +109,7 @@ fn tls_json(state: &State) -> serde_json::Value {
         "client_ca": s.client_ca.iter().map(cert_json).collect::<Vec<_>>(),
         "loaded_at": tls_reload::format_rfc3339(s.loaded_at),
         "loaded_at_unix_ms": ms(s.loaded_at),
-        "last_reload": s.last_attempt.as_ref().map(|a| json!({
-            "at": tls_reload::format_rfc3339(a.at),
-            "trigger": a.trigger.as_str(),
-            "success": a.error.is_none(),
-            "error": a.error,
-        })),
+        "last_reload": s.last_attempt.as_ref().map(last_reload_json),
         "reloads_succeeded": s.reloads_succeeded,
         "reloads_failed": s.reloads_failed,
         "watcher_mode": s.watcher.as_str(),
@@ -124,6 +119,29 @@ fn tls_json(state: &State) -> serde_json::Value {
             "client_ca": tls.files().client_ca_path(),
             "crls": tls.files().crl_paths(),
         },
+        "identities": s.identities.iter().map(|i| json!({
+            "label": i.label,
+            "names": i.names,
+            "certificate": cert_json(&i.cert),
+            "chain_length": i.chain_len,
+            "loaded_at": tls_reload::format_rfc3339(i.loaded_at),
+            "last_reload": i.last_attempt.as_ref().map(last_reload_json),
+            "renewal_overdue": i.renewal_overdue,
+            "renewal_due": tls_reload::format_rfc3339(i.cert.renewal_due()),
+            "files": state.identity_files(&i.label).map(|f| json!({
+                "cert": f.cert_path(),
+                "key": f.key_path(),
+            })),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn last_reload_json(a: &LastAttempt) -> serde_json::Value {
+    json!({
+        "at": tls_reload::format_rfc3339(a.at),
+        "trigger": a.trigger.as_str(),
+        "success": a.error.is_none(),
+        "error": a.error,
     })
 }
 

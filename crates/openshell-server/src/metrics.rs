@@ -57,6 +57,12 @@ struct ReloadLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct IdentityLabel {
+    /// `default`, or the first server name of an SNI identity.
+    identity: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ModeLabel {
     mode: &'static str,
 }
@@ -185,15 +191,37 @@ fn register_tls(registry: &mut Registry, status: &TlsStatus) {
         g.set(value);
         g
     };
+    let not_after = Family::<IdentityLabel, Gauge>::default();
+    let not_before = Family::<IdentityLabel, Gauge>::default();
+    let overdue = Family::<IdentityLabel, Gauge>::default();
+    for identity in &status.identities {
+        let label = IdentityLabel {
+            identity: identity.label.clone(),
+        };
+        not_after
+            .get_or_create(&label)
+            .set(identity.cert.not_after_unix());
+        not_before
+            .get_or_create(&label)
+            .set(identity.cert.not_before_unix());
+        overdue
+            .get_or_create(&label)
+            .set(i64::from(identity.renewal_overdue));
+    }
     registry.register(
         "openshell_tls_cert_not_after_seconds",
-        "notAfter of the served leaf certificate, Unix seconds",
-        gauge(status.cert.not_after_unix()),
+        "notAfter of each identity's served leaf certificate, Unix seconds",
+        not_after,
     );
     registry.register(
         "openshell_tls_cert_not_before_seconds",
-        "notBefore of the served leaf certificate, Unix seconds",
-        gauge(status.cert.not_before_unix()),
+        "notBefore of each identity's served leaf certificate, Unix seconds",
+        not_before,
+    );
+    registry.register(
+        "openshell_tls_renewal_overdue",
+        "1 when an identity's served leaf is past its renewal time without having been replaced",
+        overdue,
     );
     if let Some(earliest) = status.client_ca.iter().map(|c| c.not_after_unix()).min() {
         registry.register(

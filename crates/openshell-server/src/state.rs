@@ -4,7 +4,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use openshell_ocsf::OcsfSink;
-use tls_reload::{ReloadFailure, ReloadOutcome, ReloadableAcceptor, Trigger};
+use tls_reload::{
+    ReloadFailure, ReloadOutcome, ReloadableAcceptor, SniIdentity, TlsFiles, Trigger,
+};
 use tokio::sync::mpsc;
 
 use crate::audit::ManualReload;
@@ -16,6 +18,8 @@ use crate::metrics::Metrics;
 pub(crate) struct State {
     /// `None` when TLS is disabled.
     pub(crate) tls: Option<ReloadableAcceptor>,
+    /// The SNI identities served besides the default one, as configured.
+    pub(crate) sni: Vec<SniIdentity>,
     pub(crate) metrics: Metrics,
     /// Where audit events go; its failure count is a metric.
     pub(crate) audit_sink: Arc<OcsfSink>,
@@ -30,11 +34,13 @@ pub(crate) struct State {
 impl State {
     pub(crate) fn new(
         tls: Option<ReloadableAcceptor>,
+        sni: Vec<SniIdentity>,
         audit_sink: Arc<OcsfSink>,
         manual_reloads: mpsc::UnboundedSender<ManualReload>,
     ) -> Self {
         Self {
             tls,
+            sni,
             metrics: Metrics::default(),
             audit_sink,
             manual_reloads,
@@ -61,6 +67,12 @@ impl State {
         Some(outcome)
     }
 
+    /// The files of the identity labelled `label` (`default`, or an SNI
+    /// identity's first name).
+    pub(crate) fn identity_files(&self, label: &str) -> Option<&TlsFiles> {
+        identity_files(self.tls.as_ref()?, &self.sni, label)
+    }
+
     pub(crate) fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Relaxed)
     }
@@ -69,3 +81,20 @@ impl State {
         self.ready.store(ready, Ordering::Relaxed);
     }
 }
+
+/// The files of the identity labelled `label` among the default identity of
+/// `acceptor` and the SNI identities `sni`.
+pub(crate) fn identity_files<'a>(
+    acceptor: &'a ReloadableAcceptor,
+    sni: &'a [SniIdentity],
+    label: &str,
+) -> Option<&'a TlsFiles> {
+    sni.iter()
+        .find(|i| i.label() == label)
+        .map(SniIdentity::files)
+        .or_else(|| (label == DEFAULT_IDENTITY).then(|| acceptor.files()))
+}
+
+/// The label of the default identity in the status, metrics and audit
+/// events.
+pub(crate) const DEFAULT_IDENTITY: &str = "default";

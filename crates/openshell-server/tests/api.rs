@@ -297,6 +297,7 @@ async fn metrics_move_on_reload_success_and_failure_and_the_old_cert_stays() {
     let mut config = test_config(pki.files());
     config.tls = openshell_server::TlsMode::Files {
         files: pki.files(),
+        sni: Vec::new(),
         reload: None,
     };
     let gw = start(config).await;
@@ -317,7 +318,7 @@ async fn metrics_move_on_reload_success_and_failure_and_the_old_cert_stays() {
     assert_eq!(m0["openshell_tls_watcher_mode{mode=\"off\"}"], 1.0);
     assert!(m0["openshell_tls_handshakes_total{result=\"success\"}"] >= 1.0);
     assert_eq!(
-        m0["openshell_tls_cert_not_after_seconds"],
+        m0["openshell_tls_cert_not_after_seconds{identity=\"default\"}"],
         acceptor.status().cert.not_after_unix() as f64
     );
 
@@ -335,11 +336,11 @@ async fn metrics_move_on_reload_success_and_failure_and_the_old_cert_stays() {
     let status = acceptor.status();
     assert_eq!(status.cert.fingerprint_sha256, new.fingerprint);
     assert_eq!(
-        m1["openshell_tls_cert_not_after_seconds"],
+        m1["openshell_tls_cert_not_after_seconds{identity=\"default\"}"],
         status.cert.not_after_unix() as f64
     );
     assert_eq!(
-        m1["openshell_tls_cert_not_before_seconds"],
+        m1["openshell_tls_cert_not_before_seconds{identity=\"default\"}"],
         status.cert.not_before_unix() as f64
     );
     assert!(
@@ -473,5 +474,186 @@ async fn a_client_that_never_sends_its_request_headers_is_cut_off() {
     // Well-behaved clients are served meanwhile and after.
     let (status, _, _) = get(gw.addr(), &pki.server_ca, Http::One, "/healthz").await;
     assert_eq!(status, 200);
+    gw.stop().await.unwrap();
+}
+
+/// An `api.example.com` / `*.apps.example.com` identity from its own
+/// kubelet-style volume, next to the default one; its leaf is past its
+/// renewal time (80 of 90 days used), the default's is fresh.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_identity_is_listed_in_the_status_metrics_and_audit() {
+    use std::time::SystemTime;
+    use tls_reload::testing::{AtomicWriter, LeafOptions, served_for_name};
+
+    let pki = Pki::new();
+    let external = AtomicWriter::new(pki.dir().join("external")).unwrap();
+    let now = SystemTime::now();
+    let leaf = pki.server_ca.issue(
+        &LeafOptions::server()
+            .names(["api.example.com", "*.apps.example.com"])
+            .valid(
+                now - Duration::from_secs(80 * 86_400),
+                now + Duration::from_secs(10 * 86_400),
+            ),
+    );
+    external
+        .write(&[
+            ("tls.crt", leaf.cert_pem.as_bytes()),
+            ("tls.key", leaf.key_pem.as_bytes()),
+        ])
+        .unwrap();
+    let names = ["api.example.com", "*.apps.example.com"];
+    let mut config = test_config(pki.files());
+    if let openshell_server::TlsMode::Files { sni, .. } = &mut config.tls {
+        sni.push(tls_reload::SniIdentity::new(
+            names,
+            tls_reload::TlsFiles::new(external.path("tls.crt"), external.path("tls.key")),
+        ));
+    }
+    let audit_log = pki.dir().join("audit.jsonl");
+    config.ocsf = openshell_server::OcsfTarget::File(audit_log.clone());
+    let gw = start(config).await;
+
+    // Real handshakes pick the identity by name.
+    for (sni, want) in [
+        (Some("api.example.com"), &leaf.fingerprint),
+        (Some("x.apps.example.com"), &leaf.fingerprint),
+        (Some("other.example.com"), &pki.leaf.fingerprint),
+        (None, &pki.leaf.fingerprint),
+    ] {
+        assert_eq!(
+            &served_for_name(gw.addr(), sni).await.unwrap(),
+            want,
+            "{sni:?}"
+        );
+    }
+
+    // gRPC: the top-level fields stay the default identity's.
+    let status = gateway(gw.addr(), &pki, None)
+        .await
+        .get_tls_status(GetTlsStatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        status.certificate.as_ref().unwrap().fingerprint_sha256,
+        pki.leaf.fingerprint
+    );
+    let ids: Vec<_> = status
+        .identities
+        .iter()
+        .map(|i| {
+            let cert = i.certificate.as_ref().unwrap();
+            (
+                i.label.as_str(),
+                i.names.clone(),
+                cert.fingerprint_sha256.as_str(),
+                cert.dns_names.clone(),
+                i.renewal_overdue,
+            )
+        })
+        .collect();
+    let owned = |n: &[&str]| n.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+    assert_eq!(
+        ids,
+        [
+            (
+                "default",
+                vec![],
+                pki.leaf.fingerprint.as_str(),
+                owned(&["localhost"]),
+                false
+            ),
+            (
+                "api.example.com",
+                owned(&names),
+                leaf.fingerprint.as_str(),
+                owned(&names),
+                true
+            ),
+        ]
+    );
+    let external_cert = status.identities[1].certificate.as_ref().unwrap();
+    assert!(!external_cert.serial.is_empty() && external_cert.subject.contains("api.example.com"));
+    assert!(external_cert.not_after_unix > external_cert.not_before_unix);
+
+    // /v1/tls: the same, with the files of each identity.
+    let (code, _, body) = get(gw.addr(), &pki.server_ca, Http::One, "/v1/tls").await;
+    assert_eq!(code, 200);
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        json["certificate"]["fingerprint_sha256"],
+        pki.leaf.fingerprint
+    );
+    let api = &json["identities"][1];
+    assert_eq!(api["label"], "api.example.com");
+    assert_eq!(api["names"], serde_json::json!(names));
+    assert_eq!(api["certificate"]["fingerprint_sha256"], leaf.fingerprint);
+    assert_eq!(api["certificate"]["issuer"], json["certificate"]["issuer"]);
+    assert!(api["certificate"]["not_after"].is_string());
+    assert_eq!(api["renewal_overdue"], true);
+    assert_eq!(
+        api["files"]["cert"],
+        external.path("tls.crt").to_str().unwrap()
+    );
+    assert_eq!(json["identities"][0]["label"], "default");
+    assert_eq!(json["identities"][0]["renewal_overdue"], false);
+
+    // Metrics: one series per identity.
+    let m = parse_metrics(
+        &get(gw.addr(), &pki.server_ca, Http::Two, "/metrics")
+            .await
+            .2,
+    );
+    for (identity, not_after, overdue) in [
+        (
+            "default",
+            status.certificate.as_ref().unwrap().not_after_unix,
+            0.0,
+        ),
+        ("api.example.com", external_cert.not_after_unix, 1.0),
+    ] {
+        let key = |name: &str| format!("{name}{{identity=\"{identity}\"}}");
+        assert_eq!(
+            m[&key("openshell_tls_cert_not_after_seconds")],
+            not_after as f64
+        );
+        assert_eq!(m[&key("openshell_tls_renewal_overdue")], overdue);
+        assert!(m.contains_key(&key("openshell_tls_cert_not_before_seconds")));
+    }
+
+    // The overdue renewal is one OCSF event naming the identity (the
+    // library checks after each attempt).
+    let acceptor = gw.acceptor().cloned().unwrap();
+    acceptor.reload_now(tls_reload::Trigger::Api).await.unwrap();
+    let overdue = tls_reload::testing::eventually(Duration::from_secs(10), "overdue event", || {
+        let log = std::fs::read_to_string(&audit_log).unwrap_or_default();
+        async move {
+            log.lines()
+                .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+                .find(|e| e["metadata"]["event_code"] == "tls_renewal_overdue")
+                .ok_or("not yet")
+        }
+    })
+    .await;
+    let tls = &overdue["unmapped"]["tls"];
+    assert_eq!(overdue["message"], "TLS certificate renewal overdue");
+    assert_eq!(overdue["severity"], "Medium");
+    assert_eq!(tls["identity"], "api.example.com");
+    assert_eq!(tls["new_fingerprint"], leaf.fingerprint);
+    assert!(tls["renewal_due"].is_string() && tls["not_after"].is_string());
+    let log = std::fs::read_to_string(&audit_log).unwrap();
+    let loaded: Vec<String> = log
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|e| e["metadata"]["event_code"] == "tls_loaded")
+        .map(|e| {
+            e["unmapped"]["tls"]["identity"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(loaded, ["default", "api.example.com"]);
     gw.stop().await.unwrap();
 }

@@ -59,6 +59,8 @@ pub fn reload_details() -> TlsReloadDetails {
         .not_after("2026-03-01T00:00:00Z")
         .generation(3)
         .trigger("watch")
+        .identity("api.example.com")
+        .renewal_due("2026-02-06T00:00:00Z")
         .cert_path("/etc/openshell-tls/server/tls.crt")
         .key_path("/etc/openshell-tls/server/tls.key")
         .client_ca_path("/etc/openshell-tls/client-ca/ca.crt")
@@ -81,6 +83,11 @@ pub fn every_constructor() -> Vec<(&'static str, DeviceConfigStateChange)> {
     let expiring = served()
         .new_fingerprint(NEW_FINGERPRINT)
         .not_after("2026-01-05T00:00:00Z");
+    let overdue = TlsReloadDetails::new()
+        .identity("api.example.com")
+        .new_fingerprint(NEW_FINGERPRINT)
+        .not_after("2026-03-01T00:00:00Z")
+        .renewal_due("2025-12-20T00:00:00Z");
     let failure = "private key does not match certificate";
     [
         (
@@ -112,6 +119,10 @@ pub fn every_constructor() -> Vec<(&'static str, DeviceConfigStateChange)> {
         (
             "reload unchanged",
             DeviceConfigStateChange::tls_reload_unchanged(&source, served().trigger("signal")),
+        ),
+        (
+            "renewal overdue",
+            DeviceConfigStateChange::tls_renewal_overdue(&source, overdue),
         ),
     ]
     .map(|(name, builder)| (name, builder.time(at()).build()))

@@ -1,13 +1,19 @@
 //! Figures 1 and 2: full-handshake throughput of the reloadable acceptor
-//! against a plain `tokio_rustls::TlsAcceptor` over the same config, and
-//! with against without rotations every 100 ms.
+//! against a plain `tokio_rustls::TlsAcceptor` over the same config (and,
+//! with 1 and 3 SNI identities, against a plain single-certificate config,
+//! so that the name lookup is measured), and with against without
+//! rotations every 100 ms.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use tls_reload::ReloadableAcceptor;
-use tls_reload::testing::TestCa;
+use rustls_pki_types::pem::PemObject as _;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use tls_reload::testing::{LeafOptions, TestCa};
+use tls_reload::{ReloadableAcceptor, SniIdentity};
+use tokio::task::JoinHandle;
 
 use crate::interleave::{Round, Schedule, interleave, interleave_flag, summarize};
 use crate::load::{self, After, ClientSpec, Clients, Published};
@@ -19,6 +25,53 @@ fn failures(counters: &load::Counters) -> (u64, u64, Option<String>) {
         counters.mismatched.load(Ordering::Relaxed),
         counters.first_error.lock().expect("first error").clone(),
     )
+}
+
+/// One listener, one accept loop; which acceptor handshakes a connection
+/// depends on the arm of the moment (the flag set: `reloadable`), so both
+/// arms see the same clients, sockets and machine.
+async fn switching_server(
+    reloadable: ReloadableAcceptor,
+    plain: tokio_rustls::TlsAcceptor,
+) -> (Arc<AtomicBool>, SocketAddr, JoinHandle<()>) {
+    let reloadable_arm = Arc::new(AtomicBool::new(false));
+    let (listener, addr) = load::listen().await;
+    let arm = reloadable_arm.clone();
+    let server = load::spawn_server(listener, Duration::from_secs(600), move |tcp| {
+        if arm.load(Ordering::Relaxed) {
+            reloadable.accept(tcp)
+        } else {
+            plain.accept(tcp)
+        }
+    });
+    (reloadable_arm, addr, server)
+}
+
+/// Starts the client loops of figure 1 against `addr` (each checking the
+/// served leaf against `published`, if given) and lets them warm up.
+async fn start_clients(
+    s: &Settings,
+    addr: SocketAddr,
+    ca: &TestCa,
+    published: Option<Arc<Published>>,
+    what: &str,
+    schedule: &Schedule,
+) -> Clients {
+    let spec = ClientSpec {
+        addr,
+        config: load::client(ca.cert_pem(), &[]),
+        after: After::ReadOk,
+        published,
+        limit: Duration::from_secs(120),
+    };
+    println!(
+        "   {} client loops{what}, one listener switching acceptor per slot; {}",
+        s.clients,
+        schedule.describe()
+    );
+    let clients = Clients::start(&spec, s.clients);
+    tokio::time::sleep(s.pick(Duration::from_millis(500), Duration::from_millis(100))).await;
+    clients
 }
 
 /// Figure 1.
@@ -43,40 +96,14 @@ pub(crate) async fn throughput(s: &Settings, kind: KeyKind) -> Vec<Row> {
         .expect("start acceptor");
     // The baseline serves the very same ServerConfig, without the ArcSwap.
     let plain = tokio_rustls::TlsAcceptor::from(acceptor.server_config());
-    // One listener, one accept loop; which acceptor handshakes a connection
-    // depends on the arm of the moment, so both arms see the same clients,
-    // sockets and machine.
-    let reloadable_arm = Arc::new(AtomicBool::new(false));
-    let (listener, addr) = load::listen().await;
-    let (served, arm) = (acceptor.clone(), reloadable_arm.clone());
-    let server = load::spawn_server(listener, Duration::from_secs(600), move |tcp| {
-        if arm.load(Ordering::Relaxed) {
-            served.accept(tcp)
-        } else {
-            plain.accept(tcp)
-        }
-    });
-
+    let (reloadable_arm, addr, server) = switching_server(acceptor.clone(), plain).await;
     let schedule = Schedule {
         rounds: s.pick(12, 1),
         pairs_per_round: s.pick(10, 3),
         slot: Duration::from_millis(100),
         guard: Duration::from_millis(5),
     };
-    let spec = ClientSpec {
-        addr,
-        config: load::client(ca.cert_pem(), &[]),
-        after: After::ReadOk,
-        published: None,
-        limit: Duration::from_secs(120),
-    };
-    println!(
-        "   {} client loops, one listener switching acceptor per slot; {}",
-        s.clients,
-        schedule.describe()
-    );
-    let clients = Clients::start(&spec, s.clients);
-    tokio::time::sleep(s.pick(Duration::from_millis(500), Duration::from_millis(100))).await;
+    let clients = start_clients(s, addr, &ca, None, "", &schedule).await;
     let names = ["plain", "reloadable"];
     let rounds = interleave_flag(&schedule, || clients.ok(), names, &reloadable_arm).await;
     // The noise floor of this schedule on this machine right now: the
@@ -121,6 +148,99 @@ pub(crate) async fn throughput(s: &Settings, kind: KeyKind) -> Vec<Row> {
         rows.push(Row::check(
             format!("1. failed handshakes ({})", kind.label()),
             format!("{failed} (first: {})", first_error.unwrap_or_default()),
+            "0",
+            false,
+        ));
+    }
+    rows
+}
+
+/// Figure 1 with SNI: `identities` SNI identities (the last one named
+/// `localhost`, the name the load clients send, the others names no
+/// client asks for), against a plain `TlsAcceptor` whose config holds just
+/// that identity's certificate (rustls's single-certificate resolver): the
+/// difference is the swap plus the name lookup.
+pub(crate) async fn sni(s: &Settings, identities: usize) -> Vec<Row> {
+    let figure = format!(
+        "1. handshakes/s, reloadable with {identities} SNI identit{} ÷ plain single-cert \
+         TlsAcceptor (ECDSA)",
+        if identities == 1 { "y" } else { "ies" }
+    );
+    println!("\n== {figure}");
+    let ca = TestCa::new("bench CA");
+    let tmp = util::volume_dir();
+    let default = ca.issue(&LeafOptions::server().names(["default.example.com"]));
+    let default_dir = tmp.path().join("default");
+    std::fs::create_dir_all(&default_dir).expect("default dir");
+    let default_files = util::write_plain(&default_dir, &default).expect("write default pair");
+    let mut builder = ReloadableAcceptor::builder(default_files);
+    let mut hit = None;
+    for i in 0..identities {
+        let last = i + 1 == identities;
+        let names = if last {
+            vec!["localhost".to_owned()]
+        } else {
+            vec![
+                format!("svc{i}.example.com"),
+                format!("*.apps{i}.example.com"),
+            ]
+        };
+        let leaf = ca.issue(&LeafOptions::server().names(names.iter().cloned()));
+        let dir = tmp.path().join(format!("sni{i}"));
+        std::fs::create_dir_all(&dir).expect("identity dir");
+        let files = util::write_plain(&dir, &leaf).expect("write identity pair");
+        builder = builder.sni(SniIdentity::new(names, files));
+        if last {
+            hit = Some(leaf);
+        }
+    }
+    let hit = hit.expect("at least one identity");
+    let (acceptor, watcher) = builder.start().expect("start acceptor");
+    let chain = vec![CertificateDer::from_pem_slice(hit.cert_pem.as_bytes()).expect("cert")];
+    let key = PrivateKeyDer::from_pem_slice(hit.key_pem.as_bytes()).expect("key");
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("protocol versions")
+    .with_no_client_auth()
+    .with_single_cert(chain, key)
+    .expect("single-cert config");
+    let plain = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let (reloadable_arm, addr, server) = switching_server(acceptor, plain).await;
+    let schedule = Schedule {
+        rounds: s.pick(8, 1),
+        pairs_per_round: s.pick(10, 2),
+        slot: Duration::from_millis(100),
+        guard: Duration::from_millis(5),
+    };
+    // Every handshake checks that the SNI identity's leaf was served.
+    let published = Arc::new(Published::new([hit.fingerprint.clone()]));
+    let clients = start_clients(
+        s,
+        addr,
+        &ca,
+        Some(published),
+        " sending SNI localhost",
+        &schedule,
+    )
+    .await;
+    let names = ["plain", "reloadable"];
+    let rounds = interleave_flag(&schedule, || clients.ok(), names, &reloadable_arm).await;
+    let counters = clients.stop().await;
+    server.abort();
+    watcher.shutdown().await;
+
+    let (ratio, value) = summarize(&rounds, names);
+    let (failed, mismatched, first_error) = failures(&counters);
+    let mut rows = vec![Row::check(figure, value, "≥ 0.97", ratio >= 0.97)];
+    if failed > 0 || mismatched > 0 {
+        rows.push(Row::check(
+            format!("1. failed or wrong-certificate handshakes ({identities} SNI)"),
+            format!(
+                "{failed} failed, {mismatched} another leaf (first: {})",
+                first_error.unwrap_or_default()
+            ),
             "0",
             false,
         ));

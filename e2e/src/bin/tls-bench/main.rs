@@ -54,7 +54,7 @@ struct Args {
 /// The figures, by the name `--only` takes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum Figure {
-    /// 1. handshakes/s, reloadable vs plain TlsAcceptor (ECDSA, RSA)
+    /// 1. handshakes/s, reloadable vs plain TlsAcceptor (ECDSA, RSA, SNI)
     Handshake,
     /// 2. handshakes/s rotating every 100 ms vs not rotating
     Rotating,
@@ -135,6 +135,9 @@ async fn run(s: &Settings, only: &[Figure]) -> Vec<Row> {
     if wanted(Figure::Handshake) {
         rows.extend(handshake::throughput(s, KeyKind::EcdsaP256).await);
         rows.extend(handshake::throughput(s, KeyKind::Rsa2048).await);
+        for identities in [1, 3] {
+            rows.extend(handshake::sni(s, identities).await);
+        }
     }
     if wanted(Figure::Rotating) {
         rows.extend(handshake::rotating(s).await);
