@@ -7,7 +7,7 @@ Secrets mounted as whole directories (never subPath, which kubelet never
 updates), the gateway's args pointing at the mounted files, probes on the
 plaintext health port (which no Service publishes), a locked-down security
 context, the cert-manager chain, the external certificate served by SNI
-(--tls-sni), and the optional NetworkPolicy. Two releases
+(--tls-sni), the OpenShift passthrough Route, and the optional NetworkPolicy. Two releases
 rendered into one namespace must not share an object or Secret name. Negative
 cases must fail to render with a clear message. Every check prints one PASS or
 FAIL line; the last line is the tally.
@@ -51,7 +51,7 @@ TLS_ONLY_FLAGS = {
 }
 CERT_MANAGER_KINDS = {"Certificate", "Issuer", "ClusterIssuer"}
 # Kinds from CRDs, which kubernetes-validate has no schemas for; their checks are below.
-CRD_KINDS = CERT_MANAGER_KINDS
+CRD_KINDS = CERT_MANAGER_KINDS | {"Route"}
 # The external issuer the cases name, and its names.
 ISSUER = {"kind": "ClusterIssuer", "name": "letsencrypt", "group": "cert-manager.io"}
 EXTERNAL_NAMES = ["gateway.example.com", "*.apps.example.com"]
@@ -102,6 +102,9 @@ class Case:
     # The external certificate: its issuerRef and dnsNames (None: none).
     issuer: dict | None = None
     external_names: list | None = None
+    # The OpenShift Route: its host and insecureEdgeTerminationPolicy (None: no Route).
+    route_host: str | None = None
+    route_insecure: str = "None"
     # Extra (name, predicate(objects, args)) checks.
     extra: list = field(default_factory=list)
 
@@ -363,6 +366,7 @@ def check_case(t, helm, chart, case):
             check_cert_manager(t, c, objs, case, server)
 
     check_network_policy(t, c, objs, case, w, port_of(bind), port_of(health))
+    check_route(t, c, objs, case, main_svc)
 
     for name, pred in case.extra:
         try:
@@ -410,7 +414,8 @@ def names_of(objs):
 def check_two_releases(t, helm, chart):
     """Two releases in one namespace: no object or Secret name in common."""
     c = "two releases in one namespace"
-    args = ["--set", "podDisruptionBudget.enabled=true", *external_args()]
+    args = ["--set", "podDisruptionBudget.enabled=true", *external_args(),
+            *route_args("gateway.example.com")]
     rendered = {}
     for release, fullname in ((RELEASE, RELEASE), ("other", f"other-{RELEASE}")):
         r = run([helm, "template", release, str(chart), "--namespace", NAMESPACE, *args])
@@ -538,6 +543,34 @@ def check_external_certificate(t, c, leafs, case, ca_issuer):
             sorted(internal_names))
 
 
+def check_route(t, c, objs, case, service):
+    routes = [o for o in objs if o["kind"] == "Route"]
+    if not case.route_host:
+        t.check(c, "no Route (openshiftRoute.enabled=false)", not routes, len(routes))
+        return
+    if not t.check(c, "one Route, route.openshift.io/v1",
+                   len(routes) == 1 and routes[0]["apiVersion"] == "route.openshift.io/v1", len(routes)):
+        return
+    spec = routes[0]["spec"]
+    t.check(c, f"Route host is {case.route_host}", spec.get("host") == case.route_host, spec.get("host"))
+    t.check(c, "Route host is an external name or under one of its wildcards",
+            case.route_host in case.external_names
+            or "*." + case.route_host.partition(".")[2] in case.external_names)
+    t.check(c, "Route targets the Service by kind and name",
+            spec.get("to") == {"kind": "Service", "name": service["metadata"]["name"], "weight": 100}, spec.get("to"))
+    tls_port = next((p for p in service["spec"]["ports"] if p["port"] == TLS_PORT), {})
+    t.check(c, f"Route targets the Service's TLS port ({tls_port.get('name')})",
+            (spec.get("port") or {}).get("targetPort") in (tls_port.get("name"), tls_port.get("port"))
+            and tls_port.get("name") == "https", spec.get("port"))
+    tls = spec.get("tls") or {}
+    t.check(c, "Route TLS is passthrough (the gateway terminates TLS)",
+            tls.get("termination") == "passthrough" and not {"certificate", "key", "caCertificate",
+                                                             "destinationCACertificate"} & set(tls), tls)
+    t.check(c, f"Route insecureEdgeTerminationPolicy is {case.route_insecure}",
+            tls.get("insecureEdgeTerminationPolicy") == case.route_insecure, tls)
+    t.check(c, "Route wildcardPolicy is None", spec.get("wildcardPolicy") == "None", spec.get("wildcardPolicy"))
+
+
 def check_failing(t, helm, chart, case):
     r = run([helm, "template", RELEASE, str(chart), "--namespace", NAMESPACE, *case.helm_args])
     t.check(case.name, f"render is refused, naming {case.message!r}",
@@ -578,6 +611,16 @@ def external_args(names=None, issuer=None):
     return args + ["--set-json", f"certManager.externalDnsNames={json.dumps(EXTERNAL_NAMES if names is None else names)}"]
 
 
+def route_args(host, insecure=None):
+    args = ["--set", "openshiftRoute.enabled=true", "--set", f"openshiftRoute.host={host}"]
+    return args + (["--set", f"openshiftRoute.insecureEdgeTerminationPolicy={insecure}"] if insecure else [])
+
+
+# The NetworkPolicy peer that admits the OpenShift routers.
+ROUTER_PEER = {"namespaceSelector": {"matchLabels": {"policy-group.network.openshift.io/ingress": ""}},
+               "podSelector": {}}
+
+
 def cases(chart):
     ci = chart / "ci"
 
@@ -592,6 +635,10 @@ def cases(chart):
     def server_cert(objs):
         return next(o for o in objs if o["kind"] == "Certificate" and o["metadata"]["name"].endswith("-server"))
 
+    def policy_from(objs):
+        return [r.get("from") for x in objs if x["kind"] == "NetworkPolicy" for r in x["spec"]["ingress"]]
+
+    clients = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "clients"}}}
     one_name = ["gateway.example.com"]
     return [
         Case("default", [], extra=[
@@ -686,9 +733,24 @@ def cases(chart):
               *external_args(one_name, {"kind": "ClusterIssuer", "name": "pca", "group": "awspca.cert-manager.io"})],
              kind="Deployment", issuer={"kind": "ClusterIssuer", "name": "pca", "group": "awspca.cert-manager.io"},
              external_names=one_name),
+        Case("openshift-route-on-an-external-name", [*external_args(), *route_args("gateway.example.com")],
+             issuer=ISSUER, external_names=EXTERNAL_NAMES, route_host="gateway.example.com"),
+        Case("openshift-route-under-an-external-wildcard-redirect",
+             [*external_args(), *route_args("gw.apps.example.com", "Redirect")],
+             issuer=ISSUER, external_names=EXTERNAL_NAMES, route_host="gw.apps.example.com",
+             route_insecure="Redirect"),
+        Case("openshift-route-with-a-network-policy-open-to-all",
+             [*external_args(), *route_args("gateway.example.com"), "--set", "networkPolicy.enabled=true"],
+             issuer=ISSUER, external_names=EXTERNAL_NAMES, route_host="gateway.example.com",
+             network_policy=True, extra=[
+                 ("no from: the routers are admitted like any source", lambda o, f: policy_from(o) == [None]),
+             ]),
         Case("ci/values-external-tls.yaml",
              ["-f", str(ci / "values-skaffold.yaml"), "-f", str(ci / "values-external-tls.yaml")],
-             issuer=ISSUER, external_names=one_name),
+             issuer=ISSUER, external_names=one_name, route_host="gateway.example.com", network_policy=True,
+             extra=[
+                 ("the routers are added to networkPolicy.from", lambda o, f: policy_from(o) == [[clients, ROUTER_PEER]]),
+             ]),
         Case("ipv6-bind-and-age-grace",
              ["--set", "server.bindAddress=::", "--set", "server.maxConnectionAgeGrace=45s"], extra=[
                  ("IPv6 bind address is bracketed", lambda o, f: arg_value(f, "--bind") == "[::]:8080"),
@@ -758,6 +820,18 @@ def failing_cases():
                 "missing property 'name'"),
         Failing("fail: an external name with a comma (it would split --tls-sni)",
                 external_args(["a.example.com,b.example.com"]), "externalDnsNames/0"),
+        Failing("fail: Route host not among the external names",
+                [*external_args(), *route_args("other.example.com")],
+                'openshiftRoute.host "other.example.com" must be one of certManager.externalDnsNames'),
+        Failing("fail: Route host two labels under a wildcard",
+                [*external_args(), *route_args("a.b.apps.example.com")],
+                'openshiftRoute.host "a.b.apps.example.com" must be one of certManager.externalDnsNames'),
+        Failing("fail: Route without external names", route_args("gateway.example.com"),
+                'openshiftRoute.host "gateway.example.com" must be one of certManager.externalDnsNames ()'),
+        Failing("fail: Route without a host", [*external_args(), "--set", "openshiftRoute.enabled=true"],
+                "openshiftRoute.host is required when openshiftRoute.enabled=true"),
+        Failing("fail: Route with an edge policy passthrough refuses",
+                [*external_args(), *route_args("gateway.example.com", "Allow")], "insecureEdgeTerminationPolicy"),
     ]
 
 

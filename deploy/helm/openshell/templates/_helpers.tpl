@@ -204,7 +204,7 @@ extraIpAddresses). Argument: (list name clusterDomain).
 {{- include "openshell.validateExternal" . -}}
 {{- end -}}
 
-{{/* The external certificate. */}}
+{{/* The external certificate and the OpenShift Route. */}}
 {{- define "openshell.validateExternal" -}}
 {{- $cm := .Values.certManager -}}
 {{- $names := $cm.externalDnsNames -}}
@@ -223,6 +223,16 @@ extraIpAddresses). Argument: (list name clusterDomain).
 {{- end -}}
 {{- else if $names -}}
 {{- fail "certManager.externalDnsNames needs certManager.serverIssuerRef: name the Issuer or ClusterIssuer (kind, name) that issues the external certificate" -}}
+{{- end -}}
+{{- $route := .Values.openshiftRoute -}}
+{{- if $route.enabled -}}
+{{- if not $route.host -}}
+{{- fail "openshiftRoute.host is required when openshiftRoute.enabled=true: one of certManager.externalDnsNames" -}}
+{{- end -}}
+{{- $wildcard := printf "*.%s" (regexReplaceAll "^[^.]*\\." $route.host "") -}}
+{{- if not (or (has $route.host $names) (has $wildcard $names)) -}}
+{{- fail (printf "openshiftRoute.host %q must be one of certManager.externalDnsNames (%s) or match one of its wildcards: the Route passes TLS through, so the gateway's external certificate must name the host" $route.host (join ", " $names)) -}}
+{{- end -}}
 {{- end -}}
 {{- end -}}
 
