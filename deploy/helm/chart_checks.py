@@ -828,6 +828,8 @@ def failing_cases():
                 'openshiftRoute.host "a.b.apps.example.com" must be one of certManager.externalDnsNames'),
         Failing("fail: Route without external names", route_args("gateway.example.com"),
                 'openshiftRoute.host "gateway.example.com" must be one of certManager.externalDnsNames ()'),
+        Failing("fail: Route host is a wildcard", [*external_args(), *route_args("*.apps.example.com")],
+                'openshiftRoute.host "*.apps.example.com" is a wildcard'),
         Failing("fail: Route without a host", [*external_args(), "--set", "openshiftRoute.enabled=true"],
                 "openshiftRoute.host is required when openshiftRoute.enabled=true"),
         Failing("fail: Route with an edge policy passthrough refuses",

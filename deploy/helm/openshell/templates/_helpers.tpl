@@ -229,6 +229,9 @@ extraIpAddresses). Argument: (list name clusterDomain).
 {{- if not $route.host -}}
 {{- fail "openshiftRoute.host is required when openshiftRoute.enabled=true: one of certManager.externalDnsNames" -}}
 {{- end -}}
+{{- if hasPrefix "*" $route.host -}}
+{{- fail (printf "openshiftRoute.host %q is a wildcard: a Route serves one host; name one under the wildcard (e.g. gateway%s)" $route.host (trimPrefix "*" $route.host)) -}}
+{{- end -}}
 {{- $wildcard := printf "*.%s" (regexReplaceAll "^[^.]*\\." $route.host "") -}}
 {{- if not (or (has $route.host $names) (has $wildcard $names)) -}}
 {{- fail (printf "openshiftRoute.host %q must be one of certManager.externalDnsNames (%s) or match one of its wildcards: the Route passes TLS through, so the gateway's external certificate must name the host" $route.host (join ", " $names)) -}}
