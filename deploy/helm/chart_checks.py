@@ -6,7 +6,8 @@ template`) with a real helm binary, then asserts on the rendered objects: TLS
 Secrets mounted as whole directories (never subPath, which kubelet never
 updates), the gateway's args pointing at the mounted files, probes on the
 plaintext health port (which no Service publishes), a locked-down security
-context, the cert-manager chain, and the optional NetworkPolicy. Two releases
+context, the cert-manager chain, the external certificate served by SNI
+(--tls-sni), the OpenShift passthrough Route, and the optional NetworkPolicy. Two releases
 rendered into one namespace must not share an object or Secret name. Negative
 cases must fail to render with a clear message. Every check prints one PASS or
 FAIL line; the last line is the tally.
@@ -30,6 +31,7 @@ TLS_DIR = "/etc/openshell-tls"
 SERVER_DIR = f"{TLS_DIR}/server"
 CLIENT_CA_DIR = f"{TLS_DIR}/client-ca"
 CRL_DIR = f"{TLS_DIR}/crl"
+EXTERNAL_DIR = f"{TLS_DIR}/external"
 HEALTH_PORT = 8081
 TLS_PORT = 8080
 NONROOT_UID = 65532
@@ -40,14 +42,19 @@ VALUE_FLAGS = {
     "--bind", "--health-bind", "--tls-cert", "--tls-key", "--tls-client-ca",
     "--tls-client-auth", "--tls-crl", "--tls-reload-debounce", "--tls-reload-poll",
     "--log-format", "--ocsf-log", "--max-connection-age", "--max-connection-age-grace",
-    "--handshake-timeout", "--shutdown-delay", "--shutdown-grace",
+    "--handshake-timeout", "--shutdown-delay", "--shutdown-grace", "--tls-sni",
 }
 SWITCHES = {"--disable-tls", "--no-tls-reload"}
 TLS_ONLY_FLAGS = {
     "--tls-cert", "--tls-key", "--tls-client-ca", "--tls-client-auth", "--tls-crl",
-    "--tls-reload-debounce", "--tls-reload-poll", "--no-tls-reload",
+    "--tls-reload-debounce", "--tls-reload-poll", "--no-tls-reload", "--tls-sni",
 }
 CERT_MANAGER_KINDS = {"Certificate", "Issuer", "ClusterIssuer"}
+# Kinds from CRDs, which kubernetes-validate has no schemas for; their checks are below.
+CRD_KINDS = CERT_MANAGER_KINDS | {"Route"}
+# The external issuer the cases name, and its names.
+ISSUER = {"kind": "ClusterIssuer", "name": "letsencrypt", "group": "cert-manager.io"}
+EXTERNAL_NAMES = ["gateway.example.com", "*.apps.example.com"]
 # cert-manager rejects a Certificate whose commonName is longer than this.
 CM_MAX_COMMON_NAME = 64
 
@@ -92,6 +99,12 @@ class Case:
     # The chart's full name: cert-manager's Secrets are named after it.
     fullname: str = RELEASE
     network_policy: bool = False
+    # The external certificate: its issuerRef and dnsNames (None: none).
+    issuer: dict | None = None
+    external_names: list | None = None
+    # The OpenShift Route: its host and insecureEdgeTerminationPolicy (None: no Route).
+    route_host: str | None = None
+    route_insecure: str = "None"
     # Extra (name, predicate(objects, args)) checks.
     extra: list = field(default_factory=list)
 
@@ -278,7 +291,7 @@ def check_case(t, helm, chart, case):
     else:
         t.check(c, "--disable-tls is not passed", "--disable-tls" not in flags)
         expected_dirs = {SERVER_DIR} | ({CLIENT_CA_DIR} if case.client_ca_secret else set()) \
-            | ({CRL_DIR} if case.crls else set())
+            | ({CRL_DIR} if case.crls else set()) | ({EXTERNAL_DIR} if case.external_names else set())
         t.check(c, f"TLS mounts are exactly {sorted(expected_dirs)}",
                 set(tls_mounts) == expected_dirs, sorted(tls_mounts))
         t.check(c, "TLS mounts are read-only", all(m.get("readOnly") is True for m in tls_mounts.values()))
@@ -296,6 +309,17 @@ def check_case(t, helm, chart, case):
                 server and server.get("defaultMode"))
         t.check(c, f"--tls-cert={SERVER_DIR}/tls.crt", only(flags, "--tls-cert") == f"{SERVER_DIR}/tls.crt")
         t.check(c, f"--tls-key={SERVER_DIR}/tls.key", only(flags, "--tls-key") == f"{SERVER_DIR}/tls.key")
+        external = secret_of(EXTERNAL_DIR)
+        if case.external_names:
+            want = f"{case.fullname}-external-tls"
+            t.check(c, f"{EXTERNAL_DIR} is a whole Secret directory ({want}), mode 0400",
+                    external is not None and external.get("secretName") == want
+                    and "items" not in external and external.get("defaultMode") == 0o400, external)
+            sni = f"{','.join(case.external_names)}={EXTERNAL_DIR}"
+            t.check(c, f"--tls-sni={sni}", flags.get("--tls-sni") == [sni], flags.get("--tls-sni"))
+        else:
+            t.check(c, f"no external certificate: nothing at {EXTERNAL_DIR}, no --tls-sni",
+                    external is None and "--tls-sni" not in flags, (external, flags.get("--tls-sni")))
         if case.client_ca_secret:
             ca = secret_of(CLIENT_CA_DIR)
             t.check(c, f"{CLIENT_CA_DIR} is a Secret directory ({case.client_ca_secret}) with only "
@@ -324,6 +348,9 @@ def check_case(t, helm, chart, case):
         t.check(c, "every TLS path arg lies in a mounted directory",
                 all(any(p.startswith(d + "/") and "/" not in p[len(d) + 1:] for d in tls_mounts) for p in paths),
                 paths)
+        sni_dirs = [v.rpartition("=")[2] for v in flags.get("--tls-sni", [])]
+        t.check(c, "every --tls-sni directory is a mounted directory",
+                all(d in tls_mounts for d in sni_dirs), sni_dirs)
         if case.reload:
             t.check(c, "hot reload on: debounce and poll passed, no --no-tls-reload",
                     "--no-tls-reload" not in flags and only(flags, "--tls-reload-debounce")
@@ -339,6 +366,7 @@ def check_case(t, helm, chart, case):
             check_cert_manager(t, c, objs, case, server)
 
     check_network_policy(t, c, objs, case, w, port_of(bind), port_of(health))
+    check_route(t, c, objs, case, main_svc)
 
     for name, pred in case.extra:
         try:
@@ -386,7 +414,8 @@ def names_of(objs):
 def check_two_releases(t, helm, chart):
     """Two releases in one namespace: no object or Secret name in common."""
     c = "two releases in one namespace"
-    args = ["--set", "podDisruptionBudget.enabled=true"]
+    args = ["--set", "podDisruptionBudget.enabled=true", *external_args(),
+            *route_args("gateway.example.com")]
     rendered = {}
     for release, fullname in ((RELEASE, RELEASE), ("other", f"other-{RELEASE}")):
         r = run([helm, "template", release, str(chart), "--namespace", NAMESPACE, *args])
@@ -410,7 +439,7 @@ def check_k8s_schemas(t, c, objs):
     except ImportError as e:
         t.check(c, "Kubernetes schema validation available", False, f"{e} (test.sh installs it)")
         return
-    core = [o for o in objs if o["kind"] not in CERT_MANAGER_KINDS]
+    core = [o for o in objs if o["kind"] not in CRD_KINDS]
     errors = []
     for version in K8S_VERSIONS:
         for o in core:
@@ -463,6 +492,7 @@ def check_cert_manager(t, c, objs, case, server_volume):
         t.check(c, "client Certificate is a client-auth cert from the CA Issuer",
                 "client auth" in cli["spec"].get("usages", [])
                 and cli["spec"]["issuerRef"]["name"] == ca_issuers[0])
+    check_external_certificate(t, c, leafs, case, ca_issuers[0])
     if case.client_ca_secret:
         t.check(c, "the client CA mounted is a Secret that cert-manager writes",
                 case.client_ca_secret in {ca_secret, *leafs}, (case.client_ca_secret, ca_secret))
@@ -483,6 +513,62 @@ def check_cert_manager(t, c, objs, case, server_volume):
                    if len(d) > 253 or any(len(label) > 63 for label in d.split("."))]
         t.check(c, f"Certificate {n}: dnsNames are valid DNS names (labels <= 63, name <= 253)",
                 not bad_dns, bad_dns)
+
+
+def check_external_certificate(t, c, leafs, case, ca_issuer):
+    """The external Certificate: from certManager.serverIssuerRef, for the external names only."""
+    secret = f"{case.fullname}-external-tls"
+    ext = leafs.get(secret)
+    if not case.external_names:
+        t.check(c, f"no external Certificate (no Secret {secret})", ext is None)
+        return
+    if not t.check(c, f"external Certificate {case.fullname}-external writes Secret {secret}",
+                   ext is not None and ext["metadata"]["name"] == f"{case.fullname}-external", sorted(leafs)):
+        return
+    s = ext["spec"]
+    t.check(c, f"external Certificate's issuerRef is {case.issuer}", s.get("issuerRef") == case.issuer,
+            s.get("issuerRef"))
+    t.check(c, "external Certificate is not issued by the chart's CA Issuer",
+            s["issuerRef"]["name"] != ca_issuer or s["issuerRef"]["kind"] != "Issuer")
+    t.check(c, f"external Certificate's dnsNames are exactly {case.external_names}",
+            s.get("dnsNames") == case.external_names and not s.get("ipAddresses"), s.get("dnsNames"))
+    t.check(c, "external Certificate has no commonName (an ACME CA reads dnsNames)", "commonName" not in s)
+    t.check(c, "external privateKey.rotationPolicy is Always",
+            (s.get("privateKey") or {}).get("rotationPolicy") == "Always")
+    internal = leafs.get(f"{case.fullname}-server-tls")
+    internal_names = set((internal or {}).get("spec", {}).get("dnsNames", []))
+    t.check(c, "the internal server Certificate (chart CA) keeps its names and none of the external ones",
+            internal is not None and internal["spec"]["issuerRef"]["name"] == ca_issuer
+            and "localhost" in internal_names and not (internal_names & set(case.external_names)),
+            sorted(internal_names))
+
+
+def check_route(t, c, objs, case, service):
+    routes = [o for o in objs if o["kind"] == "Route"]
+    if not case.route_host:
+        t.check(c, "no Route (openshiftRoute.enabled=false)", not routes, len(routes))
+        return
+    if not t.check(c, "one Route, route.openshift.io/v1",
+                   len(routes) == 1 and routes[0]["apiVersion"] == "route.openshift.io/v1", len(routes)):
+        return
+    spec = routes[0]["spec"]
+    t.check(c, f"Route host is {case.route_host}", spec.get("host") == case.route_host, spec.get("host"))
+    t.check(c, "Route host is an external name or under one of its wildcards",
+            case.route_host in case.external_names
+            or "*." + case.route_host.partition(".")[2] in case.external_names)
+    t.check(c, "Route targets the Service by kind and name",
+            spec.get("to") == {"kind": "Service", "name": service["metadata"]["name"], "weight": 100}, spec.get("to"))
+    tls_port = next((p for p in service["spec"]["ports"] if p["port"] == TLS_PORT), {})
+    t.check(c, f"Route targets the Service's TLS port ({tls_port.get('name')})",
+            (spec.get("port") or {}).get("targetPort") in (tls_port.get("name"), tls_port.get("port"))
+            and tls_port.get("name") == "https", spec.get("port"))
+    tls = spec.get("tls") or {}
+    t.check(c, "Route TLS is passthrough (the gateway terminates TLS)",
+            tls.get("termination") == "passthrough" and not {"certificate", "key", "caCertificate",
+                                                             "destinationCACertificate"} & set(tls), tls)
+    t.check(c, f"Route insecureEdgeTerminationPolicy is {case.route_insecure}",
+            tls.get("insecureEdgeTerminationPolicy") == case.route_insecure, tls)
+    t.check(c, "Route wildcardPolicy is None", spec.get("wildcardPolicy") == "None", spec.get("wildcardPolicy"))
 
 
 def check_failing(t, helm, chart, case):
@@ -517,6 +603,24 @@ def check_readme(t, chart):
             not (set(rows) - set(keys)), sorted(set(rows) - set(keys)))
 
 
+def external_args(names=None, issuer=None):
+    """helm args for an external certificate: issuerRef fields and the names (as JSON: no comma splitting)."""
+    args = []
+    for key, value in (ISSUER if issuer is None else issuer).items():
+        args += ["--set", f"certManager.serverIssuerRef.{key}={value}"]
+    return args + ["--set-json", f"certManager.externalDnsNames={json.dumps(EXTERNAL_NAMES if names is None else names)}"]
+
+
+def route_args(host, insecure=None):
+    args = ["--set", "openshiftRoute.enabled=true", "--set", f"openshiftRoute.host={host}"]
+    return args + (["--set", f"openshiftRoute.insecureEdgeTerminationPolicy={insecure}"] if insecure else [])
+
+
+# The NetworkPolicy peer that admits the OpenShift routers.
+ROUTER_PEER = {"namespaceSelector": {"matchLabels": {"policy-group.network.openshift.io/ingress": ""}},
+               "podSelector": {}}
+
+
 def cases(chart):
     ci = chart / "ci"
 
@@ -531,6 +635,11 @@ def cases(chart):
     def server_cert(objs):
         return next(o for o in objs if o["kind"] == "Certificate" and o["metadata"]["name"].endswith("-server"))
 
+    def policy_from(objs):
+        return [r.get("from") for x in objs if x["kind"] == "NetworkPolicy" for r in x["spec"]["ingress"]]
+
+    clients = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "clients"}}}
+    one_name = ["gateway.example.com"]
     return [
         Case("default", [], extra=[
             ("--shutdown-delay=5s by default", lambda o, f: arg_value(f, "--shutdown-delay") == "5s"),
@@ -613,6 +722,35 @@ def cases(chart):
                   lambda o, f: not any(x["kind"] == "Service" and x["spec"].get("clusterIP") == "None" for x in o)),
                  ("a PodDisruptionBudget", lambda o, f: any(x["kind"] == "PodDisruptionBudget" for x in o)),
              ]),
+        Case("external-certificate-from-a-cluster-issuer", external_args(),
+             issuer=ISSUER, external_names=EXTERNAL_NAMES),
+        Case("external-certificate-from-an-issuer-group-defaulted",
+             external_args(one_name, {"kind": "Issuer", "name": "corporate-ca"}),
+             issuer={"name": "corporate-ca", "kind": "Issuer", "group": "cert-manager.io"},
+             external_names=one_name),
+        Case("external-certificate-on-a-deployment-with-an-out-of-tree-issuer",
+             ["--set", "workload.kind=Deployment",
+              *external_args(one_name, {"kind": "ClusterIssuer", "name": "pca", "group": "awspca.cert-manager.io"})],
+             kind="Deployment", issuer={"kind": "ClusterIssuer", "name": "pca", "group": "awspca.cert-manager.io"},
+             external_names=one_name),
+        Case("openshift-route-on-an-external-name", [*external_args(), *route_args("gateway.example.com")],
+             issuer=ISSUER, external_names=EXTERNAL_NAMES, route_host="gateway.example.com"),
+        Case("openshift-route-under-an-external-wildcard-redirect",
+             [*external_args(), *route_args("gw.apps.example.com", "Redirect")],
+             issuer=ISSUER, external_names=EXTERNAL_NAMES, route_host="gw.apps.example.com",
+             route_insecure="Redirect"),
+        Case("openshift-route-with-a-network-policy-open-to-all",
+             [*external_args(), *route_args("gateway.example.com"), "--set", "networkPolicy.enabled=true"],
+             issuer=ISSUER, external_names=EXTERNAL_NAMES, route_host="gateway.example.com",
+             network_policy=True, extra=[
+                 ("no from: the routers are admitted like any source", lambda o, f: policy_from(o) == [None]),
+             ]),
+        Case("ci/values-external-tls.yaml",
+             ["-f", str(ci / "values-skaffold.yaml"), "-f", str(ci / "values-external-tls.yaml")],
+             issuer=ISSUER, external_names=one_name, route_host="gateway.example.com", network_policy=True,
+             extra=[
+                 ("the routers are added to networkPolicy.from", lambda o, f: policy_from(o) == [[clients, ROUTER_PEER]]),
+             ]),
         Case("ipv6-bind-and-age-grace",
              ["--set", "server.bindAddress=::", "--set", "server.maxConnectionAgeGrace=45s"], extra=[
                  ("IPv6 bind address is bracketed", lambda o, f: arg_value(f, "--bind") == "[::]:8080"),
@@ -651,6 +789,51 @@ def failing_cases():
         Failing("fail: the health port has no Service port", ["--set", "service.healthPort=8081"], "healthPort"),
         Failing("fail: misspelt value", ["--set", "server.disableTLS=true"], "disableTLS"),
         Failing("fail: unknown workload kind", ["--set", "workload.kind=DaemonSet"], "kind"),
+        *[Failing(f"fail: external name {name} ({what})", external_args([name]),
+                  f'certManager.externalDnsNames: "{name}" is {what}, which an external issuer cannot certify')
+          for name, what in (("gateway.openshell.svc", "a cluster-internal name"),
+                             ("*.openshell-headless.openshell.svc", "a cluster-internal name"),
+                             ("gateway.openshell.svc.cluster.local", "a cluster-internal name"),
+                             ("gateway.cluster.local", "a cluster-internal name"),
+                             ("localhost", "a loopback name"),
+                             ("203.0.113.7", "an IPv4 address"),
+                             ("2001:db8::1", "an IPv6 address"),
+                             ("openshell", "a single-label name (a Service's short name)"))],
+        Failing("fail: external name under a custom cluster domain",
+                ["--set", "certManager.clusterDomain=k8s.internal", *external_args(["gateway.openshell.k8s.internal"])],
+                '"gateway.openshell.k8s.internal" is a cluster-internal name'),
+        Failing("fail: one internal name among public ones", external_args(["gateway.example.com", "10.0.0.1"]),
+                '"10.0.0.1" is an IPv4 address'),
+        Failing("fail: external issuer without names", external_args([]),
+                "certManager.serverIssuerRef needs certManager.externalDnsNames"),
+        Failing("fail: external names without an issuer", external_args(issuer={}),
+                "certManager.externalDnsNames needs certManager.serverIssuerRef"),
+        Failing("fail: external issuer with TLS off", [*external_args(), "--set", "server.disableTls=true"],
+                "certManager.serverIssuerRef needs certManager.enabled=true and TLS on"),
+        Failing("fail: external issuer with cert-manager off",
+                [*external_args(), "--set", "certManager.enabled=false", "--set", "server.tls.existingSecret=gw-tls",
+                 "--set", "server.tls.clientAuth=none"],
+                "certManager.serverIssuerRef needs certManager.enabled=true and TLS on"),
+        Failing("fail: issuer kind neither Issuer nor ClusterIssuer",
+                external_args(issuer={"kind": "Vault", "name": "vault"}), "serverIssuerRef/kind"),
+        Failing("fail: issuer without a name", external_args(issuer={"kind": "ClusterIssuer"}),
+                "missing property 'name'"),
+        Failing("fail: an external name with a comma (it would split --tls-sni)",
+                external_args(["a.example.com,b.example.com"]), "externalDnsNames/0"),
+        Failing("fail: Route host not among the external names",
+                [*external_args(), *route_args("other.example.com")],
+                'openshiftRoute.host "other.example.com" must be one of certManager.externalDnsNames'),
+        Failing("fail: Route host two labels under a wildcard",
+                [*external_args(), *route_args("a.b.apps.example.com")],
+                'openshiftRoute.host "a.b.apps.example.com" must be one of certManager.externalDnsNames'),
+        Failing("fail: Route without external names", route_args("gateway.example.com"),
+                'openshiftRoute.host "gateway.example.com" must be one of certManager.externalDnsNames ()'),
+        Failing("fail: Route host is a wildcard", [*external_args(), *route_args("*.apps.example.com")],
+                'openshiftRoute.host "*.apps.example.com" is a wildcard'),
+        Failing("fail: Route without a host", [*external_args(), "--set", "openshiftRoute.enabled=true"],
+                "openshiftRoute.host is required when openshiftRoute.enabled=true"),
+        Failing("fail: Route with an edge policy passthrough refuses",
+                [*external_args(), *route_args("gateway.example.com", "Allow")], "insecureEdgeTerminationPolicy"),
     ]
 
 

@@ -89,6 +89,18 @@ suffix, so that two releases in one namespace do not share them.
 {{- default (printf "%s-client-tls" (include "openshell.fullname" .)) .Values.certManager.client.secretName -}}
 {{- end -}}
 
+{{- define "openshell.externalTlsSecretName" -}}
+{{- printf "%s-external-tls" (include "openshell.fullname" .) -}}
+{{- end -}}
+
+{{/*
+The external certificate: issued by certManager.serverIssuerRef for
+certManager.externalDnsNames, served by SNI (--tls-sni) next to the internal one.
+*/}}
+{{- define "openshell.externalTlsOn" -}}
+{{- if and (include "openshell.certManagerOn" .) .Values.certManager.serverIssuerRef -}}true{{- end -}}
+{{- end -}}
+
 {{/* Secret with the server tls.crt and tls.key. */}}
 {{- define "openshell.serverSecretName" -}}
 {{- default (include "openshell.certManagerServerSecretName" .) .Values.server.tls.existingSecret -}}
@@ -145,6 +157,23 @@ directory mounts; see the volumes in the workload template.
 */}}
 {{- define "openshell.tlsDir" -}}/etc/openshell-tls{{- end -}}
 
+{{/*
+Why an external DNS name cannot be issued by an external issuer, or nothing
+when it can: names that resolve only inside the cluster (or the machine), and
+IP addresses, are for the chart's own CA (certManager.server.extraDnsNames,
+extraIpAddresses). Argument: (list name clusterDomain).
+*/}}
+{{- define "openshell.internalNameReason" -}}
+{{- $n := lower (index . 0) -}}
+{{- $domain := lower (index . 1) -}}
+{{- if regexMatch "^[0-9]+(\\.[0-9]+){3}$" $n -}}an IPv4 address
+{{- else if contains ":" $n -}}an IPv6 address
+{{- else if or (eq $n "localhost") (hasSuffix ".localhost" $n) -}}a loopback name
+{{- else if or (hasSuffix ".svc" $n) (hasSuffix ".cluster.local" $n) (hasSuffix (printf ".%s" $domain) $n) -}}a cluster-internal name
+{{- else if not (contains "." $n) -}}a single-label name (a Service's short name)
+{{- end -}}
+{{- end -}}
+
 {{/* Fails the render with a clear message on values that cannot work. */}}
 {{- define "openshell.validate" -}}
 {{- $s := .Values.server -}}
@@ -172,6 +201,42 @@ directory mounts; see the volumes in the workload template.
 {{- fail "server.tls.crl.keys needs a client CA: CRLs apply only to client certificates (set server.tls.clientCa.enabled=true and server.tls.clientAuth to optional or required)" -}}
 {{- end -}}
 {{- end -}}
+{{- include "openshell.validateExternal" . -}}
+{{- end -}}
+
+{{/* The external certificate and the OpenShift Route. */}}
+{{- define "openshell.validateExternal" -}}
+{{- $cm := .Values.certManager -}}
+{{- $names := $cm.externalDnsNames -}}
+{{- if $cm.serverIssuerRef -}}
+{{- if or .Values.server.disableTls (not $cm.enabled) -}}
+{{- fail "certManager.serverIssuerRef needs certManager.enabled=true and TLS on (server.disableTls=false): the external Certificate is a cert-manager object served next to the internal one" -}}
+{{- end -}}
+{{- if not $names -}}
+{{- fail "certManager.serverIssuerRef needs certManager.externalDnsNames: list the public DNS names the issuer should certify (e.g. gateway.example.com)" -}}
+{{- end -}}
+{{- range $names -}}
+{{- $reason := include "openshell.internalNameReason" (list . $cm.clusterDomain) -}}
+{{- if $reason -}}
+{{- fail (printf "certManager.externalDnsNames: %q is %s, which an external issuer cannot certify: cluster-internal names and IP addresses belong on the internal certificate from the chart's CA (certManager.server.extraDnsNames, certManager.server.extraIpAddresses)" . $reason) -}}
+{{- end -}}
+{{- end -}}
+{{- else if $names -}}
+{{- fail "certManager.externalDnsNames needs certManager.serverIssuerRef: name the Issuer or ClusterIssuer (kind, name) that issues the external certificate" -}}
+{{- end -}}
+{{- $route := .Values.openshiftRoute -}}
+{{- if $route.enabled -}}
+{{- if not $route.host -}}
+{{- fail "openshiftRoute.host is required when openshiftRoute.enabled=true: one of certManager.externalDnsNames" -}}
+{{- end -}}
+{{- if hasPrefix "*" $route.host -}}
+{{- fail (printf "openshiftRoute.host %q is a wildcard: a Route serves one host; name one under the wildcard (e.g. gateway%s)" $route.host (trimPrefix "*" $route.host)) -}}
+{{- end -}}
+{{- $wildcard := printf "*.%s" (regexReplaceAll "^[^.]*\\." $route.host "") -}}
+{{- if not (or (has $route.host $names) (has $wildcard $names)) -}}
+{{- fail (printf "openshiftRoute.host %q must be one of certManager.externalDnsNames (%s) or match one of its wildcards: the Route passes TLS through, so the gateway's external certificate must name the host" $route.host (join ", " $names)) -}}
+{{- end -}}
+{{- end -}}
 {{- end -}}
 
 {{/*
@@ -188,6 +253,10 @@ are left out so that the binary's defaults apply.
 {{- else }}
 - {{ printf "--tls-cert=%s/server/tls.crt" $dir | quote }}
 - {{ printf "--tls-key=%s/server/tls.key" $dir | quote }}
+{{- if include "openshell.externalTlsOn" . }}
+{{- /* Handshakes naming an external name get the external certificate; any other name, or none, the internal one. */}}
+- {{ printf "--tls-sni=%s=%s/external" (join "," .Values.certManager.externalDnsNames) $dir | quote }}
+{{- end }}
 {{- if include "openshell.clientCaOn" . }}
 - {{ printf "--tls-client-ca=%s/client-ca/ca.crt" $dir | quote }}
 - {{ printf "--tls-client-auth=%s" $s.tls.clientAuth | quote }}
