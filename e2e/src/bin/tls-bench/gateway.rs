@@ -2,27 +2,20 @@
 //! in this process): rotations under concurrent handshakes, and gRPC
 //! throughput.
 
-use std::future::Future;
-use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use openshell_server::pb::GetTlsStatusRequest;
 use openshell_server::pb::gateway_client::GatewayClient;
 use openshell_server::{Config, Gateway, GatewayHandle, TlsMode};
 use rustls::ClientConfig;
-use rustls_pki_types::ServerName;
-use tls_reload::testing::{AtomicWriter, Leaf, TestCa};
 use tls_reload::ReloadEvent;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio::task::JoinHandle;
-use tokio_rustls::TlsConnector;
+use tls_reload::testing::{AtomicWriter, Leaf, TestCa};
 use tonic::transport::Channel;
 
-use crate::interleave::{Schedule, interleave_flag, summarize};
+use crate::interleave::{Round, Schedule, interleave_flag, summarize};
 use crate::load::{self, After, ClientSpec, Clients, Published};
 use crate::util::{self, Row, Settings};
 
@@ -60,44 +53,33 @@ pub(crate) fn volume_config(
     (writer, config)
 }
 
-/// `GET /metrics` over TLS and HTTP/1.1.
-async fn metrics(addr: SocketAddr, ca: &TestCa) -> io::Result<String> {
-    let tcp = TcpStream::connect(addr).await?;
-    let name = ServerName::try_from("localhost").map_err(io::Error::other)?;
-    let mut tls = TlsConnector::from(load::client(ca.cert_pem(), &["http/1.1"]))
-        .connect(name, tcp)
-        .await?;
-    tls.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        .await?;
-    let mut body = Vec::new();
-    tls.read_to_end(&mut body).await?;
-    Ok(String::from_utf8_lossy(&body).into_owned())
-}
-
-/// The value of the sample `series` (name with labels) in Prometheus text.
-fn sample(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find_map(|l| {
-            l.strip_prefix(series)
-                .filter(|rest| rest.starts_with(' '))
-                .and_then(|rest| rest.split_whitespace().next())
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(f64::NAN)
-}
-
 /// Server-side handshake failures and timeouts counted by the gateway.
 async fn server_failures(addr: SocketAddr, ca: &TestCa) -> (f64, f64) {
-    match metrics(addr, ca).await {
-        Ok(text) => (
-            sample(&text, "openshell_tls_handshakes_total{result=\"failure\"}"),
-            sample(&text, "openshell_tls_handshakes_total{result=\"timeout\"}"),
-        ),
+    let config = load::client(ca.cert_pem(), &[]);
+    let scrape = openshell_e2e::tls::get(addr, config, "/metrics", Duration::from_secs(10))
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|reply| {
+            let lines = reply.body.lines().map(|l| Ok(l.to_owned()));
+            prometheus_parse::Scrape::parse(lines).map_err(|e| e.to_string())
+        });
+    let scrape = match scrape {
+        Ok(scrape) => scrape,
         Err(e) => {
             println!("   could not read /metrics: {e}");
-            (f64::NAN, f64::NAN)
+            return (f64::NAN, f64::NAN);
         }
-    }
+    };
+    let sample = |result: &str| {
+        let series = scrape.samples.iter().find(|s| {
+            s.metric == "openshell_tls_handshakes_total" && s.labels.get("result") == Some(result)
+        });
+        match series.map(|s| &s.value) {
+            Some(prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Untyped(v)) => *v,
+            _ => f64::NAN,
+        }
+    };
+    (sample("failure"), sample("timeout"))
 }
 
 /// Figure 4.
@@ -181,15 +163,10 @@ pub(crate) async fn rotations_under_load(s: &Settings) -> Vec<Row> {
     let status = acceptor.status();
     stop(gateway).await;
 
-    let failed = counters.failed.load(Ordering::Relaxed);
+    let (failed, mismatched, first_error) = counters.failures();
     let total = counters.ok.load(Ordering::Relaxed);
-    let mismatched = counters.mismatched.load(Ordering::Relaxed);
     let seen = counters.seen.lock().expect("seen").len();
-    let first_error = counters
-        .first_error
-        .lock()
-        .expect("first error")
-        .clone()
+    let first_error = first_error
         .map(|e| format!("; first error: {e}"))
         .unwrap_or_default();
     let server_failed = (fail1 - fail0) + (timeout1 - timeout0);
@@ -238,83 +215,6 @@ pub(crate) async fn rotations_under_load(s: &Settings) -> Vec<Row> {
 
 // === gRPC ===
 
-/// Any byte stream a gRPC channel can run over.
-/// A gRPC channel (one HTTP/2 connection) to `addr`, over TLS when `tls`
-/// is given, else plaintext HTTP/2 (prior knowledge).
-async fn channel(
-    addr: SocketAddr,
-    tls: Option<Arc<ClientConfig>>,
-) -> Result<Channel, openshell_e2e::Error> {
-    openshell_e2e::tls::grpc_channel(addr, tls.as_ref(), Duration::from_secs(10)).await
-}
-
-/// Loops running an operation until stopped, counting completions.
-struct Loops {
-    stop: Arc<AtomicBool>,
-    ok: Arc<AtomicU64>,
-    failed: Arc<AtomicU64>,
-    first_error: Arc<std::sync::Mutex<Option<String>>>,
-    tasks: Vec<JoinHandle<()>>,
-}
-
-impl Loops {
-    /// Starts `n` loops of `op`; they end by themselves after `limit`.
-    fn start<F, Fut>(n: usize, limit: Duration, op: F) -> Self
-    where
-        F: Fn() -> Fut + Clone + Send + 'static,
-        Fut: Future<Output = Result<(), String>> + Send,
-    {
-        let stop = Arc::new(AtomicBool::new(false));
-        let ok = Arc::new(AtomicU64::new(0));
-        let failed = Arc::new(AtomicU64::new(0));
-        let first_error = Arc::new(std::sync::Mutex::new(None::<String>));
-        let deadline = Instant::now() + limit;
-        let tasks = (0..n)
-            .map(|_| {
-                let (stop, ok, failed, first_error, op) = (
-                    stop.clone(),
-                    ok.clone(),
-                    failed.clone(),
-                    first_error.clone(),
-                    op.clone(),
-                );
-                tokio::spawn(async move {
-                    while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
-                        match op().await {
-                            Ok(()) => {
-                                ok.fetch_add(1, Ordering::Relaxed);
-                            }
-                            Err(e) => {
-                                failed.fetch_add(1, Ordering::Relaxed);
-                                first_error.lock().expect("first error").get_or_insert(e);
-                            }
-                        }
-                    }
-                })
-            })
-            .collect();
-        Self {
-            stop,
-            ok,
-            failed,
-            first_error,
-            tasks,
-        }
-    }
-
-    fn ok(&self) -> u64 {
-        self.ok.load(Ordering::Relaxed)
-    }
-
-    /// Stops the loops; returns the failures and the first error.
-    async fn stop(self) -> (u64, Option<String>) {
-        self.stop.store(true, Ordering::Relaxed);
-        util::join_or_abort(self.tasks, Duration::from_secs(15)).await;
-        let error = self.first_error.lock().expect("first error").clone();
-        (self.failed.load(Ordering::Relaxed), error)
-    }
-}
-
 async fn get_status(client: &mut GatewayClient<Channel>) -> Result<(), String> {
     client
         .get_tls_status(GetTlsStatusRequest {})
@@ -355,6 +255,9 @@ pub(crate) async fn grpc(s: &Settings) -> Vec<Row> {
 
     // Unary calls over one HTTP/2 connection per gateway.
     println!("   one connection: {callers} concurrent callers sharing one channel per gateway");
+    let channel = |addr, tls: Option<Arc<ClientConfig>>| async move {
+        openshell_e2e::tls::grpc_channel(addr, tls.as_ref(), Duration::from_secs(10)).await
+    };
     let tls_ch = channel(tls_gw.addr(), Some(client_tls.clone()))
         .await
         .expect("gRPC channel (TLS)");
@@ -363,7 +266,7 @@ pub(crate) async fn grpc(s: &Settings) -> Vec<Row> {
         .expect("gRPC channel (plaintext)");
     let loops = {
         let use_tls = use_tls.clone();
-        Loops::start(callers, limit, move || {
+        Clients::run(callers, limit, move |_| {
             let ch = if use_tls.load(Ordering::Relaxed) {
                 tls_ch.clone()
             } else {
@@ -374,14 +277,14 @@ pub(crate) async fn grpc(s: &Settings) -> Vec<Row> {
     };
     tokio::time::sleep(warmup).await;
     let one = interleave_flag(&schedule, || loops.ok(), names, &use_tls).await;
-    let (mut failed, mut first_error) = loops.stop().await;
+    let (mut failed, _, mut first_error) = loops.stop().await.failures();
 
     // A new connection (TCP, TLS, HTTP/2) for every call.
     println!("   new connection: {conn_loops} loops of connect + handshake + HTTP/2 + one call");
     let loops = {
         let use_tls = use_tls.clone();
         let (tls_addr, plain_addr) = (tls_gw.addr(), plain_gw.addr());
-        Loops::start(conn_loops, limit, move || {
+        Clients::run(conn_loops, limit, move |_| {
             let (addr, cfg) = if use_tls.load(Ordering::Relaxed) {
                 (tls_addr, Some(client_tls.clone()))
             } else {
@@ -395,17 +298,15 @@ pub(crate) async fn grpc(s: &Settings) -> Vec<Row> {
     };
     tokio::time::sleep(warmup).await;
     let fresh = interleave_flag(&schedule, || loops.ok(), names, &use_tls).await;
-    let (f, e) = loops.stop().await;
+    let (f, _, e) = loops.stop().await.failures();
     failed += f;
     first_error = first_error.or(e);
     stop(tls_gw).await;
     stop(plain_gw).await;
 
-    let error = first_error
-        .map(|e| format!(" (first: {e})"))
-        .unwrap_or_default();
-    let one_tls = crate::util::median(&one.iter().map(|r| r.rates[1]).collect::<Vec<_>>());
-    let fresh_tls = crate::util::median(&fresh.iter().map(|r| r.rates[1]).collect::<Vec<_>>());
+    let median_tls =
+        |rounds: &[Round]| util::median(&rounds.iter().map(|r| r.rates[1]).collect::<Vec<_>>());
+    let (one_tls, fresh_tls) = (median_tls(&one), median_tls(&fresh));
     vec![
         Row::info(
             format!(
@@ -425,7 +326,7 @@ pub(crate) async fn grpc(s: &Settings) -> Vec<Row> {
         ),
         Row::check(
             "6. failed gRPC calls",
-            format!("{failed}{error}"),
+            format!("{failed}{}", util::first(first_error)),
             "0",
             failed == 0,
         ),

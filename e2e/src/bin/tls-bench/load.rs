@@ -2,6 +2,7 @@
 //! concurrent client loops that count completed and failed handshakes.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -107,7 +108,7 @@ impl Published {
     }
 }
 
-/// Counters shared by the client loops of one run.
+/// Counters shared by the loops of one run.
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
     pub(crate) ok: AtomicU64,
@@ -120,7 +121,23 @@ pub(crate) struct Counters {
     pub(crate) seen: Mutex<std::collections::HashSet<usize>>,
 }
 
-/// Running client loops.
+impl Counters {
+    /// Failures, unpublished certificates served, and the first error.
+    pub(crate) fn failures(&self) -> (u64, u64, Option<String>) {
+        let first = self.first_error.lock().expect("first error").clone();
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        (load(&self.failed), load(&self.mismatched), first)
+    }
+
+    fn note(&self, error: String) {
+        self.first_error
+            .lock()
+            .expect("first error")
+            .get_or_insert(error);
+    }
+}
+
+/// Running loops of one operation, counting completions and failures.
 pub(crate) struct Clients {
     stop: Arc<AtomicBool>,
     pub(crate) counters: Arc<Counters>,
@@ -142,33 +159,47 @@ pub(crate) struct ClientSpec {
 impl Clients {
     /// Starts `n` loops of handshakes against `spec.addr`.
     pub(crate) fn start(spec: &ClientSpec, n: usize) -> Self {
+        let spec = Arc::new(spec.clone());
+        let connector = TlsConnector::from(spec.config.clone());
+        Self::run(n, spec.limit, move |counters| {
+            let (spec, connector) = (spec.clone(), connector.clone());
+            async move {
+                let fingerprint = one(&spec, &connector).await.map_err(|e| e.to_string())?;
+                if let (Some(p), Some(fp)) = (&spec.published, fingerprint) {
+                    if !p.allows(&fp) {
+                        counters.mismatched.fetch_add(1, Ordering::Relaxed);
+                        counters.note(format!("served unpublished {fp}"));
+                    }
+                    if let Some(i) = p.index_of(&fp) {
+                        counters.seen.lock().expect("seen").insert(i);
+                    }
+                }
+                Ok(())
+            }
+        })
+    }
+
+    /// Starts `n` loops of `op`; they end by themselves after `limit`.
+    pub(crate) fn run<F, Fut>(n: usize, limit: Duration, op: F) -> Self
+    where
+        F: Fn(Arc<Counters>) -> Fut + Clone + Send + 'static,
+        Fut: Future<Output = Result<(), String>> + Send,
+    {
         let stop = Arc::new(AtomicBool::new(false));
         let counters = Arc::new(Counters::default());
-        let deadline = Instant::now() + spec.limit;
+        let deadline = Instant::now() + limit;
         let tasks = (0..n)
             .map(|_| {
-                let (stop, counters, spec) = (stop.clone(), counters.clone(), spec.clone());
+                let (stop, counters, op) = (stop.clone(), counters.clone(), op.clone());
                 tokio::spawn(async move {
-                    let connector = TlsConnector::from(spec.config.clone());
                     while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
-                        match one(&spec, &connector).await {
-                            Ok(fingerprint) => {
-                                counters.ok.fetch_add(1, Ordering::Relaxed);
-                                if let (Some(p), Some(fp)) = (&spec.published, fingerprint) {
-                                    if !p.allows(&fp) {
-                                        counters.mismatched.fetch_add(1, Ordering::Relaxed);
-                                        note(&counters, format!("served unpublished {fp}"));
-                                    }
-                                    if let Some(i) = p.index_of(&fp) {
-                                        counters.seen.lock().expect("seen").insert(i);
-                                    }
-                                }
-                            }
+                        match op(counters.clone()).await {
+                            Ok(()) => counters.ok.fetch_add(1, Ordering::Relaxed),
                             Err(e) => {
-                                counters.failed.fetch_add(1, Ordering::Relaxed);
-                                note(&counters, e.to_string());
+                                counters.note(e);
+                                counters.failed.fetch_add(1, Ordering::Relaxed)
                             }
-                        }
+                        };
                     }
                 })
             })
@@ -180,23 +211,16 @@ impl Clients {
         }
     }
 
-    /// Completed handshakes so far.
+    /// Completed operations so far.
     pub(crate) fn ok(&self) -> u64 {
         self.counters.ok.load(Ordering::Relaxed)
     }
 
-    /// Stops the loops and waits for them (each finishes its handshake).
+    /// Stops the loops and waits for them (each finishes its operation).
     pub(crate) async fn stop(self) -> Arc<Counters> {
         self.stop.store(true, Ordering::Relaxed);
         crate::util::join_or_abort(self.tasks, Duration::from_secs(15)).await;
         self.counters
-    }
-}
-
-fn note(counters: &Counters, error: String) {
-    let mut first = counters.first_error.lock().expect("first error");
-    if first.is_none() {
-        *first = Some(error);
     }
 }
 

@@ -55,13 +55,16 @@ pub(crate) async fn request_path(s: &Settings) -> Vec<Row> {
     let static_tls = server_config(&leaf);
     let (hyper_addr, hyper_task) = bare_hyper(static_tls).await;
     let (tonic_addr, tonic_task) = bare_tonic(&leaf).await;
-    let nginx = Nginx::start(tmp.path(), &leaf);
+    let nginx = Server::nginx(tmp.path(), &leaf);
     if let Err(why) = &nginx {
         println!("   nginx arm skipped: {why}");
     }
-    let binary = GatewayBinary::start(tmp.path(), &leaf);
+    let path = std::env::current_exe()
+        .expect("this executable")
+        .with_file_name("openshell-gateway");
+    let binary = Server::binary(tmp.path(), &leaf, &path);
     match &binary {
-        Ok(b) => println!("   gateway binary arm: {}", b.path.display()),
+        Ok(_) => println!("   gateway binary arm: {}", path.display()),
         Err(why) => println!("   gateway binary arm skipped: {why}"),
     }
 
@@ -119,81 +122,74 @@ pub(crate) async fn request_path(s: &Settings) -> Vec<Row> {
     drop(nginx);
     drop(binary);
 
-    let mut rows = Vec::new();
     for a in http_arms.iter().chain(&grpc_arms) {
-        println!(
-            "   {:<10} {:<6} {}",
-            a.name,
-            if a.body.is_some() { "gRPC" } else { "HTTP/2" },
-            a.describe()
-        );
+        let kind = if a.body.is_some() { "gRPC" } else { "HTTP/2" };
+        println!("   {:<10} {kind:<6} {}", a.name, a.describe());
     }
-    rows.push(ratio_row(
-        "7. HTTP/2 GET /healthz req/s, gateway ÷ bare hyper on tokio-rustls",
-        &http_arms[1],
-        &http_arms[0],
-        s.smoke,
-    ));
-    let nginx_arm = http_arms.iter().find(|a| a.name == "nginx");
-    let binary_http = http_arms.iter().find(|a| a.name == "binary");
-    let binary_grpc = grpc_arms.iter().find(|a| a.name == "binary");
-    if let Some(b) = binary_http {
-        rows.push(ratio_row(
-            "7. HTTP/2 GET /healthz req/s, gateway binary ÷ bare hyper",
-            b,
-            &http_arms[0],
-            s.smoke,
-        ));
+    let find = |arms: &[Arm], name| arms.iter().position(|a: &Arm| a.name == name);
+    let (http_binary, grpc_binary) = (find(&http_arms, "binary"), find(&grpc_arms, "binary"));
+    let nginx_arm = find(&http_arms, "nginx");
+    const HEALTHZ: &str = "7. HTTP/2 GET /healthz req/s, gateway";
+    const CHECK: &str = "7. gRPC Health/Check calls/s, gateway";
+    // (figure, arms, B, A): each row is B ÷ A; an absent arm drops its row.
+    let ratios = [
+        (
+            format!("{HEALTHZ} ÷ bare hyper on tokio-rustls"),
+            &http_arms,
+            Some(1),
+            Some(0),
+        ),
+        (
+            format!("{HEALTHZ} binary ÷ bare hyper"),
+            &http_arms,
+            http_binary,
+            Some(0),
+        ),
+        (
+            format!("{HEALTHZ} binary ÷ nginx return 200"),
+            &http_arms,
+            http_binary,
+            nginx_arm,
+        ),
+        (
+            format!("{CHECK} binary ÷ bare tonic"),
+            &grpc_arms,
+            grpc_binary,
+            Some(0),
+        ),
+        (
+            format!("{HEALTHZ} ÷ nginx return 200"),
+            &http_arms,
+            Some(1),
+            nginx_arm,
+        ),
+        (
+            format!("{CHECK} ÷ bare tonic with static TLS"),
+            &grpc_arms,
+            Some(1),
+            Some(0),
+        ),
+    ];
+    let mut rows = Vec::new();
+    for (figure, arms, b, a) in ratios {
+        match (b, a) {
+            (Some(b), Some(a)) => rows.push(ratio_row(figure, &arms[b], &arms[a])),
+            // The gateway ÷ nginx row says why nginx is missing.
+            (Some(1), None) => rows.push(Row::skipped(figure, nginx_missing.clone())),
+            _ => {}
+        }
     }
-    if let (Some(b), Some(n)) = (binary_http, nginx_arm) {
-        rows.push(ratio_row(
-            "7. HTTP/2 GET /healthz req/s, gateway binary ÷ nginx return 200",
-            b,
-            n,
-            s.smoke,
-        ));
-    }
-    if let Some(b) = binary_grpc {
-        rows.push(ratio_row(
-            "7. gRPC Health/Check calls/s, gateway binary ÷ bare tonic",
-            b,
-            &grpc_arms[0],
-            s.smoke,
-        ));
-    }
-    match nginx_arm {
-        Some(nginx) => rows.push(ratio_row(
-            "7. HTTP/2 GET /healthz req/s, gateway ÷ nginx return 200",
-            &http_arms[1],
-            nginx,
-            s.smoke,
-        )),
-        None => rows.push(Row::skipped(
-            "7. HTTP/2 GET /healthz req/s, gateway ÷ nginx return 200",
-            nginx_missing,
-        )),
-    }
-    rows.push(ratio_row(
-        "7. gRPC Health/Check calls/s, gateway ÷ bare tonic with static TLS",
-        &grpc_arms[1],
-        &grpc_arms[0],
-        s.smoke,
-    ));
     let failed: u64 = http_arms.iter().chain(&grpc_arms).map(|a| a.failed).sum();
-    let first = errors
-        .first()
-        .map(|e| format!(" (first: {e})"))
-        .unwrap_or_default();
     rows.push(Row::check(
         "7. failed requests (h2load: failed + errored, non-2xx)",
-        format!("{failed}{first}"),
+        format!("{failed}{}", util::first(errors.first().cloned())),
         "0",
         failed == 0 && errors.is_empty(),
     ));
     rows
 }
 
-fn ratio_row(figure: &str, b: &Arm, a: &Arm, smoke: bool) -> Row {
+fn ratio_row(figure: String, b: &Arm, a: &Arm) -> Row {
     let ratios: Vec<f64> = b.rates.iter().zip(&a.rates).map(|(b, a)| b / a).collect();
     let median = util::median(&ratios);
     let (lo, hi) = util::range(&ratios);
@@ -213,7 +209,6 @@ fn ratio_row(figure: &str, b: &Arm, a: &Arm, smoke: bool) -> Row {
         a.name,
         util::median(&a.rates),
     );
-    let _ = smoke; // The table marks smoke-mode targets as not enforced.
     Row::check(figure, value, format!("≥ {TARGET}"), median >= TARGET)
 }
 
@@ -422,174 +417,142 @@ async fn bare_tonic(leaf: &Leaf) -> (SocketAddr, JoinHandle<()>) {
     (addr, task)
 }
 
-/// nginx `return 200` with HTTP/2 over TLS, one worker per core, stopped
-/// on drop.
-struct Nginx {
+/// A server process on loopback serving the leaf (nginx, the gateway
+/// binary), stopped on drop.
+struct Server {
     child: Child,
     addr: SocketAddr,
+    /// Stop with SIGQUIT, nginx's graceful stop, which takes the workers
+    /// with the master (a SIGKILL of the master would leave them running);
+    /// SIGKILL only if it has not gone within 5 s.
+    graceful: bool,
 }
 
-impl Nginx {
-    fn start(dir: &Path, leaf: &Leaf) -> Result<Self, String> {
+impl Server {
+    /// Writes the leaf as `dir/name/tls.crt` and `tls.key`, picks a
+    /// loopback port that was free a moment ago, starts what `command`
+    /// makes of them (the program and what to call it) and waits at most
+    /// 10 s for it to listen.
+    fn start(
+        dir: &Path,
+        name: &str,
+        leaf: &Leaf,
+        command: impl FnOnce(&Path, SocketAddr) -> Result<(Command, String), String>,
+    ) -> Result<Self, String> {
+        let root = dir.join(name);
+        let port = std::fs::create_dir_all(root.join("logs"))
+            .and_then(|()| std::fs::write(root.join("tls.crt"), &leaf.cert_pem))
+            .and_then(|()| std::fs::write(root.join("tls.key"), &leaf.key_pem))
+            .and_then(|()| std::net::TcpListener::bind("127.0.0.1:0")?.local_addr())
+            .map_err(|e| e.to_string())?
+            .port();
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let (mut cmd, what) = command(&root, addr)?;
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("starting {what}: {e}"))?;
+        let server = Self {
+            child,
+            addr,
+            graceful: name == "nginx",
+        };
+        let listening = || std::net::TcpStream::connect(addr).map_err(|e| e.to_string());
+        openshell_e2e::eventually_blocking(
+            Duration::from_secs(10),
+            Duration::from_millis(20),
+            &format!("{what} listening on {addr}"),
+            listening,
+        )
+        .map_err(|e| e.to_string())?;
+        Ok(server)
+    }
+
+    /// nginx `return 200` with HTTP/2 over TLS, one worker per core.
+    fn nginx(dir: &Path, leaf: &Leaf) -> Result<Self, String> {
         let binary = ["/usr/sbin/nginx", "/usr/bin/nginx"]
             .into_iter()
             .find(|p| Path::new(p).exists())
             .ok_or("nginx not installed (Debian's nginx-light)")?;
-        let (root, port) = stage(dir, "nginx", leaf)?;
-        std::fs::create_dir_all(root.join("logs")).map_err(|e| e.to_string())?;
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let conf = format!(
-            "daemon off;\nworker_processes {cores};\npid {root}/nginx.pid;\n\
-             error_log {root}/logs/error.log warn;\nevents {{ worker_connections 1024; }}\n\
-             http {{\n  access_log off;\n  keepalive_requests 1000000000;\n  client_body_temp_path {root}/tmp;\n\
-             proxy_temp_path {root}/tmp;\n  fastcgi_temp_path {root}/tmp;\n\
-             uwsgi_temp_path {root}/tmp;\n  scgi_temp_path {root}/tmp;\n\
-             server {{\n    listen 127.0.0.1:{port} ssl http2;\n\
-             ssl_certificate {root}/tls.crt;\n    ssl_certificate_key {root}/tls.key;\n\
-             ssl_protocols TLSv1.3;\n    http2_max_concurrent_streams 128;\n\
-             location / {{ return 200 \"ok\\n\"; }}\n  }}\n}}\n",
-            root = root.display()
-        );
-        let conf_path = root.join("nginx.conf");
-        std::fs::write(&conf_path, conf).map_err(|e| e.to_string())?;
-        let child = Command::new(binary)
-            .arg("-p")
-            .arg(&root)
-            .arg("-c")
-            .arg(&conf_path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("starting nginx: {e}"))?;
-        let this = Self {
-            child,
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
-        };
-        wait_listening(
-            this.addr,
-            &format!("nginx (see {})", root.join("logs/error.log").display()),
-        )?;
-        Ok(this)
+        Self::start(dir, "nginx", leaf, |root, addr| {
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            let conf = format!(
+                "daemon off;\nworker_processes {cores};\npid {root}/nginx.pid;\n\
+                 error_log {root}/logs/error.log warn;\nevents {{ worker_connections 1024; }}\n\
+                 http {{\n  access_log off;\n  keepalive_requests 1000000000;\n  client_body_temp_path {root}/tmp;\n\
+                 proxy_temp_path {root}/tmp;\n  fastcgi_temp_path {root}/tmp;\n\
+                 uwsgi_temp_path {root}/tmp;\n  scgi_temp_path {root}/tmp;\n\
+                 server {{\n    listen {addr} ssl http2;\n\
+                 ssl_certificate {root}/tls.crt;\n    ssl_certificate_key {root}/tls.key;\n\
+                 ssl_protocols TLSv1.3;\n    http2_max_concurrent_streams 128;\n\
+                 location / {{ return 200 \"ok\\n\"; }}\n  }}\n}}\n",
+                root = root.display()
+            );
+            let conf_path = root.join("nginx.conf");
+            std::fs::write(&conf_path, conf).map_err(|e| e.to_string())?;
+            let mut cmd = Command::new(binary);
+            cmd.arg("-p").arg(root).arg("-c").arg(conf_path);
+            let log = root.join("logs/error.log");
+            Ok((cmd, format!("nginx (see {})", log.display())))
+        })
     }
-}
 
-impl Drop for Nginx {
-    /// SIGQUIT, nginx's graceful stop, takes the workers with the master
-    /// (a SIGKILL of the master would leave them running); SIGKILL only if
-    /// it has not gone within 5 s.
-    fn drop(&mut self) {
-        let pid = self.child.id().to_string();
-        let _ = Command::new("kill").args(["-QUIT", &pid]).status();
-        let started = std::time::Instant::now();
-        while started.elapsed() < Duration::from_secs(5) {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The release binary beside this executable (`target/release/`), as an
-/// operator runs it: its own log subscriber (`RUST_LOG` unset: `info`), the
-/// audit stream to a file. Killed on drop.
-struct GatewayBinary {
-    child: Child,
-    addr: SocketAddr,
-    path: std::path::PathBuf,
-}
-
-impl GatewayBinary {
-    fn start(dir: &Path, leaf: &Leaf) -> Result<Self, String> {
-        let path = std::env::current_exe()
-            .map_err(|e| e.to_string())?
-            .with_file_name("openshell-gateway");
+    /// The release binary beside this executable (`target/release/`), as
+    /// an operator runs it: its own log subscriber (`RUST_LOG` unset:
+    /// `info`), the audit stream to a file.
+    fn binary(dir: &Path, leaf: &Leaf, path: &Path) -> Result<Self, String> {
         if !path.exists() {
             return Err(format!(
                 "{} not built (cargo build --release -p openshell-server --bin openshell-gateway)",
                 path.display()
             ));
         }
-        let (root, port) = stage(dir, "binary", leaf)?;
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let child = Command::new(&path)
-            .arg("--bind")
-            .arg(addr.to_string())
-            .arg("--tls-cert")
-            .arg(root.join("tls.crt"))
-            .arg("--tls-key")
-            .arg(root.join("tls.key"))
-            .arg("--ocsf-log")
-            .arg(root.join("audit.jsonl"))
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("starting {}: {e}", path.display()))?;
-        let this = Self { child, addr, path };
-        wait_listening(addr, &this.path.display().to_string())?;
-        Ok(this)
+        Self::start(dir, "binary", leaf, |root, addr| {
+            let mut cmd = Command::new(path);
+            cmd.arg("--bind")
+                .arg(addr.to_string())
+                .arg("--tls-cert")
+                .arg(root.join("tls.crt"))
+                .arg("--tls-key")
+                .arg(root.join("tls.key"))
+                .arg("--ocsf-log")
+                .arg(root.join("audit.jsonl"))
+                .env_remove("RUST_LOG");
+            Ok((cmd, path.display().to_string()))
+        })
     }
 }
 
-impl Drop for GatewayBinary {
+impl Drop for Server {
     fn drop(&mut self) {
+        if self.graceful {
+            let pid = self.child.id().to_string();
+            let _ = Command::new("kill").args(["-QUIT", &pid]).status();
+            let within = Duration::from_secs(5);
+            let gone = tls_reload::testing::poll_blocking(
+                within,
+                Duration::from_millis(20),
+                "exit",
+                || self.child.try_wait().ok().flatten().ok_or("running"),
+            );
+            if gone.is_ok() {
+                return;
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 }
 
-/// A directory `dir/name` holding the leaf as `tls.crt` and `tls.key`, and
-/// a loopback port that was free a moment ago, for a server process.
-fn stage(dir: &Path, name: &str, leaf: &Leaf) -> Result<(std::path::PathBuf, u16), String> {
-    let root = dir.join(name);
-    std::fs::create_dir_all(&root).map_err(|e| e.to_string())?;
-    std::fs::write(root.join("tls.crt"), &leaf.cert_pem).map_err(|e| e.to_string())?;
-    std::fs::write(root.join("tls.key"), &leaf.key_pem).map_err(|e| e.to_string())?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map_err(|e| e.to_string())?
-        .port();
-    Ok((root, port))
-}
-
-/// Waits until `addr` accepts connections, for at most 10 s.
-fn wait_listening(addr: SocketAddr, what: &str) -> Result<(), String> {
-    let started = std::time::Instant::now();
-    while std::net::TcpStream::connect(addr).is_err() {
-        if started.elapsed() > Duration::from_secs(10) {
-            return Err(format!("{what} not listening on {addr} after 10 s"));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Ok(())
-}
-
 /// utime + stime of `pid` and its child processes, in nanoseconds.
 fn process_tree_cpu_ns(pid: u32) -> u64 {
-    let mut pids = vec![pid];
-    if let Ok(children) = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")) {
-        pids.extend(
-            children
-                .split_whitespace()
-                .filter_map(|p| p.parse::<u32>().ok()),
-        );
-    }
-    let ticks: u64 = pids
-        .iter()
-        .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/stat")).ok())
-        .filter_map(|stat| {
-            // Fields after the command name, which may hold spaces.
-            let rest = stat.rsplit_once(')')?.1;
-            let fields: Vec<&str> = rest.split_whitespace().collect();
-            let utime: u64 = fields.get(11)?.parse().ok()?;
-            let stime: u64 = fields.get(12)?.parse().ok()?;
-            Some(utime + stime)
-        })
+    let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"));
+    let children = children.unwrap_or_default();
+    let ticks: u64 = std::iter::once(pid.to_string())
+        .chain(children.split_whitespace().map(str::to_owned))
+        .filter_map(|p| util::stat_ticks(&p))
         .sum();
     ticks * 1_000_000_000 / util::clock_ticks().max(1)
 }

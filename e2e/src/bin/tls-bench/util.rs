@@ -213,15 +213,21 @@ pub(crate) fn rss_kib() -> Option<u64> {
 /// User plus system CPU time of this process, all threads (alive or
 /// ended), from `/proc/self/stat`; resolution one clock tick.
 pub(crate) fn process_cpu() -> Option<Duration> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let ticks = stat_ticks("self")?;
+    Some(Duration::from_secs_f64(ticks as f64 / clock_ticks() as f64))
+}
+
+/// utime + stime of process `pid` (or `self`), in clock ticks, from
+/// `/proc/PID/stat`.
+pub(crate) fn stat_ticks(pid: &str) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name may contain spaces: fields start after the last ')'.
     let rest = &stat[stat.rfind(')')? + 1..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
     // Field 14 (utime) and 15 (stime) of proc(5); index 0 here is field 3.
     let utime: u64 = fields.get(11)?.parse().ok()?;
     let stime: u64 = fields.get(12)?.parse().ok()?;
-    let ticks = utime + stime;
-    Some(Duration::from_secs_f64(ticks as f64 / clock_ticks() as f64))
+    Some(utime + stime)
 }
 
 /// On-CPU time of each live thread of this process, in nanoseconds, from
@@ -478,6 +484,11 @@ pub(crate) async fn rotate(writer: &AtomicWriter, leaf: &Leaf, ca: &TestCa) {
     })
     .await
     .expect("writer task");
+}
+
+/// ` (first: ERROR)` when there was an error, for a row's value.
+pub(crate) fn first(error: Option<String>) -> String {
+    error.map(|e| format!(" (first: {e})")).unwrap_or_default()
 }
 
 /// Waits for each task at most `limit`, and aborts one still running then.
