@@ -97,7 +97,7 @@ where
                 cpu[i] += n1.since(&n0);
             }
         }
-        let foreign = window.finish().foreign.unwrap_or(f64::NAN);
+        let foreign = window.foreign().unwrap_or(f64::NAN);
         let rate = |i: usize| done[i] as f64 / time[i].as_secs_f64();
         let per_op = |i: usize| cpu[i] as f64 / done[i].max(1) as f64;
         let round = Round {

@@ -68,6 +68,11 @@ impl Row {
         Self::new(figure, value.into(), Verdict::Checked { target, pass })
     }
 
+    /// A count that should be zero.
+    pub(crate) fn zero(figure: impl Into<String>, value: impl Into<String>, pass: bool) -> Self {
+        Self::check(figure, value, "0", pass)
+    }
+
     /// A figure without a target.
     pub(crate) fn info(figure: impl Into<String>, value: impl Into<String>) -> Self {
         Self::new(figure, value.into(), Verdict::Info)
@@ -75,77 +80,56 @@ impl Row {
 
     /// A figure that could not be measured, and why.
     pub(crate) fn skipped(figure: impl Into<String>, reason: impl Into<String>) -> Self {
-        Self::new(
-            figure,
-            format!("skipped: {}", reason.into()),
-            Verdict::Skipped,
-        )
+        let value = format!("skipped: {}", reason.into());
+        Self::new(figure, value, Verdict::Skipped)
     }
 
     /// The target it was measured against, if any.
     pub(crate) fn missed(&self) -> Option<&str> {
         match &self.verdict {
-            Verdict::Checked {
-                target,
-                pass: false,
-            } => Some(target),
+            Verdict::Checked { target, pass } if !pass => Some(target),
             _ => None,
         }
     }
-}
 
-/// Renders the summary table; in smoke mode the verdicts are marked as not
-/// enforced.
-pub(crate) fn table(rows: &[Row], smoke: bool) -> String {
-    let columns = |v: &Verdict| -> [String; 2] {
-        let (target, result) = match v {
+    /// The cells of its line in the summary table.
+    fn cells(&self, smoke: bool) -> [String; 4] {
+        let (target, result) = match &self.verdict {
             Verdict::Checked { target, pass } => {
                 (target.as_str(), if *pass { "pass" } else { "MISS" })
             }
             Verdict::Info => ("-", "info"),
             Verdict::Skipped => ("-", "skip"),
         };
-        let result = if smoke && matches!(v, Verdict::Checked { .. }) {
-            format!("{result} (smoke, not enforced)")
-        } else {
-            result.to_owned()
+        let result = match &self.verdict {
+            Verdict::Checked { .. } if smoke => format!("{result} (smoke, not enforced)"),
+            _ => result.to_owned(),
         };
-        [target.to_owned(), result]
-    };
-    let header = ["figure", "value", "target", "result"];
-    let cells: Vec<[String; 4]> = rows
-        .iter()
-        .map(|r| {
-            let [target, result] = columns(&r.verdict);
-            [r.figure.clone(), r.value.clone(), target, result]
-        })
-        .collect();
-    let mut width = header.map(str::len);
-    for c in &cells {
-        for (w, s) in width.iter_mut().zip(c) {
-            *w = (*w).max(s.chars().count());
-        }
+        [
+            self.figure.clone(),
+            self.value.clone(),
+            target.to_owned(),
+            result,
+        ]
     }
+}
+
+/// Renders the summary table; in smoke mode the verdicts are marked as not
+/// enforced.
+pub(crate) fn table(rows: &[Row], smoke: bool) -> String {
+    let header = ["figure", "value", "target", "result"].map(String::from);
+    let mut lines: Vec<[String; 4]> = std::iter::once(header)
+        .chain(rows.iter().map(|r| r.cells(smoke)))
+        .collect();
+    let width = [0, 1, 2, 3].map(|i| lines.iter().map(|c| c[i].chars().count()).max());
+    let width = width.map(Option::unwrap_or_default);
+    lines.insert(1, width.map(|w| "-".repeat(w)));
     let mut out = String::new();
-    let line = |out: &mut String, c: [&str; 4]| {
-        let _ = writeln!(
-            out,
-            "| {:<w0$} | {:<w1$} | {:<w2$} | {:<w3$} |",
-            c[0],
-            c[1],
-            c[2],
-            c[3],
-            w0 = width[0],
-            w1 = width[1],
-            w2 = width[2],
-            w3 = width[3],
-        );
-    };
-    line(&mut out, header);
-    let dashes = width.map(|w| "-".repeat(w));
-    line(&mut out, [&dashes[0], &dashes[1], &dashes[2], &dashes[3]]);
-    for c in &cells {
-        line(&mut out, [&c[0], &c[1], &c[2], &c[3]]);
+    for line in &lines {
+        for (cell, w) in line.iter().zip(width) {
+            let _ = write!(out, "| {cell:<w$} ");
+        }
+        out.push_str("|\n");
     }
     out
 }
@@ -283,15 +267,8 @@ pub(crate) fn machine_ticks() -> Option<(u64, u64)> {
     Some((busy, busy + get(3) + get(4)))
 }
 
-/// What the rest of the machine did over a measurement window.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Window {
-    /// Share of the machine's CPU capacity used by other processes (and
-    /// stolen by the hypervisor) during the window, 0..1.
-    pub(crate) foreign: Option<f64>,
-}
-
-/// The start of a [`Window`].
+/// The start of a measurement window, to learn what the rest of the
+/// machine did over it.
 pub(crate) struct WindowStart {
     own: Option<Duration>,
     machine: Option<(u64, u64)>,
@@ -299,23 +276,29 @@ pub(crate) struct WindowStart {
 
 impl WindowStart {
     pub(crate) fn now() -> Self {
-        Self {
-            own: process_cpu(),
-            machine: machine_ticks(),
-        }
+        let (own, machine) = (process_cpu(), machine_ticks());
+        Self { own, machine }
     }
 
-    pub(crate) fn finish(self) -> Window {
-        let foreign = match (self.own, process_cpu(), self.machine, machine_ticks()) {
+    /// Share of the machine's CPU capacity used by other processes (and
+    /// stolen by the hypervisor) since [`now`](Self::now), 0..1.
+    pub(crate) fn foreign(self) -> Option<f64> {
+        match (self.own, process_cpu(), self.machine, machine_ticks()) {
             (Some(o0), Some(o1), Some((b0, t0)), Some((b1, t1))) if t1 > t0 => {
                 let own_ticks = (o1.saturating_sub(o0)).as_secs_f64() * clock_ticks() as f64;
                 let busy = b1.saturating_sub(b0) as f64;
                 Some(((busy - own_ticks).max(0.0) / (t1 - t0) as f64).min(1.0))
             }
             _ => None,
-        };
-        Window { foreign }
+        }
     }
+}
+
+/// What `program args` printed, trimmed, when it ran and succeeded.
+fn output_of(program: &str, args: &[&str]) -> Option<String> {
+    let mut cmd = Command::new(program);
+    let out = openshell_e2e::command::run(cmd.args(args), None, Duration::from_secs(60)).ok()?;
+    Some(out.stdout.trim().to_owned())
 }
 
 /// `sysconf(_SC_CLK_TCK)`, asked of `getconf` (no unsafe code here); 100,
@@ -323,14 +306,8 @@ impl WindowStart {
 pub(crate) fn clock_ticks() -> u64 {
     static TCK: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
     *TCK.get_or_init(|| {
-        Command::new("getconf")
-            .arg("CLK_TCK")
-            .output()
-            .ok()
-            .and_then(|o| String::from_utf8(o.stdout).ok())
-            .and_then(|s| s.trim().parse().ok())
-            .filter(|&t| t > 0)
-            .unwrap_or(100)
+        let tck = output_of("getconf", &["CLK_TCK"]).and_then(|s| s.parse().ok());
+        tck.filter(|&t| t > 0).unwrap_or(100)
     })
 }
 
@@ -349,12 +326,7 @@ pub(crate) fn cpu_model() -> String {
 
 /// Processors online, as `nproc` prints it.
 pub(crate) fn nproc() -> String {
-    Command::new("nproc")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .map(|s| s.trim().to_owned())
-        .unwrap_or_else(|| "?".into())
+    output_of("nproc", &[]).unwrap_or_else(|| "?".into())
 }
 
 /// Now, RFC 3339, seconds.
@@ -383,23 +355,16 @@ impl KeyKind {
 /// An RSA-2048 private key, PKCS#8 PEM, from `openssl genpkey` (ring cannot
 /// generate RSA keys). The error says why when openssl is unavailable.
 pub(crate) fn rsa_key_pem() -> Result<String, String> {
-    let out = Command::new("openssl")
-        .args([
-            "genpkey",
-            "-algorithm",
-            "RSA",
-            "-pkeyopt",
-            "rsa_keygen_bits:2048",
-        ])
-        .output()
-        .map_err(|e| format!("running `openssl genpkey`: {e} (openssl not installed?)"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "`openssl genpkey` failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
-    String::from_utf8(out.stdout).map_err(|e| format!("openssl output: {e}"))
+    let mut cmd = Command::new("openssl");
+    cmd.args([
+        "genpkey",
+        "-algorithm",
+        "RSA",
+        "-pkeyopt",
+        "rsa_keygen_bits:2048",
+    ]);
+    let out = openshell_e2e::command::run(&mut cmd, None, Duration::from_secs(60));
+    Ok(out.map_err(|e| e.to_string())?.stdout)
 }
 
 /// A server leaf for localhost of the given key type, issued by `ca`.
