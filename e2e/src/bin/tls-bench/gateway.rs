@@ -213,7 +213,7 @@ pub(crate) async fn rotations_under_load(s: &Settings) -> Vec<Row> {
 
 // === gRPC ===
 
-async fn get_status(client: &mut GatewayClient<Channel>) -> Result<(), String> {
+async fn get_status(mut client: GatewayClient<Channel>) -> Result<(), String> {
     client
         .get_tls_status(GetTlsStatusRequest {})
         .await
@@ -250,53 +250,52 @@ pub(crate) async fn grpc(s: &Settings) -> Vec<Row> {
         "   A = plaintext gateway (h2c), B = TLS gateway; loops switch gateway per slot; {}",
         schedule.describe()
     );
+    let measure = async |loops: Clients| {
+        tokio::time::sleep(warmup).await;
+        let rounds = interleave_flag(&schedule, || loops.ok(), names, &use_tls).await;
+        (rounds, loops.stop().await.failures())
+    };
+    // The gateway of the moment's address and client config.
+    let target = {
+        let (use_tls, tls_addr, plain_addr) = (use_tls.clone(), tls_gw.addr(), plain_gw.addr());
+        let client_tls = client_tls.clone();
+        move || match use_tls.load(Ordering::Relaxed) {
+            true => (tls_addr, Some(client_tls.clone())),
+            false => (plain_addr, None),
+        }
+    };
+    let channel = async |(addr, tls): (SocketAddr, Option<Arc<ClientConfig>>)| {
+        openshell_e2e::tls::grpc_channel(addr, tls.as_ref(), Duration::from_secs(10)).await
+    };
 
     // Unary calls over one HTTP/2 connection per gateway.
     println!("   one connection: {callers} concurrent callers sharing one channel per gateway");
-    let channel = |addr, tls: Option<Arc<ClientConfig>>| async move {
-        openshell_e2e::tls::grpc_channel(addr, tls.as_ref(), Duration::from_secs(10)).await
-    };
-    let tls_ch = channel(tls_gw.addr(), Some(client_tls.clone()))
-        .await
-        .expect("gRPC channel (TLS)");
-    let plain_ch = channel(plain_gw.addr(), None)
-        .await
-        .expect("gRPC channel (plaintext)");
-    let loops = {
-        let use_tls = use_tls.clone();
-        Clients::run(callers, limit, move |_| {
-            let ch = if use_tls.load(Ordering::Relaxed) {
-                tls_ch.clone()
+    let tls_ch = channel((tls_gw.addr(), Some(client_tls.clone()))).await;
+    let tls_ch = tls_ch.expect("gRPC channel (TLS)");
+    let plain_ch = channel((plain_gw.addr(), None)).await;
+    let plain_ch = plain_ch.expect("gRPC channel (plaintext)");
+    let arm = use_tls.clone();
+    let (one, (mut failed, _, mut first_error)) =
+        measure(Clients::run(callers, limit, move |_| {
+            let ch = if arm.load(Ordering::Relaxed) {
+                &tls_ch
             } else {
-                plain_ch.clone()
+                &plain_ch
             };
-            async move { get_status(&mut GatewayClient::new(ch)).await }
-        })
-    };
-    tokio::time::sleep(warmup).await;
-    let one = interleave_flag(&schedule, || loops.ok(), names, &use_tls).await;
-    let (mut failed, _, mut first_error) = loops.stop().await.failures();
+            get_status(GatewayClient::new(ch.clone()))
+        }))
+        .await;
 
     // A new connection (TCP, TLS, HTTP/2) for every call.
     println!("   new connection: {conn_loops} loops of connect + handshake + HTTP/2 + one call");
-    let loops = {
-        let use_tls = use_tls.clone();
-        let (tls_addr, plain_addr) = (tls_gw.addr(), plain_gw.addr());
-        Clients::run(conn_loops, limit, move |_| {
-            let (addr, cfg) = if use_tls.load(Ordering::Relaxed) {
-                (tls_addr, Some(client_tls.clone()))
-            } else {
-                (plain_addr, None)
-            };
-            async move {
-                let ch = channel(addr, cfg).await.map_err(|e| format!("{e:?}"))?;
-                get_status(&mut GatewayClient::new(ch)).await
-            }
-        })
-    };
-    tokio::time::sleep(warmup).await;
-    let fresh = interleave_flag(&schedule, || loops.ok(), names, &use_tls).await;
-    let (f, _, e) = loops.stop().await.failures();
+    let (fresh, (f, _, e)) = measure(Clients::run(conn_loops, limit, move |_| {
+        let target = target();
+        async move {
+            let ch = channel(target).await.map_err(|e| format!("{e:?}"))?;
+            get_status(GatewayClient::new(ch)).await
+        }
+    }))
+    .await;
     failed += f;
     first_error = first_error.or(e);
     stop(tls_gw).await;

@@ -7,7 +7,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,6 +24,8 @@ use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
 use crate::gateway::{start, stop, volume_config};
+use openshell_e2e::command;
+
 use crate::load;
 use crate::util::{self, Row, Settings};
 
@@ -78,28 +80,22 @@ pub(crate) async fn request_path(s: &Settings) -> Vec<Row> {
          (nginx: its worker processes)"
     );
 
-    let http = |addr: SocketAddr| format!("https://127.0.0.1:{}/healthz", addr.port());
-    let grpc = |addr: SocketAddr| {
-        format!(
-            "https://127.0.0.1:{}/grpc.health.v1.Health/Check",
-            addr.port()
-        )
-    };
+    let grpc = Some(body.as_path());
     let mut http_arms = vec![
-        Arm::new("bare hyper", http(hyper_addr), None, None),
-        Arm::new("gateway", http(gateway.addr()), None, None),
+        Arm::new("bare hyper", hyper_addr, None, None),
+        Arm::new("gateway", gateway.addr(), None, None),
     ];
     if let Ok(n) = &nginx {
-        http_arms.push(Arm::new("nginx", http(n.addr), None, Some(n.child.id())));
+        http_arms.push(Arm::new("nginx", n.addr, None, Some(n.child.id())));
     }
     let mut grpc_arms = vec![
-        Arm::new("bare tonic", grpc(tonic_addr), Some(body.clone()), None),
-        Arm::new("gateway", grpc(gateway.addr()), Some(body.clone()), None),
+        Arm::new("bare tonic", tonic_addr, grpc, None),
+        Arm::new("gateway", gateway.addr(), grpc, None),
     ];
     if let Ok(b) = &binary {
         let pid = Some(b.child.id());
-        http_arms.push(Arm::new("binary", http(b.addr), None, pid));
-        grpc_arms.push(Arm::new("binary", grpc(b.addr), Some(body.clone()), pid));
+        http_arms.push(Arm::new("binary", b.addr, None, pid));
+        grpc_arms.push(Arm::new("binary", b.addr, grpc, pid));
     }
 
     let mut errors = Vec::new();
@@ -129,56 +125,32 @@ pub(crate) async fn request_path(s: &Settings) -> Vec<Row> {
     let find = |arms: &[Arm], name| arms.iter().position(|a: &Arm| a.name == name);
     let (http_binary, grpc_binary) = (find(&http_arms, "binary"), find(&grpc_arms, "binary"));
     let nginx_arm = find(&http_arms, "nginx");
-    const HEALTHZ: &str = "7. HTTP/2 GET /healthz req/s, gateway";
-    const CHECK: &str = "7. gRPC Health/Check calls/s, gateway";
-    // (figure, arms, B, A): each row is B ÷ A; an absent arm drops its row.
-    let ratios = [
-        (
-            format!("{HEALTHZ} ÷ bare hyper on tokio-rustls"),
-            &http_arms,
-            Some(1),
-            Some(0),
-        ),
-        (
-            format!("{HEALTHZ} binary ÷ bare hyper"),
-            &http_arms,
-            http_binary,
-            Some(0),
-        ),
-        (
-            format!("{HEALTHZ} binary ÷ nginx return 200"),
-            &http_arms,
-            http_binary,
-            nginx_arm,
-        ),
-        (
-            format!("{CHECK} binary ÷ bare tonic"),
-            &grpc_arms,
-            grpc_binary,
-            Some(0),
-        ),
-        (
-            format!("{HEALTHZ} ÷ nginx return 200"),
-            &http_arms,
-            Some(1),
-            nginx_arm,
-        ),
-        (
-            format!("{CHECK} ÷ bare tonic with static TLS"),
-            &grpc_arms,
-            Some(1),
-            Some(0),
-        ),
-    ];
     let mut rows = Vec::new();
-    for (figure, arms, b, a) in ratios {
+    // Arm B ÷ arm A of `arms`, when both ran.
+    let mut ratio = |arms: &[Arm], b: Option<usize>, a: Option<usize>, what: &str| {
+        let kind = match arms[0].body {
+            Some(_) => "7. gRPC Health/Check calls/s",
+            None => "7. HTTP/2 GET /healthz req/s",
+        };
+        let figure = format!("{kind}, gateway {what}");
         match (b, a) {
             (Some(b), Some(a)) => rows.push(ratio_row(figure, &arms[b], &arms[a])),
-            // The gateway ÷ nginx row says why nginx is missing.
+            // Arm 1, the in-process gateway, always runs: A is nginx, say why it is missing.
             (Some(1), None) => rows.push(Row::skipped(figure, nginx_missing.clone())),
             _ => {}
         }
-    }
+    };
+    ratio(&http_arms, Some(1), Some(0), "÷ bare hyper on tokio-rustls");
+    ratio(&http_arms, http_binary, Some(0), "binary ÷ bare hyper");
+    ratio(
+        &http_arms,
+        http_binary,
+        nginx_arm,
+        "binary ÷ nginx return 200",
+    );
+    ratio(&grpc_arms, grpc_binary, Some(0), "binary ÷ bare tonic");
+    ratio(&http_arms, Some(1), nginx_arm, "÷ nginx return 200");
+    ratio(&grpc_arms, Some(1), Some(0), "÷ bare tonic with static TLS");
     let failed: u64 = http_arms.iter().chain(&grpc_arms).map(|a| a.failed).sum();
     rows.push(Row::zero(
         "7. failed requests (h2load: failed + errored, non-2xx)",
@@ -212,11 +184,12 @@ fn ratio_row(figure: String, b: &Arm, a: &Arm) -> Row {
 }
 
 /// One server under h2load, and what its runs measured.
+#[derive(Default)]
 struct Arm {
     name: &'static str,
     url: String,
     /// The request body file: set for gRPC (POST), unset for GET.
-    body: Option<std::path::PathBuf>,
+    body: Option<PathBuf>,
     /// A separate server process whose CPU is counted (nginx), else this
     /// process's threads are.
     pid: Option<u32>,
@@ -226,28 +199,32 @@ struct Arm {
 }
 
 impl Arm {
-    fn new(
-        name: &'static str,
-        url: String,
-        body: Option<std::path::PathBuf>,
-        pid: Option<u32>,
-    ) -> Self {
+    /// `GET /healthz`, or a gRPC `Health/Check` posting `body`.
+    fn new(name: &'static str, addr: SocketAddr, body: Option<&Path>, pid: Option<u32>) -> Self {
+        let path = if body.is_some() {
+            "grpc.health.v1.Health/Check"
+        } else {
+            "healthz"
+        };
+        let url = format!("https://127.0.0.1:{}/{path}", addr.port());
+        let body = body.map(Path::to_path_buf);
         Self {
             name,
             url,
             body,
             pid,
-            rates: Vec::new(),
-            cpu_per_req: Vec::new(),
-            failed: 0,
+            ..Self::default()
         }
     }
 
     async fn run(&mut self, secs: u64) -> Result<(), String> {
         let mut cmd = Command::new("h2load");
-        cmd.args(["-c", &CONNECTIONS.to_string()])
-            .args(["-m", &STREAMS.to_string()])
-            .args(["-t", "1", "-D", &secs.to_string()]);
+        let (c, m, d) = (
+            CONNECTIONS.to_string(),
+            STREAMS.to_string(),
+            secs.to_string(),
+        );
+        cmd.args(["-c", &c, "-m", &m, "-t", "1", "-D", &d]);
         if let Some(body) = &self.body {
             cmd.args(["-H", "content-type: application/grpc", "-H", "te: trailers"])
                 .arg("-d")
@@ -256,21 +233,21 @@ impl Arm {
         cmd.arg(&self.url);
         let threads_before = util::ThreadsCpu::now();
         let tree_before = self.pid.map(process_tree_cpu_ns);
-        let out = tokio::task::spawn_blocking(move || cmd.output())
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| format!("running h2load: {e}"))?;
+        let within = Duration::from_secs(secs + 60);
+        let out =
+            tokio::task::spawn_blocking(move || command::run_unchecked(&mut cmd, None, within))
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| format!("running h2load: {e}"))?;
         let cpu = match (self.pid, tree_before) {
             (Some(pid), Some(before)) => process_tree_cpu_ns(pid).saturating_sub(before),
             _ => util::ThreadsCpu::now().since(&threads_before),
         };
-        let text = String::from_utf8_lossy(&out.stdout);
-        let report = H2load::parse(&text).ok_or_else(|| {
+        let report = H2load::parse(&out.stdout).ok_or_else(|| {
+            let (stdout, stderr) = (out.stdout.trim(), out.stderr.trim());
             format!(
-                "unreadable h2load output ({}): {}{}",
-                out.status,
-                text.trim(),
-                String::from_utf8_lossy(&out.stderr).trim()
+                "unreadable h2load output ({}): {stdout}{stderr}",
+                out.status
             )
         })?;
         self.failed += report.failed;
@@ -278,13 +255,10 @@ impl Arm {
         if report.succeeded > 0 {
             self.cpu_per_req.push(cpu as f64 / report.succeeded as f64);
         }
-        if report.failed > 0 {
-            return Err(format!(
-                "{} of {} requests failed",
-                report.failed, report.done
-            ));
+        match report.failed {
+            0 => Ok(()),
+            n => Err(format!("{n} of {} requests failed", report.done)),
         }
-        Ok(())
     }
 
     fn describe(&self) -> String {
