@@ -2,7 +2,7 @@
 //! statistics, `/proc` readers and certificates.
 
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, SystemTime};
 
@@ -138,28 +138,25 @@ pub(crate) fn table(rows: &[Row], smoke: bool) -> String {
 
 /// The median of `values` (mean of the two middle ones for an even count).
 pub(crate) fn median(values: &[f64]) -> f64 {
-    if values.is_empty() {
-        return f64::NAN;
-    }
-    let mut v = values.to_vec();
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    let (v, n) = (sorted(values), values.len());
+    match n {
+        0 => f64::NAN,
+        _ if n % 2 == 1 => v[n / 2],
+        _ => (v[n / 2 - 1] + v[n / 2]) / 2.0,
     }
 }
 
 /// Nearest-rank percentile `p` (0..=100) of `values`.
 pub(crate) fn percentile(values: &[f64], p: f64) -> f64 {
-    if values.is_empty() {
-        return f64::NAN;
-    }
+    let v = sorted(values);
+    let rank = ((p / 100.0) * v.len() as f64).ceil().max(1.0) as usize;
+    rank.min(v.len()).checked_sub(1).map_or(f64::NAN, |i| v[i])
+}
+
+fn sorted(values: &[f64]) -> Vec<f64> {
     let mut v = values.to_vec();
     v.sort_by(f64::total_cmp);
-    let rank = ((p / 100.0) * v.len() as f64).ceil().max(1.0) as usize;
-    v[rank.min(v.len()) - 1]
+    v
 }
 
 /// Smallest and largest of `values`.
@@ -172,10 +169,8 @@ pub(crate) fn range(values: &[f64]) -> (f64, f64) {
 }
 
 /// Arithmetic mean.
+/// (NaN for none, as 0 / 0).
 pub(crate) fn mean(values: &[f64]) -> f64 {
-    if values.is_empty() {
-        return f64::NAN;
-    }
     values.iter().sum::<f64>() / values.len() as f64
 }
 
@@ -224,21 +219,13 @@ pub(crate) struct ThreadsCpu(std::collections::HashMap<u32, u64>);
 
 impl ThreadsCpu {
     pub(crate) fn now() -> Self {
-        let mut map = std::collections::HashMap::new();
-        if let Ok(dir) = std::fs::read_dir("/proc/self/task") {
-            for entry in dir.flatten() {
-                let Some(tid) = entry.file_name().to_str().and_then(|t| t.parse().ok()) else {
-                    continue;
-                };
-                let Ok(s) = std::fs::read_to_string(entry.path().join("schedstat")) else {
-                    continue;
-                };
-                if let Some(ns) = s.split_whitespace().next().and_then(|x| x.parse().ok()) {
-                    map.insert(tid, ns);
-                }
-            }
-        }
-        Self(map)
+        let tasks = std::fs::read_dir("/proc/self/task").into_iter().flatten();
+        let threads = tasks.flatten().filter_map(|entry| {
+            let tid = entry.file_name().to_str()?.parse().ok()?;
+            let schedstat = std::fs::read_to_string(entry.path().join("schedstat")).ok()?;
+            Some((tid, schedstat.split_whitespace().next()?.parse().ok()?))
+        });
+        Self(threads.collect())
     }
 
     /// CPU time spent since `earlier` by the threads alive now.
@@ -313,15 +300,10 @@ pub(crate) fn clock_ticks() -> u64 {
 
 /// The CPU model from `/proc/cpuinfo`.
 pub(crate) fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, m)| m.trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown".into())
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let line = cpuinfo.lines().find(|l| l.starts_with("model name"));
+    let model = line.and_then(|l| l.split_once(':'));
+    model.map_or_else(|| "unknown".into(), |(_, m)| m.trim().to_owned())
 }
 
 /// Processors online, as `nproc` prints it.
@@ -352,27 +334,17 @@ impl KeyKind {
     }
 }
 
-/// An RSA-2048 private key, PKCS#8 PEM, from `openssl genpkey` (ring cannot
-/// generate RSA keys). The error says why when openssl is unavailable.
-pub(crate) fn rsa_key_pem() -> Result<String, String> {
-    let mut cmd = Command::new("openssl");
-    cmd.args([
-        "genpkey",
-        "-algorithm",
-        "RSA",
-        "-pkeyopt",
-        "rsa_keygen_bits:2048",
-    ]);
-    let out = openshell_e2e::command::run(&mut cmd, None, Duration::from_secs(60));
-    Ok(out.map_err(|e| e.to_string())?.stdout)
-}
-
 /// A server leaf for localhost of the given key type, issued by `ca`.
 pub(crate) fn leaf(ca: &TestCa, kind: KeyKind) -> Result<Leaf, String> {
     match kind {
         KeyKind::EcdsaP256 => Ok(ca.server()),
         KeyKind::Rsa2048 => {
-            let pem = rsa_key_pem()?;
+            // ring cannot generate RSA keys: openssl makes a PKCS#8 PEM
+            // key, and the error says why when openssl is unavailable.
+            let mut openssl = Command::new("openssl");
+            openssl.args("genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048".split(' '));
+            let out = openshell_e2e::command::run(&mut openssl, None, Duration::from_secs(60));
+            let pem = out.map_err(|e| e.to_string())?.stdout;
             let key = rcgen::KeyPair::from_pem(&pem).map_err(|e| format!("RSA key: {e}"))?;
             Ok(ca.issue_with_key(&LeafOptions::server(), &key))
         }
@@ -397,21 +369,18 @@ pub(crate) fn volume_dir() -> tempfile::TempDir {
 
 /// Where [`volume_dir`] puts volumes, for the report.
 pub(crate) fn volume_fs() -> &'static str {
-    let ok = tempfile::Builder::new()
+    match tempfile::Builder::new()
         .prefix("tls-bench-probe-")
         .tempdir_in("/dev/shm")
-        .is_ok();
-    if ok {
-        "tmpfs (/dev/shm), as kubelet backs Secret volumes"
-    } else {
-        "the default temporary directory (no /dev/shm)"
+    {
+        Ok(_) => "tmpfs (/dev/shm), as kubelet backs Secret volumes",
+        Err(_) => "the default temporary directory (no /dev/shm)",
     }
 }
 
 /// Writes `leaf` as `cert.pem` and `key.pem` into `dir` (plain files).
 pub(crate) fn write_plain(dir: &Path, leaf: &Leaf) -> std::io::Result<TlsFiles> {
-    let cert: PathBuf = dir.join("cert.pem");
-    let key: PathBuf = dir.join("key.pem");
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
     std::fs::write(&cert, &leaf.cert_pem)?;
     std::fs::write(&key, &leaf.key_pem)?;
     Ok(TlsFiles::new(cert, key))
