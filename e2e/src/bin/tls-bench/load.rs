@@ -27,13 +27,10 @@ where
     tokio::spawn(async move {
         let deadline = tokio::time::Instant::now() + limit;
         while let Ok(accepted) = tokio::time::timeout_at(deadline, listener.accept()).await {
-            let tcp = match accepted {
-                Ok((tcp, _)) => tcp,
-                Err(_) => {
-                    // Out of descriptors or similar: back off, do not spin.
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                }
+            let Ok((tcp, _)) = accepted else {
+                // Out of descriptors or similar: back off, do not spin.
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
             };
             let _ = tcp.set_nodelay(true);
             let handshake = accept(tcp);
@@ -49,9 +46,8 @@ where
 
 /// A loopback listener on an ephemeral port.
 pub(crate) async fn listen() -> (TcpListener, SocketAddr) {
-    let listener = TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind loopback");
+    let bound = TcpListener::bind("127.0.0.1:0").await;
+    let listener = bound.expect("bind loopback");
     let addr = listener.local_addr().expect("local addr");
     (listener, addr)
 }
@@ -79,13 +75,11 @@ impl Published {
     /// Fingerprints in the order they will be published; the first is
     /// published already.
     pub(crate) fn new(fingerprints: impl IntoIterator<Item = String>) -> Self {
+        let index = fingerprints.into_iter().enumerate().map(|(i, f)| (f, i));
+        let index = index.collect();
         Self {
-            index: fingerprints
-                .into_iter()
-                .enumerate()
-                .map(|(i, f)| (f, i))
-                .collect(),
-            upto: AtomicUsize::new(0),
+            index,
+            ..Self::default()
         }
     }
 
@@ -97,9 +91,8 @@ impl Published {
     /// Whether `fingerprint` was published by the time the handshake that
     /// served it completed.
     pub(crate) fn allows(&self, fingerprint: &str) -> bool {
-        self.index
-            .get(fingerprint)
-            .is_some_and(|&i| i <= self.upto.load(Ordering::SeqCst))
+        let upto = self.upto.load(Ordering::SeqCst);
+        self.index_of(fingerprint).is_some_and(|i| i <= upto)
     }
 
     /// The publication index of `fingerprint`.
@@ -232,17 +225,12 @@ async fn one(spec: &ClientSpec, connector: &TlsConnector) -> io::Result<Option<S
     tcp.set_nodelay(true)?;
     let name = ServerName::try_from("localhost").map_err(io::Error::other)?;
     let mut tls = connector.connect(name, tcp).await?;
-    let fingerprint = match &spec.published {
-        Some(_) => Some(
-            tls.get_ref()
-                .1
-                .peer_certificates()
-                .and_then(|c| c.first())
-                .map(|c| tls_reload::Fingerprint::of(c).to_string())
-                .ok_or_else(|| io::Error::other("no server certificate"))?,
-        ),
-        None => None,
-    };
+    let mut fingerprint = None;
+    if spec.published.is_some() {
+        let leaf = tls.get_ref().1.peer_certificates().and_then(|c| c.first());
+        let leaf = leaf.ok_or_else(|| io::Error::other("no server certificate"))?;
+        fingerprint = Some(tls_reload::Fingerprint::of(leaf).to_string());
+    }
     match spec.after {
         After::ReadOk => {
             let mut reply = Vec::with_capacity(8);
@@ -251,9 +239,7 @@ async fn one(spec: &ClientSpec, connector: &TlsConnector) -> io::Result<Option<S
                 return Err(io::Error::other(format!("unexpected reply {reply:?}")));
             }
         }
-        After::Close => {
-            tls.shutdown().await?;
-        }
+        After::Close => tls.shutdown().await?,
     }
     Ok(fingerprint)
 }

@@ -42,7 +42,8 @@ const GRPC_EMPTY_MESSAGE: [u8; 5] = [0, 0, 0, 0, 0];
 /// Figure 7.
 pub(crate) async fn request_path(s: &Settings) -> Vec<Row> {
     println!("\n== 7. request path: gateway vs bare hyper, bare tonic and nginx, driven by h2load");
-    if let Err(why) = h2load_version() {
+    if let Err(e) = Command::new("h2load").arg("--version").output() {
+        let why = format!("h2load not runnable ({e}); install Debian's nghttp2-client");
         return vec![Row::skipped("7. request path (h2load)", why)];
     }
     let ca = TestCa::new("bench CA");
@@ -114,8 +115,7 @@ pub(crate) async fn request_path(s: &Settings) -> Vec<Row> {
     stop(gateway).await;
     hyper_task.abort();
     tonic_task.abort();
-    let nginx_missing = nginx.as_ref().err().cloned().unwrap_or_default();
-    drop(nginx);
+    let nginx_missing = nginx.err().unwrap_or_default();
     drop(binary);
 
     for a in http_arms.iter().chain(&grpc_arms) {
@@ -123,8 +123,8 @@ pub(crate) async fn request_path(s: &Settings) -> Vec<Row> {
         println!("   {:<10} {kind:<6} {}", a.name, a.describe());
     }
     let find = |arms: &[Arm], name| arms.iter().position(|a: &Arm| a.name == name);
-    let (http_binary, grpc_binary) = (find(&http_arms, "binary"), find(&grpc_arms, "binary"));
-    let nginx_arm = find(&http_arms, "nginx");
+    let (http_bin, grpc_bin) = (find(&http_arms, "binary"), find(&grpc_arms, "binary"));
+    let nginx = find(&http_arms, "nginx");
     let mut rows = Vec::new();
     // Arm B ÷ arm A of `arms`, when both ran.
     let mut ratio = |arms: &[Arm], b: Option<usize>, a: Option<usize>, what: &str| {
@@ -141,15 +141,10 @@ pub(crate) async fn request_path(s: &Settings) -> Vec<Row> {
         }
     };
     ratio(&http_arms, Some(1), Some(0), "÷ bare hyper on tokio-rustls");
-    ratio(&http_arms, http_binary, Some(0), "binary ÷ bare hyper");
-    ratio(
-        &http_arms,
-        http_binary,
-        nginx_arm,
-        "binary ÷ nginx return 200",
-    );
-    ratio(&grpc_arms, grpc_binary, Some(0), "binary ÷ bare tonic");
-    ratio(&http_arms, Some(1), nginx_arm, "÷ nginx return 200");
+    ratio(&http_arms, http_bin, Some(0), "binary ÷ bare hyper");
+    ratio(&http_arms, http_bin, nginx, "binary ÷ nginx return 200");
+    ratio(&grpc_arms, grpc_bin, Some(0), "binary ÷ bare tonic");
+    ratio(&http_arms, Some(1), nginx, "÷ nginx return 200");
     ratio(&grpc_arms, Some(1), Some(0), "÷ bare tonic with static TLS");
     let failed: u64 = http_arms.iter().chain(&grpc_arms).map(|a| a.failed).sum();
     rows.push(Row::zero(
@@ -313,14 +308,6 @@ impl H2load {
             failed,
         })
     }
-}
-
-fn h2load_version() -> Result<String, String> {
-    let out = Command::new("h2load")
-        .arg("--version")
-        .output()
-        .map_err(|e| format!("h2load not runnable ({e}); install Debian's nghttp2-client"))?;
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
 /// The static config of the bare servers: the same leaf, TLS 1.3 and 1.2,
