@@ -25,6 +25,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::gateway::{start, stop, volume_config};
 use openshell_e2e::command;
+use procfs::process::Process;
 
 use crate::load;
 use crate::util::{self, Row, Settings};
@@ -157,23 +158,21 @@ pub(crate) async fn request_path(s: &Settings) -> Vec<Row> {
 
 fn ratio_row(figure: String, b: &Arm, a: &Arm) -> Row {
     let ratios: Vec<f64> = b.rates.iter().zip(&a.rates).map(|(b, a)| b / a).collect();
-    let median = util::median(&ratios);
-    let (lo, hi) = util::range(&ratios);
-    let cpu = match (util::median(&a.cpu_per_req), util::median(&b.cpu_per_req)) {
-        (a_ns, b_ns) if a_ns.is_finite() && b_ns.is_finite() => format!(
+    let (median, n, (lo, hi)) = (util::median(&ratios), ratios.len(), util::range(&ratios));
+    let (a_ns, b_ns) = (util::median(&a.cpu_per_req), util::median(&b.cpu_per_req));
+    let cpu = match a_ns.is_finite() && b_ns.is_finite() {
+        true => format!(
             "; server CPU per request {:.1} µs vs {:.1} µs",
             b_ns / 1e3,
             a_ns / 1e3
         ),
-        _ => String::new(),
+        false => String::new(),
     };
+    let (b_rate, a_rate) = (util::median(&b.rates), util::median(&a.rates));
     let value = format!(
-        "{median:.3} (median of {} rounds, range {lo:.3}..{hi:.3}; {} {:.0}/s vs {} {:.0}/s{cpu})",
-        ratios.len(),
-        b.name,
-        util::median(&b.rates),
-        a.name,
-        util::median(&a.rates),
+        "{median:.3} (median of {n} rounds, range {lo:.3}..{hi:.3}; \
+         {} {b_rate:.0}/s vs {} {a_rate:.0}/s{cpu})",
+        b.name, a.name
     );
     Row::check(figure, value, format!("≥ {TARGET}"), median >= TARGET)
 }
@@ -257,13 +256,14 @@ impl Arm {
     }
 
     fn describe(&self) -> String {
-        format!(
-            "median {:.0}/s over {} runs (range {:.0}..{:.0}), CPU/request {:.1} µs",
+        let (median, n, (lo, hi)) = (
             util::median(&self.rates),
             self.rates.len(),
-            util::range(&self.rates).0,
-            util::range(&self.rates).1,
-            util::median(&self.cpu_per_req) / 1e3
+            util::range(&self.rates),
+        );
+        let cpu = util::median(&self.cpu_per_req) / 1e3;
+        format!(
+            "median {median:.0}/s over {n} runs (range {lo:.0}..{hi:.0}), CPU/request {cpu:.1} µs"
         )
     }
 }
@@ -508,11 +508,14 @@ impl Drop for Server {
 
 /// utime + stime of `pid` and its child processes, in nanoseconds.
 fn process_tree_cpu_ns(pid: u32) -> u64 {
-    let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"));
-    let children = children.unwrap_or_default();
-    let ticks: u64 = std::iter::once(pid.to_string())
-        .chain(children.split_whitespace().map(str::to_owned))
-        .filter_map(|p| util::stat_ticks(&p))
+    let process = i32::try_from(pid)
+        .ok()
+        .and_then(|pid| Process::new(pid).ok());
+    let main = process.as_ref().and_then(|p| p.task_main_thread().ok());
+    let children = main.and_then(|t| t.children().ok()).unwrap_or_default();
+    let ticks: u64 = std::iter::once(pid)
+        .chain(children)
+        .filter_map(|p| util::stat_ticks(&Process::new(i32::try_from(p).ok()?).ok()?))
         .sum();
     ticks * 1_000_000_000 / util::clock_ticks().max(1)
 }

@@ -6,6 +6,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, SystemTime};
 
+use procfs::process::Process;
+use procfs::{Current as _, CurrentSI as _};
 use tls_reload::TlsFiles;
 use tls_reload::testing::{AtomicWriter, Leaf, LeafOptions, TestCa};
 use tokio::task::JoinHandle;
@@ -181,32 +183,22 @@ pub(crate) fn ms(d: Duration) -> f64 {
 
 // === /proc ===
 
-/// Resident set size of this process in KiB (`VmRSS` of
-/// `/proc/self/status`).
+/// Resident set size of this process in KiB (`VmRSS`).
 pub(crate) fn rss_kib() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
+    Process::myself().ok()?.status().ok()?.vmrss
 }
 
 /// User plus system CPU time of this process, all threads (alive or
-/// ended), from `/proc/self/stat`; resolution one clock tick.
+/// ended); resolution one clock tick.
 pub(crate) fn process_cpu() -> Option<Duration> {
-    let ticks = stat_ticks("self")?;
+    let ticks = stat_ticks(&Process::myself().ok()?)?;
     Some(Duration::from_secs_f64(ticks as f64 / clock_ticks() as f64))
 }
 
-/// utime + stime of process `pid` (or `self`), in clock ticks, from
-/// `/proc/PID/stat`.
-pub(crate) fn stat_ticks(pid: &str) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name may contain spaces: fields start after the last ')'.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // Field 14 (utime) and 15 (stime) of proc(5); index 0 here is field 3.
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some(utime + stime)
+/// utime + stime of `process`, in clock ticks.
+pub(crate) fn stat_ticks(process: &Process) -> Option<u64> {
+    let stat = process.stat().ok()?;
+    Some(stat.utime + stat.stime)
 }
 
 /// On-CPU time of each live thread of this process, in nanoseconds, from
@@ -215,16 +207,17 @@ pub(crate) fn stat_ticks(pid: &str) -> Option<u64> {
 /// loses its time within the window (the tokio blocking pool's threads
 /// end after 10 s idle), so prefer windows in which few threads end.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct ThreadsCpu(std::collections::HashMap<u32, u64>);
+pub(crate) struct ThreadsCpu(std::collections::HashMap<i32, u64>);
 
 impl ThreadsCpu {
     pub(crate) fn now() -> Self {
-        let tasks = std::fs::read_dir("/proc/self/task").into_iter().flatten();
-        let threads = tasks.flatten().filter_map(|entry| {
-            let tid = entry.file_name().to_str()?.parse().ok()?;
-            let schedstat = std::fs::read_to_string(entry.path().join("schedstat")).ok()?;
-            Some((tid, schedstat.split_whitespace().next()?.parse().ok()?))
-        });
+        let tasks = Process::myself()
+            .and_then(|p| p.tasks())
+            .into_iter()
+            .flatten();
+        let threads = tasks
+            .flatten()
+            .filter_map(|task| Some((task.tid, task.schedstat().ok()?.sum_exec_runtime)));
         Self(threads.collect())
     }
 
@@ -237,21 +230,13 @@ impl ThreadsCpu {
     }
 }
 
-/// Busy and total CPU time of the whole machine, in clock ticks, from the
-/// `cpu` line of `/proc/stat` (steal counts as busy: another tenant had the
-/// core).
+/// Busy and total CPU time of the whole machine, in clock ticks (steal
+/// counts as busy: another tenant had the core; guest is in user).
 pub(crate) fn machine_ticks() -> Option<(u64, u64)> {
-    let stat = std::fs::read_to_string("/proc/stat").ok()?;
-    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
-    let v: Vec<u64> = line
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|x| x.parse().ok())
-        .collect();
-    // user nice system idle iowait irq softirq steal (guest is in user).
-    let get = |i: usize| v.get(i).copied().unwrap_or(0);
-    let busy = get(0) + get(1) + get(2) + get(5) + get(6) + get(7);
-    Some((busy, busy + get(3) + get(4)))
+    let t = procfs::KernelStats::current().ok()?.total;
+    let extra = [t.irq, t.softirq, t.steal].map(Option::unwrap_or_default);
+    let busy = t.user + t.nice + t.system + extra.iter().sum::<u64>();
+    Some((busy, busy + t.idle + t.iowait.unwrap_or_default()))
 }
 
 /// The start of a measurement window, to learn what the rest of the
@@ -281,34 +266,23 @@ impl WindowStart {
     }
 }
 
-/// What `program args` printed, trimmed, when it ran and succeeded.
-fn output_of(program: &str, args: &[&str]) -> Option<String> {
-    let mut cmd = Command::new(program);
-    let out = openshell_e2e::command::run(cmd.args(args), None, Duration::from_secs(60)).ok()?;
-    Some(out.stdout.trim().to_owned())
-}
-
-/// `sysconf(_SC_CLK_TCK)`, asked of `getconf` (no unsafe code here); 100,
-/// the Linux default, when that fails.
+/// `sysconf(_SC_CLK_TCK)`.
 pub(crate) fn clock_ticks() -> u64 {
-    static TCK: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-    *TCK.get_or_init(|| {
-        let tck = output_of("getconf", &["CLK_TCK"]).and_then(|s| s.parse().ok());
-        tck.filter(|&t| t > 0).unwrap_or(100)
-    })
+    procfs::ticks_per_second()
 }
 
 /// The CPU model from `/proc/cpuinfo`.
 pub(crate) fn cpu_model() -> String {
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let line = cpuinfo.lines().find(|l| l.starts_with("model name"));
-    let model = line.and_then(|l| l.split_once(':'));
-    model.map_or_else(|| "unknown".into(), |(_, m)| m.trim().to_owned())
+    let info = procfs::CpuInfo::current().ok();
+    let model = info.as_ref().and_then(|c| c.model_name(0));
+    model.map_or_else(|| "unknown".into(), |m| m.trim().to_owned())
 }
 
 /// Processors online, as `nproc` prints it.
 pub(crate) fn nproc() -> String {
-    output_of("nproc", &[]).unwrap_or_else(|| "?".into())
+    let out =
+        openshell_e2e::command::run(&mut Command::new("nproc"), None, Duration::from_secs(60));
+    out.map_or_else(|_| "?".into(), |o| o.stdout.trim().to_owned())
 }
 
 /// Now, RFC 3339, seconds.
