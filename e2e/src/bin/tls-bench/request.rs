@@ -20,8 +20,11 @@ use rustls::ServerConfig;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tls_reload::testing::{Leaf, TestCa};
+use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::gateway::{start, stop, volume_config};
 use openshell_e2e::command;
@@ -362,14 +365,9 @@ async fn bare_tonic(leaf: &Leaf) -> (SocketAddr, JoinHandle<()>) {
         .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
         .expect("tonic TLS config");
     // As tonic's own `serve` (and every other server here) would: no Nagle.
-    let incoming = tokio_stream::StreamExt::map(
-        tokio_stream::wrappers::TcpListenerStream::new(listener),
-        |tcp| {
-            tcp.inspect(|tcp| {
-                let _ = tcp.set_nodelay(true);
-            })
-        },
-    );
+    let nodelay =
+        |tcp: std::io::Result<TcpStream>| tcp.inspect(|t| t.set_nodelay(true).unwrap_or_default());
+    let incoming = StreamExt::map(TcpListenerStream::new(listener), nodelay);
     let router = server.add_service(health);
     let task = tokio::spawn(async move {
         let _ = router.serve_with_incoming(incoming).await;
@@ -408,12 +406,10 @@ impl Server {
             .port();
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let (mut cmd, what) = command(&root, addr)?;
-        let child = cmd
-            .stdin(Stdio::null())
+        cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("starting {what}: {e}"))?;
+            .stderr(Stdio::null());
+        let child = cmd.spawn().map_err(|e| format!("starting {what}: {e}"))?;
         let server = Self {
             child,
             addr,
