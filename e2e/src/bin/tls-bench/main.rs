@@ -111,24 +111,16 @@ async fn run(s: &Settings, only: &[Figure]) -> Vec<Row> {
     let started = Instant::now();
     let wanted = |figure: Figure| only.is_empty() || only.contains(&figure);
     let mode = if s.smoke { "smoke" } else { "full" };
-    let build = if cfg!(debug_assertions) {
-        "debug"
-    } else {
-        "release"
-    };
+    let build = ["release", "debug"][usize::from(cfg!(debug_assertions))];
+    let (cores, nproc, cpu) = (s.cores, util::nproc(), util::cpu_model());
+    let (now, fs) = (util::now_rfc3339(), util::volume_fs());
     println!(
-        "tls-bench: {mode} mode, {build} build, {} cores available (nproc {}), CPU {}, {}",
-        s.cores,
-        util::nproc(),
-        util::cpu_model(),
-        util::now_rfc3339(),
+        "tls-bench: {mode} mode, {build} build, {cores} cores available (nproc {nproc}), CPU {cpu}, {now}"
     );
     println!(
-        "server and clients share this process and its {}-thread runtime over loopback; \
+        "server and clients share this process and its {cores}-thread runtime over loopback; \
          client session resumption is off (every handshake is a full TLS 1.3 handshake); \
-         certificate files live on {}",
-        s.cores,
-        util::volume_fs()
+         certificate files live on {fs}"
     );
 
     let mut rows = Vec::new();
@@ -152,11 +144,8 @@ async fn run(s: &Settings, only: &[Figure]) -> Vec<Row> {
         }
     }
 
-    println!(
-        "\n== summary ({mode} mode, {} cores, {:.0} s)\n",
-        s.cores,
-        started.elapsed().as_secs_f64()
-    );
+    let secs = started.elapsed().as_secs_f64();
+    println!("\n== summary ({mode} mode, {cores} cores, {secs:.0} s)\n");
     print!("{}", util::table(&rows, s.smoke));
     rows
 }
