@@ -157,17 +157,9 @@ impl Clients {
         Self::run(n, spec.limit, move |counters| {
             let (spec, connector) = (spec.clone(), connector.clone());
             async move {
-                let fingerprint = one(&spec, &connector).await.map_err(|e| e.to_string())?;
-                if let (Some(p), Some(fp)) = (&spec.published, fingerprint) {
-                    if !p.allows(&fp) {
-                        counters.mismatched.fetch_add(1, Ordering::Relaxed);
-                        counters.note(format!("served unpublished {fp}"));
-                    }
-                    if let Some(i) = p.index_of(&fp) {
-                        counters.seen.lock().expect("seen").insert(i);
-                    }
-                }
-                Ok(())
+                one(&spec, &connector, &counters)
+                    .await
+                    .map_err(|e| e.to_string())
             }
         })
     }
@@ -218,9 +210,9 @@ impl Clients {
 }
 
 /// One connection: TCP, TLS handshake (verifying the chain and the
-/// server's signature with the leaf's key), then `spec.after`. Returns the
-/// served fingerprint when it is checked.
-async fn one(spec: &ClientSpec, connector: &TlsConnector) -> io::Result<Option<String>> {
+/// server's signature with the leaf's key), then `spec.after`; then, when
+/// `spec.published` is set, the served fingerprint is checked against it.
+async fn one(spec: &ClientSpec, connector: &TlsConnector, counters: &Counters) -> io::Result<()> {
     let tcp = TcpStream::connect(spec.addr).await?;
     tcp.set_nodelay(true)?;
     let name = ServerName::try_from("localhost").map_err(io::Error::other)?;
@@ -241,7 +233,16 @@ async fn one(spec: &ClientSpec, connector: &TlsConnector) -> io::Result<Option<S
         }
         After::Close => tls.shutdown().await?,
     }
-    Ok(fingerprint)
+    if let (Some(published), Some(fp)) = (&spec.published, fingerprint) {
+        if !published.allows(&fp) {
+            counters.mismatched.fetch_add(1, Ordering::Relaxed);
+            counters.note(format!("served unpublished {fp}"));
+        }
+        if let Some(i) = published.index_of(&fp) {
+            counters.seen.lock().expect("seen").insert(i);
+        }
+    }
+    Ok(())
 }
 
 /// A client config trusting `ca_pem`, resumption off, with `alpn`.

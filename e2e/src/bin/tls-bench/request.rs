@@ -398,12 +398,11 @@ impl Server {
         command: impl FnOnce(&Path, SocketAddr) -> Result<(Command, String), String>,
     ) -> Result<Self, String> {
         let root = dir.join(name);
-        let port = std::fs::create_dir_all(root.join("logs"))
+        std::fs::create_dir_all(root.join("logs"))
             .and_then(|()| std::fs::write(root.join("tls.crt"), &leaf.cert_pem))
             .and_then(|()| std::fs::write(root.join("tls.key"), &leaf.key_pem))
-            .and_then(|()| std::net::TcpListener::bind("127.0.0.1:0")?.local_addr())
-            .map_err(|e| e.to_string())?
-            .port();
+            .map_err(|e| e.to_string())?;
+        let port = openshell_e2e::kube::free_loopback_port().map_err(|e| e.to_string())?;
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let (mut cmd, what) = command(&root, addr)?;
         cmd.stdin(Stdio::null())

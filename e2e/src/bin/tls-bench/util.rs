@@ -97,22 +97,19 @@ impl Row {
     /// The cells of its line in the summary table.
     fn cells(&self, smoke: bool) -> [String; 4] {
         let (target, result) = match &self.verdict {
-            Verdict::Checked { target, pass } => {
-                (target.as_str(), if *pass { "pass" } else { "MISS" })
-            }
+            Verdict::Checked { target, pass: true } => (target.as_str(), "pass"),
+            Verdict::Checked {
+                target,
+                pass: false,
+            } => (target.as_str(), "MISS"),
             Verdict::Info => ("-", "info"),
             Verdict::Skipped => ("-", "skip"),
         };
-        let result = match &self.verdict {
-            Verdict::Checked { .. } if smoke => format!("{result} (smoke, not enforced)"),
-            _ => result.to_owned(),
-        };
-        [
-            self.figure.clone(),
-            self.value.clone(),
-            target.to_owned(),
-            result,
-        ]
+        let mut result = result.to_owned();
+        if smoke && matches!(self.verdict, Verdict::Checked { .. }) {
+            result.push_str(" (smoke, not enforced)");
+        }
+        [self.figure.as_str(), &self.value, target, &result].map(str::to_owned)
     }
 }
 
