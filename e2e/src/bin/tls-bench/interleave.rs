@@ -129,10 +129,8 @@ pub(crate) async fn interleave_flag(
     arm: &AtomicBool,
 ) -> Vec<Round> {
     let switch = |b| arm.store(b, Ordering::Relaxed);
-    interleave(schedule, count, names, switch, |_| {
-        tokio::time::sleep(schedule.slot)
-    })
-    .await
+    let slot = |_| tokio::time::sleep(schedule.slot);
+    interleave(schedule, count, names, switch, slot).await
 }
 
 /// The figure of an interleaved comparison: the median round ratio.

@@ -292,11 +292,8 @@ impl H2load {
         })?;
         let numbers = |prefix: &str| -> Option<Vec<u64>> {
             let line = text.lines().find_map(|l| l.strip_prefix(prefix))?;
-            Some(
-                line.split(',')
-                    .filter_map(|part| part.split_whitespace().next()?.parse().ok())
-                    .collect(),
-            )
+            let first_word = |part: &str| part.split_whitespace().next()?.parse().ok();
+            Some(line.split(',').filter_map(first_word).collect())
         };
         // total, started, done, succeeded, failed, errored, timeout
         let requests = numbers("requests: ")?;
