@@ -94,10 +94,9 @@ async fn cpu_over(wall: Duration) -> (f64, f64, Duration) {
     let (c0, n0, t0) = (util::process_cpu(), util::ThreadsCpu::now(), Instant::now());
     tokio::time::sleep(wall).await;
     let (c1, n1, elapsed) = (util::process_cpu(), util::ThreadsCpu::now(), t0.elapsed());
-    let cpu = match (c0, c1) {
-        (Some(a), Some(b)) => b.saturating_sub(a),
-        _ => Duration::ZERO,
-    };
+    let cpu = c1
+        .zip(c0)
+        .map_or(Duration::ZERO, |(b, a)| b.saturating_sub(a));
     let ns = n1.since(&n0);
     let pct = |used: f64| used / elapsed.as_secs_f64() * 100.0;
     (pct(cpu.as_secs_f64()), pct(ns as f64 / 1e9), cpu)
