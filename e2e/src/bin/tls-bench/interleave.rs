@@ -36,12 +36,11 @@ pub(crate) struct Schedule {
 
 impl Schedule {
     pub(crate) fn describe(&self) -> String {
+        let (rounds, pairs) = (self.rounds, self.pairs_per_round);
+        let (slot, guard) = (self.slot.as_millis(), self.guard.as_millis());
         format!(
-            "{} rounds of {} A/B slot pairs of {} ms (order A B, B A, ...; {} ms guard after each switch)",
-            self.rounds,
-            self.pairs_per_round,
-            self.slot.as_millis(),
-            self.guard.as_millis()
+            "{rounds} rounds of {pairs} A/B slot pairs of {slot} ms (order A B, B A, ...; \
+             {guard} ms guard after each switch)"
         )
     }
 }
@@ -97,7 +96,7 @@ where
                 cpu[i] += n1.since(&n0);
             }
         }
-        let foreign = window.finish().foreign.unwrap_or(f64::NAN);
+        let foreign = window.foreign().unwrap_or(f64::NAN);
         let rate = |i: usize| done[i] as f64 / time[i].as_secs_f64();
         let per_op = |i: usize| cpu[i] as f64 / done[i].max(1) as f64;
         let round = Round {
@@ -105,21 +104,16 @@ where
             cpu_ratio: per_op(0) / per_op(1),
             foreign,
         };
+        let ([a, b], [rate_a, rate_b], n) = (names, round.rates, r + 1);
+        let (ratio, cpu_ratio, other) = (round.ratio(), round.cpu_ratio, foreign * 100.0);
+        let note = if foreign >= DISTURBED {
+            " (disturbed)"
+        } else {
+            ""
+        };
         println!(
-            "   round {:>2}: {} {:.0}/s, {} {:.0}/s, ratio {:.4}, CPU/op ratio {:.4}, other processes {:.1} %{}",
-            r + 1,
-            names[0],
-            round.rates[0],
-            names[1],
-            round.rates[1],
-            round.ratio(),
-            round.cpu_ratio,
-            foreign * 100.0,
-            if foreign >= DISTURBED {
-                " (disturbed)"
-            } else {
-                ""
-            }
+            "   round {n:>2}: {a} {rate_a:.0}/s, {b} {rate_b:.0}/s, ratio {ratio:.4}, \
+             CPU/op ratio {cpu_ratio:.4}, other processes {other:.1} %{note}"
         );
         rounds.push(round);
     }
@@ -135,10 +129,8 @@ pub(crate) async fn interleave_flag(
     arm: &AtomicBool,
 ) -> Vec<Round> {
     let switch = |b| arm.store(b, Ordering::Relaxed);
-    interleave(schedule, count, names, switch, |_| {
-        tokio::time::sleep(schedule.slot)
-    })
-    .await
+    let slot = |_| tokio::time::sleep(schedule.slot);
+    interleave(schedule, count, names, switch, slot).await
 }
 
 /// The figure of an interleaved comparison: the median round ratio.
@@ -150,29 +142,18 @@ pub(crate) fn summarize(rounds: &[Round], names: [&str; 2]) -> (f64, String) {
     let pooled = b.iter().sum::<f64>() / a.iter().sum::<f64>();
     let (lo, hi) = util::range(&ratios);
     let disturbed = rounds.iter().filter(|r| r.foreign >= DISTURBED).count();
-    let clean: Vec<f64> = rounds
-        .iter()
-        .filter(|r| r.foreign < DISTURBED)
-        .map(Round::ratio)
-        .collect();
-    let clean_note = if disturbed > 0 && clean.len() >= 3 {
-        format!(", undisturbed rounds only {:.3}", util::median(&clean))
-    } else {
-        String::new()
+    let clean = rounds.iter().filter(|r| r.foreign < DISTURBED);
+    let clean: Vec<f64> = clean.map(Round::ratio).collect();
+    let clean_note = match disturbed > 0 && clean.len() >= 3 {
+        true => format!(", undisturbed rounds only {:.3}", util::median(&clean)),
+        false => String::new(),
     };
-    let median = util::median(&ratios);
-    (
-        median,
-        format!(
-            "{median:.3} (median of {} rounds, range {lo:.3}..{hi:.3}, pooled {pooled:.3}; \
-             {} {:.0}/s vs {} {:.0}/s; CPU-per-op ratio {:.3}; {disturbed} rounds disturbed by \
-             other processes{clean_note})",
-            ratios.len(),
-            names[1],
-            util::median(&b),
-            names[0],
-            util::median(&a),
-            util::median(&cpu),
-        ),
-    )
+    let (median, n, [name_a, name_b]) = (util::median(&ratios), ratios.len(), names);
+    let (rate_a, rate_b, cpu) = (util::median(&a), util::median(&b), util::median(&cpu));
+    let value = format!(
+        "{median:.3} (median of {n} rounds, range {lo:.3}..{hi:.3}, pooled {pooled:.3}; \
+         {name_b} {rate_b:.0}/s vs {name_a} {rate_a:.0}/s; CPU-per-op ratio {cpu:.3}; \
+         {disturbed} rounds disturbed by other processes{clean_note})"
+    );
+    (median, value)
 }

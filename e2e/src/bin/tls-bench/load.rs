@@ -2,6 +2,7 @@
 //! concurrent client loops that count completed and failed handshakes.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -26,13 +27,10 @@ where
     tokio::spawn(async move {
         let deadline = tokio::time::Instant::now() + limit;
         while let Ok(accepted) = tokio::time::timeout_at(deadline, listener.accept()).await {
-            let tcp = match accepted {
-                Ok((tcp, _)) => tcp,
-                Err(_) => {
-                    // Out of descriptors or similar: back off, do not spin.
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                }
+            let Ok((tcp, _)) = accepted else {
+                // Out of descriptors or similar: back off, do not spin.
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
             };
             let _ = tcp.set_nodelay(true);
             let handshake = accept(tcp);
@@ -48,9 +46,8 @@ where
 
 /// A loopback listener on an ephemeral port.
 pub(crate) async fn listen() -> (TcpListener, SocketAddr) {
-    let listener = TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind loopback");
+    let bound = TcpListener::bind("127.0.0.1:0").await;
+    let listener = bound.expect("bind loopback");
     let addr = listener.local_addr().expect("local addr");
     (listener, addr)
 }
@@ -78,13 +75,11 @@ impl Published {
     /// Fingerprints in the order they will be published; the first is
     /// published already.
     pub(crate) fn new(fingerprints: impl IntoIterator<Item = String>) -> Self {
+        let index = fingerprints.into_iter().enumerate().map(|(i, f)| (f, i));
+        let index = index.collect();
         Self {
-            index: fingerprints
-                .into_iter()
-                .enumerate()
-                .map(|(i, f)| (f, i))
-                .collect(),
-            upto: AtomicUsize::new(0),
+            index,
+            ..Self::default()
         }
     }
 
@@ -96,9 +91,8 @@ impl Published {
     /// Whether `fingerprint` was published by the time the handshake that
     /// served it completed.
     pub(crate) fn allows(&self, fingerprint: &str) -> bool {
-        self.index
-            .get(fingerprint)
-            .is_some_and(|&i| i <= self.upto.load(Ordering::SeqCst))
+        let upto = self.upto.load(Ordering::SeqCst);
+        self.index_of(fingerprint).is_some_and(|i| i <= upto)
     }
 
     /// The publication index of `fingerprint`.
@@ -107,7 +101,7 @@ impl Published {
     }
 }
 
-/// Counters shared by the client loops of one run.
+/// Counters shared by the loops of one run.
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
     pub(crate) ok: AtomicU64,
@@ -120,7 +114,23 @@ pub(crate) struct Counters {
     pub(crate) seen: Mutex<std::collections::HashSet<usize>>,
 }
 
-/// Running client loops.
+impl Counters {
+    /// Failures, unpublished certificates served, and the first error.
+    pub(crate) fn failures(&self) -> (u64, u64, Option<String>) {
+        let first = self.first_error.lock().expect("first error").clone();
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        (load(&self.failed), load(&self.mismatched), first)
+    }
+
+    fn note(&self, error: String) {
+        self.first_error
+            .lock()
+            .expect("first error")
+            .get_or_insert(error);
+    }
+}
+
+/// Running loops of one operation, counting completions and failures.
 pub(crate) struct Clients {
     stop: Arc<AtomicBool>,
     pub(crate) counters: Arc<Counters>,
@@ -142,33 +152,39 @@ pub(crate) struct ClientSpec {
 impl Clients {
     /// Starts `n` loops of handshakes against `spec.addr`.
     pub(crate) fn start(spec: &ClientSpec, n: usize) -> Self {
+        let spec = Arc::new(spec.clone());
+        let connector = TlsConnector::from(spec.config.clone());
+        Self::run(n, spec.limit, move |counters| {
+            let (spec, connector) = (spec.clone(), connector.clone());
+            async move {
+                one(&spec, &connector, &counters)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+        })
+    }
+
+    /// Starts `n` loops of `op`; they end by themselves after `limit`.
+    pub(crate) fn run<F, Fut>(n: usize, limit: Duration, op: F) -> Self
+    where
+        F: Fn(Arc<Counters>) -> Fut + Clone + Send + 'static,
+        Fut: Future<Output = Result<(), String>> + Send,
+    {
         let stop = Arc::new(AtomicBool::new(false));
         let counters = Arc::new(Counters::default());
-        let deadline = Instant::now() + spec.limit;
+        let deadline = Instant::now() + limit;
         let tasks = (0..n)
             .map(|_| {
-                let (stop, counters, spec) = (stop.clone(), counters.clone(), spec.clone());
+                let (stop, counters, op) = (stop.clone(), counters.clone(), op.clone());
                 tokio::spawn(async move {
-                    let connector = TlsConnector::from(spec.config.clone());
                     while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
-                        match one(&spec, &connector).await {
-                            Ok(fingerprint) => {
-                                counters.ok.fetch_add(1, Ordering::Relaxed);
-                                if let (Some(p), Some(fp)) = (&spec.published, fingerprint) {
-                                    if !p.allows(&fp) {
-                                        counters.mismatched.fetch_add(1, Ordering::Relaxed);
-                                        note(&counters, format!("served unpublished {fp}"));
-                                    }
-                                    if let Some(i) = p.index_of(&fp) {
-                                        counters.seen.lock().expect("seen").insert(i);
-                                    }
-                                }
-                            }
+                        match op(counters.clone()).await {
+                            Ok(()) => counters.ok.fetch_add(1, Ordering::Relaxed),
                             Err(e) => {
-                                counters.failed.fetch_add(1, Ordering::Relaxed);
-                                note(&counters, e.to_string());
+                                counters.note(e);
+                                counters.failed.fetch_add(1, Ordering::Relaxed)
                             }
-                        }
+                        };
                     }
                 })
             })
@@ -180,12 +196,12 @@ impl Clients {
         }
     }
 
-    /// Completed handshakes so far.
+    /// Completed operations so far.
     pub(crate) fn ok(&self) -> u64 {
         self.counters.ok.load(Ordering::Relaxed)
     }
 
-    /// Stops the loops and waits for them (each finishes its handshake).
+    /// Stops the loops and waits for them (each finishes its operation).
     pub(crate) async fn stop(self) -> Arc<Counters> {
         self.stop.store(true, Ordering::Relaxed);
         crate::util::join_or_abort(self.tasks, Duration::from_secs(15)).await;
@@ -193,32 +209,20 @@ impl Clients {
     }
 }
 
-fn note(counters: &Counters, error: String) {
-    let mut first = counters.first_error.lock().expect("first error");
-    if first.is_none() {
-        *first = Some(error);
-    }
-}
-
 /// One connection: TCP, TLS handshake (verifying the chain and the
-/// server's signature with the leaf's key), then `spec.after`. Returns the
-/// served fingerprint when it is checked.
-async fn one(spec: &ClientSpec, connector: &TlsConnector) -> io::Result<Option<String>> {
+/// server's signature with the leaf's key), then `spec.after`; then, when
+/// `spec.published` is set, the served fingerprint is checked against it.
+async fn one(spec: &ClientSpec, connector: &TlsConnector, counters: &Counters) -> io::Result<()> {
     let tcp = TcpStream::connect(spec.addr).await?;
     tcp.set_nodelay(true)?;
     let name = ServerName::try_from("localhost").map_err(io::Error::other)?;
     let mut tls = connector.connect(name, tcp).await?;
-    let fingerprint = match &spec.published {
-        Some(_) => Some(
-            tls.get_ref()
-                .1
-                .peer_certificates()
-                .and_then(|c| c.first())
-                .map(|c| tls_reload::Fingerprint::of(c).to_string())
-                .ok_or_else(|| io::Error::other("no server certificate"))?,
-        ),
-        None => None,
-    };
+    let mut fingerprint = None;
+    if spec.published.is_some() {
+        let leaf = tls.get_ref().1.peer_certificates().and_then(|c| c.first());
+        let leaf = leaf.ok_or_else(|| io::Error::other("no server certificate"))?;
+        fingerprint = Some(tls_reload::Fingerprint::of(leaf).to_string());
+    }
     match spec.after {
         After::ReadOk => {
             let mut reply = Vec::with_capacity(8);
@@ -227,11 +231,18 @@ async fn one(spec: &ClientSpec, connector: &TlsConnector) -> io::Result<Option<S
                 return Err(io::Error::other(format!("unexpected reply {reply:?}")));
             }
         }
-        After::Close => {
-            tls.shutdown().await?;
+        After::Close => tls.shutdown().await?,
+    }
+    if let (Some(published), Some(fp)) = (&spec.published, fingerprint) {
+        if !published.allows(&fp) {
+            counters.mismatched.fetch_add(1, Ordering::Relaxed);
+            counters.note(format!("served unpublished {fp}"));
+        }
+        if let Some(i) = published.index_of(&fp) {
+            counters.seen.lock().expect("seen").insert(i);
         }
     }
-    Ok(fingerprint)
+    Ok(())
 }
 
 /// A client config trusting `ca_pem`, resumption off, with `alpn`.

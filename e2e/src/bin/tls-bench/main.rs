@@ -81,11 +81,11 @@ fn cores() -> u16 {
 
 fn main() {
     let args = Args::parse();
-    let cores = usize::from(cores());
+    let (cores, clients) = (usize::from(cores()), usize::from(args.clients));
     let settings = Settings {
         smoke: args.smoke,
         cores,
-        clients: usize::from(args.clients),
+        clients,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(cores)
@@ -110,64 +110,45 @@ fn main() {
 async fn run(s: &Settings, only: &[Figure]) -> Vec<Row> {
     let started = Instant::now();
     let wanted = |figure: Figure| only.is_empty() || only.contains(&figure);
+    let mode = if s.smoke { "smoke" } else { "full" };
+    let build = ["release", "debug"][usize::from(cfg!(debug_assertions))];
+    let (cores, nproc, cpu) = (s.cores, util::nproc(), util::cpu_model());
+    let (now, fs) = (util::now_rfc3339(), util::volume_fs());
     println!(
-        "tls-bench: {} mode, {} build, {} cores available (nproc {}), CPU {}, {}",
-        if s.smoke { "smoke" } else { "full" },
-        if cfg!(debug_assertions) {
-            "debug"
-        } else {
-            "release"
-        },
-        s.cores,
-        util::nproc(),
-        util::cpu_model(),
-        util::now_rfc3339(),
+        "tls-bench: {mode} mode, {build} build, {cores} cores available (nproc {nproc}), CPU {cpu}, {now}"
     );
     println!(
-        "server and clients share this process and its {}-thread runtime over loopback; \
+        "server and clients share this process and its {cores}-thread runtime over loopback; \
          client session resumption is off (every handshake is a full TLS 1.3 handshake); \
-         certificate files live on {}",
-        s.cores,
-        util::volume_fs()
+         certificate files live on {fs}"
     );
 
     let mut rows = Vec::new();
-    if wanted(Figure::Handshake) {
-        rows.extend(handshake::throughput(s, KeyKind::EcdsaP256).await);
-        rows.extend(handshake::throughput(s, KeyKind::Rsa2048).await);
-        for identities in [1, 3] {
-            rows.extend(handshake::sni(s, identities).await);
+    // In the order of `Figure`, which is the order of BENCH.md.
+    for figure in Figure::value_variants().iter().filter(|f| wanted(**f)) {
+        match figure {
+            Figure::Handshake => {
+                rows.extend(handshake::throughput(s, KeyKind::EcdsaP256).await);
+                rows.extend(handshake::throughput(s, KeyKind::Rsa2048).await);
+                for identities in [1, 3] {
+                    rows.extend(handshake::sni(s, identities).await);
+                }
+            }
+            Figure::Rotating => rows.extend(handshake::rotating(s).await),
+            Figure::Latency => {
+                rows.extend(latency::latency(s, Duration::from_millis(200)).await);
+                rows.extend(latency::latency(s, Duration::ZERO).await);
+            }
+            Figure::Gateway => rows.extend(gateway::rotations_under_load(s).await),
+            Figure::Memory => rows.extend(resources::reloads(s).await),
+            Figure::Idle => rows.extend(resources::idle_cpu(s).await),
+            Figure::Grpc => rows.extend(gateway::grpc(s).await),
+            Figure::Request => rows.extend(request::request_path(s).await),
         }
     }
-    if wanted(Figure::Rotating) {
-        rows.extend(handshake::rotating(s).await);
-    }
-    if wanted(Figure::Latency) {
-        rows.extend(latency::latency(s, Duration::from_millis(200)).await);
-        rows.extend(latency::latency(s, Duration::ZERO).await);
-    }
-    if wanted(Figure::Gateway) {
-        rows.extend(gateway::rotations_under_load(s).await);
-    }
-    if wanted(Figure::Memory) {
-        rows.extend(resources::reloads(s).await);
-    }
-    if wanted(Figure::Idle) {
-        rows.extend(resources::idle_cpu(s).await);
-    }
-    if wanted(Figure::Grpc) {
-        rows.extend(gateway::grpc(s).await);
-    }
-    if wanted(Figure::Request) {
-        rows.extend(request::request_path(s).await);
-    }
 
-    println!(
-        "\n== summary ({} mode, {} cores, {:.0} s)\n",
-        if s.smoke { "smoke" } else { "full" },
-        s.cores,
-        started.elapsed().as_secs_f64()
-    );
+    let secs = started.elapsed().as_secs_f64();
+    println!("\n== summary ({mode} mode, {cores} cores, {secs:.0} s)\n");
     print!("{}", util::table(&rows, s.smoke));
     rows
 }

@@ -7,7 +7,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,10 +20,16 @@ use rustls::ServerConfig;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tls_reload::testing::{Leaf, TestCa};
+use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::gateway::{start, stop, volume_config};
+use openshell_e2e::command;
+use procfs::process::Process;
+
 use crate::load;
 use crate::util::{self, Row, Settings};
 
@@ -40,7 +46,8 @@ const GRPC_EMPTY_MESSAGE: [u8; 5] = [0, 0, 0, 0, 0];
 /// Figure 7.
 pub(crate) async fn request_path(s: &Settings) -> Vec<Row> {
     println!("\n== 7. request path: gateway vs bare hyper, bare tonic and nginx, driven by h2load");
-    if let Err(why) = h2load_version() {
+    if let Err(e) = Command::new("h2load").arg("--version").output() {
+        let why = format!("h2load not runnable ({e}); install Debian's nghttp2-client");
         return vec![Row::skipped("7. request path (h2load)", why)];
     }
     let ca = TestCa::new("bench CA");
@@ -55,13 +62,16 @@ pub(crate) async fn request_path(s: &Settings) -> Vec<Row> {
     let static_tls = server_config(&leaf);
     let (hyper_addr, hyper_task) = bare_hyper(static_tls).await;
     let (tonic_addr, tonic_task) = bare_tonic(&leaf).await;
-    let nginx = Nginx::start(tmp.path(), &leaf);
+    let nginx = Server::nginx(tmp.path(), &leaf);
     if let Err(why) = &nginx {
         println!("   nginx arm skipped: {why}");
     }
-    let binary = GatewayBinary::start(tmp.path(), &leaf);
+    let path = std::env::current_exe()
+        .expect("this executable")
+        .with_file_name("openshell-gateway");
+    let binary = Server::binary(tmp.path(), &leaf, &path);
     match &binary {
-        Ok(b) => println!("   gateway binary arm: {}", b.path.display()),
+        Ok(_) => println!("   gateway binary arm: {}", path.display()),
         Err(why) => println!("   gateway binary arm skipped: {why}"),
     }
 
@@ -75,28 +85,22 @@ pub(crate) async fn request_path(s: &Settings) -> Vec<Row> {
          (nginx: its worker processes)"
     );
 
-    let http = |addr: SocketAddr| format!("https://127.0.0.1:{}/healthz", addr.port());
-    let grpc = |addr: SocketAddr| {
-        format!(
-            "https://127.0.0.1:{}/grpc.health.v1.Health/Check",
-            addr.port()
-        )
-    };
+    let grpc = Some(body.as_path());
     let mut http_arms = vec![
-        Arm::new("bare hyper", http(hyper_addr), None, None),
-        Arm::new("gateway", http(gateway.addr()), None, None),
+        Arm::new("bare hyper", hyper_addr, None, None),
+        Arm::new("gateway", gateway.addr(), None, None),
     ];
     if let Ok(n) = &nginx {
-        http_arms.push(Arm::new("nginx", http(n.addr), None, Some(n.child.id())));
+        http_arms.push(Arm::new("nginx", n.addr, None, Some(n.child.id())));
     }
     let mut grpc_arms = vec![
-        Arm::new("bare tonic", grpc(tonic_addr), Some(body.clone()), None),
-        Arm::new("gateway", grpc(gateway.addr()), Some(body.clone()), None),
+        Arm::new("bare tonic", tonic_addr, grpc, None),
+        Arm::new("gateway", gateway.addr(), grpc, None),
     ];
     if let Ok(b) = &binary {
         let pid = Some(b.child.id());
-        http_arms.push(Arm::new("binary", http(b.addr), None, pid));
-        grpc_arms.push(Arm::new("binary", grpc(b.addr), Some(body.clone()), pid));
+        http_arms.push(Arm::new("binary", b.addr, None, pid));
+        grpc_arms.push(Arm::new("binary", b.addr, grpc, pid));
     }
 
     let mut errors = Vec::new();
@@ -115,114 +119,74 @@ pub(crate) async fn request_path(s: &Settings) -> Vec<Row> {
     stop(gateway).await;
     hyper_task.abort();
     tonic_task.abort();
-    let nginx_missing = nginx.as_ref().err().cloned().unwrap_or_default();
-    drop(nginx);
+    let nginx_missing = nginx.err().unwrap_or_default();
     drop(binary);
 
-    let mut rows = Vec::new();
     for a in http_arms.iter().chain(&grpc_arms) {
-        println!(
-            "   {:<10} {:<6} {}",
-            a.name,
-            if a.body.is_some() { "gRPC" } else { "HTTP/2" },
-            a.describe()
-        );
+        let kind = if a.body.is_some() { "gRPC" } else { "HTTP/2" };
+        println!("   {:<10} {kind:<6} {}", a.name, a.describe());
     }
-    rows.push(ratio_row(
-        "7. HTTP/2 GET /healthz req/s, gateway ÷ bare hyper on tokio-rustls",
-        &http_arms[1],
-        &http_arms[0],
-        s.smoke,
-    ));
-    let nginx_arm = http_arms.iter().find(|a| a.name == "nginx");
-    let binary_http = http_arms.iter().find(|a| a.name == "binary");
-    let binary_grpc = grpc_arms.iter().find(|a| a.name == "binary");
-    if let Some(b) = binary_http {
-        rows.push(ratio_row(
-            "7. HTTP/2 GET /healthz req/s, gateway binary ÷ bare hyper",
-            b,
-            &http_arms[0],
-            s.smoke,
-        ));
-    }
-    if let (Some(b), Some(n)) = (binary_http, nginx_arm) {
-        rows.push(ratio_row(
-            "7. HTTP/2 GET /healthz req/s, gateway binary ÷ nginx return 200",
-            b,
-            n,
-            s.smoke,
-        ));
-    }
-    if let Some(b) = binary_grpc {
-        rows.push(ratio_row(
-            "7. gRPC Health/Check calls/s, gateway binary ÷ bare tonic",
-            b,
-            &grpc_arms[0],
-            s.smoke,
-        ));
-    }
-    match nginx_arm {
-        Some(nginx) => rows.push(ratio_row(
-            "7. HTTP/2 GET /healthz req/s, gateway ÷ nginx return 200",
-            &http_arms[1],
-            nginx,
-            s.smoke,
-        )),
-        None => rows.push(Row::skipped(
-            "7. HTTP/2 GET /healthz req/s, gateway ÷ nginx return 200",
-            nginx_missing,
-        )),
-    }
-    rows.push(ratio_row(
-        "7. gRPC Health/Check calls/s, gateway ÷ bare tonic with static TLS",
-        &grpc_arms[1],
-        &grpc_arms[0],
-        s.smoke,
-    ));
+    let find = |arms: &[Arm], name| arms.iter().position(|a: &Arm| a.name == name);
+    let (http_bin, grpc_bin) = (find(&http_arms, "binary"), find(&grpc_arms, "binary"));
+    let nginx = find(&http_arms, "nginx");
+    let mut rows = Vec::new();
+    // Arm B ÷ arm A of `arms`, when both ran.
+    let mut ratio = |arms: &[Arm], b: Option<usize>, a: Option<usize>, what: &str| {
+        let kind = match arms[0].body {
+            Some(_) => "7. gRPC Health/Check calls/s",
+            None => "7. HTTP/2 GET /healthz req/s",
+        };
+        let figure = format!("{kind}, gateway {what}");
+        match (b, a) {
+            (Some(b), Some(a)) => rows.push(ratio_row(figure, &arms[b], &arms[a])),
+            // Arm 1, the in-process gateway, always runs: A is nginx, say why it is missing.
+            (Some(1), None) => rows.push(Row::skipped(figure, nginx_missing.clone())),
+            _ => {}
+        }
+    };
+    ratio(&http_arms, Some(1), Some(0), "÷ bare hyper on tokio-rustls");
+    ratio(&http_arms, http_bin, Some(0), "binary ÷ bare hyper");
+    ratio(&http_arms, http_bin, nginx, "binary ÷ nginx return 200");
+    ratio(&grpc_arms, grpc_bin, Some(0), "binary ÷ bare tonic");
+    ratio(&http_arms, Some(1), nginx, "÷ nginx return 200");
+    ratio(&grpc_arms, Some(1), Some(0), "÷ bare tonic with static TLS");
     let failed: u64 = http_arms.iter().chain(&grpc_arms).map(|a| a.failed).sum();
-    let first = errors
-        .first()
-        .map(|e| format!(" (first: {e})"))
-        .unwrap_or_default();
-    rows.push(Row::check(
+    rows.push(Row::zero(
         "7. failed requests (h2load: failed + errored, non-2xx)",
-        format!("{failed}{first}"),
-        "0",
+        format!("{failed}{}", util::first(errors.first().cloned())),
         failed == 0 && errors.is_empty(),
     ));
     rows
 }
 
-fn ratio_row(figure: &str, b: &Arm, a: &Arm, smoke: bool) -> Row {
+fn ratio_row(figure: String, b: &Arm, a: &Arm) -> Row {
     let ratios: Vec<f64> = b.rates.iter().zip(&a.rates).map(|(b, a)| b / a).collect();
-    let median = util::median(&ratios);
-    let (lo, hi) = util::range(&ratios);
-    let cpu = match (util::median(&a.cpu_per_req), util::median(&b.cpu_per_req)) {
-        (a_ns, b_ns) if a_ns.is_finite() && b_ns.is_finite() => format!(
+    let (median, n, (lo, hi)) = (util::median(&ratios), ratios.len(), util::range(&ratios));
+    let (a_ns, b_ns) = (util::median(&a.cpu_per_req), util::median(&b.cpu_per_req));
+    let cpu = match a_ns.is_finite() && b_ns.is_finite() {
+        true => format!(
             "; server CPU per request {:.1} µs vs {:.1} µs",
             b_ns / 1e3,
             a_ns / 1e3
         ),
-        _ => String::new(),
+        false => String::new(),
     };
+    let (b_rate, a_rate) = (util::median(&b.rates), util::median(&a.rates));
     let value = format!(
-        "{median:.3} (median of {} rounds, range {lo:.3}..{hi:.3}; {} {:.0}/s vs {} {:.0}/s{cpu})",
-        ratios.len(),
-        b.name,
-        util::median(&b.rates),
-        a.name,
-        util::median(&a.rates),
+        "{median:.3} (median of {n} rounds, range {lo:.3}..{hi:.3}; \
+         {} {b_rate:.0}/s vs {} {a_rate:.0}/s{cpu})",
+        b.name, a.name
     );
-    let _ = smoke; // The table marks smoke-mode targets as not enforced.
     Row::check(figure, value, format!("≥ {TARGET}"), median >= TARGET)
 }
 
 /// One server under h2load, and what its runs measured.
+#[derive(Default)]
 struct Arm {
     name: &'static str,
     url: String,
     /// The request body file: set for gRPC (POST), unset for GET.
-    body: Option<std::path::PathBuf>,
+    body: Option<PathBuf>,
     /// A separate server process whose CPU is counted (nginx), else this
     /// process's threads are.
     pid: Option<u32>,
@@ -232,28 +196,32 @@ struct Arm {
 }
 
 impl Arm {
-    fn new(
-        name: &'static str,
-        url: String,
-        body: Option<std::path::PathBuf>,
-        pid: Option<u32>,
-    ) -> Self {
+    /// `GET /healthz`, or a gRPC `Health/Check` posting `body`.
+    fn new(name: &'static str, addr: SocketAddr, body: Option<&Path>, pid: Option<u32>) -> Self {
+        let path = if body.is_some() {
+            "grpc.health.v1.Health/Check"
+        } else {
+            "healthz"
+        };
+        let url = format!("https://127.0.0.1:{}/{path}", addr.port());
+        let body = body.map(Path::to_path_buf);
         Self {
             name,
             url,
             body,
             pid,
-            rates: Vec::new(),
-            cpu_per_req: Vec::new(),
-            failed: 0,
+            ..Self::default()
         }
     }
 
     async fn run(&mut self, secs: u64) -> Result<(), String> {
         let mut cmd = Command::new("h2load");
-        cmd.args(["-c", &CONNECTIONS.to_string()])
-            .args(["-m", &STREAMS.to_string()])
-            .args(["-t", "1", "-D", &secs.to_string()]);
+        let (c, m, d) = (
+            CONNECTIONS.to_string(),
+            STREAMS.to_string(),
+            secs.to_string(),
+        );
+        cmd.args(["-c", &c, "-m", &m, "-t", "1", "-D", &d]);
         if let Some(body) = &self.body {
             cmd.args(["-H", "content-type: application/grpc", "-H", "te: trailers"])
                 .arg("-d")
@@ -262,7 +230,8 @@ impl Arm {
         cmd.arg(&self.url);
         let threads_before = util::ThreadsCpu::now();
         let tree_before = self.pid.map(process_tree_cpu_ns);
-        let out = tokio::task::spawn_blocking(move || cmd.output())
+        let within = Duration::from_secs(secs + 60);
+        let out = tokio::task::spawn_blocking(move || command::run(&mut cmd, None, within))
             .await
             .map_err(|e| e.to_string())?
             .map_err(|e| format!("running h2load: {e}"))?;
@@ -270,37 +239,28 @@ impl Arm {
             (Some(pid), Some(before)) => process_tree_cpu_ns(pid).saturating_sub(before),
             _ => util::ThreadsCpu::now().since(&threads_before),
         };
-        let text = String::from_utf8_lossy(&out.stdout);
-        let report = H2load::parse(&text).ok_or_else(|| {
-            format!(
-                "unreadable h2load output ({}): {}{}",
-                out.status,
-                text.trim(),
-                String::from_utf8_lossy(&out.stderr).trim()
-            )
-        })?;
+        let report = H2load::parse(&out)
+            .ok_or_else(|| format!("unreadable h2load output: {}", out.trim()))?;
         self.failed += report.failed;
         self.rates.push(report.per_second);
         if report.succeeded > 0 {
             self.cpu_per_req.push(cpu as f64 / report.succeeded as f64);
         }
-        if report.failed > 0 {
-            return Err(format!(
-                "{} of {} requests failed",
-                report.failed, report.done
-            ));
+        match report.failed {
+            0 => Ok(()),
+            n => Err(format!("{n} of {} requests failed", report.done)),
         }
-        Ok(())
     }
 
     fn describe(&self) -> String {
-        format!(
-            "median {:.0}/s over {} runs (range {:.0}..{:.0}), CPU/request {:.1} µs",
+        let (median, n, (lo, hi)) = (
             util::median(&self.rates),
             self.rates.len(),
-            util::range(&self.rates).0,
-            util::range(&self.rates).1,
-            util::median(&self.cpu_per_req) / 1e3
+            util::range(&self.rates),
+        );
+        let cpu = util::median(&self.cpu_per_req) / 1e3;
+        format!(
+            "median {median:.0}/s over {n} runs (range {lo:.0}..{hi:.0}), CPU/request {cpu:.1} µs"
         )
     }
 }
@@ -326,11 +286,8 @@ impl H2load {
         })?;
         let numbers = |prefix: &str| -> Option<Vec<u64>> {
             let line = text.lines().find_map(|l| l.strip_prefix(prefix))?;
-            Some(
-                line.split(',')
-                    .filter_map(|part| part.split_whitespace().next()?.parse().ok())
-                    .collect(),
-            )
+            let first_word = |part: &str| part.split_whitespace().next()?.parse().ok();
+            Some(line.split(',').filter_map(first_word).collect())
         };
         // total, started, done, succeeded, failed, errored, timeout
         let requests = numbers("requests: ")?;
@@ -345,14 +302,6 @@ impl H2load {
             failed,
         })
     }
-}
-
-fn h2load_version() -> Result<String, String> {
-    let out = Command::new("h2load")
-        .arg("--version")
-        .output()
-        .map_err(|e| format!("h2load not runnable ({e}); install Debian's nghttp2-client"))?;
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
 /// The static config of the bare servers: the same leaf, TLS 1.3 and 1.2,
@@ -407,14 +356,9 @@ async fn bare_tonic(leaf: &Leaf) -> (SocketAddr, JoinHandle<()>) {
         .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
         .expect("tonic TLS config");
     // As tonic's own `serve` (and every other server here) would: no Nagle.
-    let incoming = tokio_stream::StreamExt::map(
-        tokio_stream::wrappers::TcpListenerStream::new(listener),
-        |tcp| {
-            tcp.inspect(|tcp| {
-                let _ = tcp.set_nodelay(true);
-            })
-        },
-    );
+    let nodelay =
+        |tcp: std::io::Result<TcpStream>| tcp.inspect(|t| t.set_nodelay(true).unwrap_or_default());
+    let incoming = StreamExt::map(TcpListenerStream::new(listener), nodelay);
     let router = server.add_service(health);
     let task = tokio::spawn(async move {
         let _ = router.serve_with_incoming(incoming).await;
@@ -422,174 +366,142 @@ async fn bare_tonic(leaf: &Leaf) -> (SocketAddr, JoinHandle<()>) {
     (addr, task)
 }
 
-/// nginx `return 200` with HTTP/2 over TLS, one worker per core, stopped
-/// on drop.
-struct Nginx {
+/// A server process on loopback serving the leaf (nginx, the gateway
+/// binary), stopped on drop.
+struct Server {
     child: Child,
     addr: SocketAddr,
+    /// Stop with SIGQUIT, nginx's graceful stop, which takes the workers
+    /// with the master (a SIGKILL of the master would leave them running);
+    /// SIGKILL only if it has not gone within 5 s.
+    graceful: bool,
 }
 
-impl Nginx {
-    fn start(dir: &Path, leaf: &Leaf) -> Result<Self, String> {
+impl Server {
+    /// Writes the leaf as `dir/name/tls.crt` and `tls.key`, picks a
+    /// loopback port that was free a moment ago, starts what `command`
+    /// makes of them (the program and what to call it) and waits at most
+    /// 10 s for it to listen.
+    fn start(
+        dir: &Path,
+        name: &str,
+        leaf: &Leaf,
+        command: impl FnOnce(&Path, SocketAddr) -> Result<(Command, String), String>,
+    ) -> Result<Self, String> {
+        let root = dir.join(name);
+        std::fs::create_dir_all(root.join("logs"))
+            .and_then(|()| std::fs::write(root.join("tls.crt"), &leaf.cert_pem))
+            .and_then(|()| std::fs::write(root.join("tls.key"), &leaf.key_pem))
+            .map_err(|e| e.to_string())?;
+        let port = openshell_e2e::kube::free_loopback_port().map_err(|e| e.to_string())?;
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let (mut cmd, what) = command(&root, addr)?;
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let child = cmd.spawn().map_err(|e| format!("starting {what}: {e}"))?;
+        let server = Self {
+            child,
+            addr,
+            graceful: name == "nginx",
+        };
+        let listening = || std::net::TcpStream::connect(addr).map_err(|e| e.to_string());
+        tls_reload::testing::poll_blocking(
+            Duration::from_secs(10),
+            Duration::from_millis(20),
+            &format!("{what} listening on {addr}"),
+            listening,
+        )
+        .map_err(|e| e.to_string())?;
+        Ok(server)
+    }
+
+    /// nginx `return 200` with HTTP/2 over TLS, one worker per core.
+    fn nginx(dir: &Path, leaf: &Leaf) -> Result<Self, String> {
         let binary = ["/usr/sbin/nginx", "/usr/bin/nginx"]
             .into_iter()
             .find(|p| Path::new(p).exists())
             .ok_or("nginx not installed (Debian's nginx-light)")?;
-        let (root, port) = stage(dir, "nginx", leaf)?;
-        std::fs::create_dir_all(root.join("logs")).map_err(|e| e.to_string())?;
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let conf = format!(
-            "daemon off;\nworker_processes {cores};\npid {root}/nginx.pid;\n\
-             error_log {root}/logs/error.log warn;\nevents {{ worker_connections 1024; }}\n\
-             http {{\n  access_log off;\n  keepalive_requests 1000000000;\n  client_body_temp_path {root}/tmp;\n\
-             proxy_temp_path {root}/tmp;\n  fastcgi_temp_path {root}/tmp;\n\
-             uwsgi_temp_path {root}/tmp;\n  scgi_temp_path {root}/tmp;\n\
-             server {{\n    listen 127.0.0.1:{port} ssl http2;\n\
-             ssl_certificate {root}/tls.crt;\n    ssl_certificate_key {root}/tls.key;\n\
-             ssl_protocols TLSv1.3;\n    http2_max_concurrent_streams 128;\n\
-             location / {{ return 200 \"ok\\n\"; }}\n  }}\n}}\n",
-            root = root.display()
-        );
-        let conf_path = root.join("nginx.conf");
-        std::fs::write(&conf_path, conf).map_err(|e| e.to_string())?;
-        let child = Command::new(binary)
-            .arg("-p")
-            .arg(&root)
-            .arg("-c")
-            .arg(&conf_path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("starting nginx: {e}"))?;
-        let this = Self {
-            child,
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
-        };
-        wait_listening(
-            this.addr,
-            &format!("nginx (see {})", root.join("logs/error.log").display()),
-        )?;
-        Ok(this)
+        Self::start(dir, "nginx", leaf, |root, addr| {
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            let conf = format!(
+                "daemon off;\nworker_processes {cores};\npid {root}/nginx.pid;\n\
+                 error_log {root}/logs/error.log warn;\nevents {{ worker_connections 1024; }}\n\
+                 http {{\n  access_log off;\n  keepalive_requests 1000000000;\n  client_body_temp_path {root}/tmp;\n\
+                 proxy_temp_path {root}/tmp;\n  fastcgi_temp_path {root}/tmp;\n\
+                 uwsgi_temp_path {root}/tmp;\n  scgi_temp_path {root}/tmp;\n\
+                 server {{\n    listen {addr} ssl http2;\n\
+                 ssl_certificate {root}/tls.crt;\n    ssl_certificate_key {root}/tls.key;\n\
+                 ssl_protocols TLSv1.3;\n    http2_max_concurrent_streams 128;\n\
+                 location / {{ return 200 \"ok\\n\"; }}\n  }}\n}}\n",
+                root = root.display()
+            );
+            let conf_path = root.join("nginx.conf");
+            std::fs::write(&conf_path, conf).map_err(|e| e.to_string())?;
+            let mut cmd = Command::new(binary);
+            cmd.arg("-p").arg(root).arg("-c").arg(conf_path);
+            let log = root.join("logs/error.log");
+            Ok((cmd, format!("nginx (see {})", log.display())))
+        })
     }
-}
 
-impl Drop for Nginx {
-    /// SIGQUIT, nginx's graceful stop, takes the workers with the master
-    /// (a SIGKILL of the master would leave them running); SIGKILL only if
-    /// it has not gone within 5 s.
-    fn drop(&mut self) {
-        let pid = self.child.id().to_string();
-        let _ = Command::new("kill").args(["-QUIT", &pid]).status();
-        let started = std::time::Instant::now();
-        while started.elapsed() < Duration::from_secs(5) {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The release binary beside this executable (`target/release/`), as an
-/// operator runs it: its own log subscriber (`RUST_LOG` unset: `info`), the
-/// audit stream to a file. Killed on drop.
-struct GatewayBinary {
-    child: Child,
-    addr: SocketAddr,
-    path: std::path::PathBuf,
-}
-
-impl GatewayBinary {
-    fn start(dir: &Path, leaf: &Leaf) -> Result<Self, String> {
-        let path = std::env::current_exe()
-            .map_err(|e| e.to_string())?
-            .with_file_name("openshell-gateway");
+    /// The release binary beside this executable (`target/release/`), as
+    /// an operator runs it: its own log subscriber (`RUST_LOG` unset:
+    /// `info`), the audit stream to a file.
+    fn binary(dir: &Path, leaf: &Leaf, path: &Path) -> Result<Self, String> {
         if !path.exists() {
             return Err(format!(
                 "{} not built (cargo build --release -p openshell-server --bin openshell-gateway)",
                 path.display()
             ));
         }
-        let (root, port) = stage(dir, "binary", leaf)?;
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let child = Command::new(&path)
-            .arg("--bind")
-            .arg(addr.to_string())
-            .arg("--tls-cert")
-            .arg(root.join("tls.crt"))
-            .arg("--tls-key")
-            .arg(root.join("tls.key"))
-            .arg("--ocsf-log")
-            .arg(root.join("audit.jsonl"))
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("starting {}: {e}", path.display()))?;
-        let this = Self { child, addr, path };
-        wait_listening(addr, &this.path.display().to_string())?;
-        Ok(this)
+        Self::start(dir, "binary", leaf, |root, addr| {
+            let mut cmd = Command::new(path);
+            cmd.arg("--bind")
+                .arg(addr.to_string())
+                .arg("--tls-cert")
+                .arg(root.join("tls.crt"))
+                .arg("--tls-key")
+                .arg(root.join("tls.key"))
+                .arg("--ocsf-log")
+                .arg(root.join("audit.jsonl"))
+                .env_remove("RUST_LOG");
+            Ok((cmd, path.display().to_string()))
+        })
     }
 }
 
-impl Drop for GatewayBinary {
+impl Drop for Server {
     fn drop(&mut self) {
+        if self.graceful {
+            let pid = self.child.id().to_string();
+            let _ = Command::new("kill").args(["-QUIT", &pid]).status();
+            let within = Duration::from_secs(5);
+            let gone = tls_reload::testing::poll_blocking(
+                within,
+                Duration::from_millis(20),
+                "exit",
+                || self.child.try_wait().ok().flatten().ok_or("running"),
+            );
+            if gone.is_ok() {
+                return;
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 }
 
-/// A directory `dir/name` holding the leaf as `tls.crt` and `tls.key`, and
-/// a loopback port that was free a moment ago, for a server process.
-fn stage(dir: &Path, name: &str, leaf: &Leaf) -> Result<(std::path::PathBuf, u16), String> {
-    let root = dir.join(name);
-    std::fs::create_dir_all(&root).map_err(|e| e.to_string())?;
-    std::fs::write(root.join("tls.crt"), &leaf.cert_pem).map_err(|e| e.to_string())?;
-    std::fs::write(root.join("tls.key"), &leaf.key_pem).map_err(|e| e.to_string())?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map_err(|e| e.to_string())?
-        .port();
-    Ok((root, port))
-}
-
-/// Waits until `addr` accepts connections, for at most 10 s.
-fn wait_listening(addr: SocketAddr, what: &str) -> Result<(), String> {
-    let started = std::time::Instant::now();
-    while std::net::TcpStream::connect(addr).is_err() {
-        if started.elapsed() > Duration::from_secs(10) {
-            return Err(format!("{what} not listening on {addr} after 10 s"));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Ok(())
-}
-
 /// utime + stime of `pid` and its child processes, in nanoseconds.
 fn process_tree_cpu_ns(pid: u32) -> u64 {
-    let mut pids = vec![pid];
-    if let Ok(children) = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")) {
-        pids.extend(
-            children
-                .split_whitespace()
-                .filter_map(|p| p.parse::<u32>().ok()),
-        );
-    }
-    let ticks: u64 = pids
-        .iter()
-        .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/stat")).ok())
-        .filter_map(|stat| {
-            // Fields after the command name, which may hold spaces.
-            let rest = stat.rsplit_once(')')?.1;
-            let fields: Vec<&str> = rest.split_whitespace().collect();
-            let utime: u64 = fields.get(11)?.parse().ok()?;
-            let stime: u64 = fields.get(12)?.parse().ok()?;
-            Some(utime + stime)
-        })
+    let process = i32::try_from(pid)
+        .ok()
+        .and_then(|pid| Process::new(pid).ok());
+    let main = process.as_ref().and_then(|p| p.task_main_thread().ok());
+    let children = main.and_then(|t| t.children().ok()).unwrap_or_default();
+    let ticks: u64 = std::iter::once(pid)
+        .chain(children)
+        .filter_map(|p| util::stat_ticks(&Process::new(i32::try_from(p).ok()?).ok()?))
         .sum();
     ticks * 1_000_000_000 / util::clock_ticks().max(1)
 }

@@ -20,9 +20,8 @@ pub(crate) async fn reloads(s: &Settings) -> Vec<Row> {
     let pair = [ca.server(), ca.server()];
     let tmp = util::volume_dir();
     let (writer, files) = util::volume(tmp.path(), &pair[0], &ca);
-    let acceptor = ReloadableAcceptor::builder(files)
-        .build()
-        .expect("acceptor");
+    let acceptor = ReloadableAcceptor::builder(files).build();
+    let acceptor = acceptor.expect("acceptor");
 
     let mut failures = 0u64;
     let mut first_error = None;
@@ -41,16 +40,16 @@ pub(crate) async fn reloads(s: &Settings) -> Vec<Row> {
         let t = Instant::now();
         let outcome = acceptor.reload_now(Trigger::Manual).await;
         let cost = t.elapsed();
-        match outcome {
-            Ok(ReloadOutcome::Reloaded(r)) if r.current.fingerprint_sha256 == leaf.fingerprint => {}
-            Ok(other) => {
-                failures += 1;
-                first_error.get_or_insert_with(|| format!("unexpected outcome {other:?}"));
+        let error = match outcome {
+            Ok(ReloadOutcome::Reloaded(r)) if r.current.fingerprint_sha256 == leaf.fingerprint => {
+                None
             }
-            Err(e) => {
-                failures += 1;
-                first_error.get_or_insert_with(|| e.error.to_string());
-            }
+            Ok(other) => Some(format!("unexpected outcome {other:?}")),
+            Err(e) => Some(e.error.to_string()),
+        };
+        if let Some(e) = error {
+            failures += 1;
+            first_error.get_or_insert(e);
         }
         if i >= warm {
             costs.push(util::ms(cost));
@@ -62,48 +61,28 @@ pub(crate) async fn reloads(s: &Settings) -> Vec<Row> {
     }
     let rss1 = util::rss_kib().unwrap_or(0);
     let growth_kib = rss1 as i64 - rss0 as i64;
-    let trend: Vec<String> = trend
-        .iter()
-        .map(|k| format!("{:.2}", *k as f64 / 1024.0))
-        .collect();
+    let mib = |kib: u64| format!("{:.2}", kib as f64 / 1024.0);
+    let trend: Vec<String> = trend.into_iter().map(mib).collect();
+    let (from, to, trend) = (mib(rss0), mib(rss1), trend.join(" → "));
+    let (mean, p50) = (util::mean(&costs), util::percentile(&costs, 50.0));
+    let (p99, max) = (util::percentile(&costs, 99.0), util::range(&costs).1);
     println!(
-        "   RSS {:.2} MiB → {:.2} MiB (after {warm} warm-up reloads; every quarter: {} MiB); \
-         reload cost mean {:.3} ms, p50 {:.3}, p99 {:.3}, max {:.3} ms; {failures} failures",
-        rss0 as f64 / 1024.0,
-        rss1 as f64 / 1024.0,
-        trend.join(" → "),
-        util::mean(&costs),
-        util::percentile(&costs, 50.0),
-        util::percentile(&costs, 99.0),
-        util::range(&costs).1,
+        "   RSS {from} MiB → {to} MiB (after {warm} warm-up reloads; every quarter: {trend} MiB); \
+         reload cost mean {mean:.3} ms, p50 {p50:.3}, p99 {p99:.3}, max {max:.3} ms; {failures} failures"
     );
-    let error = first_error
-        .map(|e| format!(" (first: {e})"))
-        .unwrap_or_default();
+    let error = util::first(first_error);
+    let growth = growth_kib as f64 / 1024.0;
+    let shown = if failures > 0 { error.as_str() } else { "" };
     vec![
         Row::check(
             figure,
-            format!(
-                "{:+.2} MiB ({:.2} → {:.2} MiB){}",
-                growth_kib as f64 / 1024.0,
-                rss0 as f64 / 1024.0,
-                rss1 as f64 / 1024.0,
-                if failures > 0 {
-                    error.clone()
-                } else {
-                    String::new()
-                }
-            ),
+            format!("{growth:+.2} MiB ({from} → {to} MiB){shown}"),
             "< 2 MiB",
             growth_kib < 2048 && failures == 0,
         ),
         Row::info(
             "5. cost of one reload (reload_now, read+parse+build+swap)",
-            format!(
-                "mean {:.3} ms, p99 {:.3} ms (n={n}, {failures} failures){error}",
-                util::mean(&costs),
-                util::percentile(&costs, 99.0)
-            ),
+            format!("mean {mean:.3} ms, p99 {p99:.3} ms (n={n}, {failures} failures){error}"),
         ),
     ]
 }
@@ -115,10 +94,9 @@ async fn cpu_over(wall: Duration) -> (f64, f64, Duration) {
     let (c0, n0, t0) = (util::process_cpu(), util::ThreadsCpu::now(), Instant::now());
     tokio::time::sleep(wall).await;
     let (c1, n1, elapsed) = (util::process_cpu(), util::ThreadsCpu::now(), t0.elapsed());
-    let cpu = match (c0, c1) {
-        (Some(a), Some(b)) => b.saturating_sub(a),
-        _ => Duration::ZERO,
-    };
+    let cpu = c1
+        .zip(c0)
+        .map_or(Duration::ZERO, |(b, a)| b.saturating_sub(a));
     let ns = n1.since(&n0);
     let pct = |used: f64| used / elapsed.as_secs_f64() * 100.0;
     (pct(cpu.as_secs_f64()), pct(ns as f64 / 1e9), cpu)
@@ -143,27 +121,19 @@ pub(crate) async fn idle_cpu(s: &Settings) -> Vec<Row> {
     let gateway = start(config).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (pct, ns_pct, used) = cpu_over(wall).await;
-    let mode = gateway
-        .acceptor()
-        .map(|a| a.status().watcher.to_string())
-        .unwrap_or_default();
+    let mode = gateway.acceptor().map(|a| a.status().watcher.to_string());
+    let mode = mode.unwrap_or_default();
     stop(gateway).await;
+    let (used, secs, base_ms) = (util::ms(used), wall.as_secs(), base_wall.as_millis());
     println!(
-        "   {:.1} ms CPU in {} s = {pct:.3} % of one core (schedstat {ns_pct:.4} %); \
-         same process without gateway over {} ms: {base_pct:.3} % (schedstat {base_ns_pct:.4} %); \
+        "   {used:.1} ms CPU in {secs} s = {pct:.3} % of one core (schedstat {ns_pct:.4} %); \
+         same process without gateway over {base_ms} ms: {base_pct:.3} % (schedstat {base_ns_pct:.4} %); \
          watcher mode {mode}; clock tick {} ms",
-        util::ms(used),
-        wall.as_secs(),
-        base_wall.as_millis(),
         1000 / util::clock_ticks()
     );
-    vec![Row::check(
-        figure,
-        format!(
-            "{pct:.3} % of one core ({:.0} ms CPU; schedstat {ns_pct:.4} %; baseline without gateway {base_ns_pct:.4} %; watcher {mode})",
-            util::ms(used)
-        ),
-        "< 0.5 %",
-        pct < 0.5,
-    )]
+    let value = format!(
+        "{pct:.3} % of one core ({used:.0} ms CPU; schedstat {ns_pct:.4} %; \
+         baseline without gateway {base_ns_pct:.4} %; watcher {mode})"
+    );
+    vec![Row::check(figure, value, "< 0.5 %", pct < 0.5)]
 }

@@ -2,10 +2,12 @@
 //! statistics, `/proc` readers and certificates.
 
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, SystemTime};
 
+use procfs::process::Process;
+use procfs::{Current as _, CurrentSI as _};
 use tls_reload::TlsFiles;
 use tls_reload::testing::{AtomicWriter, Leaf, LeafOptions, TestCa};
 use tokio::task::JoinHandle;
@@ -68,6 +70,11 @@ impl Row {
         Self::new(figure, value.into(), Verdict::Checked { target, pass })
     }
 
+    /// A count that should be zero.
+    pub(crate) fn zero(figure: impl Into<String>, value: impl Into<String>, pass: bool) -> Self {
+        Self::check(figure, value, "0", pass)
+    }
+
     /// A figure without a target.
     pub(crate) fn info(figure: impl Into<String>, value: impl Into<String>) -> Self {
         Self::new(figure, value.into(), Verdict::Info)
@@ -75,77 +82,53 @@ impl Row {
 
     /// A figure that could not be measured, and why.
     pub(crate) fn skipped(figure: impl Into<String>, reason: impl Into<String>) -> Self {
-        Self::new(
-            figure,
-            format!("skipped: {}", reason.into()),
-            Verdict::Skipped,
-        )
+        let value = format!("skipped: {}", reason.into());
+        Self::new(figure, value, Verdict::Skipped)
     }
 
     /// The target it was measured against, if any.
     pub(crate) fn missed(&self) -> Option<&str> {
         match &self.verdict {
+            Verdict::Checked { target, pass } if !pass => Some(target),
+            _ => None,
+        }
+    }
+
+    /// The cells of its line in the summary table.
+    fn cells(&self, smoke: bool) -> [String; 4] {
+        let (target, result) = match &self.verdict {
+            Verdict::Checked { target, pass: true } => (target.as_str(), "pass"),
             Verdict::Checked {
                 target,
                 pass: false,
-            } => Some(target),
-            _ => None,
+            } => (target.as_str(), "MISS"),
+            Verdict::Info => ("-", "info"),
+            Verdict::Skipped => ("-", "skip"),
+        };
+        let mut result = result.to_owned();
+        if smoke && matches!(self.verdict, Verdict::Checked { .. }) {
+            result.push_str(" (smoke, not enforced)");
         }
+        [self.figure.as_str(), &self.value, target, &result].map(str::to_owned)
     }
 }
 
 /// Renders the summary table; in smoke mode the verdicts are marked as not
 /// enforced.
 pub(crate) fn table(rows: &[Row], smoke: bool) -> String {
-    let columns = |v: &Verdict| -> [String; 2] {
-        let (target, result) = match v {
-            Verdict::Checked { target, pass } => {
-                (target.as_str(), if *pass { "pass" } else { "MISS" })
-            }
-            Verdict::Info => ("-", "info"),
-            Verdict::Skipped => ("-", "skip"),
-        };
-        let result = if smoke && matches!(v, Verdict::Checked { .. }) {
-            format!("{result} (smoke, not enforced)")
-        } else {
-            result.to_owned()
-        };
-        [target.to_owned(), result]
-    };
-    let header = ["figure", "value", "target", "result"];
-    let cells: Vec<[String; 4]> = rows
-        .iter()
-        .map(|r| {
-            let [target, result] = columns(&r.verdict);
-            [r.figure.clone(), r.value.clone(), target, result]
-        })
+    let header = ["figure", "value", "target", "result"].map(String::from);
+    let mut lines: Vec<[String; 4]> = std::iter::once(header)
+        .chain(rows.iter().map(|r| r.cells(smoke)))
         .collect();
-    let mut width = header.map(str::len);
-    for c in &cells {
-        for (w, s) in width.iter_mut().zip(c) {
-            *w = (*w).max(s.chars().count());
-        }
-    }
+    let width = [0, 1, 2, 3].map(|i| lines.iter().map(|c| c[i].chars().count()).max());
+    let width = width.map(Option::unwrap_or_default);
+    lines.insert(1, width.map(|w| "-".repeat(w)));
     let mut out = String::new();
-    let line = |out: &mut String, c: [&str; 4]| {
-        let _ = writeln!(
-            out,
-            "| {:<w0$} | {:<w1$} | {:<w2$} | {:<w3$} |",
-            c[0],
-            c[1],
-            c[2],
-            c[3],
-            w0 = width[0],
-            w1 = width[1],
-            w2 = width[2],
-            w3 = width[3],
-        );
-    };
-    line(&mut out, header);
-    let dashes = width.map(|w| "-".repeat(w));
-    line(&mut out, [&dashes[0], &dashes[1], &dashes[2], &dashes[3]]);
-    for c in &cells {
-        line(&mut out, [&c[0], &c[1], &c[2], &c[3]]);
+    for line in &lines {
+        for (cell, w) in line.iter().zip(width) {
+            let _ = write!(out, "| {cell:<w$} ");
+        }
+        out.push_str("|\n");
     }
     out
 }
@@ -154,28 +137,25 @@ pub(crate) fn table(rows: &[Row], smoke: bool) -> String {
 
 /// The median of `values` (mean of the two middle ones for an even count).
 pub(crate) fn median(values: &[f64]) -> f64 {
-    if values.is_empty() {
-        return f64::NAN;
-    }
-    let mut v = values.to_vec();
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    let (v, n) = (sorted(values), values.len());
+    match n {
+        0 => f64::NAN,
+        _ if n % 2 == 1 => v[n / 2],
+        _ => (v[n / 2 - 1] + v[n / 2]) / 2.0,
     }
 }
 
 /// Nearest-rank percentile `p` (0..=100) of `values`.
 pub(crate) fn percentile(values: &[f64], p: f64) -> f64 {
-    if values.is_empty() {
-        return f64::NAN;
-    }
+    let v = sorted(values);
+    let rank = ((p / 100.0) * v.len() as f64).ceil().max(1.0) as usize;
+    rank.min(v.len()).checked_sub(1).map_or(f64::NAN, |i| v[i])
+}
+
+fn sorted(values: &[f64]) -> Vec<f64> {
     let mut v = values.to_vec();
     v.sort_by(f64::total_cmp);
-    let rank = ((p / 100.0) * v.len() as f64).ceil().max(1.0) as usize;
-    v[rank.min(v.len()) - 1]
+    v
 }
 
 /// Smallest and largest of `values`.
@@ -188,10 +168,8 @@ pub(crate) fn range(values: &[f64]) -> (f64, f64) {
 }
 
 /// Arithmetic mean.
+/// (NaN for none, as 0 / 0).
 pub(crate) fn mean(values: &[f64]) -> f64 {
-    if values.is_empty() {
-        return f64::NAN;
-    }
     values.iter().sum::<f64>() / values.len() as f64
 }
 
@@ -202,26 +180,22 @@ pub(crate) fn ms(d: Duration) -> f64 {
 
 // === /proc ===
 
-/// Resident set size of this process in KiB (`VmRSS` of
-/// `/proc/self/status`).
+/// Resident set size of this process in KiB (`VmRSS`).
 pub(crate) fn rss_kib() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
+    Process::myself().ok()?.status().ok()?.vmrss
 }
 
 /// User plus system CPU time of this process, all threads (alive or
-/// ended), from `/proc/self/stat`; resolution one clock tick.
+/// ended); resolution one clock tick.
 pub(crate) fn process_cpu() -> Option<Duration> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // The command name may contain spaces: fields start after the last ')'.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // Field 14 (utime) and 15 (stime) of proc(5); index 0 here is field 3.
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    let ticks = utime + stime;
+    let ticks = stat_ticks(&Process::myself().ok()?)?;
     Some(Duration::from_secs_f64(ticks as f64 / clock_ticks() as f64))
+}
+
+/// utime + stime of `process`, in clock ticks.
+pub(crate) fn stat_ticks(process: &Process) -> Option<u64> {
+    let stat = process.stat().ok()?;
+    Some(stat.utime + stat.stime)
 }
 
 /// On-CPU time of each live thread of this process, in nanoseconds, from
@@ -230,25 +204,18 @@ pub(crate) fn process_cpu() -> Option<Duration> {
 /// loses its time within the window (the tokio blocking pool's threads
 /// end after 10 s idle), so prefer windows in which few threads end.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct ThreadsCpu(std::collections::HashMap<u32, u64>);
+pub(crate) struct ThreadsCpu(std::collections::HashMap<i32, u64>);
 
 impl ThreadsCpu {
     pub(crate) fn now() -> Self {
-        let mut map = std::collections::HashMap::new();
-        if let Ok(dir) = std::fs::read_dir("/proc/self/task") {
-            for entry in dir.flatten() {
-                let Some(tid) = entry.file_name().to_str().and_then(|t| t.parse().ok()) else {
-                    continue;
-                };
-                let Ok(s) = std::fs::read_to_string(entry.path().join("schedstat")) else {
-                    continue;
-                };
-                if let Some(ns) = s.split_whitespace().next().and_then(|x| x.parse().ok()) {
-                    map.insert(tid, ns);
-                }
-            }
-        }
-        Self(map)
+        let tasks = Process::myself()
+            .and_then(|p| p.tasks())
+            .into_iter()
+            .flatten();
+        let threads = tasks
+            .flatten()
+            .filter_map(|task| Some((task.tid, task.schedstat().ok()?.sum_exec_runtime)));
+        Self(threads.collect())
     }
 
     /// CPU time spent since `earlier` by the threads alive now.
@@ -260,32 +227,17 @@ impl ThreadsCpu {
     }
 }
 
-/// Busy and total CPU time of the whole machine, in clock ticks, from the
-/// `cpu` line of `/proc/stat` (steal counts as busy: another tenant had the
-/// core).
+/// Busy and total CPU time of the whole machine, in clock ticks (steal
+/// counts as busy: another tenant had the core; guest is in user).
 pub(crate) fn machine_ticks() -> Option<(u64, u64)> {
-    let stat = std::fs::read_to_string("/proc/stat").ok()?;
-    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
-    let v: Vec<u64> = line
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|x| x.parse().ok())
-        .collect();
-    // user nice system idle iowait irq softirq steal (guest is in user).
-    let get = |i: usize| v.get(i).copied().unwrap_or(0);
-    let busy = get(0) + get(1) + get(2) + get(5) + get(6) + get(7);
-    Some((busy, busy + get(3) + get(4)))
+    let t = procfs::KernelStats::current().ok()?.total;
+    let extra = [t.irq, t.softirq, t.steal].map(Option::unwrap_or_default);
+    let busy = t.user + t.nice + t.system + extra.iter().sum::<u64>();
+    Some((busy, busy + t.idle + t.iowait.unwrap_or_default()))
 }
 
-/// What the rest of the machine did over a measurement window.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Window {
-    /// Share of the machine's CPU capacity used by other processes (and
-    /// stolen by the hypervisor) during the window, 0..1.
-    pub(crate) foreign: Option<f64>,
-}
-
-/// The start of a [`Window`].
+/// The start of a measurement window, to learn what the rest of the
+/// machine did over it.
 pub(crate) struct WindowStart {
     own: Option<Duration>,
     machine: Option<(u64, u64)>,
@@ -293,62 +245,41 @@ pub(crate) struct WindowStart {
 
 impl WindowStart {
     pub(crate) fn now() -> Self {
-        Self {
-            own: process_cpu(),
-            machine: machine_ticks(),
-        }
+        let (own, machine) = (process_cpu(), machine_ticks());
+        Self { own, machine }
     }
 
-    pub(crate) fn finish(self) -> Window {
-        let foreign = match (self.own, process_cpu(), self.machine, machine_ticks()) {
+    /// Share of the machine's CPU capacity used by other processes (and
+    /// stolen by the hypervisor) since [`now`](Self::now), 0..1.
+    pub(crate) fn foreign(self) -> Option<f64> {
+        match (self.own, process_cpu(), self.machine, machine_ticks()) {
             (Some(o0), Some(o1), Some((b0, t0)), Some((b1, t1))) if t1 > t0 => {
                 let own_ticks = (o1.saturating_sub(o0)).as_secs_f64() * clock_ticks() as f64;
                 let busy = b1.saturating_sub(b0) as f64;
                 Some(((busy - own_ticks).max(0.0) / (t1 - t0) as f64).min(1.0))
             }
             _ => None,
-        };
-        Window { foreign }
+        }
     }
 }
 
-/// `sysconf(_SC_CLK_TCK)`, asked of `getconf` (no unsafe code here); 100,
-/// the Linux default, when that fails.
+/// `sysconf(_SC_CLK_TCK)`.
 pub(crate) fn clock_ticks() -> u64 {
-    static TCK: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-    *TCK.get_or_init(|| {
-        Command::new("getconf")
-            .arg("CLK_TCK")
-            .output()
-            .ok()
-            .and_then(|o| String::from_utf8(o.stdout).ok())
-            .and_then(|s| s.trim().parse().ok())
-            .filter(|&t| t > 0)
-            .unwrap_or(100)
-    })
+    procfs::ticks_per_second()
 }
 
 /// The CPU model from `/proc/cpuinfo`.
 pub(crate) fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, m)| m.trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown".into())
+    let info = procfs::CpuInfo::current().ok();
+    let model = info.as_ref().and_then(|c| c.model_name(0));
+    model.map_or_else(|| "unknown".into(), |m| m.trim().to_owned())
 }
 
 /// Processors online, as `nproc` prints it.
 pub(crate) fn nproc() -> String {
-    Command::new("nproc")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .map(|s| s.trim().to_owned())
-        .unwrap_or_else(|| "?".into())
+    let out =
+        openshell_e2e::command::run(&mut Command::new("nproc"), None, Duration::from_secs(60));
+    out.map_or_else(|_| "?".into(), |o| o.trim().to_owned())
 }
 
 /// Now, RFC 3339, seconds.
@@ -374,34 +305,17 @@ impl KeyKind {
     }
 }
 
-/// An RSA-2048 private key, PKCS#8 PEM, from `openssl genpkey` (ring cannot
-/// generate RSA keys). The error says why when openssl is unavailable.
-pub(crate) fn rsa_key_pem() -> Result<String, String> {
-    let out = Command::new("openssl")
-        .args([
-            "genpkey",
-            "-algorithm",
-            "RSA",
-            "-pkeyopt",
-            "rsa_keygen_bits:2048",
-        ])
-        .output()
-        .map_err(|e| format!("running `openssl genpkey`: {e} (openssl not installed?)"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "`openssl genpkey` failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
-    String::from_utf8(out.stdout).map_err(|e| format!("openssl output: {e}"))
-}
-
 /// A server leaf for localhost of the given key type, issued by `ca`.
 pub(crate) fn leaf(ca: &TestCa, kind: KeyKind) -> Result<Leaf, String> {
     match kind {
         KeyKind::EcdsaP256 => Ok(ca.server()),
         KeyKind::Rsa2048 => {
-            let pem = rsa_key_pem()?;
+            // ring cannot generate RSA keys: openssl makes a PKCS#8 PEM
+            // key, and the error says why when openssl is unavailable.
+            let mut openssl = Command::new("openssl");
+            openssl.args("genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048".split(' '));
+            let out = openshell_e2e::command::run(&mut openssl, None, Duration::from_secs(60));
+            let pem = out.map_err(|e| e.to_string())?;
             let key = rcgen::KeyPair::from_pem(&pem).map_err(|e| format!("RSA key: {e}"))?;
             Ok(ca.issue_with_key(&LeafOptions::server(), &key))
         }
@@ -426,21 +340,18 @@ pub(crate) fn volume_dir() -> tempfile::TempDir {
 
 /// Where [`volume_dir`] puts volumes, for the report.
 pub(crate) fn volume_fs() -> &'static str {
-    let ok = tempfile::Builder::new()
+    match tempfile::Builder::new()
         .prefix("tls-bench-probe-")
         .tempdir_in("/dev/shm")
-        .is_ok();
-    if ok {
-        "tmpfs (/dev/shm), as kubelet backs Secret volumes"
-    } else {
-        "the default temporary directory (no /dev/shm)"
+    {
+        Ok(_) => "tmpfs (/dev/shm), as kubelet backs Secret volumes",
+        Err(_) => "the default temporary directory (no /dev/shm)",
     }
 }
 
 /// Writes `leaf` as `cert.pem` and `key.pem` into `dir` (plain files).
 pub(crate) fn write_plain(dir: &Path, leaf: &Leaf) -> std::io::Result<TlsFiles> {
-    let cert: PathBuf = dir.join("cert.pem");
-    let key: PathBuf = dir.join("key.pem");
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
     std::fs::write(&cert, &leaf.cert_pem)?;
     std::fs::write(&key, &leaf.key_pem)?;
     Ok(TlsFiles::new(cert, key))
@@ -478,6 +389,11 @@ pub(crate) async fn rotate(writer: &AtomicWriter, leaf: &Leaf, ca: &TestCa) {
     })
     .await
     .expect("writer task");
+}
+
+/// ` (first: ERROR)` when there was an error, for a row's value.
+pub(crate) fn first(error: Option<String>) -> String {
+    error.map(|e| format!(" (first: {e})")).unwrap_or_default()
 }
 
 /// Waits for each task at most `limit`, and aborts one still running then.
