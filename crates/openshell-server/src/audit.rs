@@ -52,6 +52,18 @@ fn cert_details(cert: &CertInfo) -> TlsReloadDetails {
         .not_after(tls_reload::format_rfc3339(cert.not_after))
 }
 
+/// The details of the certificate `identity` serves at `generation`, with
+/// its `files`: what the load and expiry events say.
+fn identity_details(
+    generation: u64,
+    identity: &IdentityStatus,
+    files: &TlsFiles,
+) -> TlsReloadDetails {
+    with_files(cert_details(&identity.cert), files)
+        .identity(&identity.label)
+        .generation(generation)
+}
+
 /// The event for the initial load of one identity; High severity when its
 /// leaf has expired.
 pub(crate) fn loaded_event(
@@ -60,10 +72,8 @@ pub(crate) fn loaded_event(
     identity: &IdentityStatus,
     files: &TlsFiles,
 ) -> DeviceConfigStateChange {
-    let details = with_files(cert_details(&identity.cert), files)
-        .identity(&identity.label)
-        .generation(generation)
-        .trigger(Trigger::Startup.as_str());
+    let details = identity_details(generation, identity, files);
+    let details = details.trigger(Trigger::Startup.as_str());
     let builder = DeviceConfigStateChange::tls_loaded(source, details);
     if identity.cert.is_expired_at(SystemTime::now()) {
         builder
@@ -136,18 +146,6 @@ pub(crate) fn degraded_event(source: &EventSource, d: &Degraded) -> DeviceConfig
         ),
     )
     .build()
-}
-
-pub(crate) fn expiring_event(
-    source: &EventSource,
-    generation: u64,
-    identity: &IdentityStatus,
-    files: &TlsFiles,
-) -> DeviceConfigStateChange {
-    let details = with_files(cert_details(&identity.cert), files)
-        .identity(&identity.label)
-        .generation(generation);
-    DeviceConfigStateChange::tls_cert_expiring(source, details).build()
 }
 
 /// A served certificate whose renewal is overdue: whatever renews it has
@@ -431,13 +429,10 @@ impl Context {
                     remaining = %humantime::format_duration(Duration::from_secs(remaining.as_secs())),
                     "served TLS certificate expires soon"
                 );
-                let event = expiring_event(
-                    &self.source,
-                    status.generation,
-                    identity,
-                    self.files_of(&identity.label),
-                );
-                self.audit.publish(&event);
+                let files = self.files_of(&identity.label);
+                let details = identity_details(status.generation, identity, files);
+                let event = DeviceConfigStateChange::tls_cert_expiring(&self.source, details);
+                self.audit.publish(&event.build());
                 self.warned_for.insert(fingerprint);
             }
         }
