@@ -375,10 +375,10 @@ async fn plaintext_mode_reports_tls_disabled_and_refuses_reload() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_never_sends_its_request_headers_is_cut_off() {
     let pki = SecretVolumes::new();
+    let client = pki.client_as(None);
     let mut config = in_process(pki.files());
     config.handshake_timeout = Duration::from_millis(500);
     let gw = spawn(config).await;
-    let client = pki.client_as(None);
 
     let mut tls = tls_stream(gw.addr(), &client, Http::One).await;
     // Half a request line, then nothing.
