@@ -2,9 +2,10 @@
 //! kubelet-style Secret directory, and on a k3s cluster when
 //! `OPENSHELL_E2E_KUBECONFIG` is set.
 //!
-//! The unit and integration tests of `tls-reload` and `openshell-server`
-//! exercise the library and the gateway in process. This crate checks what
-//! an operator sees: a separate process with its real command line, files
+//! The tests of `tls-reload` exercise the library in process; this crate
+//! holds the gateway's: its APIs and connection limits in process
+//! ([`openshell_server::Gateway::spawn`]), and what an operator sees: a
+//! separate process with its real command line, files
 //! swapped the way kubelet swaps them, a TLS client on the other side of a
 //! socket, the OCSF audit lines and logs it writes, and, on a cluster, the
 //! Helm chart with cert Secrets that get overwritten under a running pod.
@@ -26,6 +27,16 @@
 //! Secret volumes, and talk to the gateway on loopback with a real TLS
 //! client.
 //!
+//! * `tests/api.rs` (in process): gRPC health and reflection, the gateway
+//!   API with and without client certificates, the HTTP routes over
+//!   HTTP/1.1 and HTTP/2, metrics across reloads, plaintext mode, and every
+//!   SNI identity in the status, metrics and audit.
+//! * `tests/lifecycle.rs` (in process): first-request deadlines on both
+//!   ports, the health port's connection cap, the shutdown delay and the
+//!   drain's grace for open streams.
+//! * `tests/dev_mode.rs`: `--dev` with a state directory owned by someone
+//!   else, or open to others with keys others can read.
+//! * `tests/sni.rs`: two identities from two kubelet-style volumes.
 //! * `tests/local.rs`: rotations of the server certificate and the client
 //!   CA, failed reloads and their audit trail, and the process itself:
 //!   signals, the shutdown drain, the handshake timeout, `--dev`, startup
@@ -46,7 +57,7 @@
 //! The OCSF lines are validated against the schema in `../shared/ocsf/v1.8.0`
 //! when that directory exists ([`ocsf::check`]); otherwise the tests say
 //! the validation was skipped. `tests/common` holds their time limits and
-//! shared checks.
+//! shared checks, and the in-process gateway's config.
 //!
 //! [`GatewayCommand`] starts the binary and [`GatewayProcess`] watches it
 //! (its log, stderr and OCSF events, each wait bounded by

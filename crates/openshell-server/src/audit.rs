@@ -45,11 +45,14 @@ fn with_files(details: TlsReloadDetails, files: &TlsFiles) -> TlsReloadDetails {
     d
 }
 
-fn cert_details(cert: &CertInfo) -> TlsReloadDetails {
-    TlsReloadDetails::new()
+/// The details of `cert`, served for the identity `label` from `files`:
+/// what every event about a served certificate says.
+fn served_details(cert: &CertInfo, label: &str, files: &TlsFiles) -> TlsReloadDetails {
+    let details = TlsReloadDetails::new()
         .new_fingerprint(&cert.fingerprint_sha256)
         .serial(&cert.serial)
-        .not_after(tls_reload::format_rfc3339(cert.not_after))
+        .not_after(tls_reload::format_rfc3339(cert.not_after));
+    with_files(details, files).identity(label)
 }
 
 /// The event for the initial load of one identity; High severity when its
@@ -60,8 +63,7 @@ pub(crate) fn loaded_event(
     identity: &IdentityStatus,
     files: &TlsFiles,
 ) -> DeviceConfigStateChange {
-    let details = with_files(cert_details(&identity.cert), files)
-        .identity(&identity.label)
+    let details = served_details(&identity.cert, &identity.label, files)
         .generation(generation)
         .trigger(Trigger::Startup.as_str());
     let builder = DeviceConfigStateChange::tls_loaded(source, details);
@@ -83,8 +85,7 @@ pub(crate) fn reloaded_event(
     r: &Reloaded,
     files: &TlsFiles,
 ) -> DeviceConfigStateChange {
-    let details = with_files(cert_details(&r.current), files)
-        .identity(&r.identity)
+    let details = served_details(&r.current, &r.identity, files)
         .previous_fingerprint(&r.previous.fingerprint_sha256)
         .generation(r.generation)
         .trigger(r.trigger.as_str());
@@ -138,18 +139,6 @@ pub(crate) fn degraded_event(source: &EventSource, d: &Degraded) -> DeviceConfig
     .build()
 }
 
-pub(crate) fn expiring_event(
-    source: &EventSource,
-    generation: u64,
-    identity: &IdentityStatus,
-    files: &TlsFiles,
-) -> DeviceConfigStateChange {
-    let details = with_files(cert_details(&identity.cert), files)
-        .identity(&identity.label)
-        .generation(generation);
-    DeviceConfigStateChange::tls_cert_expiring(source, details).build()
-}
-
 /// A served certificate whose renewal is overdue: whatever renews it has
 /// stopped, weeks before it expires.
 pub(crate) fn renewal_overdue_event(
@@ -157,8 +146,7 @@ pub(crate) fn renewal_overdue_event(
     overdue: &RenewalOverdue,
     files: &TlsFiles,
 ) -> DeviceConfigStateChange {
-    let details = with_files(cert_details(&overdue.cert), files)
-        .identity(&overdue.identity)
+    let details = served_details(&overdue.cert, &overdue.identity, files)
         .renewal_due(tls_reload::format_rfc3339(overdue.due));
     DeviceConfigStateChange::tls_renewal_overdue(source, details).build()
 }
@@ -431,13 +419,11 @@ impl Context {
                     remaining = %humantime::format_duration(Duration::from_secs(remaining.as_secs())),
                     "served TLS certificate expires soon"
                 );
-                let event = expiring_event(
-                    &self.source,
-                    status.generation,
-                    identity,
-                    self.files_of(&identity.label),
-                );
-                self.audit.publish(&event);
+                let files = self.files_of(&identity.label);
+                let details = served_details(&identity.cert, &identity.label, files)
+                    .generation(status.generation);
+                let event = DeviceConfigStateChange::tls_cert_expiring(&self.source, details);
+                self.audit.publish(&event.build());
                 self.warned_for.insert(fingerprint);
             }
         }

@@ -651,6 +651,15 @@ mod tests {
         parse(&argv)
     }
 
+    /// Loads `toml` as the config file, which must be refused with an
+    /// error naming the file and each of `needles`.
+    fn assert_file_refused(toml: &str, needles: &[&str]) {
+        let err = parse_with_file(toml, &[]).unwrap_err().to_string();
+        for needle in ["gateway.toml"].iter().chain(needles) {
+            assert!(err.contains(needle), "{toml}: no {needle:?} in {err}");
+        }
+    }
+
     #[test]
     fn the_default_connection_cap_leaves_descriptors_for_the_health_port() {
         assert_eq!(default_max_connections(None, 64), 10_000);
@@ -726,13 +735,7 @@ mod tests {
 
     #[test]
     fn unknown_toml_keys_are_refused_with_the_file_name() {
-        let err = parse_with_file("tls_certificate = \"x\"\n", &[])
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("gateway.toml") && err.contains("tls_certificate"),
-            "{err}"
-        );
+        assert_file_refused("tls_certificate = \"x\"\n", &["tls_certificate"]);
     }
 
     #[test]
@@ -786,13 +789,7 @@ mod tests {
             ("handshake_timeout = \"soon\"", "handshake_timeout"),
             ("tls_client_auth = \"sometimes\"", "tls_client_auth"),
         ] {
-            let err = parse_with_file(&format!("disable_tls = true\n{bad}\n"), &[])
-                .unwrap_err()
-                .to_string();
-            assert!(
-                err.contains("gateway.toml") && err.contains("line 2") && err.contains(key),
-                "{err}"
-            );
+            assert_file_refused(&format!("disable_tls = true\n{bad}\n"), &["line 2", key]);
         }
     }
 
@@ -941,22 +938,11 @@ mod tests {
             ),
             ("names = []\ndir = \"/d\"\n", "at least one server name"),
         ] {
-            let err = parse_with_file(&format!("{head}{table}"), &[])
-                .unwrap_err()
-                .to_string();
-            assert!(
-                err.contains("gateway.toml")
-                    && err.contains("[[tls_sni]] table 2")
-                    && err.contains(problem),
-                "{table}: {err}"
-            );
+            assert_file_refused(&format!("{head}{table}"), &["[[tls_sni]] table 2", problem]);
         }
-        let err = parse_with_file(&format!("{head}names = [\"a\"]\npath = \"/d\"\n"), &[])
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("gateway.toml") && err.contains("path"),
-            "{err}"
+        assert_file_refused(
+            &format!("{head}names = [\"a\"]\npath = \"/d\"\n"),
+            &["path"],
         );
     }
 

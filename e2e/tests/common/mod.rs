@@ -1,6 +1,6 @@
 //! What the local tests share: their time limits, the usual client calls,
-//! a client probing the gateway in the background, its `/metrics` page,
-//! its memory, and the checks of its audit stream.
+//! the in-process gateway, a client probing the gateway in the background,
+//! its `/metrics` page, its memory, and the checks of its audit stream.
 
 // Each test crate that includes this module uses a part of it.
 #![allow(dead_code)]
@@ -13,11 +13,19 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use openshell_e2e::ocsf::with_code;
+use openshell_e2e::tls::Http;
 use openshell_e2e::{GatewayCommand, GatewayProcess, tls};
+use openshell_server::{Config, Gateway, GatewayHandle, TlsMode};
 use rustls::ClientConfig;
+use rustls_pki_types::ServerName;
 use serde_json::Value;
+use tls_reload::TlsFiles;
 use tls_reload::testing::{Leaf, SecretVolumes, eventually};
+use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+use tonic::transport::Channel;
 
 /// How long the gateway may take to start listening.
 pub const STARTUP: Duration = Duration::from_secs(10);
@@ -105,6 +113,63 @@ pub async fn get_ok(addr: SocketAddr, client: &Arc<ClientConfig>, path: &str) ->
         .unwrap();
     assert_eq!(reply.status, 200, "GET {path}: {reply:?}");
     reply
+}
+
+/// A config serving `files` in process on an ephemeral loopback port, with
+/// a 50 ms debounce and a 2 s shutdown grace.
+pub fn in_process(files: TlsFiles) -> Config {
+    let mut config = Config::with_tls("127.0.0.1:0".parse().unwrap(), files);
+    if let TlsMode::Files {
+        reload: Some(r), ..
+    } = &mut config.tls
+    {
+        r.debounce = Duration::from_millis(50);
+    }
+    config.shutdown_grace = Duration::from_secs(2);
+    config
+}
+
+/// A gateway serving `config` in this process until stopped or dropped.
+pub async fn spawn(config: Config) -> GatewayHandle {
+    Gateway::spawn(config).await.unwrap()
+}
+
+/// `GET path` over TLS as `client` with HTTP `version`; the whole reply.
+pub async fn get_with(
+    addr: SocketAddr,
+    client: &Arc<ClientConfig>,
+    version: Http,
+    path: &str,
+) -> tls::Reply {
+    let request = tls::get_request(path).unwrap();
+    let sent = tls::send(addr, Some(client.clone()), version, request, EXCHANGE);
+    sent.await.unwrap()
+}
+
+/// `GET path` in plaintext HTTP/1.1 (the health port); the whole reply.
+pub async fn get_plain(addr: SocketAddr, path: &str) -> tls::Reply {
+    let request = tls::get_request(path).unwrap();
+    let sent = tls::send(addr, None, Http::One, request, EXCHANGE);
+    sent.await.unwrap()
+}
+
+/// A gRPC channel over TLS as `client`.
+pub async fn grpc(addr: SocketAddr, client: &Arc<ClientConfig>) -> Channel {
+    let channel = tls::grpc_channel(addr, Some(client), EXCHANGE);
+    channel.await.unwrap()
+}
+
+/// A bare TLS stream offering the ALPN protocol of `version`, for the
+/// tests that write bytes no HTTP client would.
+pub async fn tls_stream(
+    addr: SocketAddr,
+    client: &Arc<ClientConfig>,
+    version: Http,
+) -> TlsStream<TcpStream> {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let name = ServerName::try_from("localhost").unwrap();
+    let connector = TlsConnector::from(tls::with_alpn(client, version));
+    connector.connect(name, tcp).await.unwrap()
 }
 
 /// Waits for the first event with `code` that satisfies `pred`.

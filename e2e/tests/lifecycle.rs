@@ -6,22 +6,40 @@
 
 mod common;
 
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
+use openshell_e2e::tls::Http;
+use rustls::ClientConfig;
+use tls_reload::testing::{SecretVolumes, eventually};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tonic::transport::Channel;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
 const TIMEOUT: Duration = Duration::from_millis(500);
 
-fn config(pki: &Pki) -> openshell_server::Config {
-    let mut config = test_config(pki.files());
-    config.handshake_timeout = TIMEOUT;
+/// The in-process gateway with a health port and a first-request deadline
+/// of `handshake_timeout`.
+fn config(pki: &SecretVolumes, handshake_timeout: Duration) -> openshell_server::Config {
+    let mut config = in_process(pki.files());
+    config.handshake_timeout = handshake_timeout;
     config.health_bind = Some("127.0.0.1:0".parse().unwrap());
     config
+}
+
+/// A gRPC health client over TLS as `client`.
+async fn health(addr: SocketAddr, client: &Arc<ClientConfig>) -> HealthClient<Channel> {
+    HealthClient::new(grpc(addr, client).await)
+}
+
+fn any_service() -> HealthCheckRequest {
+    let service = String::new();
+    HealthCheckRequest { service }
 }
 
 /// Reads until the peer closes; how long after `start` that was, or `None`
@@ -43,28 +61,29 @@ async fn closed_within<R: AsyncReadExt + Unpin>(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_that_send_no_request_are_closed_on_both_ports() {
-    let pki = Pki::new();
-    let gw = start(config(&pki)).await;
-    let health = gw.health_addr().unwrap();
+    let pki = SecretVolumes::new();
+    let gw = spawn(config(&pki, TIMEOUT)).await;
+    let (addr, health_port) = (gw.addr(), gw.health_addr().unwrap());
+    let client = pki.client_as(None);
     let limit = TIMEOUT * 4;
 
     // Each connection is timed from just before it was opened: the
     // server's deadline starts at its accept or handshake, which is later.
     // The plaintext health port: nothing at all, then half a request line.
     let t = Instant::now();
-    let silent = (TcpStream::connect(health).await.unwrap(), t);
+    let silent = (TcpStream::connect(health_port).await.unwrap(), t);
     let t = Instant::now();
-    let mut half = TcpStream::connect(health).await.unwrap();
+    let mut half = TcpStream::connect(health_port).await.unwrap();
     half.write_all(b"GET /hea").await.unwrap();
     let half = (half, t);
     // The TLS port after a completed handshake: nothing (h2 and
     // http/1.1), and only the first byte of the HTTP/2 preface.
     let t = Instant::now();
-    let h2_silent = (connect(gw.addr(), &pki.server_ca, "h2").await, t);
+    let h2_silent = (tls_stream(addr, &client, Http::Two).await, t);
     let t = Instant::now();
-    let h1_silent = (connect(gw.addr(), &pki.server_ca, "http/1.1").await, t);
+    let h1_silent = (tls_stream(addr, &client, Http::One).await, t);
     let t = Instant::now();
-    let mut h2_p = connect(gw.addr(), &pki.server_ca, "h2").await;
+    let mut h2_p = tls_stream(addr, &client, Http::Two).await;
     h2_p.write_all(b"P").await.unwrap();
     h2_p.flush().await.unwrap();
     let h2_p = (h2_p, t);
@@ -91,45 +110,37 @@ async fn connections_that_send_no_request_are_closed_on_both_ports() {
     }
 
     // A connection that did send a request is not cut by that deadline.
-    let mut h2 = HealthClient::new(
-        grpc(gw.addr(), tls(&pki.server_ca, None, &["h2"]))
-            .await
-            .unwrap(),
-    );
-    let req = || HealthCheckRequest {
-        service: String::new(),
-    };
-    h2.check(req()).await.unwrap();
+    let mut h2 = health(addr, &client).await;
+    h2.check(any_service()).await.unwrap();
     tokio::time::sleep(TIMEOUT * 2).await;
-    assert_eq!(
-        h2.check(req()).await.unwrap().into_inner().status(),
-        ServingStatus::Serving
-    );
+    let status = h2.check(any_service()).await.unwrap().into_inner().status();
+    assert_eq!(status, ServingStatus::Serving);
     gw.stop().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_health_port_caps_its_connections_counts_rejections_and_keeps_answering() {
-    let pki = Pki::new();
-    let mut cfg = config(&pki);
+    let pki = SecretVolumes::new();
+    let mut cfg = config(&pki, Duration::from_secs(5));
     cfg.health_max_connections = 4;
-    cfg.handshake_timeout = Duration::from_secs(5);
-    let gw = start(cfg).await;
-    let health = gw.health_addr().unwrap();
+    let gw = spawn(cfg).await;
+    let (addr, health_port) = (gw.addr(), gw.health_addr().unwrap());
+    let client = pki.client_as(None);
 
     let mut idle = Vec::new();
     for _ in 0..4 {
-        idle.push(TcpStream::connect(health).await.unwrap());
+        idle.push(TcpStream::connect(health_port).await.unwrap());
     }
     // Let the accept loop take all four before the fifth arrives.
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let extra = (TcpStream::connect(health).await.unwrap(), Instant::now());
+    let extra = (
+        TcpStream::connect(health_port).await.unwrap(),
+        Instant::now(),
+    );
     let took = closed_within(extra, Duration::from_secs(4)).await;
     assert!(took.is_some(), "a connection over the cap was kept open");
 
-    let metrics = get(gw.addr(), &pki.server_ca, Http::One, "/metrics")
-        .await
-        .2;
+    let metrics = get_ok(addr, &client, "/metrics").await.body;
     let sample = |series: &str| -> f64 {
         metrics
             .lines()
@@ -137,46 +148,40 @@ async fn the_health_port_caps_its_connections_counts_rejections_and_keeps_answer
             .unwrap_or_else(|| panic!("no {series} in\n{metrics}"))
     };
     assert!(sample(r#"openshell_connections_rejected_total{port="health"}"#) >= 1.0);
-    assert_eq!(
-        sample(r#"openshell_connections_rejected_total{port="main"}"#),
-        0.0
-    );
+    let rejected_main = sample(r#"openshell_connections_rejected_total{port="main"}"#);
+    assert_eq!(rejected_main, 0.0);
     assert_eq!(sample(r#"openshell_connections_open{port="health"}"#), 4.0);
 
     // Freed slots are usable again once the server has seen the closes.
     drop(idle);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let page = get(gw.addr(), &pki.server_ca, Http::One, "/metrics")
-            .await
-            .2;
-        if page.contains("openshell_connections_open{port=\"health\"} 0\n") {
-            break;
+    eventually(Duration::from_secs(10), "no open health connection", || {
+        let client = client.clone();
+        async move {
+            let page = get_ok(addr, &client, "/metrics").await.body;
+            let closed = page.contains("openshell_connections_open{port=\"health\"} 0\n");
+            closed.then_some(()).ok_or(page)
         }
-        assert!(
-            Instant::now() < deadline,
-            "health connections still open\n{page}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(get_plain(health, "/healthz").await.status, 200);
+    })
+    .await;
+    assert_eq!(get_plain(health_port, "/healthz").await.status, 200);
     // The health port serves the probes only.
-    assert_eq!(get_plain(health, "/metrics").await.status, 404);
+    assert_eq!(get_plain(health_port, "/metrics").await.status, 404);
     gw.stop().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shutdown_delay_keeps_accepting_while_readiness_fails() {
-    let pki = Pki::new();
-    let mut cfg = config(&pki);
-    cfg.handshake_timeout = Duration::from_secs(5);
+    let pki = SecretVolumes::new();
+    let mut cfg = config(&pki, Duration::from_secs(5));
     cfg.shutdown_delay = Duration::from_secs(4);
-    let gw = start(cfg).await;
-    let (addr, health) = (gw.addr(), gw.health_addr().unwrap());
-    assert_eq!(
-        get(gw.addr(), &pki.server_ca, Http::Two, "/readyz").await.0,
-        200
-    );
+    let gw = spawn(cfg).await;
+    let (addr, health_port) = (gw.addr(), gw.health_addr().unwrap());
+    let client = pki.client_as(None);
+    let status = |version, path| {
+        let client = client.clone();
+        async move { get_with(addr, &client, version, path).await.status }
+    };
+    assert_eq!(status(Http::Two, "/readyz").await, 200);
 
     let start = Instant::now();
     gw.begin_shutdown();
@@ -184,59 +189,37 @@ async fn a_shutdown_delay_keeps_accepting_while_readiness_fails() {
     // Within the delay: new connections are served, readiness fails on
     // both ports, liveness does not.
     while start.elapsed() < Duration::from_millis(1500) {
-        assert_eq!(
-            get(gw.addr(), &pki.server_ca, Http::Two, "/readyz").await.0,
-            503
-        );
-        assert_eq!(
-            get(gw.addr(), &pki.server_ca, Http::One, "/healthz")
-                .await
-                .0,
-            200
-        );
-        assert_eq!(get_plain(health, "/readyz").await.status, 503);
+        assert_eq!(status(Http::Two, "/readyz").await, 503);
+        assert_eq!(status(Http::One, "/healthz").await, 200);
+        assert_eq!(get_plain(health_port, "/readyz").await.status, 503);
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // Then the listener closes and the gateway stops.
-    tokio::time::timeout(Duration::from_secs(15), gw.stop())
-        .await
+    let stopped = tokio::time::timeout(Duration::from_secs(15), gw.stop()).await;
+    stopped
         .expect("stopped after the delay and the drain")
         .unwrap();
     assert!(start.elapsed() >= Duration::from_secs(4));
-    assert!(
-        TcpStream::connect(addr).await.is_err(),
-        "still accepting after the stop"
-    );
+    let connect = TcpStream::connect(addr).await;
+    assert!(connect.is_err(), "still accepting after the stop");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_open_at_shutdown_gets_the_shutdown_grace_not_the_max_age_grace() {
-    let pki = Pki::new();
-    let mut cfg = config(&pki);
-    cfg.handshake_timeout = Duration::from_secs(5);
+    let pki = SecretVolumes::new();
+    let mut cfg = config(&pki, Duration::from_secs(5));
     cfg.shutdown_grace = Duration::from_secs(4);
     cfg.max_connection_age_grace = Duration::from_millis(200);
-    let gw = start(cfg).await;
-    let channel = grpc(gw.addr(), tls(&pki.server_ca, None, &["h2"]))
-        .await
-        .unwrap();
-    let mut stream = HealthClient::new(channel)
-        .watch(HealthCheckRequest {
-            service: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let gw = spawn(cfg).await;
+    let mut health = health(gw.addr(), &pki.client_as(None)).await;
+    let mut stream = health.watch(any_service()).await.unwrap().into_inner();
     let first = stream.message().await.unwrap().unwrap();
     assert_eq!(first.status(), ServingStatus::Serving);
 
     gw.begin_shutdown();
     // The stream learns of the shutdown...
-    let next = tokio::time::timeout(Duration::from_secs(2), stream.message())
-        .await
-        .expect("a status update")
-        .unwrap()
-        .unwrap();
+    let next = tokio::time::timeout(Duration::from_secs(2), stream.message()).await;
+    let next = next.expect("a status update").unwrap().unwrap();
     assert_eq!(next.status(), ServingStatus::NotServing);
     // ...and is still open well past the max-age grace.
     match tokio::time::timeout(Duration::from_millis(1500), stream.message()).await {
@@ -244,8 +227,6 @@ async fn a_stream_open_at_shutdown_gets_the_shutdown_grace_not_the_max_age_grace
         Ok(end) => panic!("the stream ended within the shutdown grace: {end:?}"),
     }
     drop(stream);
-    tokio::time::timeout(Duration::from_secs(6), gw.stop())
-        .await
-        .expect("stopped")
-        .unwrap();
+    let stopped = tokio::time::timeout(Duration::from_secs(6), gw.stop()).await;
+    stopped.expect("stopped").unwrap();
 }
