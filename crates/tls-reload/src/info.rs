@@ -150,27 +150,15 @@ impl CertInfo {
 
 /// `t` as RFC 3339 in UTC with whole seconds (`2026-11-28T23:49:41Z`).
 ///
-/// Unlike common formatters it accepts any time a certificate can carry,
-/// before 1970 and after 9999 included, and never panics.
+/// Accepts any time an X.509 certificate can carry (years 0 to 9999, before
+/// 1970 included) and never panics; a time outside that range, which no
+/// certificate holds, is written as `@<seconds since the epoch>`.
 pub fn format_rfc3339(t: SystemTime) -> String {
     let secs = system_time_to_unix(t);
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Days to a proleptic Gregorian date (H. Hinnant's civil_from_days).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    time::OffsetDateTime::from_unix_timestamp(secs)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_else(|| format!("@{secs}"))
 }
 
 fn hex_upper(bytes: &[u8]) -> String {
@@ -237,6 +225,7 @@ mod tests {
             (951_782_400, "2000-02-29T00:00:00Z"),
             (1_795_910_981, "2026-11-29T00:09:41Z"),
             (253_402_300_799, "9999-12-31T23:59:59Z"),
+            (253_402_300_800, "@253402300800"),
         ] {
             assert_eq!(format_rfc3339(unix_to_system_time(secs)), text, "{secs}");
         }
