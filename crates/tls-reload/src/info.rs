@@ -154,10 +154,11 @@ impl CertInfo {
 /// 1970 included) and never panics; a time outside that range, which no
 /// certificate holds, is written as `@<seconds since the epoch>`.
 pub fn format_rfc3339(t: SystemTime) -> String {
+    use time::format_description::well_known::Rfc3339;
     let secs = system_time_to_unix(t);
     time::OffsetDateTime::from_unix_timestamp(secs)
         .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .and_then(|t| t.format(&Rfc3339).ok())
         .unwrap_or_else(|| format!("@{secs}"))
 }
 
