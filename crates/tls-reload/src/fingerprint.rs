@@ -16,13 +16,16 @@ use std::str::FromStr;
 /// ```
 /// use tls_reload::Fingerprint;
 ///
+/// # fn main() -> Result<(), tls_reload::ParseFingerprintError> {
 /// let fp = Fingerprint::of(b"abc");
 /// let text = fp.to_string();
 /// assert!(text.starts_with("BA:78:16:BF:"));
 /// assert_eq!(text.len(), 32 * 3 - 1);
-/// assert_eq!(text.parse::<Fingerprint>().unwrap(), fp);
+/// assert_eq!(text.parse::<Fingerprint>()?, fp);
 /// assert_eq!(fp, text);
 /// assert_eq!(fp.as_bytes()[0], 0xBA);
+/// # Ok(())
+/// # }
 /// ```
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Fingerprint([u8; 32]);

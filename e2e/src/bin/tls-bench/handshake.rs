@@ -19,14 +19,6 @@ use crate::interleave::{Round, Schedule, interleave, interleave_flag, summarize}
 use crate::load::{self, After, ClientSpec, Clients, Published};
 use crate::util::{self, KeyKind, Row, Settings};
 
-fn failures(counters: &load::Counters) -> (u64, u64, Option<String>) {
-    (
-        counters.failed.load(Ordering::Relaxed),
-        counters.mismatched.load(Ordering::Relaxed),
-        counters.first_error.lock().expect("first error").clone(),
-    )
-}
-
 /// One listener, one accept loop; which acceptor handshakes a connection
 /// depends on the arm of the moment (the flag set: `reloadable`), so both
 /// arms see the same clients, sockets and machine.
@@ -130,7 +122,7 @@ pub(crate) async fn throughput(s: &Settings, kind: KeyKind) -> Vec<Row> {
     watcher.shutdown().await;
 
     let (ratio, value) = summarize(&rounds, names);
-    let (failed, _, first_error) = failures(&counters);
+    let (failed, _, first_error) = counters.failures();
     let mut rows = vec![Row::check(figure, value, "≥ 0.99", ratio >= 0.99)];
     if let Some(control) = control {
         let ratios: Vec<f64> = control.iter().map(Round::ratio).collect();
@@ -232,7 +224,7 @@ pub(crate) async fn sni(s: &Settings, identities: usize) -> Vec<Row> {
     watcher.shutdown().await;
 
     let (ratio, value) = summarize(&rounds, names);
-    let (failed, mismatched, first_error) = failures(&counters);
+    let (failed, mismatched, first_error) = counters.failures();
     let mut rows = vec![Row::check(figure, value, "≥ 0.97", ratio >= 0.97)];
     if failed > 0 || mismatched > 0 {
         rows.push(Row::check(
@@ -349,7 +341,7 @@ pub(crate) async fn rotating(s: &Settings) -> Vec<Row> {
     watcher.shutdown().await;
 
     let (ratio, value) = summarize(&rounds, names);
-    let (failed, mismatched, first_error) = failures(&counters);
+    let (failed, mismatched, first_error) = counters.failures();
     let rotations = rotations.load(Ordering::Relaxed);
     let error = first_error
         .map(|e| format!(" (first: {e})"))
