@@ -29,6 +29,7 @@ pub(crate) enum Handshake {
 }
 
 impl Handshake {
+    /// In declaration order, so `outcome as usize` indexes it.
     const ALL: [Handshake; 3] = [Self::Success, Self::Failure, Self::Timeout];
 
     fn label(self) -> &'static str {
@@ -76,25 +77,33 @@ pub(crate) struct Metrics {
     handshakes: Family<ResultLabel, Counter>,
     /// Per port: connections closed at once because the cap was reached.
     rejected: Family<PortLabel, Counter>,
+    /// The series of `handshakes` by [`Handshake`] and of `rejected` by
+    /// [`Port`], looked up once: a handshake then adds to an atomic
+    /// without the family's lock or a label hash.
+    handshake_series: [Counter; 3],
+    rejected_series: [Counter; 2],
     /// Per port: the semaphore bounding open connections, and its size.
     caps: Mutex<[Option<Cap>; 2]>,
 }
 
 impl Default for Metrics {
     fn default() -> Self {
-        let metrics = Self {
-            handshakes: Family::default(),
-            rejected: Family::default(),
-            caps: Mutex::default(),
-        };
+        let handshakes = Family::<ResultLabel, Counter>::default();
+        let rejected = Family::<PortLabel, Counter>::default();
         // Every series is on the page from the start, at 0.
-        for outcome in Handshake::ALL {
-            metrics.handshake_counter(outcome);
+        let handshake_series = Handshake::ALL.map(|outcome| {
+            handshakes.get_or_create_owned(&ResultLabel {
+                result: outcome.label(),
+            })
+        });
+        let rejected_series = Port::ALL.map(|port| rejected.get_or_create_owned(&port_label(port)));
+        Self {
+            handshakes,
+            rejected,
+            handshake_series,
+            rejected_series,
+            caps: Mutex::default(),
         }
-        for port in Port::ALL {
-            let _ = metrics.rejected.get_or_create(&port_label(port));
-        }
-        metrics
     }
 }
 
@@ -104,17 +113,11 @@ impl Metrics {
     }
 
     pub(crate) fn connection_rejected(&self, port: Port) {
-        self.rejected.get_or_create(&port_label(port)).inc();
+        self.rejected_series[port as usize].inc();
     }
 
     pub(crate) fn handshake(&self, outcome: Handshake) {
-        self.handshake_counter(outcome).inc();
-    }
-
-    fn handshake_counter(&self, outcome: Handshake) -> Counter {
-        self.handshakes.get_or_create_owned(&ResultLabel {
-            result: outcome.label(),
-        })
+        self.handshake_series[outcome as usize].inc();
     }
 
     /// The metrics page. `tls` is `None` when TLS is disabled;

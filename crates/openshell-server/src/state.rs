@@ -92,9 +92,5 @@ pub(crate) fn identity_files<'a>(
     sni.iter()
         .find(|i| i.label() == label)
         .map(SniIdentity::files)
-        .or_else(|| (label == DEFAULT_IDENTITY).then(|| acceptor.files()))
+        .or_else(|| (label == tls_reload::DEFAULT_IDENTITY).then(|| acceptor.files()))
 }
-
-/// The label of the default identity in the status, metrics and audit
-/// events.
-pub(crate) const DEFAULT_IDENTITY: &str = "default";

@@ -176,7 +176,7 @@ impl std::fmt::Display for ReloadFailure {
     /// with `of identity <label>` after the trigger for an SNI identity.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "TLS reload ({})", self.trigger)?;
-        if self.identity != crate::sni::DEFAULT_LABEL {
+        if self.identity != crate::sni::DEFAULT_IDENTITY {
             write!(f, " of identity {}", self.identity)?;
         }
         write!(

@@ -170,5 +170,5 @@ pub use event::{
 };
 pub use fingerprint::{Fingerprint, ParseFingerprintError};
 pub use info::{CertInfo, CertParseError, format_rfc3339};
-pub use sni::SniIdentity;
+pub use sni::{DEFAULT_IDENTITY, SniIdentity};
 pub use watch::Watcher;

@@ -19,8 +19,10 @@ use rustls::sign::CertifiedKey;
 use crate::config::TlsFiles;
 use crate::error::SettingsError;
 
-/// The label of the identity served when no SNI identity matches.
-pub(crate) const DEFAULT_LABEL: &str = "default";
+/// The label of the identity served when no SNI identity matches (its
+/// [`IdentityStatus::label`](crate::IdentityStatus::label) and the
+/// `identity` of its events).
+pub const DEFAULT_IDENTITY: &str = "default";
 
 /// A certificate and key served to clients that ask for one of its names.
 ///
@@ -116,7 +118,7 @@ impl IdentitySpec {
         sni: &[SniIdentity],
     ) -> Result<Vec<IdentitySpec>, SettingsError> {
         let mut specs = vec![IdentitySpec {
-            label: DEFAULT_LABEL.to_owned(),
+            label: DEFAULT_IDENTITY.to_owned(),
             names: Vec::new(),
             files: default.clone(),
         }];
