@@ -116,13 +116,7 @@ pub(crate) async fn serve_main(
                         }
                     };
                     state.metrics.handshake(Handshake::Success);
-                    let peer = PeerIdentity {
-                        verified_client: tls
-                            .get_ref()
-                            .1
-                            .peer_certificates()
-                            .is_some_and(|c| !c.is_empty()),
-                    };
+                    let peer = PeerIdentity::of(tls.get_ref().1);
                     serve_http(tls, state, Some(grpc), http, peer, limits, stop).await;
                 }
                 None => {

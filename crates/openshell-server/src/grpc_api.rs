@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
+use rustls_pki_types::CertificateDer;
 use tls_reload::{CertInfo, ClientAuth, LastAttempt, ReloadOutcome, Trigger};
 use tonic::{Request, Response, Status};
 
@@ -22,9 +23,34 @@ pub mod pb {
 /// to every request on it.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct PeerIdentity {
-    /// Whether the client presented a certificate; it was verified, since
-    /// rustls refuses unverifiable ones.
-    pub(crate) verified_client: bool,
+    /// The chain the client presented (leaf first), when it presented one;
+    /// it was verified, since rustls refuses unverifiable ones. Shared by
+    /// every request of the connection, parsed only when asked for.
+    pub(crate) client_chain: Option<Arc<[CertificateDer<'static>]>>,
+}
+
+impl PeerIdentity {
+    /// The identity of a TLS connection's peer.
+    pub(crate) fn of(conn: &rustls::ServerConnection) -> Self {
+        Self {
+            client_chain: conn
+                .peer_certificates()
+                .filter(|chain| !chain.is_empty())
+                .map(|chain| chain.iter().map(|c| c.clone().into_owned()).collect()),
+        }
+    }
+
+    /// Whether the client presented a (verified) certificate.
+    pub(crate) fn verified_client(&self) -> bool {
+        self.client_chain.is_some()
+    }
+
+    /// The client's leaf, parsed; `None` when it presented none (or, which
+    /// rustls would have refused, one that does not parse).
+    pub(crate) fn client_leaf(&self) -> Option<CertInfo> {
+        let chain = self.client_chain.as_deref()?;
+        CertInfo::from_der(chain.first()?).ok()
+    }
 }
 
 pub(crate) struct GatewayApi {
@@ -82,7 +108,7 @@ impl pb::gateway_server::Gateway for GatewayApi {
             let verified = request
                 .extensions()
                 .get::<PeerIdentity>()
-                .is_some_and(|p| p.verified_client);
+                .is_some_and(PeerIdentity::verified_client);
             if !verified {
                 return Err(Status::unauthenticated(
                     "ReloadTls requires a verified client certificate",
@@ -109,6 +135,22 @@ impl pb::gateway_server::Gateway for GatewayApi {
                 failure.served_generation, failure.error
             ))),
         }
+    }
+
+    async fn who_am_i(
+        &self,
+        request: Request<pb::WhoAmIRequest>,
+    ) -> Result<Response<pb::WhoAmIResponse>, Status> {
+        let peer = request.extensions().get::<PeerIdentity>();
+        let leaf = peer.and_then(PeerIdentity::client_leaf);
+        Ok(Response::new(pb::WhoAmIResponse {
+            authenticated: leaf.is_some(),
+            client_certificate: leaf.as_ref().map(cert),
+            chain_length: peer
+                .and_then(|p| p.client_chain.as_ref())
+                .map_or(0, |c| u32::try_from(c.len()).unwrap_or(u32::MAX)),
+            client_ca_fingerprint_sha256: String::new(),
+        }))
     }
 }
 

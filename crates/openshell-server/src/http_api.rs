@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
+use axum::Extension;
 use axum::Router;
 use axum::extract::State as Shared;
 use axum::routing::get;
@@ -15,6 +16,7 @@ use http_body_util::Full;
 use serde_json::json;
 use tls_reload::{CertInfo, LastAttempt};
 
+use crate::grpc_api::PeerIdentity;
 use crate::state::State;
 
 /// Which routes a port serves.
@@ -34,7 +36,8 @@ pub(crate) fn router(state: Arc<State>, routes: Routes) -> Router {
     if routes == Routes::All {
         router = router
             .route("/metrics", get(metrics))
-            .route("/v1/tls", get(tls));
+            .route("/v1/tls", get(tls))
+            .route("/v1/tls/peer", get(peer));
     }
     router
         .fallback(|| std::future::ready(text(StatusCode::NOT_FOUND, "not found\n")))
@@ -88,6 +91,18 @@ async fn tls(Shared(state): Shared<Arc<State>>) -> Response<Full<Bytes>> {
         "application/json",
         tls_json(&state).to_string() + "\n",
     )
+}
+
+/// `/v1/tls/peer`: what the handshake of this connection verified of the
+/// caller (as the gRPC `WhoAmI`).
+async fn peer(Extension(peer): Extension<PeerIdentity>) -> Response<Full<Bytes>> {
+    let leaf = peer.client_leaf();
+    let body = json!({
+        "authenticated": leaf.is_some(),
+        "client_certificate": leaf.as_ref().map(cert_json),
+        "chain_length": peer.client_chain.as_ref().map_or(0, |c| c.len()),
+    });
+    respond(StatusCode::OK, "application/json", body.to_string() + "\n")
 }
 
 /// The body of `/v1/tls`.

@@ -85,5 +85,6 @@ pub(crate) fn route(
     if let Some(resp) = http_api::probe(&req, state) {
         return now(resp);
     }
+    req.extensions_mut().insert(peer.clone());
     RouteFuture::Http(Box::new(http.clone().call(req)))
 }
