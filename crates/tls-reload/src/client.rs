@@ -228,8 +228,10 @@ impl Side for ClientSide {
             None => builder.with_no_client_auth(),
         };
         config.alpn_protocols = self.load.alpn.clone();
-        config.resumption =
-            rustls::client::Resumption::in_memory_sessions(self.load.session_cache_size.max(1));
+        config.resumption = match self.load.session_cache_size {
+            0 => rustls::client::Resumption::disabled(),
+            sessions => rustls::client::Resumption::in_memory_sessions(sessions),
+        };
         Ok(config)
     }
 

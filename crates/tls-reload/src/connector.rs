@@ -304,8 +304,9 @@ impl ConnectorBuilder {
         self
     }
 
-    /// Number of TLS sessions kept for resumption (at least 1). The store
-    /// is replaced, empty, whenever the identity or the trust changes.
+    /// Number of TLS sessions kept for resumption; 0 turns resumption off.
+    /// The store is replaced, empty, whenever the identity or the trust
+    /// changes.
     ///
     /// Default: 1024.
     pub fn session_cache_size(mut self, sessions: usize) -> Self {
