@@ -5,8 +5,12 @@
 //!
 //! ```text
 //! cargo run -p tls-reload --example tonic_client --features testing,tower -- \
-//!     https://localhost:8443 CA_BUNDLE [CERT KEY]
+//!     http://localhost:8443 CA_BUNDLE [CERT KEY]
 //! ```
+//!
+//! The connection is TLS whatever the scheme: the connector does it. The
+//! URI says `http` because tonic refuses `https` without its own TLS
+//! config whenever one of its TLS features is on in the build.
 //!
 //! It checks every 5 seconds, and moves to a new channel whenever the
 //! connector's identity or trust changes.

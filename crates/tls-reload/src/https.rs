@@ -33,6 +33,11 @@ const DEFAULT_PORT: u16 = 443;
 /// [`server_name`](Self::server_name) overrides it. A URI without a port
 /// connects to 443, whatever its scheme.
 ///
+/// The connector speaks TLS whatever the URI's scheme. Give tonic an
+/// `http://` URI: when any crate of the build enables one of tonic's own
+/// TLS features, tonic refuses an `https://` URI that has no tonic TLS
+/// config before it calls the connector.
+///
 /// # Example
 ///
 /// ```no_run
@@ -46,7 +51,8 @@ const DEFAULT_PORT: u16 = 443;
 /// )
 /// .alpn(["h2"])
 /// .start()?;
-/// let channel = tonic::transport::Endpoint::from_static("https://gateway.example:8443")
+/// // TLS by the connector, whatever the scheme (see above).
+/// let channel = tonic::transport::Endpoint::from_static("http://gateway.example:8443")
 ///     .connect_with_connector(HttpsConnector::new(connector))
 ///     .await?;
 /// # drop(channel);
