@@ -200,6 +200,10 @@ impl ReloadableConnector {
                 .map_or(0, |i| i.certified_key.cert.len()),
             trusted: served.trust.trusted.clone(),
             loaded_at: pair.loaded_at,
+            renewal_overdue: pair
+                .identity
+                .as_ref()
+                .is_some_and(|i| SystemTime::now() >= i.cert.renewal_due()),
             last_attempt: self.engine.last_attempt(),
             reloads_succeeded,
             reloads_failed,
@@ -231,6 +235,9 @@ pub struct ClientStatus {
     pub trusted: Vec<CertInfo>,
     /// When the files in use were loaded.
     pub loaded_at: SystemTime,
+    /// Whether the client certificate is past
+    /// [`CertInfo::renewal_due`] (false without one).
+    pub renewal_overdue: bool,
     /// The last attempt that swapped or failed.
     pub last_attempt: Option<LastAttempt>,
     /// Successful swaps since start (the initial load excluded).

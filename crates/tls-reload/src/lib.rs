@@ -121,10 +121,11 @@
 //!   debounce with a maximum delay, a periodic poll that also re-establishes
 //!   lost watches (and replaces events entirely when they are unavailable),
 //!   and retries with backoff after a failure.
-//! * **Reporting** ([`ReloadEvent`], [`TlsStatus`]): every change (a new
-//!   config, a new failure, a degraded watcher) reaches subscribers, and
-//!   every `reload_now` returns its outcome; the status snapshot tells what
-//!   is served. This crate does not depend on any audit format.
+//! * **Reporting** ([`ReloadEvent`], [`TlsStatus`], [`ClientStatus`]):
+//!   every change (a new config, a new failure, a degraded watcher) reaches
+//!   subscribers, and every `reload_now` returns its outcome; the status
+//!   snapshot tells what is served (or presented). This crate does not
+//!   depend on any audit format.
 //!
 //! # Non-goals
 //!
