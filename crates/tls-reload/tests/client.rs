@@ -435,3 +435,36 @@ async fn without_file_system_events_the_connector_polls_and_says_so_once() {
         other => panic!("expected a client reload, got {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn an_expired_or_not_yet_valid_replacement_keeps_the_client_certificate_in_use() {
+    use std::time::SystemTime;
+    use tls_reload::testing::LeafOptions;
+
+    let fx = Fixture::new();
+    let (addr, _server) = echo_client_cert(fx.mtls_builder().build().unwrap()).await;
+    let connector = ReloadableConnector::builder(fx.client_files())
+        .build()
+        .unwrap();
+    let day = Duration::from_secs(86_400);
+    let now = SystemTime::now();
+    let expired = fx
+        .client_ca
+        .issue(&LeafOptions::client("client").valid(now - 3 * day, now - day));
+    fx.publish_client(&expired, fx.server_ca.cert_pem());
+    let err = connector.reload_now(Trigger::Manual).await.unwrap_err();
+    assert!(matches!(err.error, Error::Expired { .. }), "{}", err.error);
+    let future = fx
+        .client_ca
+        .issue(&LeafOptions::client("client").valid(now + day, now + 3 * day));
+    fx.publish_client(&future, fx.server_ca.cert_pem());
+    let err = connector.reload_now(Trigger::Manual).await.unwrap_err();
+    assert!(
+        matches!(err.error, Error::NotYetValid { .. }),
+        "{}",
+        err.error
+    );
+    assert_eq!(connector.generation(), 1);
+    assert_eq!(connector.status().reloads_failed, 2);
+    assert_eq!(presented(&connector, addr).await, fx.client.fingerprint);
+}
