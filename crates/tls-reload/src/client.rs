@@ -40,8 +40,8 @@ pub(crate) struct ClientPair {
     content_hash: Digest,
 }
 
-/// The CAs servers are verified against.
-pub(crate) struct ClientTrust {
+/// The CAs servers are verified against (what this client trusts).
+pub(crate) struct ServerTrust {
     verifier: Arc<WebPkiServerVerifier>,
     pub(crate) trusted: Vec<CertInfo>,
     hash: Digest,
@@ -87,7 +87,7 @@ impl ClientSide {
     }
 
     /// Parses the trust bundles into a verifier.
-    fn trust(&self, bundles: &[Zeroizing<Vec<u8>>]) -> Result<ClientTrust, Error> {
+    fn trust(&self, bundles: &[Zeroizing<Vec<u8>>]) -> Result<ServerTrust, Error> {
         let role = FileRole::TrustBundle;
         let mut roots = RootCertStore::empty();
         let mut trusted = Vec::new();
@@ -112,7 +112,7 @@ impl ClientSide {
                     path: self.files.cas.first().cloned().unwrap_or_default(),
                     cause,
                 })?;
-        Ok(ClientTrust {
+        Ok(ServerTrust {
             verifier,
             trusted,
             hash: digest_of(hash),
@@ -123,7 +123,7 @@ impl ClientSide {
 impl Side for ClientSide {
     type Config = ClientConfig;
     type Pair = ClientPair;
-    type Trust = ClientTrust;
+    type Trust = ServerTrust;
     type Read = ClientRead;
 
     fn options(&self) -> &LoadOptions {
@@ -171,7 +171,7 @@ impl Side for ClientSide {
         _: usize,
         (ClientRead(read), content_hash): (ClientRead, Digest),
         served: Option<&ClientPair>,
-    ) -> Result<(ClientPair, ClientTrust), Failed> {
+    ) -> Result<(ClientPair, ServerTrust), Failed> {
         let (bundles, identity) = read.split_at(self.files.cas.len().min(read.len()));
         let checked = self.trust(bundles).and_then(|trust| {
             let identity = match (&self.files.identity, identity) {
@@ -214,7 +214,7 @@ impl Side for ClientSide {
     fn config(
         &self,
         pairs: &[Arc<ClientPair>],
-        trust: &Arc<ClientTrust>,
+        trust: &Arc<ServerTrust>,
         _previous: Option<&Served<Self>>,
     ) -> Result<ClientConfig, Error> {
         let builder = ClientConfig::builder_with_provider(self.provider.clone())

@@ -69,6 +69,12 @@ pub(crate) trait Side: Send + Sync + Sized + 'static {
         read: (Self::Read, Digest),
         served: Option<&Self::Pair>,
     ) -> Result<(Self::Pair, Self::Trust), Failed>;
+    /// The trust to publish when unit 0's files changed: `next`, as
+    /// parsed, by default; a side may carry state over from the trust
+    /// published now.
+    fn next_trust(&self, next: Self::Trust, _published: &Self::Trust) -> Self::Trust {
+        next
+    }
     /// The digest [`read`](Self::read) gave for a pair.
     fn content_hash(pair: &Self::Pair) -> &Digest;
     /// The leaf a pair presents, with its path, if it has one.
@@ -128,7 +134,8 @@ struct Attempt<S: Side> {
 /// watcher.
 pub(crate) struct Engine<S: Side> {
     pub(crate) side: S,
-    served: ArcSwap<Served<S>>,
+    /// What is published; read it with one load.
+    pub(crate) served: ArcSwap<Served<S>>,
     /// The published generation, for those waiting for a change.
     changes: watch::Sender<u64>,
     /// Serializes reloads; handshakes never touch it.
@@ -501,7 +508,7 @@ impl<S: Side> Engine<S> {
                 Ok(Some((pair, t))) => {
                     pairs[i] = Arc::new(pair);
                     if i == 0 {
-                        trust = Arc::new(t);
+                        trust = Arc::new(self.side.next_trust(t, &served.trust));
                     }
                     changed.push(i);
                 }
