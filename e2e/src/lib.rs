@@ -133,6 +133,7 @@ pub mod command;
 mod error;
 mod gateway;
 pub mod kube;
+mod mtls_client;
 pub mod ocsf;
 pub mod tls;
 
@@ -140,6 +141,7 @@ pub use error::{Error, Result};
 pub use gateway::{
     GATEWAY_BIN_ENV, GatewayCommand, GatewayProcess, gateway_binary, workspace_root,
 };
+pub use mtls_client::{MTLS_CLIENT_BIN_ENV, MtlsClientProcess, mtls_client_binary};
 
 /// Writes a line to the test's stderr even when the test harness captures
 /// output, so that a skipped check or the progress of a slow test shows in
