@@ -59,7 +59,7 @@ impl fmt::Debug for ReloadableAcceptor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (generation, cert) = self.shared.served_cert();
         f.debug_struct("ReloadableAcceptor")
-            .field("files", &self.shared.files)
+            .field("files", self.shared.files())
             .field("generation", &generation)
             .field("fingerprint", &cert.fingerprint_sha256)
             .finish_non_exhaustive()
@@ -187,7 +187,7 @@ impl ReloadableAcceptor {
 
     /// The files of the default identity (and the client trust).
     pub fn files(&self) -> &TlsFiles {
-        &self.shared.files
+        self.shared.files()
     }
 }
 
@@ -412,7 +412,7 @@ impl Builder {
     /// later renewal can heal the server.
     pub fn build(self) -> Result<ReloadableAcceptor, Error> {
         Ok(ReloadableAcceptor {
-            shared: Arc::new(Shared::load(self.files, &self.sni, self.load)?),
+            shared: Arc::new(Shared::load_server(self.files, &self.sni, self.load)?),
         })
     }
 

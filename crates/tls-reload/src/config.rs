@@ -157,7 +157,80 @@ impl TlsFiles {
     }
 }
 
-/// How files are loaded into a `rustls::ServerConfig`.
+/// The files of a TLS client: the trust bundle servers are verified
+/// against and, for mutual TLS, the client's own certificate and key.
+///
+/// As with [`TlsFiles`], paths are kept as given; in Kubernetes point them
+/// at the user-visible names in the mounted Secret directories.
+///
+/// # Example
+///
+/// ```
+/// use tls_reload::ClientFiles;
+///
+/// let files = ClientFiles::new("/etc/gateway-ca/ca.crt")
+///     .ca("/etc/extra-ca/ca.crt")
+///     .identity("/etc/client-tls/tls.crt", "/etc/client-tls/tls.key");
+/// assert_eq!(files.paths().count(), 4);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ClientFiles {
+    pub(crate) cas: Vec<PathBuf>,
+    pub(crate) identity: Option<(PathBuf, PathBuf)>,
+}
+
+impl ClientFiles {
+    /// A trust bundle: a PEM file of one or more CA certificates that
+    /// servers must chain to. No client certificate.
+    pub fn new(ca_bundle: impl Into<PathBuf>) -> Self {
+        Self {
+            cas: vec![ca_bundle.into()],
+            identity: None,
+        }
+    }
+
+    /// Also trusts the CA certificates in `another_bundle` (a server is
+    /// accepted when it chains to any CA of any bundle). May be called more
+    /// than once.
+    pub fn ca(mut self, another_bundle: impl Into<PathBuf>) -> Self {
+        self.cas.push(another_bundle.into());
+        self
+    }
+
+    /// Presents this certificate chain (leaf first) and private key, both
+    /// PEM, to servers that ask for one (mutual TLS).
+    ///
+    /// Default: no client certificate.
+    pub fn identity(mut self, cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
+        self.identity = Some((cert.into(), key.into()));
+        self
+    }
+
+    /// The trust bundle paths.
+    pub fn ca_paths(&self) -> &[PathBuf] {
+        &self.cas
+    }
+
+    /// The client certificate and key paths, if any.
+    pub fn identity_paths(&self) -> Option<(&Path, &Path)> {
+        self.identity
+            .as_ref()
+            .map(|(cert, key)| (cert.as_path(), key.as_path()))
+    }
+
+    /// Every configured path: the trust bundles, then the certificate and
+    /// the key.
+    pub fn paths(&self) -> impl Iterator<Item = &Path> {
+        self.cas.iter().map(PathBuf::as_path).chain(
+            self.identity
+                .iter()
+                .flat_map(|(cert, key)| [cert.as_path(), key.as_path()]),
+        )
+    }
+}
+
+/// How files are loaded into a rustls config.
 #[derive(Debug, Clone)]
 pub(crate) struct LoadOptions {
     pub(crate) alpn: Vec<Vec<u8>>,

@@ -18,6 +18,8 @@ pub enum FileRole {
     ClientCa,
     /// A certificate revocation list PEM.
     Crl,
+    /// A bundle of CA certificates that a client verifies servers against.
+    TrustBundle,
 }
 
 impl fmt::Display for FileRole {
@@ -27,6 +29,7 @@ impl fmt::Display for FileRole {
             Self::PrivateKey => "private key",
             Self::ClientCa => "client CA bundle",
             Self::Crl => "CRL",
+            Self::TrustBundle => "trust bundle",
         })
     }
 }
@@ -247,6 +250,16 @@ pub enum Error {
         cause: rustls::server::VerifierBuilderError,
     },
 
+    /// The trust bundles could not be turned into a server certificate
+    /// verifier (a client's).
+    #[error("server certificate verifier from {}: {cause}", path.display())]
+    ServerVerifier {
+        /// The first trust bundle path.
+        path: PathBuf,
+        /// What rustls reported.
+        cause: rustls::client::VerifierBuilderError,
+    },
+
     /// The settings contradict each other (for example client
     /// authentication without a client CA).
     #[error("invalid TLS settings: {0}")]
@@ -277,7 +290,8 @@ impl Error {
             | Self::Expired { path, .. }
             | Self::NotYetValid { path, .. }
             | Self::NameNotCovered { path, .. }
-            | Self::ClientVerifier { path, .. } => Some(path),
+            | Self::ClientVerifier { path, .. }
+            | Self::ServerVerifier { path, .. } => Some(path),
             Self::KeyMismatch { key_path, .. } => Some(key_path),
             Self::KeptChanging { paths, .. } => paths.first().map(PathBuf::as_path),
             Self::ReadTimedOut { dir, .. } => Some(dir),

@@ -152,6 +152,35 @@ pub struct Reloaded {
     pub at: SystemTime,
 }
 
+/// A new client config is in use: the client's certificate or its trust
+/// bundle changed. Connections made from now on present the new identity
+/// and verify servers against the new trust; no session from before
+/// resumes.
+///
+/// A [`ReloadableConnector`](crate::ReloadableConnector) reports this
+/// rather than [`Reloaded`], whose leaves are not optional: a client may
+/// have no identity at all.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ClientReloaded {
+    /// What started the reload.
+    pub trigger: Trigger,
+    /// Generation of the new config (the previous one plus one).
+    pub generation: u64,
+    /// The client certificate presented before, if any.
+    pub previous: Option<CertInfo>,
+    /// The client certificate presented from now on, if any.
+    pub current: Option<CertInfo>,
+    /// The CA certificates servers are verified against from now on.
+    pub trusted: Vec<CertInfo>,
+    /// Whether the client certificate changed.
+    pub identity_changed: bool,
+    /// Whether the trust bundle changed.
+    pub trust_changed: bool,
+    /// When the swap happened.
+    pub at: SystemTime,
+}
+
 /// A reload attempt failed for one identity, which keeps serving its last
 /// good certificate; other identities are not held up.
 #[derive(Debug)]
@@ -243,6 +272,9 @@ pub enum ReloadEvent {
     /// reload attempt (the watcher's poll tick included); reported once per
     /// certificate.
     RenewalOverdue(Arc<RenewalOverdue>),
+    /// A new client config is in use (from a
+    /// [`ReloadableConnector`](crate::ReloadableConnector) only).
+    ClientReloaded(Arc<ClientReloaded>),
 }
 
 /// What a successful `reload_now` did.
@@ -257,6 +289,9 @@ pub enum ReloadOutcome {
         /// Generation still served.
         generation: u64,
     },
+    /// A new client config is in use (from a
+    /// [`ReloadableConnector`](crate::ReloadableConnector) only).
+    ClientReloaded(Arc<ClientReloaded>),
 }
 
 impl ReloadOutcome {
@@ -265,11 +300,31 @@ impl ReloadOutcome {
         match self {
             Self::Reloaded(r) => r.generation,
             Self::Unchanged { generation } => *generation,
+            Self::ClientReloaded(r) => r.generation,
+        }
+    }
+
+    /// When the swap happened, if one did.
+    pub(crate) fn at(&self) -> Option<SystemTime> {
+        match self {
+            Self::Reloaded(r) => Some(r.at),
+            Self::ClientReloaded(r) => Some(r.at),
+            Self::Unchanged { .. } => None,
+        }
+    }
+
+    /// The event announcing this outcome, if it changed something.
+    pub(crate) fn event(&self) -> Option<ReloadEvent> {
+        match self {
+            Self::Reloaded(r) => Some(ReloadEvent::Reloaded(r.clone())),
+            Self::ClientReloaded(r) => Some(ReloadEvent::ClientReloaded(r.clone())),
+            Self::Unchanged { .. } => None,
         }
     }
 }
 
-/// A stream of [`ReloadEvent`]s, from [`ReloadableAcceptor::subscribe`].
+/// A stream of [`ReloadEvent`]s, from [`ReloadableAcceptor::subscribe`]
+/// or [`ReloadableConnector::subscribe`].
 ///
 /// Every event is delivered, in order, however slowly it is read; drop the
 /// subscription to stop receiving.
@@ -296,14 +351,15 @@ impl ReloadOutcome {
 /// ```
 ///
 /// [`ReloadableAcceptor::subscribe`]: crate::ReloadableAcceptor::subscribe
+/// [`ReloadableConnector::subscribe`]: crate::ReloadableConnector::subscribe
 #[derive(Debug)]
 pub struct Subscription {
     pub(crate) rx: mpsc::UnboundedReceiver<ReloadEvent>,
 }
 
 impl Subscription {
-    /// Waits for the next event. `None` once the acceptor and its watcher
-    /// are gone.
+    /// Waits for the next event. `None` once the acceptor (or connector)
+    /// and its watcher are gone.
     pub async fn recv(&mut self) -> Option<ReloadEvent> {
         self.rx.recv().await
     }

@@ -148,10 +148,15 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod acceptor;
+mod client;
 mod config;
+mod connector;
+mod engine;
 mod error;
 mod event;
 mod fingerprint;
+#[cfg(feature = "tower")]
+mod https;
 mod info;
 mod load;
 mod reload;
@@ -162,13 +167,17 @@ mod watch;
 pub mod testing;
 
 pub use acceptor::{Builder, ReloadableAcceptor};
-pub use config::{ClientAuth, TlsFiles};
+pub use client::CLIENT_IDENTITY;
+pub use config::{ClientAuth, ClientFiles, TlsFiles};
+pub use connector::{ClientStatus, ConnectorBuilder, ReloadableConnector};
 pub use error::{CertError, Error, FileKind, FileRole, KeyError, PemError, SettingsError};
 pub use event::{
-    Degraded, IdentityStatus, LastAttempt, ReloadCount, ReloadEvent, ReloadFailure, ReloadOutcome,
-    Reloaded, RenewalOverdue, Subscription, TlsStatus, Trigger, WatcherMode,
+    ClientReloaded, Degraded, IdentityStatus, LastAttempt, ReloadCount, ReloadEvent, ReloadFailure,
+    ReloadOutcome, Reloaded, RenewalOverdue, Subscription, TlsStatus, Trigger, WatcherMode,
 };
 pub use fingerprint::{Fingerprint, ParseFingerprintError};
+#[cfg(feature = "tower")]
+pub use https::{HttpsConnectError, HttpsConnector, TlsConnection};
 pub use info::{CertInfo, CertParseError, format_rfc3339};
 pub use sni::{DEFAULT_IDENTITY, SniIdentity};
 pub use watch::Watcher;

@@ -84,58 +84,32 @@ impl Inputs {
         files: &TlsFiles,
         limit: u64,
         bound: Duration,
-        mut after_each: impl FnMut(FileRole),
+        after_each: impl FnMut(FileRole),
     ) -> Result<Self, Error> {
-        let started = Instant::now();
-        let mut pause = Duration::ZERO;
-        loop {
-            // Only a failed read looks at these: a file that could not be
-            // opened has no handle to hold.
-            let before = identities(files);
-            let mut held = Vec::new();
-            let read = Self::read_once(files, limit, &mut held, &mut after_each);
-            let settled = held.iter().all(|(path, file)| still_names(path, file))
-                && (read.is_ok() || identities(files) == before);
-            if settled {
-                return read;
-            }
-            drop(held);
-            if started.elapsed() >= bound {
-                return Err(Error::KeptChanging {
-                    paths: files.paths().map(Path::to_path_buf).collect(),
-                    waited: bound,
-                });
-            }
-            std::thread::sleep(pause);
-            pause = (pause * 2).max(Duration::from_millis(1)).min(MAX_PAUSE);
-        }
-    }
-
-    fn read_once<'a>(
-        files: &'a TlsFiles,
-        limit: u64,
-        held: &mut Vec<(&'a Path, File)>,
-        after_each: &mut impl FnMut(FileRole),
-    ) -> Result<Self, Error> {
-        let mut read = |role: FileRole, path: &'a Path| {
-            let (bytes, file) = read_capped(role, path, limit)?;
-            held.push((path, file));
-            after_each(role);
-            Ok::<_, Error>(bytes)
-        };
+        let mut list = vec![
+            (FileRole::Certificate, files.cert.as_path()),
+            (FileRole::PrivateKey, files.key.as_path()),
+        ];
+        list.extend(files.client_ca.as_deref().map(|p| (FileRole::ClientCa, p)));
+        list.extend(files.crls.iter().map(|p| (FileRole::Crl, p.as_path())));
+        let mut read = read_set(&list, limit, bound, after_each)?.into_iter();
+        let mut next = || read.next().unwrap_or_default();
+        let cert = std::mem::take(&mut *next());
+        let key = next();
+        let client_ca = files
+            .client_ca
+            .as_ref()
+            .map(|_| std::mem::take(&mut *next()));
+        let crls = files
+            .crls
+            .iter()
+            .map(|_| std::mem::take(&mut *next()))
+            .collect();
         Ok(Self {
-            cert: read(FileRole::Certificate, &files.cert)?,
-            key: Zeroizing::new(read(FileRole::PrivateKey, &files.key)?),
-            client_ca: files
-                .client_ca
-                .as_deref()
-                .map(|p| read(FileRole::ClientCa, p))
-                .transpose()?,
-            crls: files
-                .crls
-                .iter()
-                .map(|p| read(FileRole::Crl, p))
-                .collect::<Result<_, _>>()?,
+            cert,
+            key,
+            client_ca,
+            crls,
         })
     }
 
@@ -161,7 +135,67 @@ impl Inputs {
     }
 }
 
-fn absorb(ctx: &mut ring::digest::Context, tag: &[u8], bytes: Option<&[u8]>) {
+/// Reads every file of `files` as one consistent set, each with the size
+/// cap (see [`Inputs::read`] for why and how), repeating the read for at
+/// most `bound`; `after_each` is called once a file has been read. Every
+/// buffer is zeroed on drop, as any may hold a key.
+pub(crate) fn read_set(
+    files: &[(FileRole, &Path)],
+    limit: u64,
+    bound: Duration,
+    mut after_each: impl FnMut(FileRole),
+) -> Result<Vec<Zeroizing<Vec<u8>>>, Error> {
+    let started = Instant::now();
+    let mut pause = Duration::ZERO;
+    loop {
+        // Only a failed read looks at these: a file that could not be
+        // opened has no handle to hold.
+        let before = identities(files);
+        let mut held = Vec::new();
+        let read = read_once(files, limit, &mut held, &mut after_each);
+        let settled = held.iter().all(|(path, file)| still_names(path, file))
+            && (read.is_ok() || identities(files) == before);
+        if settled {
+            return read;
+        }
+        drop(held);
+        if started.elapsed() >= bound {
+            return Err(Error::KeptChanging {
+                paths: files.iter().map(|(_, p)| p.to_path_buf()).collect(),
+                waited: bound,
+            });
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).max(Duration::from_millis(1)).min(MAX_PAUSE);
+    }
+}
+
+fn read_once<'a>(
+    files: &[(FileRole, &'a Path)],
+    limit: u64,
+    held: &mut Vec<(&'a Path, File)>,
+    after_each: &mut impl FnMut(FileRole),
+) -> Result<Vec<Zeroizing<Vec<u8>>>, Error> {
+    files
+        .iter()
+        .map(|&(role, path)| {
+            let (bytes, file) = read_capped(role, path, limit)?;
+            held.push((path, file));
+            after_each(role);
+            Ok(Zeroizing::new(bytes))
+        })
+        .collect()
+}
+
+/// [`read_set`] with the usual bound.
+pub(crate) fn read_files(
+    files: &[(FileRole, &Path)],
+    limit: u64,
+) -> Result<Vec<Zeroizing<Vec<u8>>>, Error> {
+    read_set(files, limit, SETTLE_BOUND, |_| {})
+}
+
+pub(crate) fn absorb(ctx: &mut ring::digest::Context, tag: &[u8], bytes: Option<&[u8]>) {
     // Length-prefix every part so that moving bytes between files changes
     // the digest.
     ctx.update(&(tag.len() as u64).to_be_bytes());
@@ -176,7 +210,7 @@ fn absorb(ctx: &mut ring::digest::Context, tag: &[u8], bytes: Option<&[u8]>) {
     }
 }
 
-fn digest_of(ctx: ring::digest::Context) -> Digest {
+pub(crate) fn digest_of(ctx: ring::digest::Context) -> Digest {
     let mut out = [0u8; 32];
     out.copy_from_slice(ctx.finish().as_ref());
     out
@@ -191,8 +225,8 @@ pub(crate) fn digest_str(s: &str) -> Digest {
 
 /// Device and inode of the file each input path names now (symlinks
 /// followed), `None` where there is none.
-fn identities(files: &TlsFiles) -> Vec<Option<(u64, u64)>> {
-    files.paths().map(identity).collect()
+fn identities(files: &[(FileRole, &Path)]) -> Vec<Option<(u64, u64)>> {
+    files.iter().map(|(_, p)| identity(p)).collect()
 }
 
 fn identity(path: &Path) -> Option<(u64, u64)> {
@@ -289,16 +323,7 @@ impl Parsed {
         inputs: &Inputs,
         provider: &Arc<CryptoProvider>,
     ) -> Result<Self, Error> {
-        let chain = parse_chain(FileRole::Certificate, &files.cert, &inputs.cert)?;
-        let cert = leaf_info(FileRole::Certificate, &files.cert, &chain)?;
-        let key = parse_key(&files.key, &inputs.key)?;
-        let certified_key = CertifiedKey::new(chain, key);
-        if certified_key.keys_match().is_err() {
-            return Err(Error::KeyMismatch {
-                cert_path: files.cert.clone(),
-                key_path: files.key.clone(),
-            });
-        }
+        let (certified_key, cert) = parse_pair(&files.cert, &inputs.cert, &files.key, &inputs.key)?;
 
         let (client_ca, verifier) = match (&files.client_ca, &inputs.client_ca) {
             (Some(path), Some(bytes)) => {
@@ -308,12 +333,33 @@ impl Parsed {
             _ => (Vec::new(), None),
         };
         Ok(Self {
-            certified_key: Arc::new(certified_key),
+            certified_key,
             cert,
             client_ca,
             verifier,
         })
     }
+}
+
+/// Parses a certificate chain (leaf first) and its private key, and
+/// checks that the key belongs to the leaf.
+pub(crate) fn parse_pair(
+    cert_path: &Path,
+    cert_bytes: &[u8],
+    key_path: &Path,
+    key_bytes: &[u8],
+) -> Result<(Arc<CertifiedKey>, CertInfo), Error> {
+    let chain = parse_chain(FileRole::Certificate, cert_path, cert_bytes)?;
+    let cert = leaf_info(FileRole::Certificate, cert_path, &chain)?;
+    let key = parse_key(key_path, key_bytes)?;
+    let certified_key = CertifiedKey::new(chain, key);
+    if certified_key.keys_match().is_err() {
+        return Err(Error::KeyMismatch {
+            cert_path: cert_path.to_owned(),
+            key_path: key_path.to_owned(),
+        });
+    }
+    Ok((Arc::new(certified_key), cert))
 }
 
 /// Builds a server config that verifies clients with `verifier` (none: no
@@ -436,7 +482,7 @@ fn no_pem(role: FileRole, path: &Path, bytes: &[u8], expected: &'static str) -> 
     }
 }
 
-fn parse_chain(
+pub(crate) fn parse_chain(
     role: FileRole,
     path: &Path,
     bytes: &[u8],
@@ -465,7 +511,7 @@ fn leaf_info(
     })
 }
 
-fn cert_infos(
+pub(crate) fn cert_infos(
     role: FileRole,
     path: &Path,
     chain: &[CertificateDer<'static>],

@@ -19,8 +19,8 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::config::WatchOptions;
+use crate::engine::{Engine, Side};
 use crate::event::{Trigger, WatcherMode};
-use crate::reload::Shared;
 
 /// The running watcher of one [`ReloadableAcceptor`].
 ///
@@ -117,7 +117,7 @@ impl Pending {
         Self { fs, rx, options }
     }
 
-    pub(crate) fn spawn(mut self, shared: Arc<Shared>) -> Watcher {
+    pub(crate) fn spawn<S: Side>(mut self, shared: Arc<Engine<S>>) -> Watcher {
         // Report the mode (and any failure to set up events) before
         // returning, so the status is right as soon as start() returns.
         self.fs.report(&shared, &self.options);
@@ -146,8 +146,8 @@ struct Retry {
     trigger: Trigger,
 }
 
-async fn run(
-    shared: Arc<Shared>,
+async fn run<S: Side>(
+    shared: Arc<Engine<S>>,
     pending: Pending,
     mut stop: oneshot::Receiver<()>,
     mut end_events: oneshot::Receiver<()>,
@@ -417,7 +417,7 @@ impl DirWatches {
     }
 
     /// Publishes the mode, and announces a degradation once.
-    fn report(&mut self, shared: &Shared, options: &WatchOptions) {
+    fn report<S: Side>(&mut self, shared: &Engine<S>, options: &WatchOptions) {
         let mode = self.mode();
         shared.set_watcher_mode(mode);
         if mode == WatcherMode::Events {

@@ -5,13 +5,15 @@ use std::path::Path;
 use tempfile::TempDir;
 
 use super::{AtomicWriter, Leaf, TestCa};
-use crate::{ClientAuth, TlsFiles};
+use crate::{ClientAuth, ClientFiles, TlsFiles};
 
 /// A server-certificate Secret volume and a client-CA Secret volume in a
 /// temporary directory (removed on drop), with the CAs behind them.
 ///
 /// `server` holds `tls.crt`, `tls.key` and `ca.crt`, as a cert-manager
-/// `kubernetes.io/tls` Secret does; `client_ca_volume` holds `ca.crt`.
+/// `kubernetes.io/tls` Secret does; `client_ca_volume` holds `ca.crt`;
+/// `client_volume`, a client's own Secret, holds the client certificate
+/// (`tls.crt`, `tls.key`) and the server CA (`ca.crt`).
 /// Every write goes through the kubelet sequence of [`AtomicWriter`].
 ///
 /// # Example
@@ -37,6 +39,8 @@ pub struct SecretVolumes {
     pub server: AtomicWriter,
     /// `<dir>/client-ca`.
     pub client_ca_volume: AtomicWriter,
+    /// `<dir>/client`: what a client of the server mounts.
+    pub client_volume: AtomicWriter,
     /// The server certificate published last through [`rotate`](Self::rotate)
     /// (initially the one published by [`new`](Self::new)).
     pub leaf: Leaf,
@@ -53,6 +57,7 @@ impl SecretVolumes {
         let server = AtomicWriter::new(tmp.path().join("server")).expect("server volume");
         let client_ca_volume =
             AtomicWriter::new(tmp.path().join("client-ca")).expect("client CA volume");
+        let client_volume = AtomicWriter::new(tmp.path().join("client")).expect("client volume");
         let leaf = server_ca.server();
         let client = client_ca.client("client");
         let volumes = Self {
@@ -61,11 +66,13 @@ impl SecretVolumes {
             client_ca,
             server,
             client_ca_volume,
+            client_volume,
             leaf,
             client,
         };
         volumes.publish_leaf(&volumes.leaf);
         volumes.publish_client_ca(volumes.client_ca.cert_pem());
+        volumes.publish_client(&volumes.client, volumes.server_ca.cert_pem());
         volumes
     }
 
@@ -106,6 +113,27 @@ impl SecretVolumes {
         self.client_ca_volume
             .write(&[("ca.crt", bundle.as_ref())])
             .expect("write the client CA volume");
+    }
+
+    /// One kubelet update of the client volume: `leaf` as the client
+    /// certificate and `trust` as its trust bundle.
+    pub fn publish_client(&self, leaf: &Leaf, trust: impl AsRef<[u8]>) {
+        self.client_volume
+            .write(&[
+                ("tls.crt", leaf.cert_pem.as_bytes()),
+                ("tls.key", leaf.key_pem.as_bytes()),
+                ("ca.crt", trust.as_ref()),
+            ])
+            .expect("write the client volume");
+    }
+
+    /// The client volume as a client with a certificate (mutual TLS) is
+    /// configured with it: the trust bundle and the identity.
+    pub fn client_files(&self) -> ClientFiles {
+        ClientFiles::new(self.client_volume.path("ca.crt")).identity(
+            self.client_volume.path("tls.crt"),
+            self.client_volume.path("tls.key"),
+        )
     }
 
     /// The server certificate and key, as a server is configured with them.

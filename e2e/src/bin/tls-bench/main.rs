@@ -6,7 +6,7 @@
 //! defaults and the figures.
 //!
 //! Every figure is a ratio or a percentile against a baseline measured in
-//! the same run. Figures 1–6 run in this process over loopback; figure 7
+//! the same run. Figures 1–6 and 8 run in this process over loopback; figure 7
 //! drives its servers with `h2load` and also runs nginx and the release
 //! gateway binary as child processes when they are present.
 
@@ -18,6 +18,7 @@
     clippy::print_stderr
 )]
 
+mod connector;
 mod gateway;
 mod handshake;
 mod interleave;
@@ -44,7 +45,7 @@ struct Args {
     /// figure].
     #[arg(long, value_name = "NAME", value_delimiter = ',', value_enum)]
     only: Vec<Figure>,
-    /// Concurrent client loops of figures 1, 2 and 6, 1 to 1024 (the default
+    /// Concurrent client loops of figures 1, 2, 6 and 8, 1 to 1024 (the default
     /// is 4 × the cores available).
     #[arg(long, value_name = "N", default_value_t = 4 * cores(),
           value_parser = clap::value_parser!(u16).range(1..=1024))]
@@ -70,6 +71,8 @@ enum Figure {
     Grpc,
     /// 7. request path vs bare hyper, bare tonic and nginx (h2load)
     Request,
+    /// 8. connections/s, reloadable vs plain TlsConnector (mTLS client)
+    Connector,
 }
 
 /// Cores the scheduler gives this process, at most 256 (so that the
@@ -144,6 +147,10 @@ async fn run(s: &Settings, only: &[Figure]) -> Vec<Row> {
             Figure::Idle => rows.extend(resources::idle_cpu(s).await),
             Figure::Grpc => rows.extend(gateway::grpc(s).await),
             Figure::Request => rows.extend(request::request_path(s).await),
+            Figure::Connector => {
+                rows.extend(connector::throughput(s, false).await);
+                rows.extend(connector::throughput(s, true).await);
+            }
         }
     }
 
