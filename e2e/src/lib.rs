@@ -52,6 +52,11 @@
 //!   in process, by `tls-reload`.
 //! * `tests/hardening.rs`: reload storms, hostile clients, and every output
 //!   scanned for key material.
+//! * `tests/pki.rs`: the whole PKI (server certificate, client
+//!   certificate, a CA rollover on both sides) rotates under a long-lived
+//!   mTLS client, the `mtls_client` example of `openshell-server` run as a
+//!   second process ([`MtlsClientProcess`]), with no failed call and no
+//!   restart of either side.
 //! * `tests/k3s.rs`: prints why it is skipped and passes without a cluster.
 //!
 //! The OCSF lines are validated against the schema in `../shared/ocsf/v1.8.0`

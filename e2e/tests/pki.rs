@@ -191,8 +191,10 @@ struct Run {
     step_start: usize,
     /// The gateway's `tls_reloaded` events expected so far.
     gateway_reloads: usize,
-    /// The client's reloads expected so far.
-    client_reloads: u64,
+    /// The client connector's generation at the first call.
+    first_generation: u64,
+    /// The changes of the client's identity or trust expected so far.
+    client_changes: u64,
     steps: Vec<Step>,
 }
 
@@ -252,16 +254,16 @@ impl Run {
             .unwrap();
     }
 
-    /// Waits for a line saying the client has reloaded once more, and
-    /// returns its index.
+    /// Waits for a line saying the client's identity or trust has changed
+    /// once more (its connector's generation), and returns its index.
     async fn client_reloaded(&mut self, what: &str) -> usize {
-        self.client_reloads += 1;
-        let n = self.client_reloads;
-        let what = format!("client reload #{n}: {what}");
+        self.client_changes += 1;
+        let n = self.first_generation + self.client_changes;
+        let what = format!("client change #{}: {what}", self.client_changes);
         let (index, _) = self
             .client
             .wait_for_line(PATIENCE, &what, self.step_start, |l| {
-                l["reloads"].as_u64().is_some_and(|r| r >= n)
+                l["generation"].as_u64().is_some_and(|g| g >= n)
             })
             .await
             .unwrap();
@@ -305,7 +307,8 @@ async fn the_whole_pki_rotates_under_a_calling_client_with_no_failed_call_and_no
         gateway,
         step_start: 0,
         gateway_reloads: 0,
-        client_reloads: 0,
+        first_generation: 0,
+        client_changes: 0,
         steps: Vec::new(),
     };
 
@@ -322,6 +325,7 @@ async fn the_whole_pki_rotates_under_a_calling_client_with_no_failed_call_and_no
         "{line}"
     );
     assert_eq!(line["authenticated"], true, "{line}");
+    run.first_generation = line["generation"].as_u64().expect("generation");
     run.settle("the start", first).await;
     let rotations_began = first;
     run.end_step("start", Duration::ZERO);
@@ -421,7 +425,7 @@ async fn the_whole_pki_rotates_under_a_calling_client_with_no_failed_call_and_no
         error.contains("certificate"),
         "the error names the certificate: {line}"
     );
-    run.client_reloads += 1;
+    run.client_changes += 1;
     run.end_step("broken trust", failed_after);
 
     // Restoring it heals.
