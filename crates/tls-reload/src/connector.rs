@@ -365,6 +365,21 @@ impl ConnectorBuilder {
         self
     }
 
+    /// Makes every reload's read wait `delay` first, as a hung mount would.
+    #[cfg(feature = "testing")]
+    pub fn read_delay(mut self, delay: Duration) -> Self {
+        self.load.read_delay = delay;
+        self
+    }
+
+    /// Makes the file-system event watcher fail to start, as it does when
+    /// inotify limits are exhausted, to exercise the fallback to polling.
+    #[cfg(feature = "testing")]
+    pub fn fail_event_watcher(mut self) -> Self {
+        self.watch.fail_event_watcher = true;
+        self
+    }
+
     /// Loads the files and returns a connector without a watcher: it
     /// changes only on [`ReloadableConnector::reload_now`].
     ///

@@ -265,8 +265,8 @@ pub enum Error {
     #[error("invalid TLS settings: {0}")]
     Settings(SettingsError),
 
-    /// rustls refused to build the server configuration.
-    #[error("building the TLS server config: {0}")]
+    /// rustls refused to build the server or client configuration.
+    #[error("building the TLS config: {0}")]
     Rustls(#[from] rustls::Error),
 
     /// The blocking task that reads the files was cancelled or panicked.

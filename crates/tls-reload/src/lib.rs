@@ -1,10 +1,12 @@
-//! Serve TLS from certificate files that change, without restarting.
+//! Serve and connect over TLS from certificate files that change, without
+//! restarting.
 //!
 //! `tls-reload` gives any tokio server (hyper, tonic, axum, a hand-written
 //! accept loop) a rustls acceptor whose certificate, private key and client
 //! trust are replaced in place when the files on disk change: when
 //! cert-manager renews a certificate and kubelet swaps the mounted Secret,
-//! the next handshake serves the new certificate.
+//! the next handshake serves the new certificate. Clients get the same for
+//! their trust bundle and client certificate ([`ReloadableConnector`]).
 //!
 //! # Getting started
 //!
@@ -61,6 +63,32 @@
 //! # }
 //! ```
 //!
+//! # Clients
+//!
+//! A [`ReloadableConnector`] is built from a trust bundle (one or more CA
+//! files) and, for mutual TLS, a client certificate and key, and is rotated
+//! by the same engine and watcher as the acceptor. Each `connect` uses the
+//! config of that instant; [`changes`](ReloadableConnector::changes) tells
+//! a long-lived client when to move to new connections. With the `tower`
+//! feature, [`HttpsConnector`] plugs it into hyper-util's `Client` and
+//! tonic's `Endpoint::connect_with_connector` (`examples/hyper_client.rs`,
+//! `examples/tonic_client.rs`).
+//!
+//! ```no_run
+//! use rustls_pki_types::ServerName;
+//! use tls_reload::{ClientFiles, ReloadableConnector};
+//!
+//! # async fn connect() -> Result<(), Box<dyn std::error::Error>> {
+//! let files = ClientFiles::new("/etc/gateway-ca/ca.crt")
+//!     .identity("/etc/client-tls/tls.crt", "/etc/client-tls/tls.key");
+//! let (connector, watcher) = ReloadableConnector::builder(files).alpn(["h2"]).start()?;
+//! let tcp = tokio::net::TcpStream::connect("gateway.example:8443").await?;
+//! let tls = connector.connect(ServerName::try_from("gateway.example")?, tcp).await?;
+//! # drop((tls, watcher));
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! # Design
 //!
 //! * **Loading** ([`TlsFiles`], [`Builder`]): each file is read with a size
@@ -68,12 +96,16 @@
 //!   the key must match the leaf. Every failure is an [`Error`] naming the
 //!   file and the cause. The crypto provider is ring, passed explicitly: no
 //!   process-wide default is installed or needed.
-//! * **Swapping** ([`ReloadableAcceptor`]): a reload builds a whole new
-//!   `rustls::ServerConfig` and publishes it with one `ArcSwap` store.
+//! * **Swapping** ([`ReloadableAcceptor`], [`ReloadableConnector`]): a
+//!   reload builds a whole new `rustls::ServerConfig` (or `ClientConfig`)
+//!   and publishes it with one `ArcSwap` store.
 //!   Handshakes take a snapshot with one atomic load and never wait for a
 //!   reload. Unchanged bytes swap nothing; a failed reload keeps the served
 //!   config. Sessions resume across a certificate-only rotation and never
-//!   across a change of client trust.
+//!   across a change of client trust; a client's sessions never resume
+//!   across any change of its files (each new config has a fresh store).
+//!   One engine serves both sides: only reading, parsing and building
+//!   differ.
 //! * **Selecting** ([`SniIdentity`]): each published config carries an
 //!   immutable resolver: a map of exact names and one of wildcard suffixes
 //!   to certificates, and the default. A handshake looks its name up (the
@@ -97,8 +129,8 @@
 //! # Non-goals
 //!
 //! Obtaining certificates (ACME, cert-manager do that), OCSP stapling,
-//! client-side TLS, and client trust per SNI identity (the client CA and
-//! CRLs apply to every name).
+//! and client trust per SNI identity (the client CA and CRLs apply to every
+//! name). A connector does not check revocation of server certificates.
 //!
 //! # Known problems
 //!
@@ -134,6 +166,9 @@
 //!   single [`ReloadEvent::Degraded`].
 //! * Long-lived connections (HTTP/2, gRPC) keep the certificate they were
 //!   established with; bound their age in the server so clients re-handshake.
+//!   On the client side, a pooled hyper `Client` or a tonic `Channel` keeps
+//!   its connections too: rebuild it when
+//!   [`ReloadableConnector::changes`] fires.
 //! * A client that sends no SNI (most clients connecting by IP address)
 //!   always gets the default identity; so does one asking for a name no
 //!   identity has. A client may resume a session made under another

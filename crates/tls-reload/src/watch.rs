@@ -22,12 +22,15 @@ use crate::config::WatchOptions;
 use crate::engine::{Engine, Side};
 use crate::event::{Trigger, WatcherMode};
 
-/// The running watcher of one [`ReloadableAcceptor`].
+/// The running watcher of one [`ReloadableAcceptor`] or
+/// [`ReloadableConnector`].
 ///
 /// It stops when [`shutdown`](Self::shutdown) is awaited or when this value
 /// is dropped; either way the file-system watcher and its thread go with it.
 /// There is no other way to start one than
-/// [`Builder::start`](crate::Builder::start), so an acceptor never has two.
+/// [`Builder::start`](crate::Builder::start) or
+/// [`ConnectorBuilder::start`](crate::ConnectorBuilder::start), so an
+/// acceptor or a connector never has two.
 ///
 /// # Example
 ///
@@ -47,6 +50,7 @@ use crate::event::{Trigger, WatcherMode};
 /// ```
 ///
 /// [`ReloadableAcceptor`]: crate::ReloadableAcceptor
+/// [`ReloadableConnector`]: crate::ReloadableConnector
 #[must_use = "dropping the Watcher stops watching"]
 pub struct Watcher {
     stop: Option<oneshot::Sender<()>>,

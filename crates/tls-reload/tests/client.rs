@@ -412,3 +412,26 @@ async fn two_hundred_client_rotations_under_sixteen_connect_loops_fail_no_connec
     // Each rotation was published once, by whichever reload saw it first.
     assert_eq!(connector.generation(), ROTATIONS as u64 + 1);
 }
+
+#[tokio::test]
+async fn without_file_system_events_the_connector_polls_and_says_so_once() {
+    let fx = Fixture::new();
+    let (connector, _watcher) = fast(ReloadableConnector::builder(fx.client_files()))
+        .poll_interval(Duration::from_millis(100))
+        .fail_event_watcher()
+        .start()
+        .unwrap();
+    assert_eq!(connector.status().watcher, tls_reload::WatcherMode::Polling);
+    let mut events = connector.subscribe();
+    // A late subscriber still learns of the degradation, first.
+    assert!(matches!(
+        next_event(&mut events).await,
+        ReloadEvent::Degraded(_)
+    ));
+    let renewed = fx.client_ca.client("client");
+    fx.publish_client(&renewed, fx.server_ca.cert_pem());
+    match next_event(&mut events).await {
+        ReloadEvent::ClientReloaded(r) => assert_eq!(r.trigger, Trigger::Poll),
+        other => panic!("expected a client reload, got {other:?}"),
+    }
+}
