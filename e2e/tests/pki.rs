@@ -287,6 +287,9 @@ impl Run {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_whole_pki_rotates_under_a_calling_client_with_no_failed_call_and_no_restart() {
+    // Built before the gateway starts, so that its first connection is
+    // not kept waiting by the build.
+    openshell_e2e::mtls_client_binary().unwrap();
     let began = Instant::now();
     let pki = Pki::new();
     let ca_a = TestCa::new("openshell-e2e PKI A");
@@ -425,6 +428,9 @@ async fn the_whole_pki_rotates_under_a_calling_client_with_no_failed_call_and_no
         error.contains("certificate"),
         "the error names the certificate: {line}"
     );
+    // Retried once on a fresh channel, and both failures reported.
+    assert_eq!(line["attempts"], 2, "{line}");
+    assert!(line["first_error"].is_string(), "{line}");
     run.client_changes += 1;
     run.end_step("broken trust", failed_after);
 
@@ -435,6 +441,14 @@ async fn the_whole_pki_rotates_under_a_calling_client_with_no_failed_call_and_no
         .shown("calls healed by the restored trust", written, s, c, SHOWN)
         .await;
     run.end_step("restored trust", delay);
+
+    // Every connection verified the gateway's certificate in a full
+    // handshake: a resumed session would still show the old one.
+    let lines = run.client.lines().unwrap();
+    assert!(
+        lines.iter().all(|l| l["resumed"] != true),
+        "a session resumed"
+    );
 
     // Neither side restarted.
     run.gateway.ensure_not_restarted(gateway_pid).unwrap();
@@ -451,4 +465,82 @@ async fn the_whole_pki_rotates_under_a_calling_client_with_no_failed_call_and_no
             step.name, step.lines, step.retried, step.failed, step.took
         ));
     }
+}
+
+/// `args` with the value after `flag` replaced by `value`.
+fn with_arg(mut args: Vec<String>, flag: &str, value: &Path) -> Vec<String> {
+    let at = args.iter().position(|a| a == flag).expect(flag) + 1;
+    args[at] = value.display().to_string();
+    args
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_reports_each_call_exits_after_its_count_and_names_what_it_cannot_read() {
+    openshell_e2e::mtls_client_binary().unwrap();
+    let pki = Pki::new();
+    let ca = TestCa::new("openshell-e2e PKI");
+    let (server_leaf, client_cert) = (ca.server(), ca.client("sandbox-supervisor"));
+    pki.publish_server(&server_leaf);
+    pki.publish_client_ca(&bundle(&[&ca]));
+    pki.publish_client(&client_cert, &bundle(&[&ca]));
+    let (_gateway, addr) = pki.gateway().start(STARTUP).await.unwrap();
+    let args = pki.client_args(&addr.to_string());
+
+    // Three calls, three lines, exit 0.
+    let counted = [args.clone(), vec!["--count".into(), "3".into()]].concat();
+    let mut client = MtlsClientProcess::spawn(counted).unwrap();
+    let status = client.exit_within(PATIENCE).await.unwrap();
+    let output = client.output();
+    assert!(status.is_some_and(|s| s.success()), "{output}");
+    let lines = client.lines().unwrap();
+    let seqs: Vec<&Value> = lines.iter().map(|l| &l["seq"]).collect();
+    assert_eq!(seqs, [1, 2, 3], "{output}");
+    let (s, c) = (&server_leaf.fingerprint, &client_cert.fingerprint);
+    assert!(lines.iter().all(|l| shows(l, s, c)), "{output}");
+
+    // A certificate the gateway does not trust: each call fails, retried
+    // once, on stdout and stderr, and the exit status says so.
+    let stranger = TestCa::new("openshell-e2e stranger").client("stranger");
+    let dir = pki.tmp.path().join("stranger");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("tls.crt"), &stranger.cert_pem).unwrap();
+    std::fs::write(dir.join("tls.key"), &stranger.key_pem).unwrap();
+    let refused = with_arg(args.clone(), "--cert", &dir.join("tls.crt"));
+    let refused = with_arg(refused, "--key", &dir.join("tls.key"));
+    let refused = [refused, vec!["--count".into(), "2".into()]].concat();
+    let mut client = MtlsClientProcess::spawn(refused).unwrap();
+    let status = client.exit_within(PATIENCE).await.unwrap();
+    let output = client.output();
+    assert_eq!(status.and_then(|s| s.code()), Some(1), "{output}");
+    let lines = client.lines().unwrap();
+    assert_eq!(lines.len(), 2, "{output}");
+    for line in &lines {
+        assert_eq!(line["ok"], false, "{output}");
+        assert_eq!(line["attempts"], 2, "{output}");
+        assert!(
+            line["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "{output}"
+        );
+    }
+    let failures = client.stderr_lines();
+    assert_eq!(
+        failures.len(),
+        2,
+        "one stderr line per failed call: {output}"
+    );
+    assert!(
+        failures[0].starts_with("mtls_client: call 1 failed"),
+        "{output}"
+    );
+
+    // A key file that does not exist: exit 1 before any call, naming it.
+    let missing = pki.tmp.path().join("nowhere").join("tls.key");
+    let mut client = MtlsClientProcess::spawn(with_arg(args, "--key", &missing)).unwrap();
+    let status = client.exit_within(PATIENCE).await.unwrap();
+    let output = client.output();
+    assert_eq!(status.and_then(|s| s.code()), Some(1), "{output}");
+    assert_eq!(client.line_count(), 0, "{output}");
+    let said = client.stderr_lines().join("\n");
+    assert!(said.starts_with("mtls_client: error: "), "{output}");
+    assert!(said.contains(&missing.display().to_string()), "{output}");
 }
