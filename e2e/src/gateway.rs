@@ -81,7 +81,7 @@ fn build() -> Result<PathBuf, String> {
 
 /// Whether `name` is one of the variables cargo sets for the process of
 /// the package it builds or tests, rather than the user's configuration.
-fn is_package_variable(name: &str) -> bool {
+pub(crate) fn is_package_variable(name: &str) -> bool {
     matches!(
         name,
         "CARGO_MANIFEST_DIR"

@@ -52,6 +52,11 @@
 //!   in process, by `tls-reload`.
 //! * `tests/hardening.rs`: reload storms, hostile clients, and every output
 //!   scanned for key material.
+//! * `tests/pki.rs`: the whole PKI (server certificate, client
+//!   certificate, a CA rollover on both sides) rotates under a long-lived
+//!   mTLS client, the `mtls_client` example of `openshell-server` run as a
+//!   second process ([`MtlsClientProcess`]), with no failed call and no
+//!   restart of either side.
 //! * `tests/k3s.rs`: prints why it is skipped and passes without a cluster.
 //!
 //! The OCSF lines are validated against the schema in `../shared/ocsf/v1.8.0`
@@ -133,6 +138,7 @@ pub mod command;
 mod error;
 mod gateway;
 pub mod kube;
+mod mtls_client;
 pub mod ocsf;
 pub mod tls;
 
@@ -140,6 +146,7 @@ pub use error::{Error, Result};
 pub use gateway::{
     GATEWAY_BIN_ENV, GatewayCommand, GatewayProcess, gateway_binary, workspace_root,
 };
+pub use mtls_client::{MTLS_CLIENT_BIN_ENV, MtlsClientProcess, mtls_client_binary};
 
 /// Writes a line to the test's stderr even when the test harness captures
 /// output, so that a skipped check or the progress of a slow test shows in
