@@ -156,6 +156,7 @@ mod info;
 mod load;
 mod reload;
 mod sni;
+mod trust;
 mod watch;
 
 #[cfg(feature = "testing")]
@@ -171,4 +172,5 @@ pub use event::{
 pub use fingerprint::{Fingerprint, ParseFingerprintError};
 pub use info::{CertInfo, CertParseError, format_rfc3339};
 pub use sni::{DEFAULT_IDENTITY, SniIdentity};
+pub use trust::{ClientTrust, TrustDiff, TrustedCa};
 pub use watch::Watcher;

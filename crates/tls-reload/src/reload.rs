@@ -42,6 +42,20 @@ struct Trust {
     verifier: Option<Arc<dyn ClientCertVerifier>>,
     client_ca: Vec<CertInfo>,
     hash: Digest,
+    client: Option<Arc<crate::trust::ClientTrust>>,
+}
+
+impl Trust {
+    /// Keeps the usage counts of the CAs `previous` trusted too.
+    fn inherit_usage(mut self, previous: &Trust) -> Self {
+        if let (Some(new), Some(old)) = (
+            self.client.as_mut().and_then(Arc::get_mut),
+            &previous.client,
+        ) {
+            new.inherit_usage(old);
+        }
+        self
+    }
 }
 
 /// A config together with what it was built from.
@@ -111,6 +125,7 @@ impl Loader {
                 verifier: parsed.verifier,
                 client_ca: parsed.client_ca,
                 hash: inputs.trust_hash(files.client_auth),
+                client: parsed.client_trust.map(Arc::new),
             },
         ))
     }
@@ -283,6 +298,11 @@ impl Shared {
     /// The config served right now.
     pub(crate) fn server_config(&self) -> Arc<ServerConfig> {
         self.served.load().config.clone()
+    }
+
+    /// The client trust served right now.
+    pub(crate) fn client_trust(&self) -> Option<Arc<crate::trust::ClientTrust>> {
+        self.served.load().trust.client.clone()
     }
 
     /// The generation and default leaf served right now.
@@ -613,7 +633,7 @@ impl Shared {
                 Ok(Some((pair, t))) => {
                     pairs[i] = Arc::new(pair);
                     if i == 0 {
-                        trust = Arc::new(t);
+                        trust = Arc::new(t.inherit_usage(&served.trust));
                     }
                     changed.push(i);
                 }
