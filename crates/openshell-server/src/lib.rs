@@ -39,6 +39,7 @@ mod metrics;
 mod multiplex;
 mod state;
 mod telemetry;
+mod trust;
 
 pub use config::{Config, LogFormat, OcsfTarget, ReloadSettings, TlsMode};
 pub use error::{Error, Result};
