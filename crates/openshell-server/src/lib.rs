@@ -20,7 +20,7 @@
 //!
 //! * gRPC (requests with `content-type: application/grpc*`, HTTP/2):
 //!   `grpc.health.v1.Health`, server reflection, and
-//!   `openshell.gateway.v1.Gateway` (`GetTlsStatus`, `ReloadTls`);
+//!   `openshell.gateway.v1.Gateway` (`GetTlsStatus`, `ReloadTls`, `WhoAmI`);
 //! * HTTP: `/healthz`, `/readyz`, `/metrics` (Prometheus), `/v1/tls` (JSON).
 //!
 //! The optional plaintext health port serves `/healthz` and `/readyz` only.
