@@ -2,6 +2,7 @@
 //! to check again, after a change of trust, the chains its open
 //! connections presented, and to learn which trusted CA each client uses.
 
+use std::collections::HashSet;
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,6 +15,7 @@ use rustls::server::danger::ClientCertVerifier;
 use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, UnixTime};
 use x509_parser::extensions::ParsedExtension;
 use x509_parser::prelude::{FromDer, X509Certificate};
+use x509_parser::revocation_list::CertificateRevocationList;
 
 use crate::config::ClientAuth;
 use crate::fingerprint::Fingerprint;
@@ -65,6 +67,8 @@ pub struct ClientTrust {
     /// Digest of the CRLs, in order.
     crls: Fingerprint,
     crl_count: usize,
+    /// Every (issuer name, serial) the CRLs list, both DER.
+    revoked: HashSet<(Vec<u8>, Vec<u8>)>,
 }
 
 impl fmt::Debug for ClientTrust {
@@ -156,12 +160,24 @@ impl ClientTrust {
         }
         let mut digest = [0u8; 32];
         digest.copy_from_slice(ctx.finish().as_ref());
+        let mut revoked = HashSet::new();
+        for crl in crls {
+            // Parsed before, for the verifier: one that does not parse
+            // here only lists nothing for `lists_as_revoked`.
+            if let Ok((_, crl)) = CertificateRevocationList::from_der(crl) {
+                let issuer = crl.issuer().as_raw();
+                for entry in crl.iter_revoked_certificates() {
+                    revoked.insert((issuer.to_vec(), entry.raw_serial().to_vec()));
+                }
+            }
+        }
         Self {
             mode,
             verifier,
             cas,
             crls: Fingerprint::from_bytes(digest),
             crl_count: crls.len(),
+            revoked,
         }
     }
 
@@ -217,6 +233,23 @@ impl ClientTrust {
         now: SystemTime,
     ) -> Result<(), rustls::Error> {
         verify_with(&*self.verifier, chain, now)
+    }
+
+    /// Whether a CRL lists a certificate of `chain` (by issuer name and
+    /// serial). A quick look to order work, not a verification:
+    /// [`verify`](Self::verify) decides, and may refuse chains this does
+    /// not flag (a CA removed, a CRL missing for an issuer).
+    pub fn lists_as_revoked(&self, chain: &[CertificateDer<'_>]) -> bool {
+        !self.revoked.is_empty()
+            && chain.iter().any(|der| {
+                X509Certificate::from_der(der).is_ok_and(|(_, cert)| {
+                    let key = (
+                        cert.issuer().as_raw().to_vec(),
+                        cert.tbs_certificate.raw_serial().to_vec(),
+                    );
+                    self.revoked.contains(&key)
+                })
+            })
     }
 
     /// The trusted CA that `chain` (leaf first, as presented) ends at,
@@ -500,6 +533,8 @@ mod tests {
         let a = TestCa::new("a");
         let (good, bad) = (a.client("good"), a.client("bad"));
         let trust = trust(&[&a], &[a.crl(&[&bad])]);
+        assert!(trust.lists_as_revoked(std::slice::from_ref(&bad.cert_der)));
+        assert!(!trust.lists_as_revoked(std::slice::from_ref(&good.cert_der)));
         let now = SystemTime::now();
         assert!(
             trust
