@@ -491,6 +491,62 @@ mod tests {
     }
 
     #[test]
+    fn a_leaf_without_authority_key_id_under_two_cas_of_one_name_goes_to_the_one_that_signed_it() {
+        use rcgen::{
+            BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+            KeyPair,
+        };
+        let ca = || {
+            let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+            params
+                .distinguished_name
+                .push(DnType::CommonName, "same name");
+            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            let key = KeyPair::generate().unwrap();
+            let cert = params.self_signed(&key).unwrap();
+            (cert.der().clone(), Issuer::new(params, key))
+        };
+        let (old, new) = (ca(), ca());
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let ders = [old.0.clone(), new.0.clone()];
+        let infos: Vec<CertInfo> = ders
+            .iter()
+            .map(|d| CertInfo::from_der(d).unwrap())
+            .collect();
+        let mut roots = RootCertStore::empty();
+        for der in &ders {
+            roots.add(der.clone()).unwrap();
+        }
+        let verifier =
+            WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+                .build()
+                .unwrap();
+        let trust = ClientTrust::new(
+            ClientAuth::Required,
+            verifier,
+            &ders,
+            &infos,
+            &[],
+            &provider,
+        );
+        for (i, (_, issuer)) in [&old, &new].into_iter().enumerate() {
+            let mut params = CertificateParams::new(vec!["client".to_owned()]).unwrap();
+            params.use_authority_key_identifier_extension = false;
+            params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+            let leaf = params
+                .signed_by(&KeyPair::generate().unwrap(), issuer)
+                .unwrap();
+            let chain = [leaf.der().clone()];
+            let found = trust.issuer_of(&chain).unwrap();
+            assert_eq!(
+                found.cert().fingerprint_sha256,
+                infos[i].fingerprint_sha256,
+                "leaf of CA {i}"
+            );
+        }
+    }
+
+    #[test]
     fn diff_names_cas_added_and_removed_and_crl_changes_and_usage_carries_over() {
         let (a, b) = (TestCa::new("a"), TestCa::new("b"));
         let before = trust(&[&a], &[]);
