@@ -37,6 +37,10 @@
 //! * `tests/dev_mode.rs`: `--dev` with a state directory owned by someone
 //!   else, or open to others with keys others can read.
 //! * `tests/sni.rs`: two identities from two kubelet-style volumes.
+//! * `tests/trust.rs`: changes of client trust reaching open connections
+//!   (a CA rollover, a new CRL, a client certificate expiring while
+//!   connected), the per-CA usage in the status and metrics, and the
+//!   audit event of each change.
 //! * `tests/local.rs`: rotations of the server certificate and the client
 //!   CA, failed reloads and their audit trail, and the process itself:
 //!   signals, the shutdown drain, the handshake timeout, `--dev`, startup

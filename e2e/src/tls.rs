@@ -185,6 +185,29 @@ pub fn get_request(path: &str) -> Result<http::Request<Full<Bytes>>> {
         .map_err(|e| Error::unexpected(format!("GET {path}"), e.to_string()))
 }
 
+/// A unary gRPC request for `method` (`/package.Service/Method`) with the
+/// encoded `message` as its one frame, for [`Connection::request`] over
+/// HTTP/2: a test can then tell whether that very connection still
+/// serves calls, which a tonic channel, reconnecting on its own, hides.
+/// The reply's [`Reply::grpc_status`] says how the call ended.
+///
+/// # Errors
+///
+/// When `method` is not a valid URI path.
+pub fn grpc_request(method: &str, message: &[u8]) -> Result<http::Request<Full<Bytes>>> {
+    let len = u32::try_from(message.len())
+        .map_err(|_| Error::unexpected(format!("gRPC {method}"), "message over 4 GiB"))?;
+    let mut frame = Vec::with_capacity(5 + message.len());
+    frame.push(0); // not compressed
+    frame.extend_from_slice(&len.to_be_bytes());
+    frame.extend_from_slice(message);
+    http::Request::post(format!("http://{SERVER_NAME}{method}"))
+        .header(http::header::CONTENT_TYPE, "application/grpc")
+        .header(http::header::TE, "trailers")
+        .body(Full::new(Bytes::from(frame)))
+        .map_err(|e| Error::unexpected(format!("gRPC {method}"), e.to_string()))
+}
+
 /// `GET path` over TLS with `config` (HTTP/1.1) and the whole reply.
 ///
 /// A server that refuses the client certificate answers the request with

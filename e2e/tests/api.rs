@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime};
 use common::*;
 use openshell_e2e::tls::{self, Http};
 use openshell_server::pb::gateway_client::GatewayClient;
-use openshell_server::pb::{GetTlsStatusRequest, ReloadTlsRequest, TlsStatus};
+use openshell_server::pb::{GetTlsStatusRequest, ReloadTlsRequest, TlsStatus, WhoAmIRequest};
 use openshell_server::{Config, OcsfTarget, TlsMode};
 use rustls::ClientConfig;
 use serde_json::Value;
@@ -217,6 +217,85 @@ async fn with_optional_client_auth_reload_tls_refuses_anonymous_callers() {
 
     let mut alice = gateway(gw.addr(), &pki.client_as(Some(&pki.client))).await;
     alice.reload_tls(ReloadTlsRequest {}).await.unwrap();
+    gw.stop().await.unwrap();
+}
+
+/// `GET /v1/tls/peer` as `client`, parsed.
+async fn peer_json(addr: SocketAddr, client: &Arc<ClientConfig>) -> Value {
+    serde_json::from_str(&get_ok(addr, client, "/v1/tls/peer").await.body).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_client_auth_required_who_am_i_and_tls_peer_name_the_verified_client_and_its_ca() {
+    let pki = SecretVolumes::new();
+    let gw = spawn(in_process(pki.mtls_files(ClientAuth::Required))).await;
+    let client = pki.client_as(Some(&pki.client));
+    let ca = tls_reload::Fingerprint::of(pki.client_ca.cert_der()).to_string();
+
+    let me = gateway(gw.addr(), &client)
+        .await
+        .who_am_i(WhoAmIRequest {})
+        .await;
+    let me = me.unwrap().into_inner();
+    assert!(me.authenticated);
+    let leaf = me.client_certificate.unwrap();
+    assert_eq!(leaf.fingerprint_sha256, pki.client.fingerprint);
+    assert_eq!(leaf.subject, "CN=client");
+    assert_eq!(me.chain_length, 1);
+    assert_eq!(me.client_ca_fingerprint_sha256, ca);
+
+    let peer = peer_json(gw.addr(), &client).await;
+    assert_eq!(peer["authenticated"], true);
+    assert_eq!(
+        peer["client_certificate"]["fingerprint_sha256"],
+        pki.client.fingerprint.as_str()
+    );
+    assert_eq!(peer["chain_length"], 1);
+    assert_eq!(peer["client_ca_fingerprint_sha256"], ca.as_str());
+
+    // GetTlsStatus lists the CA with the handshakes attributed to it: the
+    // gRPC channel's, /v1/tls/peer's and this one's.
+    let s = status(&mut gateway(gw.addr(), &client).await).await;
+    let [trusted] = s.trusted_cas.as_slice() else {
+        panic!("one trusted CA expected: {:?}", s.trusted_cas);
+    };
+    assert_eq!(trusted.certificate.as_ref().unwrap().fingerprint_sha256, ca);
+    assert_eq!(trusted.short_fingerprint, ca[..23]);
+    assert_eq!(trusted.handshakes, 3);
+    let age = SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+        - trusted.last_used_unix_ms;
+    assert!((0..60_000).contains(&age), "last used {age} ms ago");
+    gw.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_optional_client_auth_a_client_without_a_certificate_is_unauthenticated() {
+    let pki = SecretVolumes::new();
+    let gw = spawn(in_process(pki.mtls_files(ClientAuth::Optional))).await;
+    let anonymous = pki.client_as(None);
+
+    let me = gateway(gw.addr(), &anonymous)
+        .await
+        .who_am_i(WhoAmIRequest {})
+        .await;
+    let me = me.unwrap().into_inner();
+    assert!(!me.authenticated);
+    assert_eq!(me.client_certificate, None);
+    assert_eq!(me.chain_length, 0);
+    assert_eq!(me.client_ca_fingerprint_sha256, "");
+
+    let peer = peer_json(gw.addr(), &anonymous).await;
+    assert_eq!(peer["authenticated"], false);
+    assert_eq!(peer["client_certificate"], Value::Null);
+    assert_eq!(peer["chain_length"], 0);
+    assert_eq!(peer["client_ca_fingerprint_sha256"], Value::Null);
+
+    // The same gateway names a client that does present a certificate.
+    let peer = peer_json(gw.addr(), &pki.client_as(Some(&pki.client))).await;
+    assert_eq!(peer["authenticated"], true);
     gw.stop().await.unwrap();
 }
 

@@ -226,12 +226,22 @@ async fn failed_reloads_keep_the_served_certificate_and_every_outcome_is_audited
     let new_ca = TestCa::new("openshell-e2e client CA (rotated)");
     fixture.publish_client_ca(new_ca.cert_pem());
     nth_event(&mut gateway, "tls_reloaded", 3).await;
+    // The new client CA is a change of client trust: reported after it.
+    nth_event(&mut gateway, "tls_client_trust_changed", 1).await;
     gateway.ensure_not_restarted(pid).unwrap();
 
     let events = assert_ocsf_valid(&gateway);
     let codes: Vec<&str> = events.iter().map(event_code).collect();
     let (ok, failed) = ("tls_reloaded", "tls_reload_failed");
-    let want = ["tls_loaded", ok, failed, failed, ok, ok];
+    let want = [
+        "tls_loaded",
+        ok,
+        failed,
+        failed,
+        ok,
+        ok,
+        "tls_client_trust_changed",
+    ];
     assert_eq!(codes, want, "{events:#?}");
     for event in &events {
         assert_eq!(event["class_uid"], 5019, "{event}");

@@ -18,10 +18,11 @@ pub(crate) enum Kind {
     CertExpiring,
     ReloadUnchanged,
     RenewalOverdue,
+    TrustChanged,
 }
 
 impl Kind {
-    const ALL: [Self; 7] = [
+    const ALL: [Self; 8] = [
         Self::Loaded,
         Self::Reloaded,
         Self::ReloadFailed,
@@ -29,6 +30,7 @@ impl Kind {
         Self::CertExpiring,
         Self::ReloadUnchanged,
         Self::RenewalOverdue,
+        Self::TrustChanged,
     ];
 
     pub(crate) const fn code(self) -> &'static str {
@@ -40,6 +42,7 @@ impl Kind {
             Self::CertExpiring => "tls_cert_expiring",
             Self::ReloadUnchanged => "tls_reload_unchanged",
             Self::RenewalOverdue => "tls_renewal_overdue",
+            Self::TrustChanged => "tls_client_trust_changed",
         }
     }
 
@@ -60,6 +63,7 @@ impl Kind {
             Self::CertExpiring => (CERT_EXPIRING, Medium, Success, Enabled),
             Self::ReloadUnchanged => (RELOAD_UNCHANGED, Informational, Success, Enabled),
             Self::RenewalOverdue => (RENEWAL_OVERDUE, Medium, Success, Enabled),
+            Self::TrustChanged => (TRUST_CHANGED, Informational, Success, Enabled),
         }
     }
 }
@@ -78,6 +82,8 @@ const RELOAD_UNCHANGED: &str = "TLS certificate config reload requested; files u
 const CERT_EXPIRING: &str = "Served TLS certificate is close to expiry";
 /// Message of [`DeviceConfigStateChange::tls_renewal_overdue`].
 const RENEWAL_OVERDUE: &str = "TLS certificate renewal overdue";
+/// Message of [`DeviceConfigStateChange::tls_client_trust_changed`].
+const TRUST_CHANGED: &str = "TLS client trust changed; open connections checked again";
 
 // === impl DeviceConfigStateChange ===
 
@@ -221,6 +227,41 @@ impl DeviceConfigStateChange {
     /// ```
     pub fn tls_renewal_overdue(source: &EventSource, details: TlsReloadDetails) -> EventBuilder {
         Self::tls_kind(source, Kind::RenewalOverdue).tls(details)
+    }
+
+    /// The client trust changed (CA bundle, CRLs or client-auth mode) and
+    /// every open connection that presented a client certificate was
+    /// checked again against it; those that no longer verify were ended.
+    ///
+    /// Severity Informational, status Success, state Enabled, message
+    /// `TLS client trust changed; open connections checked again`,
+    /// `unmapped.tls` = `details` (with `client_cas_added`,
+    /// `client_cas_removed`, `crls_changed`, `connections_checked` and
+    /// `connections_ended`).
+    ///
+    /// ```
+    /// # use openshell_ocsf::*;
+    /// # let source = EventSource::new(Product::new("p", "v", "1"), Device::new("h"));
+    /// let details = TlsReloadDetails::new()
+    ///     .generation(4)
+    ///     .client_cas_added([ClientCaRef::new("4F:01:C3", "CN=client CA 2026")])
+    ///     .client_cas_removed([ClientCaRef::new("9A:77:10", "CN=client CA 2025")])
+    ///     .crls_changed(false)
+    ///     .connections_checked(12)
+    ///     .connections_ended(3);
+    /// let event = DeviceConfigStateChange::tls_client_trust_changed(&source, details).build();
+    /// assert_eq!(event.event_code(), Some("tls_client_trust_changed"));
+    /// assert_eq!(
+    ///     event.to_string(),
+    ///     "CONFIG:TRUST [INFO] TLS client trust changed; open connections checked again \
+    ///      [generation:4 added:1 removed:1 ended:3]"
+    /// );
+    /// ```
+    pub fn tls_client_trust_changed(
+        source: &EventSource,
+        details: TlsReloadDetails,
+    ) -> EventBuilder {
+        Self::tls_kind(source, Kind::TrustChanged).tls(details)
     }
 }
 

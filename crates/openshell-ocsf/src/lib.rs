@@ -42,6 +42,7 @@
 //! | [`tls_cert_expiring`] | `tls_cert_expiring` | Medium | Success | Enabled | `Served TLS certificate is close to expiry` |
 //! | [`tls_reload_unchanged`] | `tls_reload_unchanged` | Informational | Success | Enabled | `TLS certificate config reload requested; files unchanged` |
 //! | [`tls_renewal_overdue`] | `tls_renewal_overdue` | Medium | Success | Enabled | `TLS certificate renewal overdue` |
+//! | [`tls_client_trust_changed`] | `tls_client_trust_changed` | Informational | Success | Enabled | `TLS client trust changed; open connections checked again` |
 //!
 //! The error of a failed reload, and the reason of a degraded watcher, go in
 //! `status_detail`. A start with an expired leaf is a [`tls_loaded`] event
@@ -106,7 +107,7 @@
 //! ```
 //!
 //! * `TAG` comes from `metadata.event_code`: `LOADED`, `RELOADED`, `FAILED`,
-//!   `DEGRADED`, `EXPIRING`, `UNCHANGED`, `OVERDUE`; for other events, `FAILED` when the status is
+//!   `DEGRADED`, `EXPIRING`, `UNCHANGED`, `OVERDUE`, `TRUST`; for other events, `FAILED` when the status is
 //!   Failure, else `CHANGED`.
 //! * `SEV` is the severity: `UNK`, `INFO`, `LOW`, `MED`, `HIGH`, `CRIT`,
 //!   `FATAL`, `OTHER`.
@@ -117,7 +118,9 @@
 //!   `status_detail`, always quoted; `identity:` with the identity;
 //!   `fingerprint:` with the new
 //!   fingerprint, cut after 8 colon-separated groups and marked `..`;
-//!   `not_after:` (EXPIRING and OVERDUE only); `generation:`; `trigger:`. The brackets
+//!   `not_after:` (EXPIRING and OVERDUE only); `generation:`; `trigger:`;
+//!   `added:`, `removed:` (how many client CAs) and `ended:` (how many
+//!   connections) when the details hold them. The brackets
 //!   are left out when the list is empty.
 //! * Quoted values and values holding a space, quote, bracket or control
 //!   character are written as escaped, double-quoted strings.
@@ -129,6 +132,7 @@
 //! CONFIG:DEGRADED [LOW] TLS config watcher degraded to polling [reason:"inotify watch limit reached"]
 //! CONFIG:EXPIRING [MED] Served TLS certificate is close to expiry [fingerprint:4F:01:C3 not_after:2026-03-01T00:00:00Z generation:3]
 //! CONFIG:OVERDUE [MED] TLS certificate renewal overdue [identity:api.example.com fingerprint:4F:01:C3 not_after:2026-03-01T00:00:00Z]
+//! CONFIG:TRUST [INFO] TLS client trust changed; open connections checked again [generation:4 added:1 removed:1 ended:3]
 //! ```
 //!
 //! # Writing the audit stream
@@ -194,6 +198,7 @@
 //! [`tls_cert_expiring`]: DeviceConfigStateChange::tls_cert_expiring
 //! [`tls_renewal_overdue`]: DeviceConfigStateChange::tls_renewal_overdue
 //! [`tls_reload_unchanged`]: DeviceConfigStateChange::tls_reload_unchanged
+//! [`tls_client_trust_changed`]: DeviceConfigStateChange::tls_client_trust_changed
 
 #![deny(missing_docs)]
 
@@ -212,4 +217,4 @@ pub use crate::enums::{ActivityId, DeviceTypeId, SeverityId, StateId, StatusId};
 pub use crate::error::Error;
 pub use crate::event::{Device, DeviceConfigStateChange, EventSource, OCSF_VERSION, Product};
 pub use crate::sink::OcsfSink;
-pub use crate::tls::TlsReloadDetails;
+pub use crate::tls::{ClientCaRef, TlsReloadDetails};

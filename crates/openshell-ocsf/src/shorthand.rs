@@ -49,6 +49,24 @@ impl fmt::Display for DeviceConfigStateChange {
         if let Some(trigger) = tls.and_then(|t| t.trigger.as_deref()) {
             fields.plain("trigger", trigger)?;
         }
+        if let Some(tls) = tls {
+            let counts = [
+                (
+                    "added",
+                    tls.client_cas_added.as_ref().map(|c| c.len() as u64),
+                ),
+                (
+                    "removed",
+                    tls.client_cas_removed.as_ref().map(|c| c.len() as u64),
+                ),
+                ("ended", tls.connections_ended),
+            ];
+            for (key, count) in counts {
+                if let Some(count) = count {
+                    fields.plain(key, &count.to_string())?;
+                }
+            }
+        }
         fields.finish()
     }
 }
@@ -62,6 +80,7 @@ fn tag(kind: Option<Kind>, status: StatusId) -> &'static str {
         Some(Kind::CertExpiring) => "EXPIRING",
         Some(Kind::ReloadUnchanged) => "UNCHANGED",
         Some(Kind::RenewalOverdue) => "OVERDUE",
+        Some(Kind::TrustChanged) => "TRUST",
         None if status == StatusId::Failure => "FAILED",
         None => "CHANGED",
     }

@@ -16,6 +16,10 @@
 //! | `renewal_due` | string | RFC 3339 time the certificate's renewal was due (renewal overdue events) |
 //! | `cert_path`, `key_path`, `client_ca_path` | string | the files read |
 //! | `crl_paths` | array of strings | the CRL files read |
+//! | `client_cas_added`, `client_cas_removed` | array of `{fingerprint, subject}` | client CAs trusted from now on, or no longer (client trust changes) |
+//! | `crls_changed` | boolean | whether the CRLs changed (client trust changes) |
+//! | `connections_checked` | integer | open connections checked again against the new client trust |
+//! | `connections_ended` | integer | open connections ended because they no longer verify |
 //!
 //! Absent values are left out. Every value is a string or number the caller
 //! hands in; there is no field for key bytes and no way to add other keys.
@@ -117,6 +121,47 @@ tls_reload_details! {
         key_path: Option<String> = |path: impl AsRef<Path>| lossy(path.as_ref()),
         /// Path of the client-CA bundle, when mTLS is configured.
         client_ca_path: Option<String> = |path: impl AsRef<Path>| lossy(path.as_ref()),
+        /// Client CA certificates trusted from now on and not before.
+        client_cas_added: Option<Vec<ClientCaRef>> = |cas: impl IntoIterator<Item = ClientCaRef>| cas.into_iter().collect(),
+        /// Client CA certificates trusted before and no longer.
+        client_cas_removed: Option<Vec<ClientCaRef>> = |cas: impl IntoIterator<Item = ClientCaRef>| cas.into_iter().collect(),
+        /// Whether the certificate revocation lists changed.
+        crls_changed: Option<bool> = |changed: bool| changed,
+        /// Open connections checked again against the new client trust.
+        connections_checked: Option<u64> = |count: u64| count,
+        /// Open connections ended because their client certificate no
+        /// longer verifies under the new client trust.
+        connections_ended: Option<u64> = |count: u64| count,
+    }
+}
+
+/// A client CA certificate named in a client trust change: its
+/// fingerprint and subject.
+///
+/// ```
+/// use openshell_ocsf::{ClientCaRef, TlsReloadDetails};
+///
+/// let added = ClientCaRef::new("4F:01:C3", "CN=client CA 2026");
+/// let details = TlsReloadDetails::new().client_cas_added([added]).connections_ended(0);
+/// assert_eq!(details.client_cas_added.as_ref().map(Vec::len), Some(1));
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+#[non_exhaustive]
+pub struct ClientCaRef {
+    /// SHA-256 fingerprint, as `openssl x509 -fingerprint -sha256` prints it.
+    pub fingerprint: String,
+    /// Subject distinguished name.
+    pub subject: String,
+}
+
+impl ClientCaRef {
+    /// A CA by fingerprint and subject.
+    pub fn new(fingerprint: impl Into<String>, subject: impl Into<String>) -> Self {
+        Self {
+            fingerprint: fingerprint.into(),
+            subject: subject.into(),
+        }
     }
 }
 
@@ -164,7 +209,12 @@ mod tests {
             .cert_path("/c")
             .key_path("/k")
             .client_ca_path("/ca")
-            .crl_paths(["/crl1", "/crl2"]);
+            .crl_paths(["/crl1", "/crl2"])
+            .client_cas_added([ClientCaRef::new("CC", "CN=new")])
+            .client_cas_removed([ClientCaRef::new("DD", "CN=old")])
+            .crls_changed(true)
+            .connections_checked(3)
+            .connections_ended(2);
         let value = serde_json::to_value(&details).unwrap();
         let mut keys: Vec<&str> = value
             .as_object()
@@ -178,7 +228,12 @@ mod tests {
             [
                 "cert_path",
                 "client_ca_path",
+                "client_cas_added",
+                "client_cas_removed",
+                "connections_checked",
+                "connections_ended",
                 "crl_paths",
+                "crls_changed",
                 "generation",
                 "identity",
                 "key_path",
@@ -192,5 +247,11 @@ mod tests {
         );
         assert_eq!(value["crl_paths"], serde_json::json!(["/crl1", "/crl2"]));
         assert_eq!(value["generation"], 2);
+        assert_eq!(
+            value["client_cas_removed"],
+            serde_json::json!([{"fingerprint": "DD", "subject": "CN=old"}])
+        );
+        assert_eq!(value["connections_ended"], 2);
+        assert_eq!(value["crls_changed"], true);
     }
 }

@@ -52,6 +52,11 @@ fn each_constructor_event_has_this_shorthand() {
             "CONFIG:OVERDUE [MED] TLS certificate renewal overdue \
              [identity:api.example.com fingerprint:4F:01:C3:8E:2A:19:B7:60:.. not_after:2026-03-01T00:00:00Z]",
         ),
+        (
+            "client trust changed",
+            "CONFIG:TRUST [INFO] TLS client trust changed; open connections checked again \
+             [generation:4 added:1 removed:1 ended:3]",
+        ),
     ];
     for (name, shorthand) in expected {
         assert_eq!(constructed(name).to_string(), shorthand, "{name}");

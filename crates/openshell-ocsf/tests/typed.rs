@@ -173,6 +173,7 @@ fn each_constructor_sets_its_documented_classification_and_message() {
         "cert expiring: tls_cert_expiring Medium Success Enabled \"Served TLS certificate is close to expiry\"",
         "reload unchanged: tls_reload_unchanged Informational Success Enabled \"TLS certificate config reload requested; files unchanged\"",
         "renewal overdue: tls_renewal_overdue Medium Success Enabled \"TLS certificate renewal overdue\"",
+        "client trust changed: tls_client_trust_changed Informational Success Enabled \"TLS client trust changed; open connections checked again\"",
     ];
     let found: Vec<String> = every_constructor()
         .iter()

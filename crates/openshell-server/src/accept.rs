@@ -25,6 +25,7 @@ use crate::http_api;
 use crate::metrics::Handshake;
 use crate::multiplex;
 use crate::state::State;
+use crate::trust::{self, Ended};
 
 /// Dead peers (a node gone, a NAT that forgot the flow) are found by TCP
 /// keepalive: first probe after 60 s idle, then every 20 s, closed after 3
@@ -97,6 +98,10 @@ pub(crate) async fn serve_main(
             let _permit = permit;
             match &state.tls {
                 Some(acceptor) => {
+                    // The client trust the handshake is (at the latest)
+                    // checked against; a change after it is caught by
+                    // `admit`.
+                    let before = acceptor.client_trust();
                     let tls = match tokio::time::timeout(
                         limits.handshake_timeout,
                         acceptor.accept(tcp),
@@ -116,12 +121,26 @@ pub(crate) async fn serve_main(
                         }
                     };
                     state.metrics.handshake(Handshake::Success);
-                    let peer = PeerIdentity::of(tls.get_ref().1);
-                    serve_http(tls, state, Some(grpc), http, peer, limits, stop).await;
+                    let mut peer = PeerIdentity::of(tls.get_ref().1);
+                    let (registration, ca) = trust::admit(
+                        acceptor,
+                        &state.connections,
+                        before,
+                        peer.client_chain.as_ref(),
+                    );
+                    peer.client_ca = ca;
+                    let lifetime = Lifetime {
+                        cert_expires_in: peer.client_leaf().map(|leaf| {
+                            leaf.remaining_at(std::time::SystemTime::now())
+                        }),
+                        registration,
+                    };
+                    serve_http(tls, state, Some(grpc), http, peer, lifetime, limits, stop).await;
                 }
                 None => {
-                    serve_http(tcp, state, Some(grpc), http, PeerIdentity::default(), limits, stop)
-                        .await;
+                    let peer = PeerIdentity::default();
+                    let lifetime = Lifetime::default();
+                    serve_http(tcp, state, Some(grpc), http, peer, lifetime, limits, stop).await;
                 }
             }
         });
@@ -155,6 +174,7 @@ pub(crate) async fn serve_health(
                     None,
                     http,
                     PeerIdentity::default(),
+                    Lifetime::default(),
                     limits,
                     stop,
                 )
@@ -260,12 +280,23 @@ fn jittered(max_age: Duration) -> Duration {
     Duration::try_from_secs_f64(max_age.as_secs_f64() * (1.0 + 0.1 * unit)).unwrap_or(max_age)
 }
 
+/// What may end a connection besides its max age and the drain.
+#[derive(Default)]
+struct Lifetime {
+    /// Time left until the client's leaf expires, when it presented one.
+    cert_expires_in: Option<Duration>,
+    /// Its place among the connections a change of client trust checks.
+    registration: Option<trust::Registration>,
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn serve_http<IO>(
     io: IO,
     state: Arc<State>,
     grpc: Option<Routes>,
     http: axum::Router,
     peer: PeerIdentity,
+    lifetime: Lifetime,
     limits: Limits,
     stop: CancellationToken,
 ) where
@@ -276,7 +307,7 @@ async fn serve_http<IO>(
     // handshake timeout passes again, not kept until its max age.
     let requested = Arc::new(AtomicBool::new(false));
     let service = {
-        let requested = requested.clone();
+        let (requested, state) = (requested.clone(), state.clone());
         hyper::service::service_fn(move |req: http::Request<Incoming>| {
             requested.store(true, Ordering::Relaxed);
             multiplex::route(req, grpc.as_ref(), &http, &state, &peer)
@@ -295,12 +326,30 @@ async fn serve_http<IO>(
     let first_request = tokio::time::sleep(limits.handshake_timeout);
     tokio::pin!(first_request);
     let mut waiting_first = true;
-    // Past its max age, or when the gateway drains, the connection is asked
-    // to finish (GOAWAY for HTTP/2, `Connection: close` for HTTP/1) and
-    // given the grace period before it is dropped.
-    let age = tokio::time::sleep(jittered(limits.max_age));
+    // Past its max age or its client certificate's notAfter, when a
+    // change of client trust rejects its certificate, or when the gateway
+    // drains, the connection is asked to finish (GOAWAY for HTTP/2,
+    // `Connection: close` for HTTP/1) and given the grace period before it
+    // is dropped.
+    let max_age = jittered(limits.max_age);
+    let (until, timed_reason) = match lifetime.cert_expires_in {
+        Some(left) if left < max_age => (left, Ended::ClientCertExpired),
+        _ => (max_age, Ended::MaxAge),
+    };
+    let age = tokio::time::sleep(until);
     tokio::pin!(age);
-    let aged = loop {
+    let revoked = lifetime
+        .registration
+        .as_ref()
+        .map(trust::Registration::ended);
+    let revoked = async {
+        match revoked {
+            Some(token) => token.cancelled().await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(revoked);
+    let reason = loop {
         tokio::select! {
             _ = conn.as_mut() => return,
             () = &mut first_request, if waiting_first => {
@@ -310,17 +359,18 @@ async fn serve_http<IO>(
                 }
                 waiting_first = false;
             }
-            () = &mut age => {
-                tracing::debug!("connection reached its max age");
-                break true;
-            }
-            () = stop.cancelled() => break false,
+            () = &mut age => break timed_reason,
+            () = &mut revoked => break Ended::TrustChanged,
+            () = stop.cancelled() => break Ended::Shutdown,
         }
     };
+    tracing::debug!(reason = reason.label(), "ending the connection");
+    state.metrics.connection_ended(reason);
     conn.as_mut().graceful_shutdown();
-    if aged {
-        // Finishing after its max age; a drain that starts meanwhile gives
-        // it the shutdown grace from then, as every other connection.
+    if reason != Ended::Shutdown {
+        // Finishing after its max age (or its certificate's); a drain that
+        // starts meanwhile gives it the shutdown grace from then, as every
+        // other connection.
         tokio::select! {
             _ = tokio::time::timeout(limits.max_age_grace, conn.as_mut()) => return,
             () = stop.cancelled() => {}

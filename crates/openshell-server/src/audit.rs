@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use openshell_ocsf::{
-    Device, DeviceConfigStateChange, EventSource, OcsfSink, Product, SeverityId, TlsReloadDetails,
+    ClientCaRef, Device, DeviceConfigStateChange, EventSource, OcsfSink, Product, SeverityId,
+    TlsReloadDetails,
 };
 use tls_reload::{
     CertInfo, Degraded, IdentityStatus, ReloadEvent, ReloadFailure, ReloadOutcome,
@@ -13,6 +14,8 @@ use tls_reload::{
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+
+use crate::trust::TrustChange;
 
 /// A served certificate this close to its notAfter is reported.
 pub(crate) const EXPIRY_WARNING: Duration = Duration::from_secs(7 * 86_400);
@@ -118,6 +121,27 @@ pub(crate) fn unchanged_event(
         .generation(served.generation)
         .trigger(trigger.as_str());
     DeviceConfigStateChange::tls_reload_unchanged(source, details).build()
+}
+
+/// A change of client trust and the connections it ended.
+pub(crate) fn trust_changed_event(
+    source: &EventSource,
+    change: &TrustChange,
+    files: &TlsFiles,
+) -> DeviceConfigStateChange {
+    let refs = |cas: &[CertInfo]| -> Vec<ClientCaRef> {
+        cas.iter()
+            .map(|c| ClientCaRef::new(c.fingerprint_sha256.to_string(), c.subject.clone()))
+            .collect()
+    };
+    let details = with_files(TlsReloadDetails::new(), files)
+        .generation(change.generation)
+        .client_cas_added(refs(&change.diff.added))
+        .client_cas_removed(refs(&change.diff.removed))
+        .crls_changed(change.diff.crls_changed)
+        .connections_checked(change.recheck.checked)
+        .connections_ended(change.recheck.ended);
+    DeviceConfigStateChange::tls_client_trust_changed(source, details).build()
 }
 
 /// The outcome of a reload an operator asked for (SIGHUP, `ReloadTls`).
@@ -257,6 +281,7 @@ pub(crate) async fn run(
     sni: Vec<SniIdentity>,
     mut events: tls_reload::Subscription,
     mut manual: mpsc::UnboundedReceiver<ManualReload>,
+    mut trust_changes: mpsc::UnboundedReceiver<TrustChange>,
     audit: Audit,
     stop: CancellationToken,
 ) {
@@ -300,6 +325,13 @@ pub(crate) async fn run(
                 }
                 ctx.manual(reload);
             }
+            Some(change) = trust_changes.recv() => {
+                // The reload that changed the trust is on record first.
+                while let Some(event) = events.try_recv() {
+                    ctx.library(event);
+                }
+                ctx.trust_changed(&change);
+            }
         }
     }
     // Nothing that happened before the stop is left unaudited.
@@ -308,6 +340,9 @@ pub(crate) async fn run(
     }
     while let Ok(reload) = manual.try_recv() {
         ctx.manual(reload);
+    }
+    while let Ok(change) = trust_changes.try_recv() {
+        ctx.trust_changed(&change);
     }
     ctx.audit.finish(AUDIT_FLUSH_BOUND).await;
 }
@@ -344,6 +379,11 @@ impl Context {
             .into_iter()
             .find(|i| i.label == label)
             .map_or(status.cert, |i| i.cert)
+    }
+
+    fn trust_changed(&mut self, change: &TrustChange) {
+        let event = trust_changed_event(&self.source, change, &self.files);
+        self.audit.publish(&event);
     }
 
     fn failed(&mut self, f: &ReloadFailure) {

@@ -120,14 +120,27 @@ impl Gateway {
         // too. It stops once the watcher has.
         let audit_stop = CancellationToken::new();
         let audit_task = match &state.tls {
-            Some(acceptor) => Some(tokio::spawn(crate::audit::run(
-                acceptor.clone(),
-                state.sni.clone(),
-                acceptor.subscribe(),
-                manual_rx,
-                crate::audit::Audit::start(audit_sink).map_err(Error::Audit)?,
-                audit_stop.clone(),
-            ))),
+            Some(acceptor) => {
+                // Checks the open connections after each change of client
+                // trust, and has the audit task report it.
+                let (trust_tx, trust_rx) = tokio::sync::mpsc::unbounded_channel();
+                tokio::spawn(crate::trust::watch(
+                    acceptor.clone(),
+                    acceptor.subscribe(),
+                    state.clone(),
+                    trust_tx,
+                    audit_stop.clone(),
+                ));
+                Some(tokio::spawn(crate::audit::run(
+                    acceptor.clone(),
+                    state.sni.clone(),
+                    acceptor.subscribe(),
+                    manual_rx,
+                    trust_rx,
+                    crate::audit::Audit::start(audit_sink).map_err(Error::Audit)?,
+                    audit_stop.clone(),
+                )))
+            }
             None => None,
         };
         Ok(Self {

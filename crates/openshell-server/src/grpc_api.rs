@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
 use rustls_pki_types::CertificateDer;
-use tls_reload::{CertInfo, ClientAuth, LastAttempt, ReloadOutcome, Trigger};
+use tls_reload::{CertInfo, ClientAuth, Fingerprint, LastAttempt, ReloadOutcome, Trigger};
 use tonic::{Request, Response, Status};
 
 use crate::state::State;
@@ -27,6 +27,8 @@ pub(crate) struct PeerIdentity {
     /// it was verified, since rustls refuses unverifiable ones. Shared by
     /// every request of the connection, parsed only when asked for.
     pub(crate) client_chain: Option<Arc<[CertificateDer<'static>]>>,
+    /// The trusted CA the chain ends at, as attributed at the handshake.
+    pub(crate) client_ca: Option<Fingerprint>,
 }
 
 impl PeerIdentity {
@@ -37,6 +39,7 @@ impl PeerIdentity {
                 .peer_certificates()
                 .filter(|chain| !chain.is_empty())
                 .map(|chain| chain.iter().map(|c| c.clone().into_owned()).collect()),
+            client_ca: None,
         }
     }
 
@@ -92,6 +95,20 @@ impl pb::gateway_server::Gateway for GatewayApi {
                     renewal_overdue: i.renewal_overdue,
                 })
                 .collect(),
+            trusted_cas: tls
+                .client_trust()
+                .map(|t| {
+                    t.cas()
+                        .iter()
+                        .map(|ca| pb::TrustedCa {
+                            certificate: Some(cert(ca.cert())),
+                            short_fingerprint: ca.short_fingerprint().to_owned(),
+                            handshakes: ca.handshakes(),
+                            last_used_unix_ms: ca.last_used().map_or(0, unix_ms),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
         }))
     }
 
@@ -149,7 +166,10 @@ impl pb::gateway_server::Gateway for GatewayApi {
             chain_length: peer
                 .and_then(|p| p.client_chain.as_ref())
                 .map_or(0, |c| u32::try_from(c.len()).unwrap_or(u32::MAX)),
-            client_ca_fingerprint_sha256: String::new(),
+            client_ca_fingerprint_sha256: peer
+                .and_then(|p| p.client_ca.as_ref())
+                .map(ToString::to_string)
+                .unwrap_or_default(),
         }))
     }
 }

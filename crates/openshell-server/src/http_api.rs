@@ -79,9 +79,12 @@ async fn readyz(Shared(state): Shared<Arc<State>>) -> Response<Full<Bytes>> {
 
 async fn metrics(Shared(state): Shared<Arc<State>>) -> Response<Full<Bytes>> {
     let status = state.tls.as_ref().map(|t| t.status());
-    let page = state
-        .metrics
-        .render(status.as_ref(), state.audit_sink.failed_writes());
+    let trust = state.tls.as_ref().and_then(|t| t.client_trust());
+    let page = state.metrics.render(
+        status.as_ref(),
+        trust.as_deref(),
+        state.audit_sink.failed_writes(),
+    );
     respond(StatusCode::OK, crate::metrics::CONTENT_TYPE, page)
 }
 
@@ -101,6 +104,7 @@ async fn peer(Extension(peer): Extension<PeerIdentity>) -> Response<Full<Bytes>>
         "authenticated": leaf.is_some(),
         "client_certificate": leaf.as_ref().map(cert_json),
         "chain_length": peer.client_chain.as_ref().map_or(0, |c| c.len()),
+        "client_ca_fingerprint_sha256": peer.client_ca.as_ref().map(ToString::to_string),
     });
     respond(StatusCode::OK, "application/json", body.to_string() + "\n")
 }
@@ -122,6 +126,13 @@ fn tls_json(state: &State) -> serde_json::Value {
         "chain_length": s.chain_len,
         "client_auth": s.client_auth.to_string(),
         "client_ca": s.client_ca.iter().map(cert_json).collect::<Vec<_>>(),
+        "trusted_cas": tls.client_trust().map(|t| t.cas().iter().map(|ca| json!({
+            "certificate": cert_json(ca.cert()),
+            "short_fingerprint": ca.short_fingerprint(),
+            "handshakes": ca.handshakes(),
+            "last_used": ca.last_used().map(tls_reload::format_rfc3339),
+            "last_used_unix_ms": ca.last_used().map(ms),
+        })).collect::<Vec<_>>()).unwrap_or_default(),
         "loaded_at": tls_reload::format_rfc3339(s.loaded_at),
         "loaded_at_unix_ms": ms(s.loaded_at),
         "last_reload": s.last_attempt.as_ref().map(last_reload_json),

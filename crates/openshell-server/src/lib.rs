@@ -20,7 +20,7 @@
 //!
 //! * gRPC (requests with `content-type: application/grpc*`, HTTP/2):
 //!   `grpc.health.v1.Health`, server reflection, and
-//!   `openshell.gateway.v1.Gateway` (`GetTlsStatus`, `ReloadTls`);
+//!   `openshell.gateway.v1.Gateway` (`GetTlsStatus`, `ReloadTls`, `WhoAmI`);
 //! * HTTP: `/healthz`, `/readyz`, `/metrics` (Prometheus), `/v1/tls` (JSON).
 //!
 //! The optional plaintext health port serves `/healthz` and `/readyz` only.
@@ -39,6 +39,7 @@ mod metrics;
 mod multiplex;
 mod state;
 mod telemetry;
+mod trust;
 
 pub use config::{Config, LogFormat, OcsfTarget, ReloadSettings, TlsMode};
 pub use error::{Error, Result};

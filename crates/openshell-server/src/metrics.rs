@@ -12,10 +12,11 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-use tls_reload::{TlsStatus, Trigger, WatcherMode};
+use tls_reload::{ClientTrust, TlsStatus, Trigger, WatcherMode};
 use tokio::sync::Semaphore;
 
 use crate::accept::Port;
+use crate::trust::Ended;
 
 /// The `Content-Type` of `/metrics`: the Prometheus text format 0.0.4.
 pub(crate) const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
@@ -44,6 +45,17 @@ impl Handshake {
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabel {
     result: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CaLabel {
+    /// The CA's short fingerprint (its first 8 bytes).
+    ca: String,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -82,6 +94,14 @@ pub(crate) struct Metrics {
     /// without the family's lock or a label hash.
     handshake_series: [Counter; 3],
     rejected_series: [Counter; 2],
+    /// Connections the gateway ended, by [`Ended`] reason, each series
+    /// looked up once.
+    ended: Family<ReasonLabel, Counter>,
+    ended_series: [Counter; 4],
+    /// Checks of the open connections after a change of client trust, and
+    /// how long the last one took.
+    rechecks: Counter,
+    last_recheck_seconds: Gauge<f64, AtomicU64>,
     /// Per port: the semaphore bounding open connections, and its size.
     caps: Mutex<[Option<Cap>; 2]>,
 }
@@ -97,11 +117,21 @@ impl Default for Metrics {
             })
         });
         let rejected_series = Port::ALL.map(|port| rejected.get_or_create_owned(&port_label(port)));
+        let ended = Family::<ReasonLabel, Counter>::default();
+        let ended_series = Ended::ALL.map(|reason| {
+            ended.get_or_create_owned(&ReasonLabel {
+                reason: reason.label(),
+            })
+        });
         Self {
             handshakes,
             rejected,
             handshake_series,
             rejected_series,
+            ended,
+            ended_series,
+            rechecks: Counter::default(),
+            last_recheck_seconds: Gauge::default(),
             caps: Mutex::default(),
         }
     }
@@ -120,13 +150,48 @@ impl Metrics {
         self.handshake_series[outcome as usize].inc();
     }
 
+    /// The gateway ended a connection for `reason`.
+    pub(crate) fn connection_ended(&self, reason: Ended) {
+        self.ended_series[reason as usize].inc();
+    }
+
+    /// The open connections were checked against a new client trust.
+    pub(crate) fn trust_rechecked(&self, took: std::time::Duration) {
+        self.rechecks.inc();
+        self.last_recheck_seconds.set(took.as_secs_f64());
+    }
+
     /// The metrics page. `tls` is `None` when TLS is disabled;
     /// `audit_failures` is the audit sink's count of unwritten events.
-    pub(crate) fn render(&self, tls: Option<&TlsStatus>, audit_failures: u64) -> String {
+    pub(crate) fn render(
+        &self,
+        tls: Option<&TlsStatus>,
+        trust: Option<&ClientTrust>,
+        audit_failures: u64,
+    ) -> String {
         let mut registry = Registry::default();
         if let Some(status) = tls {
             register_tls(&mut registry, status);
         }
+        if let Some(trust) = trust {
+            register_client_cas(&mut registry, trust);
+        }
+        registry.register(
+            "openshell_tls_connections_ended",
+            "Connections the gateway ended, by reason: trust_changed (the client certificate no \
+             longer verifies after a change of client trust), client_cert_expired, max_age, shutdown",
+            self.ended.clone(),
+        );
+        registry.register(
+            "openshell_tls_trust_rechecks",
+            "Checks of the open connections after a change of client trust",
+            self.rechecks.clone(),
+        );
+        registry.register(
+            "openshell_tls_trust_recheck_last_duration_seconds",
+            "How long the last check of the open connections after a change of client trust took",
+            self.last_recheck_seconds.clone(),
+        );
         registry.register(
             "openshell_tls_handshakes",
             "TLS handshakes by result",
@@ -167,6 +232,37 @@ impl Metrics {
         let _ = prometheus_text::encode(&mut page, &registry);
         page
     }
+}
+
+/// Per trusted client CA: handshakes attributed to it and when it was
+/// last used, labelled by short fingerprint (bounded by the bundle).
+fn register_client_cas(registry: &mut Registry, trust: &ClientTrust) {
+    let handshakes = Family::<CaLabel, Counter>::default();
+    let last_used = Family::<CaLabel, Gauge>::default();
+    for ca in trust.cas() {
+        let label = CaLabel {
+            ca: ca.short_fingerprint().to_owned(),
+        };
+        handshakes.get_or_create(&label).inc_by(ca.handshakes());
+        if let Some(at) = ca.last_used() {
+            let secs = at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+            last_used
+                .get_or_create(&label)
+                .set(i64::try_from(secs).unwrap_or(i64::MAX));
+        }
+    }
+    registry.register(
+        "openshell_tls_client_handshakes",
+        "Successful mTLS handshakes by the trusted client CA the client's chain ends at (ca: the \
+         first 8 bytes of its SHA-256 fingerprint; subjects are in /v1/tls)",
+        handshakes,
+    );
+    registry.register(
+        "openshell_tls_client_ca_last_used_timestamp_seconds",
+        "When a handshake was last attributed to each trusted client CA, Unix seconds (absent: \
+         never since it entered the bundle)",
+        last_used,
+    );
 }
 
 /// The series read from the acceptor's status.
@@ -279,7 +375,8 @@ mod tests {
         metrics.handshake(Handshake::Timeout);
         metrics.connection_rejected(Port::Health);
         metrics.set_connection_cap(Port::Main, Arc::new(Semaphore::new(10)), 12);
-        let page = metrics.render(None, 3);
+        metrics.connection_ended(Ended::TrustChanged);
+        let page = metrics.render(None, None, 3);
         for line in [
             "# TYPE openshell_tls_handshakes_total counter",
             "openshell_tls_handshakes_total{result=\"success\"} 0",
@@ -290,11 +387,14 @@ mod tests {
             "openshell_connections_rejected_total{port=\"health\"} 1",
             "openshell_connections_rejected_total{port=\"main\"} 0",
             "openshell_audit_write_failures_total 3",
+            "openshell_tls_connections_ended_total{reason=\"trust_changed\"} 1",
+            "openshell_tls_connections_ended_total{reason=\"shutdown\"} 0",
+            "openshell_tls_trust_rechecks_total 0",
         ] {
             assert!(page.lines().any(|l| l == line), "no {line} in\n{page}");
         }
         let scrape = prometheus_parse::Scrape::parse(page.lines().map(|l| Ok(l.to_owned())))
             .expect("Prometheus text format");
-        assert_eq!(scrape.samples.len(), 3 + 1 + 2 + 1, "{page}");
+        assert_eq!(scrape.samples.len(), 3 + 1 + 2 + 1 + 4 + 1 + 1, "{page}");
     }
 }

@@ -21,6 +21,8 @@ pub(crate) struct State {
     /// The SNI identities served besides the default one, as configured.
     pub(crate) sni: Vec<SniIdentity>,
     pub(crate) metrics: Metrics,
+    /// The open connections a change of client trust may end.
+    pub(crate) connections: Arc<crate::trust::Connections>,
     /// Where audit events go; its failure count is a metric.
     pub(crate) audit_sink: Arc<OcsfSink>,
     /// Outcomes of reloads operators asked for, to the audit task.
@@ -42,6 +44,7 @@ impl State {
             tls,
             sni,
             metrics: Metrics::default(),
+            connections: Arc::default(),
             audit_sink,
             manual_reloads,
             manual_in_flight: tokio_util::task::TaskTracker::new(),

@@ -185,6 +185,13 @@ impl ReloadableAcceptor {
         self.shared.status()
     }
 
+    /// The client trust served right now (`None` without a client CA):
+    /// to check open connections again after a change of trust, and the
+    /// usage of each trusted CA. See [`ClientTrust`](crate::ClientTrust).
+    pub fn client_trust(&self) -> Option<Arc<crate::ClientTrust>> {
+        self.shared.client_trust()
+    }
+
     /// The files of the default identity (and the client trust).
     pub fn files(&self) -> &TlsFiles {
         self.shared.files()

@@ -197,6 +197,7 @@ mod info;
 mod load;
 mod reload;
 mod sni;
+mod trust;
 mod watch;
 
 #[cfg(feature = "testing")]
@@ -216,4 +217,5 @@ pub use fingerprint::{Fingerprint, ParseFingerprintError};
 pub use https::{HttpsConnectError, HttpsConnector, TlsConnection};
 pub use info::{CertInfo, CertParseError, format_rfc3339};
 pub use sni::{DEFAULT_IDENTITY, SniIdentity};
+pub use trust::{ClientTrust, TrustDiff, TrustedCa};
 pub use watch::Watcher;

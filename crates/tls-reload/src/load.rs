@@ -313,6 +313,7 @@ pub(crate) struct Parsed {
     pub(crate) cert: CertInfo,
     pub(crate) client_ca: Vec<CertInfo>,
     pub(crate) verifier: Option<Arc<dyn ClientCertVerifier>>,
+    pub(crate) client_trust: Option<crate::trust::ClientTrust>,
 }
 
 impl Parsed {
@@ -325,18 +326,19 @@ impl Parsed {
     ) -> Result<Self, Error> {
         let (certified_key, cert) = parse_pair(&files.cert, &inputs.cert, &files.key, &inputs.key)?;
 
-        let (client_ca, verifier) = match (&files.client_ca, &inputs.client_ca) {
+        let (client_ca, verifier, client_trust) = match (&files.client_ca, &inputs.client_ca) {
             (Some(path), Some(bytes)) => {
-                let (infos, verifier) = client_verifier(files, path, bytes, inputs, provider)?;
-                (infos, Some(verifier))
+                let (infos, trust) = client_verifier(files, path, bytes, inputs, provider)?;
+                (infos, Some(trust.verifier().clone()), Some(trust))
             }
-            _ => (Vec::new(), None),
+            _ => (Vec::new(), None, None),
         };
         Ok(Self {
             certified_key,
             cert,
             client_ca,
             verifier,
+            client_trust,
         })
     }
 }
@@ -589,9 +591,10 @@ fn client_verifier(
     ca_bytes: &[u8],
     inputs: &Inputs,
     provider: &Arc<CryptoProvider>,
-) -> Result<(Vec<CertInfo>, Arc<dyn ClientCertVerifier>), Error> {
+) -> Result<(Vec<CertInfo>, crate::trust::ClientTrust), Error> {
     let role = FileRole::ClientCa;
     let cas = parse_chain(role, ca_path, ca_bytes)?;
+    let ca_ders = cas.clone();
     let infos = cert_infos(role, ca_path, &cas)?;
     let mut roots = RootCertStore::empty();
     for (index, der) in cas.into_iter().enumerate() {
@@ -641,6 +644,7 @@ fn client_verifier(
         }
     }
 
+    let crl_ders = crls.clone();
     let mut builder =
         WebPkiClientVerifier::builder_with_provider(roots, provider.clone()).with_crls(crls);
     if files.client_auth == ClientAuth::Optional {
@@ -650,7 +654,15 @@ fn client_verifier(
         path: ca_path.to_owned(),
         cause: e,
     })?;
-    Ok((infos, verifier))
+    let trust = crate::trust::ClientTrust::new(
+        files.client_auth,
+        verifier,
+        &ca_ders,
+        &infos,
+        &crl_ders,
+        provider,
+    );
+    Ok((infos, trust))
 }
 
 #[cfg(test)]

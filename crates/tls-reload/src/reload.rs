@@ -36,6 +36,20 @@ pub(crate) struct Trust {
     verifier: Option<Arc<dyn ClientCertVerifier>>,
     client_ca: Vec<CertInfo>,
     hash: Digest,
+    client: Option<Arc<crate::trust::ClientTrust>>,
+}
+
+impl Trust {
+    /// Keeps the usage counts of the CAs `previous` trusted too.
+    fn inherit_usage(mut self, previous: &Trust) -> Self {
+        if let (Some(new), Some(old)) = (
+            self.client.as_mut().and_then(Arc::get_mut),
+            &previous.client,
+        ) {
+            new.inherit_usage(old);
+        }
+        self
+    }
 }
 
 /// The server side: what every attempt loads with (the identities,
@@ -118,8 +132,14 @@ impl Side for ServerSide {
                 verifier: parsed.verifier,
                 client_ca: parsed.client_ca,
                 hash: inputs.trust_hash(files.client_auth),
+                client: parsed.client_trust.map(Arc::new),
             },
         ))
+    }
+
+    /// The usage counts of the CAs trusted before carry over.
+    fn next_trust(&self, next: Trust, published: &Trust) -> Trust {
+        next.inherit_usage(published)
     }
 
     fn content_hash(pair: &Pair) -> &Digest {
@@ -230,6 +250,11 @@ impl Shared {
     /// The config served right now.
     pub(crate) fn server_config(&self) -> Arc<ServerConfig> {
         self.served().config.clone()
+    }
+
+    /// The client trust served right now.
+    pub(crate) fn client_trust(&self) -> Option<Arc<crate::trust::ClientTrust>> {
+        self.served().trust.client.clone()
     }
 
     /// The generation and default leaf served right now.

@@ -11,8 +11,8 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use openshell_ocsf::{
-    ActivityId, Device, DeviceConfigStateChange, DeviceTypeId, EventSource, Product, SeverityId,
-    StateId, StatusId, TlsReloadDetails,
+    ActivityId, ClientCaRef, Device, DeviceConfigStateChange, DeviceTypeId, EventSource, Product,
+    SeverityId, StateId, StatusId, TlsReloadDetails,
 };
 
 /// 2026-01-01T00:00:00.000Z, in milliseconds.
@@ -89,6 +89,14 @@ pub fn every_constructor() -> Vec<(&'static str, DeviceConfigStateChange)> {
         .not_after("2026-03-01T00:00:00Z")
         .renewal_due("2025-12-20T00:00:00Z");
     let failure = "private key does not match certificate";
+    let trust_change = TlsReloadDetails::new()
+        .generation(4)
+        .client_ca_path("/etc/openshell-tls/client-ca/ca.crt")
+        .client_cas_added([ClientCaRef::new("4F:01:C3", "CN=client CA 2026")])
+        .client_cas_removed([ClientCaRef::new("9A:77:10", "CN=client CA 2025")])
+        .crls_changed(false)
+        .connections_checked(12)
+        .connections_ended(3);
     [
         (
             "loaded",
@@ -123,6 +131,10 @@ pub fn every_constructor() -> Vec<(&'static str, DeviceConfigStateChange)> {
         (
             "renewal overdue",
             DeviceConfigStateChange::tls_renewal_overdue(&source, overdue),
+        ),
+        (
+            "client trust changed",
+            DeviceConfigStateChange::tls_client_trust_changed(&source, trust_change),
         ),
     ]
     .map(|(name, builder)| (name, builder.time(at()).build()))
