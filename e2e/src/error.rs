@@ -58,9 +58,12 @@ pub enum Error {
         detail: String,
     },
 
-    /// The gateway process exited while it was expected to run.
-    #[error("the gateway exited ({status}) while {during}\n{output}")]
+    /// A child process (the gateway, a client) exited while it was
+    /// expected to run.
+    #[error("the {program} exited ({status}) while {during}\n{output}")]
     Exited {
+        /// Which program (`gateway`, `mtls_client`).
+        program: String,
         /// How it exited.
         status: ExitStatus,
         /// What the harness was waiting for.

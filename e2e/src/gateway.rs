@@ -4,18 +4,15 @@
 //! `kill -s`, and killed when dropped.
 
 use std::ffi::OsString;
-use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
-use std::thread::JoinHandle;
+use std::process::{Command, ExitStatus};
 use std::time::Duration;
 
 use serde_json::Value;
-use tls_reload::testing::poll;
 
+use crate::child::{self, ChildProcess, Target};
 use crate::command::{self, describe};
 use crate::error::{Error, Result};
 use crate::ocsf;
@@ -23,9 +20,6 @@ use crate::ocsf;
 /// Environment variable naming a prebuilt gateway binary to test instead
 /// of building one.
 pub const GATEWAY_BIN_ENV: &str = "OPENSHELL_GATEWAY_BIN";
-
-/// How often the harness looks at the child's output while waiting.
-const POLL: Duration = Duration::from_millis(20);
 
 /// The path of the gateway binary to test.
 ///
@@ -42,66 +36,11 @@ const POLL: Duration = Duration::from_millis(20);
 ///
 /// When `OPENSHELL_GATEWAY_BIN` names no file, or the build fails.
 pub fn gateway_binary() -> Result<PathBuf> {
-    if let Some(bin) = std::env::var_os(GATEWAY_BIN_ENV) {
-        let bin = PathBuf::from(bin);
-        return match bin.is_file() {
-            true => Ok(bin),
-            false => Err(Error::unexpected(
-                GATEWAY_BIN_ENV,
-                format!("{} is not a file", bin.display()),
-            )),
-        };
-    }
-    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    BUILT
-        .get_or_init(build)
-        .clone()
-        .map_err(|e| Error::unexpected("cargo build -p openshell-server", e))
-}
-
-fn build() -> Result<PathBuf, String> {
-    let mut build = escargot::CargoBuild::new()
-        .manifest_path(workspace_root().join("Cargo.toml"))
-        .package("openshell-server")
-        .bin("openshell-gateway")
-        .current_release();
-    // `cargo test` gives the test process the variables of the package
-    // under test; passed on, they would reach build scripts that watch
-    // them (ring's watches CARGO_MANIFEST_DIR), so this build and the next
-    // plain one would each rebuild half the dependency tree, and replace
-    // the binary under tests that are running it.
-    for (name, _) in std::env::vars_os() {
-        if is_package_variable(&name.to_string_lossy()) {
-            build = build.env_remove(name);
-        }
-    }
-    let run = build.run().map_err(|e| e.to_string())?;
-    Ok(run.path().to_owned())
-}
-
-/// Whether `name` is one of the variables cargo sets for the process of
-/// the package it builds or tests, rather than the user's configuration.
-pub(crate) fn is_package_variable(name: &str) -> bool {
-    matches!(
-        name,
-        "CARGO_MANIFEST_DIR"
-            | "CARGO_MANIFEST_PATH"
-            | "CARGO_CRATE_NAME"
-            | "CARGO_BIN_NAME"
-            | "CARGO_PRIMARY_PACKAGE"
-            | "CARGO_TARGET_TMPDIR"
-            | "CARGO_RUSTC_CURRENT_DIR"
-            | "OUT_DIR"
-    ) || name.starts_with("CARGO_PKG_")
-        || name.starts_with("CARGO_BIN_EXE_")
-}
-
-/// The workspace root: this crate's parent directory.
-pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from(".."))
+    child::binary(
+        "openshell-server",
+        Target::Bin("openshell-gateway"),
+        GATEWAY_BIN_ENV,
+    )
 }
 
 // === impl GatewayCommand ===
@@ -205,30 +144,22 @@ impl GatewayCommand {
     pub fn spawn(self) -> Result<GatewayProcess> {
         let binary = gateway_binary()?;
         let mut cmd = match self.nofile {
-            None => Command::new(&binary),
+            None => child::command(&binary),
             Some(limit) => {
-                let mut sh = Command::new("sh");
+                let mut sh = child::command("sh");
                 sh.arg("-c")
                     .arg(format!("ulimit -n {limit} && exec \"$0\" \"$@\""))
                     .arg(&binary);
                 sh
             }
         };
-        for (name, _) in std::env::vars_os() {
-            if name.to_string_lossy().starts_with("OPENSHELL_") {
-                cmd.env_remove(name);
-            }
-        }
         cmd.args(&self.args);
         if let Some(path) = &self.ocsf_log {
             cmd.arg("--ocsf-log").arg(path);
         }
         cmd.args(["--log-format", self.log_format.unwrap_or("json")])
             .env("RUST_LOG", "info")
-            .envs(self.envs.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+            .envs(self.envs.iter().map(|(k, v)| (k, v)));
         let mut command = describe(&cmd);
         if let Some((uid, gid)) = self.user {
             // std sets the group first, then drops supplementary groups
@@ -236,27 +167,9 @@ impl GatewayCommand {
             cmd.gid(gid).uid(uid);
             command.push_str(&format!("  # as uid {uid}, gid {gid}"));
         }
-        let mut child = cmd.spawn().map_err(|source| Error::Spawn {
-            command: command.clone(),
-            source,
-        })?;
-        let (stdout, stderr) = (Lines::default(), Lines::default());
-        let out = child
-            .stdout
-            .take()
-            .map(|pipe| collect(pipe, stdout.clone()));
-        let err = child
-            .stderr
-            .take()
-            .map(|pipe| collect(pipe, stderr.clone()));
-        let readers = [out, err];
+        let files = self.ocsf_log.iter().cloned().collect();
         Ok(GatewayProcess {
-            child,
-            command,
-            stdout,
-            stderr,
-            readers: readers.into_iter().flatten().collect(),
-            status: None,
+            child: ChildProcess::start("gateway", cmd, command, files)?,
             ocsf_log: self.ocsf_log,
         })
     }
@@ -276,20 +189,12 @@ impl GatewayCommand {
 
 // === impl GatewayProcess ===
 
-/// Lines a reader thread has collected from one of a child's pipes.
-pub(crate) type Lines = Arc<Mutex<Vec<String>>>;
-
 /// A running `openshell-gateway`, killed when dropped so that no process
 /// outlives a failing test. When dropped during a panic, it prints
 /// everything the gateway said, which usually explains the failure.
 #[derive(Debug)]
 pub struct GatewayProcess {
-    child: Child,
-    command: String,
-    stdout: Lines,
-    stderr: Lines,
-    readers: Vec<JoinHandle<()>>,
-    status: Option<ExitStatus>,
+    child: ChildProcess,
     ocsf_log: Option<PathBuf>,
 }
 
@@ -297,47 +202,36 @@ impl GatewayProcess {
     /// The child's process id. It stays the same as long as the gateway
     /// has not been restarted: hot reloads do not change it.
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.child.pid()
     }
 
     /// Its standard output so far, one entry per line.
     pub fn stdout_lines(&self) -> Vec<String> {
-        lock(&self.stdout).clone()
+        self.child.stdout().clone()
     }
 
     /// Its standard error so far (JSON logs, and OCSF events when no
     /// `--ocsf-log` file was given), one entry per line.
     pub fn stderr_lines(&self) -> Vec<String> {
-        lock(&self.stderr).clone()
+        self.child.stderr().clone()
     }
 
     /// The JSON log records on stderr (`{"timestamp", "level", "fields",
     /// "target"}`); OCSF events and other lines are left out.
     pub fn logs(&self) -> Vec<Value> {
-        lock(&self.stderr)
-            .iter()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .filter(|v| v.get("fields").is_some())
-            .collect()
-    }
-
-    /// The `listening` log records: one per start of the serving loop.
-    fn listening_records(&self) -> impl Iterator<Item = Value> {
-        self.logs()
-            .into_iter()
-            .filter(|l| l["fields"]["message"] == "listening")
+        logs(&self.child)
     }
 
     /// How many times it logged `listening`: more than one means it
     /// restarted in place.
     pub fn listening_count(&self) -> usize {
-        self.listening_records().count()
+        listening_records(&self.child).count()
     }
 
     /// The plaintext health port's address, from the `listening` record:
     /// `None` before that record, or without `--health-bind`.
     pub fn health_addr(&self) -> Option<SocketAddr> {
-        let record = self.listening_records().next()?;
+        let record = listening_records(&self.child).next()?;
         // Logged as the `Option` it is: `Some(127.0.0.1:PORT)` or `None`.
         let health = record["fields"]["health"].as_str()?.strip_prefix("Some(")?;
         health.strip_suffix(')')?.parse().ok()
@@ -345,17 +239,7 @@ impl GatewayProcess {
 
     /// Everything it printed (and its OCSF file), for failure messages.
     pub fn output(&self) -> String {
-        let mut output = format!(
-            "$ {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-            self.command,
-            self.stdout_lines().join("\n"),
-            self.stderr_lines().join("\n")
-        );
-        if let Some(path) = &self.ocsf_log {
-            let events = std::fs::read_to_string(path).unwrap_or_default();
-            output.push_str(&format!("\n--- {} ---\n{events}", path.display()));
-        }
-        output
+        self.child.output()
     }
 
     /// Its exit status, if it has exited.
@@ -364,17 +248,12 @@ impl GatewayProcess {
     ///
     /// When the status cannot be queried.
     pub fn try_status(&mut self) -> Result<Option<ExitStatus>> {
-        if self.status.is_none() {
-            let status = self.child.try_wait();
-            self.status =
-                status.map_err(|e| Error::io(format!("waiting for {}", self.command), e))?;
-        }
-        Ok(self.status)
+        self.child.try_status()
     }
 
     /// Whether it is still running.
     pub fn is_running(&mut self) -> bool {
-        matches!(self.try_status(), Ok(None))
+        self.child.is_running()
     }
 
     /// Checks that this is still the process `pid` that started, running,
@@ -401,35 +280,6 @@ impl GatewayProcess {
         ))
     }
 
-    /// Polls `probe` until it finds something, for at most `within`,
-    /// failing at once when the gateway exits or `probe` fails.
-    async fn wait_until<T>(
-        &mut self,
-        within: Duration,
-        what: &str,
-        mut probe: impl FnMut(&Self) -> Result<Option<T>>,
-    ) -> Result<T> {
-        let outcome = poll(within, POLL, what, || {
-            std::future::ready(match probe(self) {
-                Ok(Some(found)) => Ok(Ok(found)),
-                Err(e) => Ok(Err(e)),
-                Ok(None) => match self.check_running(what) {
-                    Ok(()) => Err(""),
-                    Err(exited) => Ok(Err(exited)),
-                },
-            })
-        })
-        .await;
-        match outcome {
-            Ok(result) => result,
-            Err(_) => Err(Error::Timeout {
-                what: what.to_owned(),
-                within,
-                detail: self.output(),
-            }),
-        }
-    }
-
     /// Waits for the `listening` log record and returns the TLS port's
     /// address (the `addr` field), for at most `within`.
     ///
@@ -441,7 +291,8 @@ impl GatewayProcess {
     pub async fn listening(&mut self, within: Duration) -> Result<SocketAddr> {
         let what = "the gateway to log `listening`";
         let record = self
-            .wait_until(within, what, |p| Ok(p.listening_records().next()))
+            .child
+            .wait_until(within, what, |c| Ok(listening_records(c).next()))
             .await?;
         record["fields"]["addr"]
             .as_str()
@@ -462,10 +313,11 @@ impl GatewayProcess {
         what: &str,
         pred: impl Fn(&str) -> bool,
     ) -> Result<String> {
-        self.wait_until(within, what, |p| {
-            Ok(lock(&p.stderr).iter().find(|l| pred(l)).cloned())
-        })
-        .await
+        self.child
+            .wait_until(within, what, |c| {
+                Ok(c.stderr().iter().find(|l| pred(l)).cloned())
+            })
+            .await
     }
 
     /// The OCSF events so far: from the `--ocsf-log` file when one was
@@ -475,12 +327,7 @@ impl GatewayProcess {
     ///
     /// When the file cannot be read or holds something other than events.
     pub fn ocsf_events(&self) -> Result<Vec<Value>> {
-        match &self.ocsf_log {
-            Some(path) => ocsf::read_file(path),
-            None => Ok(ocsf::events_in(
-                lock(&self.stderr).iter().map(String::as_str),
-            )),
-        }
+        ocsf_events(&self.child, self.ocsf_log.as_deref())
     }
 
     /// Waits until the OCSF events so far satisfy `pred` (it sees them all,
@@ -497,7 +344,9 @@ impl GatewayProcess {
         what: &str,
         pred: impl Fn(&[Value]) -> Option<T>,
     ) -> Result<T> {
-        self.wait_until(within, what, |p| Ok(pred(&p.ocsf_events()?)))
+        let ocsf_log = self.ocsf_log.as_deref();
+        self.child
+            .wait_until(within, what, |c| Ok(pred(&ocsf_events(c, ocsf_log)?)))
             .await
     }
 
@@ -522,83 +371,31 @@ impl GatewayProcess {
     ///
     /// When its status cannot be queried.
     pub async fn exit_within(&mut self, within: Duration) -> Result<Option<ExitStatus>> {
-        let exited = poll(within, POLL, "the gateway to exit", || {
-            std::future::ready(self.try_status().transpose().ok_or(""))
-        })
-        .await;
-        let Ok(status) = exited else { return Ok(None) };
-        let status = status?;
-        for reader in self.readers.drain(..) {
-            let _ = reader.join();
-        }
-        Ok(Some(status))
-    }
-
-    fn check_running(&mut self, during: &str) -> Result<()> {
-        match self.try_status()? {
-            None => Ok(()),
-            Some(status) => {
-                // Let the readers catch the last lines, which say why.
-                std::thread::sleep(Duration::from_millis(50));
-                Err(Error::Exited {
-                    status,
-                    during: during.to_owned(),
-                    output: self.output(),
-                })
-            }
-        }
+        self.child.exit_within(within).await
     }
 }
 
-impl Drop for GatewayProcess {
-    fn drop(&mut self) {
-        if self.status.is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-        if std::thread::panicking() {
-            #[allow(clippy::print_stderr)] // The gateway's output explains the failed test.
-            {
-                eprintln!("gateway pid {}:\n{}", self.child.id(), self.output());
-            }
-        }
-    }
+/// The JSON log records on the gateway's stderr.
+fn logs(child: &ChildProcess) -> Vec<Value> {
+    child
+        .stderr()
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v.get("fields").is_some())
+        .collect()
 }
 
-pub(crate) fn lock(lines: &Lines) -> MutexGuard<'_, Vec<String>> {
-    // A reader thread cannot panic while holding the lock; if one did, its
-    // lines so far are still worth reading.
-    lines.lock().unwrap_or_else(PoisonError::into_inner)
+/// The `listening` log records: one per start of the serving loop.
+fn listening_records(child: &ChildProcess) -> impl Iterator<Item = Value> {
+    logs(child)
+        .into_iter()
+        .filter(|l| l["fields"]["message"] == "listening")
 }
 
-/// A thread appending each line of `pipe` to `lines` until it closes.
-pub(crate) fn collect(pipe: impl Read + Send + 'static, lines: Lines) -> JoinHandle<()> {
-    std::thread::spawn(move || {
-        for line in BufReader::new(pipe).lines() {
-            let Ok(line) = line else { break };
-            lock(&lines).push(line);
-        }
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_the_package_variables_of_the_test_process_are_dropped() {
-        let package = [
-            "CARGO_MANIFEST_DIR",
-            "CARGO_PKG_NAME",
-            "CARGO_BIN_EXE_x",
-            "OUT_DIR",
-        ];
-        for name in package {
-            assert!(is_package_variable(name), "{name}");
-        }
-        for name in ["CARGO_HOME", "CARGO_TARGET_DIR", "CARGO_BUILD_JOBS", "PATH"] {
-            assert!(!is_package_variable(name), "{name}");
-        }
-        assert!(workspace_root().join("Cargo.toml").is_file());
+/// The OCSF events from `ocsf_log` when given, else from stderr.
+fn ocsf_events(child: &ChildProcess, ocsf_log: Option<&Path>) -> Result<Vec<Value>> {
+    match ocsf_log {
+        Some(path) => ocsf::read_file(path),
+        None => Ok(ocsf::events_in(child.stderr().iter().map(String::as_str))),
     }
 }

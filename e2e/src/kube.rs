@@ -17,15 +17,15 @@
 use std::ffi::OsString;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::Duration;
 
 use serde_json::{Value, json};
 use tls_reload::testing::poll_blocking;
 
+use crate::child::{self, Lines, lock, workspace_root};
 use crate::command::{self, describe};
 use crate::error::{Error, Result};
-use crate::gateway::{Lines, collect, lock, workspace_root};
 
 /// Environment variable naming the kubeconfig of the test cluster; the k3s
 /// tests are skipped when it is not set.
@@ -314,21 +314,9 @@ impl PortForward {
             &remote,
         ];
         let mut cmd = self.cluster.kubectl_streaming(&args);
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
         let command = describe(&cmd);
-        let mut child = cmd.spawn().map_err(|source| Error::Spawn {
-            command: command.clone(),
-            source,
-        })?;
         let output = Lines::default();
-        if let Some(pipe) = child.stdout.take() {
-            collect(pipe, output.clone());
-        }
-        if let Some(pipe) = child.stderr.take() {
-            collect(pipe, output.clone());
-        }
+        let (mut child, _readers) = child::spawn(&mut cmd, &command, &output, &output)?;
         let what = format!("`{command}` to forward");
         let every = Duration::from_millis(50);
         let forwarding = poll_blocking(PORT_FORWARD_START, every, &what, || {

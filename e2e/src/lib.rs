@@ -138,6 +138,7 @@
 
 #![deny(missing_docs)]
 
+mod child;
 pub mod command;
 mod error;
 mod gateway;
@@ -146,10 +147,9 @@ mod mtls_client;
 pub mod ocsf;
 pub mod tls;
 
+pub use child::workspace_root;
 pub use error::{Error, Result};
-pub use gateway::{
-    GATEWAY_BIN_ENV, GatewayCommand, GatewayProcess, gateway_binary, workspace_root,
-};
+pub use gateway::{GATEWAY_BIN_ENV, GatewayCommand, GatewayProcess, gateway_binary};
 pub use mtls_client::{MTLS_CLIENT_BIN_ENV, MtlsClientProcess, mtls_client_binary};
 
 /// Writes a line to the test's stderr even when the test harness captures

@@ -5,24 +5,18 @@
 
 use std::ffi::OsString;
 use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::OnceLock;
-use std::thread::JoinHandle;
+use std::process::ExitStatus;
 use std::time::Duration;
 
 use serde_json::Value;
-use tls_reload::testing::poll;
 
+use crate::child::{self, ChildProcess, Target};
 use crate::command::describe;
 use crate::error::{Error, Result};
-use crate::gateway::{Lines, collect, is_package_variable, lock, workspace_root};
 
 /// Environment variable naming a prebuilt `mtls_client` example to run
 /// instead of building one.
 pub const MTLS_CLIENT_BIN_ENV: &str = "OPENSHELL_MTLS_CLIENT_BIN";
-
-/// How often the harness looks at the child's output while waiting.
-const POLL: Duration = Duration::from_millis(20);
 
 /// The path of the `mtls_client` example.
 ///
@@ -35,38 +29,11 @@ const POLL: Duration = Duration::from_millis(20);
 ///
 /// When `OPENSHELL_MTLS_CLIENT_BIN` names no file, or the build fails.
 pub fn mtls_client_binary() -> Result<PathBuf> {
-    if let Some(bin) = std::env::var_os(MTLS_CLIENT_BIN_ENV) {
-        let bin = PathBuf::from(bin);
-        return match bin.is_file() {
-            true => Ok(bin),
-            false => Err(Error::unexpected(
-                MTLS_CLIENT_BIN_ENV,
-                format!("{} is not a file", bin.display()),
-            )),
-        };
-    }
-    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    BUILT
-        .get_or_init(build)
-        .clone()
-        .map_err(|e| Error::unexpected("cargo build -p openshell-server --example mtls_client", e))
-}
-
-fn build() -> Result<PathBuf, String> {
-    let mut build = escargot::CargoBuild::new()
-        .manifest_path(workspace_root().join("Cargo.toml"))
-        .package("openshell-server")
-        .example("mtls_client")
-        .current_release();
-    // As for the gateway: the test process's package variables would make
-    // build scripts rebuild half the tree.
-    for (name, _) in std::env::vars_os() {
-        if is_package_variable(&name.to_string_lossy()) {
-            build = build.env_remove(name);
-        }
-    }
-    let run = build.run().map_err(|e| e.to_string())?;
-    Ok(run.path().to_owned())
+    child::binary(
+        "openshell-server",
+        Target::Example("mtls_client"),
+        MTLS_CLIENT_BIN_ENV,
+    )
 }
 
 /// A running `mtls_client` example, killed when dropped. When dropped
@@ -93,12 +60,7 @@ fn build() -> Result<PathBuf, String> {
 /// ```
 #[derive(Debug)]
 pub struct MtlsClientProcess {
-    child: Child,
-    command: String,
-    stdout: Lines,
-    stderr: Lines,
-    readers: Vec<JoinHandle<()>>,
-    status: Option<ExitStatus>,
+    child: ChildProcess,
 }
 
 impl MtlsClientProcess {
@@ -114,46 +76,18 @@ impl MtlsClientProcess {
         I: IntoIterator<Item = S>,
         S: Into<OsString>,
     {
-        let binary = mtls_client_binary()?;
-        let mut cmd = Command::new(&binary);
-        for (name, _) in std::env::vars_os() {
-            if name.to_string_lossy().starts_with("OPENSHELL_") {
-                cmd.env_remove(name);
-            }
-        }
+        let mut cmd = child::command(mtls_client_binary()?);
         cmd.args(args.into_iter().map(Into::into))
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+            .env_remove("RUST_LOG");
         let command = describe(&cmd);
-        let mut child = cmd.spawn().map_err(|source| Error::Spawn {
-            command: command.clone(),
-            source,
-        })?;
-        let (stdout, stderr) = (Lines::default(), Lines::default());
-        let out = child
-            .stdout
-            .take()
-            .map(|pipe| collect(pipe, stdout.clone()));
-        let err = child
-            .stderr
-            .take()
-            .map(|pipe| collect(pipe, stderr.clone()));
-        Ok(Self {
-            child,
-            command,
-            stdout,
-            stderr,
-            readers: [out, err].into_iter().flatten().collect(),
-            status: None,
-        })
+        let child = ChildProcess::start("mtls_client", cmd, command, Vec::new())?;
+        Ok(Self { child })
     }
 
     /// The child's process id: the same for as long as it has not been
     /// restarted.
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.child.pid()
     }
 
     /// Its exit status, if it has exited.
@@ -162,22 +96,17 @@ impl MtlsClientProcess {
     ///
     /// When the status cannot be queried.
     pub fn try_status(&mut self) -> Result<Option<ExitStatus>> {
-        if self.status.is_none() {
-            let status = self.child.try_wait();
-            self.status =
-                status.map_err(|e| Error::io(format!("waiting for {}", self.command), e))?;
-        }
-        Ok(self.status)
+        self.child.try_status()
     }
 
     /// Whether it is still running.
     pub fn is_running(&mut self) -> bool {
-        matches!(self.try_status(), Ok(None))
+        self.child.is_running()
     }
 
     /// How many lines it has printed on standard output so far.
     pub fn line_count(&self) -> usize {
-        lock(&self.stdout).len()
+        self.child.stdout().len()
     }
 
     /// Its standard output so far, each line parsed as JSON.
@@ -186,28 +115,17 @@ impl MtlsClientProcess {
     ///
     /// [`Error::Unexpected`] quoting the first line that is not JSON.
     pub fn lines(&self) -> Result<Vec<Value>> {
-        lock(&self.stdout)
-            .iter()
-            .map(|line| {
-                serde_json::from_str(line)
-                    .map_err(|e| Error::unexpected("a line of mtls_client", format!("{e}: {line}")))
-            })
-            .collect()
+        lines(&self.child)
     }
 
     /// Its standard error so far, one entry per line.
     pub fn stderr_lines(&self) -> Vec<String> {
-        lock(&self.stderr).clone()
+        self.child.stderr().clone()
     }
 
     /// Everything it printed, for failure messages.
     pub fn output(&self) -> String {
-        format!(
-            "$ {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-            self.command,
-            lock(&self.stdout).join("\n"),
-            self.stderr_lines().join("\n")
-        )
+        self.child.output()
     }
 
     /// Waits for the first line from index `from` on satisfying `pred`, for
@@ -215,9 +133,9 @@ impl MtlsClientProcess {
     ///
     /// # Errors
     ///
-    /// [`Error::Timeout`] naming `what` (with the last line and the
-    /// client's output), [`Error::Unexpected`] when it exits first or
-    /// prints something other than JSON.
+    /// [`Error::Timeout`] naming `what` (with the client's output, its
+    /// last line last), [`Error::Exited`] when it exits first,
+    /// [`Error::Unexpected`] when it prints something other than JSON.
     pub async fn wait_for_line(
         &mut self,
         within: Duration,
@@ -225,35 +143,17 @@ impl MtlsClientProcess {
         from: usize,
         pred: impl Fn(&Value) -> bool,
     ) -> Result<(usize, Value)> {
-        let outcome = poll(within, POLL, what, || {
-            let lines = self.lines();
-            let found = lines.map(|lines| {
-                let found = lines.iter().enumerate().skip(from).find(|(_, l)| pred(l));
-                let last = lines.last().map(Value::to_string).unwrap_or_default();
-                (found.map(|(i, l)| (i, l.clone())), last)
-            });
-            std::future::ready(match found {
-                Ok((Some(found), _)) => Ok(Ok(found)),
-                Err(e) => Ok(Err(e)),
-                Ok((None, last)) => match self.try_status() {
-                    Ok(None) => Err(last),
-                    Ok(Some(status)) => Ok(Err(Error::unexpected(
-                        format!("mtls_client, while waiting for {what}"),
-                        format!("it exited ({status})\n{}", self.output()),
-                    ))),
-                    Err(e) => Ok(Err(e)),
-                },
+        self.child
+            .wait_until(within, what, |c| {
+                let lines = lines(c)?;
+                let found = lines
+                    .into_iter()
+                    .enumerate()
+                    .skip(from)
+                    .find(|(_, l)| pred(l));
+                Ok(found)
             })
-        })
-        .await;
-        match outcome {
-            Ok(result) => result,
-            Err(timed_out) => Err(Error::Timeout {
-                what: what.to_owned(),
-                within,
-                detail: format!("last line: {}\n{}", timed_out.last, self.output()),
-            }),
-        }
+            .await
     }
 
     /// Waits for it to exit (after `--count` calls) and for its output to
@@ -263,30 +163,18 @@ impl MtlsClientProcess {
     ///
     /// When its status cannot be queried.
     pub async fn exit_within(&mut self, within: Duration) -> Result<Option<ExitStatus>> {
-        let exited = poll(within, POLL, "mtls_client to exit", || {
-            std::future::ready(self.try_status().transpose().ok_or(""))
-        })
-        .await;
-        let Ok(status) = exited else { return Ok(None) };
-        let status = status?;
-        for reader in self.readers.drain(..) {
-            let _ = reader.join();
-        }
-        Ok(Some(status))
+        self.child.exit_within(within).await
     }
 }
 
-impl Drop for MtlsClientProcess {
-    fn drop(&mut self) {
-        if self.status.is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-        if std::thread::panicking() {
-            #[allow(clippy::print_stderr)] // Its output explains the failed test.
-            {
-                eprintln!("mtls_client pid {}:\n{}", self.child.id(), self.output());
-            }
-        }
-    }
+/// The client's standard output so far, each line parsed as JSON.
+fn lines(child: &ChildProcess) -> Result<Vec<Value>> {
+    child
+        .stdout()
+        .iter()
+        .map(|line| {
+            serde_json::from_str(line)
+                .map_err(|e| Error::unexpected("a line of mtls_client", format!("{e}: {line}")))
+        })
+        .collect()
 }
