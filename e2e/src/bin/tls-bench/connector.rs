@@ -17,7 +17,7 @@ use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
-use crate::interleave::{Round, Schedule, interleave_flag, summarize};
+use crate::interleave::{Schedule, plain_vs_reloadable, plain_vs_reloadable_rows};
 use crate::load::{self, Clients};
 use crate::util::{self, Row, Settings};
 
@@ -113,54 +113,14 @@ pub(crate) async fn throughput(s: &Settings, resume: bool) -> Vec<Row> {
         })
     };
     tokio::time::sleep(s.pick(Duration::from_millis(500), Duration::from_millis(100))).await;
-    let names = ["plain", "reloadable"];
-    let rounds = interleave_flag(&schedule, || clients.ok(), names, &arm).await;
-    // The noise floor of this schedule on this machine right now: the same
-    // comparison with the plain connector in both arms.
-    let control = if resume {
-        None
-    } else {
-        let schedule = Schedule {
-            rounds: s.pick(6, 1),
-            ..schedule
-        };
-        println!(
-            "   control, plain in both arms (A/A): {}",
-            schedule.describe()
-        );
-        arm.store(false, Ordering::Relaxed);
-        // A flag that nothing reads: both arms connect through the plain one.
-        let unread = AtomicBool::new(false);
-        let names = ["plain", "plain"];
-        Some(interleave_flag(&schedule, || clients.ok(), names, &unread).await)
-    };
+    let control = (!resume).then_some(s.pick(6, 1));
+    let rounds = plain_vs_reloadable(&schedule, || clients.ok(), &arm, control).await;
     let counters = clients.stop().await;
     server.abort();
     client_watcher.shutdown().await;
     server_watcher.shutdown().await;
 
-    let (ratio, value) = summarize(&rounds, names);
     let (failed, _, first_error) = counters.failures();
-    let mut rows = vec![Row::check(figure, value, "≥ 0.99", ratio >= 0.99)];
-    if let Some(control) = control {
-        let ratios: Vec<f64> = control.iter().map(Round::ratio).collect();
-        let (lo, hi) = util::range(&ratios);
-        rows.push(Row::info(
-            "8. noise floor: plain ÷ plain, same schedule (A/A)",
-            format!(
-                "{:.3} (median of {} rounds, range {lo:.3}..{hi:.3})",
-                util::median(&ratios),
-                ratios.len()
-            ),
-        ));
-    }
-    if failed > 0 {
-        rows.push(Row::check(
-            format!("8. failed connections ({kind})"),
-            format!("{failed} (first: {})", first_error.unwrap_or_default()),
-            "0",
-            false,
-        ));
-    }
-    rows
+    let failures = format!("failed connections ({kind})");
+    plain_vs_reloadable_rows(&figure, 8, rounds, (failed, first_error), &failures)
 }

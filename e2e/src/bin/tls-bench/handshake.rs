@@ -15,7 +15,9 @@ use tls_reload::testing::{LeafOptions, TestCa};
 use tls_reload::{ReloadableAcceptor, SniIdentity};
 use tokio::task::JoinHandle;
 
-use crate::interleave::{Round, Schedule, interleave, interleave_flag, summarize};
+use crate::interleave::{
+    Schedule, interleave, interleave_flag, plain_vs_reloadable, plain_vs_reloadable_rows, summarize,
+};
 use crate::load::{self, After, ClientSpec, Clients, Published};
 use crate::util::{self, KeyKind, Row, Settings};
 
@@ -96,55 +98,15 @@ pub(crate) async fn throughput(s: &Settings, kind: KeyKind) -> Vec<Row> {
         guard: Duration::from_millis(5),
     };
     let clients = start_clients(s, addr, &ca, None, "", &schedule).await;
-    let names = ["plain", "reloadable"];
-    let rounds = interleave_flag(&schedule, || clients.ok(), names, &reloadable_arm).await;
-    // The noise floor of this schedule on this machine right now: the
-    // same comparison with the plain acceptor in both arms.
-    let control = if kind == KeyKind::EcdsaP256 {
-        let schedule = Schedule {
-            rounds: s.pick(6, 1),
-            ..schedule
-        };
-        println!(
-            "   control, plain in both arms (A/A): {}",
-            schedule.describe()
-        );
-        reloadable_arm.store(false, Ordering::Relaxed);
-        // A flag that nothing reads: both arms serve the plain acceptor.
-        let unread = AtomicBool::new(false);
-        let rounds = interleave_flag(&schedule, || clients.ok(), ["plain", "plain"], &unread).await;
-        Some(rounds)
-    } else {
-        None
-    };
+    let control = (kind == KeyKind::EcdsaP256).then_some(s.pick(6, 1));
+    let rounds = plain_vs_reloadable(&schedule, || clients.ok(), &reloadable_arm, control).await;
     let counters = clients.stop().await;
     server.abort();
     watcher.shutdown().await;
 
-    let (ratio, value) = summarize(&rounds, names);
     let (failed, _, first_error) = counters.failures();
-    let mut rows = vec![Row::check(figure, value, "≥ 0.99", ratio >= 0.99)];
-    if let Some(control) = control {
-        let ratios: Vec<f64> = control.iter().map(Round::ratio).collect();
-        let (lo, hi) = util::range(&ratios);
-        rows.push(Row::info(
-            "1. noise floor: plain ÷ plain, same schedule (A/A)",
-            format!(
-                "{:.3} (median of {} rounds, range {lo:.3}..{hi:.3})",
-                util::median(&ratios),
-                ratios.len()
-            ),
-        ));
-    }
-    if failed > 0 {
-        rows.push(Row::check(
-            format!("1. failed handshakes ({})", kind.label()),
-            format!("{failed} (first: {})", first_error.unwrap_or_default()),
-            "0",
-            false,
-        ));
-    }
-    rows
+    let failures = format!("failed handshakes ({})", kind.label());
+    plain_vs_reloadable_rows(&figure, 1, rounds, (failed, first_error), &failures)
 }
 
 /// Figure 1 with SNI: `identities` SNI identities (the last one named

@@ -157,3 +157,70 @@ pub(crate) fn summarize(rounds: &[Round], names: [&str; 2]) -> (f64, String) {
     );
     (median, value)
 }
+
+/// A comparison of the plain arm (A) against the reloadable one (B, the
+/// flag `reloadable_arm` set) with [`interleave_flag`], and, with
+/// `control_rounds`, its A/A control: the noise floor of this schedule on
+/// this machine right now, the same comparison over that many rounds with
+/// the plain arm on both sides. Returns the rounds of both.
+pub(crate) async fn plain_vs_reloadable(
+    schedule: &Schedule,
+    count: impl Fn() -> u64,
+    reloadable_arm: &AtomicBool,
+    control_rounds: Option<usize>,
+) -> (Vec<Round>, Option<Vec<Round>>) {
+    let names = ["plain", "reloadable"];
+    let rounds = interleave_flag(schedule, &count, names, reloadable_arm).await;
+    let Some(rounds_of_control) = control_rounds else {
+        return (rounds, None);
+    };
+    let schedule = Schedule {
+        rounds: rounds_of_control,
+        ..*schedule
+    };
+    println!(
+        "   control, plain in both arms (A/A): {}",
+        schedule.describe()
+    );
+    reloadable_arm.store(false, Ordering::Relaxed);
+    // A flag that nothing reads: both arms run the plain one.
+    let unread = AtomicBool::new(false);
+    let control = interleave_flag(&schedule, &count, ["plain", "plain"], &unread).await;
+    (rounds, Some(control))
+}
+
+/// The rows of a [`plain_vs_reloadable`] comparison: `figure` (numbered
+/// `number`), the median ratio checked against ≥ 0.99; the noise floor of
+/// the `control` when there is one; and the `failed` operations, with the
+/// first error, as a failed check labelled `failures`.
+pub(crate) fn plain_vs_reloadable_rows(
+    figure: &str,
+    number: u8,
+    (rounds, control): (Vec<Round>, Option<Vec<Round>>),
+    (failed, first_error): (u64, Option<String>),
+    failures: &str,
+) -> Vec<util::Row> {
+    let (ratio, value) = summarize(&rounds, ["plain", "reloadable"]);
+    let mut rows = vec![util::Row::check(figure, value, "≥ 0.99", ratio >= 0.99)];
+    if let Some(control) = control {
+        let ratios: Vec<f64> = control.iter().map(Round::ratio).collect();
+        let (lo, hi) = util::range(&ratios);
+        rows.push(util::Row::info(
+            format!("{number}. noise floor: plain ÷ plain, same schedule (A/A)"),
+            format!(
+                "{:.3} (median of {} rounds, range {lo:.3}..{hi:.3})",
+                util::median(&ratios),
+                ratios.len()
+            ),
+        ));
+    }
+    if failed > 0 {
+        rows.push(util::Row::check(
+            format!("{number}. {failures}"),
+            format!("{failed} (first: {})", first_error.unwrap_or_default()),
+            "0",
+            false,
+        ));
+    }
+    rows
+}
