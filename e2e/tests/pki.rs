@@ -176,7 +176,7 @@ fn shows(line: &Value, server: &str, client: &str) -> bool {
 
 /// One step's figures, for the test's output.
 struct Step {
-    name: &'static str,
+    name: String,
     lines: usize,
     retried: usize,
     failed: usize,
@@ -270,12 +270,27 @@ impl Run {
         index
     }
 
+    /// Step `step`: both trust bundles become `trust` (the CAs `cas`), the
+    /// client's leaf staying; waits for both sides to reload and for
+    /// [`SETTLE_CALLS`] successful calls, then closes the step.
+    async fn bundles(&mut self, pki: &Pki, step: &str, cas: &str, trust: &str, client: &Leaf) {
+        let written = pki.publish_client_ca(trust);
+        pki.publish_client(client, trust);
+        self.gateway_reloaded(&format!("{step} client CA {cas}"))
+            .await;
+        let index = self.client_reloaded(&format!("{step} trust {cas}")).await;
+        self.settle(&format!("{step} both bundles {cas}"), index)
+            .await;
+        let delay = Duration::from_millis((unix_ms() - written) as u64);
+        self.end_step(format!("{step} bundles {cas}"), delay);
+    }
+
     /// Closes the current step: counts its lines, and starts the next.
-    fn end_step(&mut self, name: &'static str, took: Duration) {
+    fn end_step(&mut self, name: impl Into<String>, took: Duration) {
         let lines = self.client.lines().unwrap();
         let step = &lines[self.step_start..];
         self.steps.push(Step {
-            name,
+            name: name.into(),
             lines: step.len(),
             retried: step.iter().filter(|l| l["attempts"] != 1).count(),
             failed: step.iter().filter(|l| l["ok"] != true).count(),
@@ -362,13 +377,7 @@ async fn the_whole_pki_rotates_under_a_calling_client_with_no_failed_call_and_no
 
     // (c1) Both bundles trust A and B; the leaves stay.
     let both = bundle(&[&ca_a, &ca_b]);
-    let written = pki.publish_client_ca(&both);
-    pki.publish_client(&client_cert, &both);
-    run.gateway_reloaded("(c1) client CA A+B").await;
-    let index = run.client_reloaded("(c1) trust A+B").await;
-    run.settle("(c1) both bundles A+B", index).await;
-    let delay = Duration::from_millis((unix_ms() - written) as u64);
-    run.end_step("(c1) bundles A+B", delay);
+    run.bundles(&pki, "(c1)", "A+B", &both, &client_cert).await;
 
     // (c2) Both leaves reissued from B: the server's first, so that the
     // client's fresh channel after its own change meets the new one.
@@ -386,13 +395,7 @@ async fn the_whole_pki_rotates_under_a_calling_client_with_no_failed_call_and_no
 
     // (c3) Both bundles trust B alone.
     let only_b = bundle(&[&ca_b]);
-    let written = pki.publish_client_ca(&only_b);
-    pki.publish_client(&client_cert, &only_b);
-    run.gateway_reloaded("(c3) client CA B").await;
-    let index = run.client_reloaded("(c3) trust B").await;
-    run.settle("(c3) both bundles B", index).await;
-    let delay = Duration::from_millis((unix_ms() - written) as u64);
-    run.end_step("(c3) bundles B", delay);
+    run.bundles(&pki, "(c3)", "B", &only_b, &client_cert).await;
 
     // No call failed from the first one to here.
     let lines = run.client.lines().unwrap();
