@@ -380,12 +380,27 @@ mod tests {
         Arc::from(vec![leaf.cert_der.clone()])
     }
 
-    #[tokio::test]
-    async fn a_trust_change_ends_exactly_the_connections_that_no_longer_verify() {
+    /// Fresh volumes, and an acceptor over them requiring client
+    /// certificates.
+    fn mtls() -> (SecretVolumes, ReloadableAcceptor) {
         let volumes = SecretVolumes::new();
         let acceptor = ReloadableAcceptor::builder(volumes.mtls_files(ClientAuth::Required))
             .build()
             .unwrap();
+        (volumes, acceptor)
+    }
+
+    /// Reloads `acceptor` now, as a trigger would.
+    async fn reload(acceptor: &ReloadableAcceptor) {
+        acceptor
+            .reload_now(tls_reload::Trigger::Manual)
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_trust_change_ends_exactly_the_connections_that_no_longer_verify() {
+        let (volumes, acceptor) = mtls();
         let registry = Arc::new(Connections::default());
         let a = &volumes.client_ca;
         let b = TestCa::new("b");
@@ -398,10 +413,7 @@ mod tests {
 
         // A+B: nothing can fail, nothing is checked.
         volumes.publish_client_ca(format!("{}{}", a.cert_pem(), b.cert_pem()));
-        acceptor
-            .reload_now(tls_reload::Trigger::Manual)
-            .await
-            .unwrap();
+        reload(&acceptor).await;
         let both = acceptor.client_trust().unwrap();
         let diff = both.diff(before.as_ref().unwrap());
         let outcome = registry.recheck(&both, &diff, SystemTime::now());
@@ -416,10 +428,7 @@ mod tests {
 
         // B only: A's connection ends, B's stays.
         volumes.publish_client_ca(b.cert_pem());
-        acceptor
-            .reload_now(tls_reload::Trigger::Manual)
-            .await
-            .unwrap();
+        reload(&acceptor).await;
         let only_b = acceptor.client_trust().unwrap();
         let outcome = registry.recheck(&only_b, &only_b.diff(&both), SystemTime::now());
         assert_eq!(
@@ -436,17 +445,11 @@ mod tests {
 
     #[tokio::test]
     async fn a_connection_admitted_across_a_swap_is_checked_against_the_new_trust() {
-        let volumes = SecretVolumes::new();
-        let acceptor = ReloadableAcceptor::builder(volumes.mtls_files(ClientAuth::Required))
-            .build()
-            .unwrap();
+        let (volumes, acceptor) = mtls();
         let registry = Arc::new(Connections::default());
         let before = acceptor.client_trust();
         volumes.publish_client_ca(TestCa::new("other").cert_pem());
-        acceptor
-            .reload_now(tls_reload::Trigger::Manual)
-            .await
-            .unwrap();
+        reload(&acceptor).await;
         let (reg, _) = admit(&acceptor, &registry, before, Some(&chain(&volumes.client)));
         assert!(reg.unwrap().ended().is_cancelled());
     }
@@ -481,10 +484,7 @@ mod tests {
             }
         }
         volumes.write_client_ca(&[&leaves[0]]);
-        acceptor
-            .reload_now(tls_reload::Trigger::Manual)
-            .await
-            .unwrap();
+        reload(&acceptor).await;
         let after = acceptor.client_trust().unwrap();
         let diff = after.diff(&before);
         assert!(diff.crls_changed);
@@ -528,10 +528,7 @@ mod tests {
 
     #[test]
     fn chains_spread_over_threads_keep_their_order() {
-        let volumes = SecretVolumes::new();
-        let acceptor = ReloadableAcceptor::builder(volumes.mtls_files(ClientAuth::Required))
-            .build()
-            .unwrap();
+        let (volumes, acceptor) = mtls();
         let trust = acceptor.client_trust().unwrap();
         let stranger = TestCa::new("stranger");
         let leaves: Vec<_> = (0..9)
@@ -584,10 +581,7 @@ mod tests {
         );
         // Removing the CA all 10,000 chains end at: each fails at path
         // building, before any signature is checked.
-        let volumes = SecretVolumes::new();
-        let acceptor = ReloadableAcceptor::builder(volumes.mtls_files(ClientAuth::Required))
-            .build()
-            .unwrap();
+        let (volumes, acceptor) = mtls();
         let before = acceptor.client_trust().unwrap();
         let registry = Arc::new(Connections::default());
         let key = rcgen::KeyPair::generate().unwrap();
@@ -600,10 +594,7 @@ mod tests {
             })
             .collect();
         volumes.publish_client_ca(TestCa::new("next").cert_pem());
-        acceptor
-            .reload_now(tls_reload::Trigger::Manual)
-            .await
-            .unwrap();
+        reload(&acceptor).await;
         let after = acceptor.client_trust().unwrap();
         let started = Instant::now();
         let outcome = registry.recheck(&after, &after.diff(&before), SystemTime::now());
@@ -612,10 +603,7 @@ mod tests {
         assert!(registrations.iter().all(|r| r.ended().is_cancelled()));
         println!("re-check after removing the CA of all 10000 connections: {took:?} (all ended)");
         // The per-handshake cost: attributing a chain to its CA.
-        let volumes = SecretVolumes::new();
-        let acceptor = ReloadableAcceptor::builder(volumes.mtls_files(ClientAuth::Required))
-            .build()
-            .unwrap();
+        let (volumes, acceptor) = mtls();
         let trust = acceptor.client_trust().unwrap();
         let chain = [volumes.client.cert_der.clone()];
         let started = Instant::now();
