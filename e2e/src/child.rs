@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use tls_reload::testing::poll;
 
+use crate::command;
 use crate::error::{Error, Result};
 
 /// How often the harness looks at a child's output while waiting.
@@ -171,10 +172,7 @@ pub(crate) fn spawn(
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let mut child = cmd.spawn().map_err(|source| Error::Spawn {
-        command: command.to_owned(),
-        source,
-    })?;
+    let mut child = command::spawn(cmd, command)?;
     let out = child
         .stdout
         .take()

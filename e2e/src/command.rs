@@ -23,6 +23,18 @@ pub fn describe(cmd: &Command) -> String {
         .join(" ")
 }
 
+/// Starts `cmd`, described as `command`.
+///
+/// # Errors
+///
+/// [`Error::Spawn`] naming `command` when it cannot be started.
+pub(crate) fn spawn(cmd: &mut Command, command: &str) -> Result<Child> {
+    cmd.spawn().map_err(|source| Error::Spawn {
+        command: command.to_owned(),
+        source,
+    })
+}
+
 fn quote(arg: &OsStr) -> String {
     let s = arg.to_string_lossy();
     if s.is_empty() || s.contains(char::is_whitespace) {
@@ -52,10 +64,7 @@ pub fn run(cmd: &mut Command, input: Option<&[u8]>, within: Duration) -> Result<
     cmd.stdin(stdin)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let mut child = cmd.spawn().map_err(|source| Error::Spawn {
-        command: command.clone(),
-        source,
-    })?;
+    let mut child = spawn(cmd, &command)?;
 
     // Pipes are drained by threads so that a chatty program never blocks
     // on a full pipe while we wait for it.

@@ -210,13 +210,7 @@ impl Run {
         client: &str,
         budget: Duration,
     ) -> Duration {
-        let (index, line) = self
-            .client
-            .wait_for_line(PATIENCE, what, self.step_start, |l| {
-                shows(l, server, client)
-            })
-            .await
-            .unwrap();
+        let (index, line) = self.in_step(what, |l| shows(l, server, client)).await;
         let delay = Duration::from_millis(at_ms(&line).saturating_sub(written) as u64);
         assert!(
             delay <= budget,
@@ -224,6 +218,16 @@ impl Run {
         );
         self.settle(what, index).await;
         delay
+    }
+
+    /// Waits for the first line of this step satisfying `pred`, and
+    /// returns its index and the line.
+    async fn in_step(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> (usize, Value) {
+        let from = self.step_start;
+        self.client
+            .wait_for_line(PATIENCE, what, from, pred)
+            .await
+            .unwrap()
     }
 
     /// Waits for [`SETTLE_CALLS`] successful calls after line `index`.
@@ -260,14 +264,8 @@ impl Run {
         self.client_changes += 1;
         let n = self.first_generation + self.client_changes;
         let what = format!("client change #{}: {what}", self.client_changes);
-        let (index, _) = self
-            .client
-            .wait_for_line(PATIENCE, &what, self.step_start, |l| {
-                l["generation"].as_u64().is_some_and(|g| g >= n)
-            })
-            .await
-            .unwrap();
-        index
+        let generation = |l: &Value| l["generation"].as_u64().is_some_and(|g| g >= n);
+        self.in_step(&what, generation).await.0
     }
 
     /// Step `step`: both trust bundles become `trust` (the CAs `cas`), the
@@ -412,15 +410,10 @@ async fn the_whole_pki_rotates_under_a_calling_client_with_no_failed_call_and_no
     // A trust bundle holding only an unrelated CA: new calls fail.
     let written = pki.publish_client(&client_cert, &bundle(&[&unrelated]));
     let (_, line) = run
-        .client
-        .wait_for_line(
-            PATIENCE,
-            "a call failing on the unrelated trust",
-            run.step_start,
-            |l| l["ok"] == false,
-        )
-        .await
-        .unwrap();
+        .in_step("a call failing on the unrelated trust", |l| {
+            l["ok"] == false
+        })
+        .await;
     let failed_after = Duration::from_millis(at_ms(&line).saturating_sub(written) as u64);
     assert!(
         failed_after <= BROKEN,
