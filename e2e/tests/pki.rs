@@ -199,17 +199,18 @@ struct Run {
 }
 
 impl Run {
-    /// Waits for the first line of this step showing both leaves, checks
+    /// Waits for the first line of step `step` showing both leaves, checks
     /// that it came within `budget` of `written`, then waits for
-    /// [`SETTLE_CALLS`] more successful calls. Returns the delay.
+    /// [`SETTLE_CALLS`] more successful calls, and closes the step.
     async fn shown(
         &mut self,
-        what: &str,
+        step: &str,
         written: u128,
-        server: &str,
-        client: &str,
+        (server, client): (&Leaf, &Leaf),
         budget: Duration,
-    ) -> Duration {
+    ) {
+        let what = &format!("{step}: both leaves shown");
+        let (server, client) = (&server.fingerprint, &client.fingerprint);
         let (index, line) = self.in_step(what, |l| shows(l, server, client)).await;
         let delay = Duration::from_millis(at_ms(&line).saturating_sub(written) as u64);
         assert!(
@@ -217,7 +218,7 @@ impl Run {
             "{what}: shown {delay:?} after the write, budget {budget:?}: {line}"
         );
         self.settle(what, index).await;
-        delay
+        self.end_step(step, delay);
     }
 
     /// Waits for the first line of this step satisfying `pred`, and
@@ -351,27 +352,22 @@ async fn the_whole_pki_rotates_under_a_calling_client_with_no_failed_call_and_no
     server_leaf = ca_a.server();
     let written = pki.publish_server(&server_leaf);
     run.gateway_reloaded("(a) server certificate").await;
-    let (s, c) = (&server_leaf.fingerprint, &client_cert.fingerprint);
-    let delay = run
-        .shown(
-            "(a) the new server certificate",
-            written,
-            s,
-            c,
-            SHOWN_AFTER_MAX_AGE,
-        )
-        .await;
-    run.end_step("(a) server certificate", delay);
+    let leaves = (&server_leaf, &client_cert);
+    run.shown(
+        "(a) server certificate",
+        written,
+        leaves,
+        SHOWN_AFTER_MAX_AGE,
+    )
+    .await;
 
     // (b) The client certificate: the client moves to a fresh channel.
     client_cert = client_leaf(&ca_a);
     let written = pki.publish_client(&client_cert, &bundle(&[&ca_a]));
     run.client_reloaded("(b) client certificate").await;
-    let (s, c) = (&server_leaf.fingerprint, &client_cert.fingerprint);
-    let delay = run
-        .shown("(b) the new client certificate", written, s, c, SHOWN)
+    let leaves = (&server_leaf, &client_cert);
+    run.shown("(b) client certificate", written, leaves, SHOWN)
         .await;
-    run.end_step("(b) client certificate", delay);
 
     // (c1) Both bundles trust A and B; the leaves stay.
     let both = bundle(&[&ca_a, &ca_b]);
@@ -385,11 +381,9 @@ async fn the_whole_pki_rotates_under_a_calling_client_with_no_failed_call_and_no
     client_cert = client_leaf(&ca_b);
     let written = pki.publish_client(&client_cert, &both);
     run.client_reloaded("(c2) client leaf from B").await;
-    let (s, c) = (&server_leaf.fingerprint, &client_cert.fingerprint);
-    let delay = run
-        .shown("(c2) both leaves from B", written, s, c, SHOWN)
+    let leaves = (&server_leaf, &client_cert);
+    run.shown("(c2) leaves from B", written, leaves, SHOWN)
         .await;
-    run.end_step("(c2) leaves from B", delay);
 
     // (c3) Both bundles trust B alone.
     let only_b = bundle(&[&ca_b]);
@@ -432,11 +426,8 @@ async fn the_whole_pki_rotates_under_a_calling_client_with_no_failed_call_and_no
 
     // Restoring it heals.
     let written = pki.publish_client(&client_cert, &only_b);
-    let (s, c) = (&server_leaf.fingerprint, &client_cert.fingerprint);
-    let delay = run
-        .shown("calls healed by the restored trust", written, s, c, SHOWN)
-        .await;
-    run.end_step("restored trust", delay);
+    let leaves = (&server_leaf, &client_cert);
+    run.shown("restored trust", written, leaves, SHOWN).await;
 
     // Every connection verified the gateway's certificate in a full
     // handshake: a resumed session would still show the old one.
