@@ -17,10 +17,12 @@ use zeroize::Zeroizing;
 
 use crate::config::{ClientFiles, LoadOptions};
 use crate::engine::{Engine, Failed, Served, Side, check_validity, failed};
-use crate::error::{CertError, Error, FileRole};
+use crate::error::{Error, FileRole};
 use crate::event::{ClientReloaded, ReloadOutcome, Trigger};
 use crate::info::CertInfo;
-use crate::load::{Digest, absorb, cert_infos, digest_of, parse_chain, parse_pair, read_files};
+use crate::load::{
+    Digest, absorb, add_roots, cert_infos, digest_of, parse_chain, parse_pair, read_files,
+};
 
 /// The label of a client's files in events and logs
 /// ([`ReloadFailure::identity`](crate::ReloadFailure::identity),
@@ -96,14 +98,7 @@ impl ClientSide {
             absorb(&mut hash, b"ca", Some(bytes));
             let cas = parse_chain(role, path, bytes)?;
             trusted.extend(cert_infos(role, path, &cas)?);
-            for (index, der) in cas.into_iter().enumerate() {
-                roots.add(der).map_err(|e| Error::InvalidCertificate {
-                    role,
-                    path: path.clone(),
-                    index,
-                    cause: CertError::Unusable(e),
-                })?;
-            }
+            add_roots(&mut roots, role, path, cas)?;
         }
         let verifier =
             WebPkiServerVerifier::builder_with_provider(Arc::new(roots), self.provider.clone())

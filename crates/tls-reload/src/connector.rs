@@ -3,21 +3,22 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use rustls::ClientConfig;
 use rustls_pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 
+use crate::builder::ConnectorBuilder;
 use crate::client::ClientEngine;
-use crate::config::{ClientFiles, LoadOptions, WatchOptions};
-use crate::error::{Error, SettingsError};
+use crate::config::ClientFiles;
+use crate::error::Error;
 use crate::event::{
     LastAttempt, ReloadCount, ReloadFailure, ReloadOutcome, Subscription, Trigger, WatcherMode,
 };
 use crate::info::CertInfo;
-use crate::watch::{self as watcher, Watcher};
+use crate::watch::Watcher;
 
 /// A TLS connector whose client certificate and trust bundle can be
 /// replaced while it connects.
@@ -79,11 +80,7 @@ impl ReloadableConnector {
     /// Starts configuring a connector for `files`, with the settings
     /// listed under [`ConnectorBuilder`]'s defaults.
     pub fn builder(files: ClientFiles) -> ConnectorBuilder {
-        ConnectorBuilder {
-            files,
-            load: LoadOptions::default(),
-            watch: WatchOptions::default(),
-        }
+        ConnectorBuilder::new(files)
     }
 
     /// Performs the TLS handshake on `io` with the config in use right now,
@@ -251,142 +248,8 @@ pub struct ClientStatus {
     pub by_trigger: Vec<ReloadCount>,
 }
 
-/// Configures and builds a [`ReloadableConnector`].
-///
-/// The settings mean what they mean for the acceptor's
-/// [`Builder`](crate::Builder), with the same defaults; the initial load
-/// happens in [`build`](Self::build) or [`start`](Self::start), so a
-/// missing or invalid file fails fast there.
-///
-/// # Defaults
-///
-/// | setting | default |
-/// | --- | --- |
-/// | [`alpn`](Self::alpn) | none |
-/// | [`max_file_size`](Self::max_file_size) | 1 MiB |
-/// | [`not_before_tolerance`](Self::not_before_tolerance) | 5 minutes |
-/// | [`session_cache_size`](Self::session_cache_size) | 1024 sessions |
-/// | [`read_timeout`](Self::read_timeout) | 10 s |
-/// | [`debounce`](Self::debounce) | 1 s |
-/// | [`max_delay`](Self::max_delay) | 5 s |
-/// | [`poll_interval`](Self::poll_interval) | 30 s |
-/// | [`retry_backoff`](Self::retry_backoff) | 250 ms |
-/// | [`poll_only`](Self::poll_only) | false |
-#[derive(Debug, Clone)]
-#[must_use]
-pub struct ConnectorBuilder {
-    files: ClientFiles,
-    load: LoadOptions,
-    watch: WatchOptions,
-}
-
+/// What only the [`ConnectorBuilder`] has: what is built.
 impl ConnectorBuilder {
-    /// ALPN protocols to offer, in order of preference, such as
-    /// `["h2", "http/1.1"]` (`["h2"]` for gRPC).
-    ///
-    /// Default: none.
-    pub fn alpn<I, P>(mut self, protocols: I) -> Self
-    where
-        I: IntoIterator<Item = P>,
-        P: AsRef<[u8]>,
-    {
-        self.load.alpn = protocols.into_iter().map(|p| p.as_ref().to_vec()).collect();
-        self
-    }
-
-    /// Largest file accepted, in bytes; larger files fail the reload.
-    ///
-    /// Default: 1 MiB.
-    pub fn max_file_size(mut self, bytes: u64) -> Self {
-        self.load.max_file_size = bytes;
-        self
-    }
-
-    /// How far in the future a replacement client certificate's notBefore
-    /// may be (clock skew between the issuer and this host).
-    ///
-    /// Default: 5 minutes.
-    pub fn not_before_tolerance(mut self, tolerance: Duration) -> Self {
-        self.load.not_before_tolerance = tolerance;
-        self
-    }
-
-    /// Number of TLS sessions kept for resumption; 0 turns resumption off.
-    /// The store is replaced, empty, whenever the identity or the trust
-    /// changes.
-    ///
-    /// Default: 1024.
-    pub fn session_cache_size(mut self, sessions: usize) -> Self {
-        self.load.session_cache_size = sessions;
-        self
-    }
-
-    /// How long a reload may wait for the file system before it fails with
-    /// [`Error::ReadTimedOut`].
-    ///
-    /// Default: 10 s.
-    pub fn read_timeout(mut self, timeout: Duration) -> Self {
-        self.load.read_timeout = timeout;
-        self
-    }
-
-    /// Quiet period after the last file-system event before reloading.
-    ///
-    /// Default: 1 s.
-    pub fn debounce(mut self, debounce: Duration) -> Self {
-        self.watch.debounce = debounce;
-        self
-    }
-
-    /// Longest wait from the first event of a burst to the reload.
-    ///
-    /// Default: 5 s.
-    pub fn max_delay(mut self, max_delay: Duration) -> Self {
-        self.watch.max_delay = max_delay;
-        self
-    }
-
-    /// How often the files are re-read whatever the events say; also the
-    /// cap of the retry backoff after a failure.
-    ///
-    /// Default: 30 s.
-    pub fn poll_interval(mut self, interval: Duration) -> Self {
-        self.watch.poll_interval = interval.max(Duration::from_millis(10));
-        self
-    }
-
-    /// First retry delay after a failed reload; it doubles on each failure
-    /// up to the poll interval.
-    ///
-    /// Default: 250 ms.
-    pub fn retry_backoff(mut self, initial: Duration) -> Self {
-        self.watch.retry_initial = initial.max(Duration::from_millis(1));
-        self
-    }
-
-    /// Poll only, without file-system events.
-    ///
-    /// Default: false.
-    pub fn poll_only(mut self, poll_only: bool) -> Self {
-        self.watch.poll_only = poll_only;
-        self
-    }
-
-    /// Makes every reload's read wait `delay` first, as a hung mount would.
-    #[cfg(feature = "testing")]
-    pub fn read_delay(mut self, delay: Duration) -> Self {
-        self.load.read_delay = delay;
-        self
-    }
-
-    /// Makes the file-system event watcher fail to start, as it does when
-    /// inotify limits are exhausted, to exercise the fallback to polling.
-    #[cfg(feature = "testing")]
-    pub fn fail_event_watcher(mut self) -> Self {
-        self.watch.fail_event_watcher = true;
-        self
-    }
-
     /// Loads the files and returns a connector without a watcher: it
     /// changes only on [`ReloadableConnector::reload_now`].
     ///
@@ -410,17 +273,11 @@ impl ConnectorBuilder {
     /// As [`build`](Self::build), and [`Error::Settings`] when called
     /// outside a tokio runtime.
     pub fn start(self) -> Result<(ReloadableConnector, Watcher), Error> {
-        if tokio::runtime::Handle::try_current().is_err() {
-            return Err(Error::Settings(SettingsError::NoRuntime));
-        }
         let paths = self
             .files
             .paths()
             .map(std::path::Path::to_path_buf)
             .collect();
-        let pending = watcher::Pending::new(paths, self.watch.clone());
-        let connector = self.build()?;
-        let watcher = pending.spawn(connector.engine.clone());
-        Ok((connector, watcher))
+        self.start_with(paths, Self::build, |connector| connector.engine.clone())
     }
 }

@@ -184,6 +184,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod acceptor;
+mod builder;
 mod client;
 mod config;
 mod connector;
@@ -203,10 +204,11 @@ mod watch;
 #[cfg(feature = "testing")]
 pub mod testing;
 
-pub use acceptor::{Builder, ReloadableAcceptor};
+pub use acceptor::ReloadableAcceptor;
+pub use builder::{Builder, ConnectorBuilder};
 pub use client::CLIENT_IDENTITY;
 pub use config::{ClientAuth, ClientFiles, TlsFiles};
-pub use connector::{ClientStatus, ConnectorBuilder, ReloadableConnector};
+pub use connector::{ClientStatus, ReloadableConnector};
 pub use error::{CertError, Error, FileKind, FileRole, KeyError, PemError, SettingsError};
 pub use event::{
     ClientReloaded, Degraded, IdentityStatus, LastAttempt, ReloadCount, ReloadEvent, ReloadFailure,

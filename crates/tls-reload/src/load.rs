@@ -532,6 +532,24 @@ pub(crate) fn cert_infos(
         .collect()
 }
 
+/// Adds the CA certificates `cas`, read from `path`, to `roots`.
+pub(crate) fn add_roots(
+    roots: &mut RootCertStore,
+    role: FileRole,
+    path: &Path,
+    cas: Vec<CertificateDer<'static>>,
+) -> Result<(), Error> {
+    for (index, der) in cas.into_iter().enumerate() {
+        roots.add(der).map_err(|e| Error::InvalidCertificate {
+            role,
+            path: path.to_owned(),
+            index,
+            cause: CertError::Unusable(e),
+        })?;
+    }
+    Ok(())
+}
+
 /// PEM labels of private keys that the ring provider cannot use, with the
 /// reason given to the operator.
 const UNSUPPORTED_KEY_LABELS: &[(&[u8], KeyError)] = &[
@@ -597,14 +615,7 @@ fn client_verifier(
     let ca_ders = cas.clone();
     let infos = cert_infos(role, ca_path, &cas)?;
     let mut roots = RootCertStore::empty();
-    for (index, der) in cas.into_iter().enumerate() {
-        roots.add(der).map_err(|e| Error::InvalidCertificate {
-            role,
-            path: ca_path.to_owned(),
-            index,
-            cause: CertError::Unusable(e),
-        })?;
-    }
+    add_roots(&mut roots, role, ca_path, cas)?;
 
     let roots = Arc::new(roots);
     let mut crls = Vec::new();

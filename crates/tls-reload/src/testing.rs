@@ -41,15 +41,17 @@
 
 mod client;
 mod kubelet;
+mod loops;
 mod pki;
 mod volumes;
 mod wait;
 
 pub use client::{
-    HandshakeInfo, client_config, handshake, key_possession_client, serve, served_fingerprint,
-    served_for_name,
+    HandshakeInfo, client_config, handshake, key_possession_client, serve, serve_with,
+    served_fingerprint, served_for_name,
 };
 pub use kubelet::AtomicWriter;
+pub use loops::{RotationLoops, Tally};
 pub use pki::{Leaf, LeafOptions, TestCa};
 pub use volumes::SecretVolumes;
 pub use wait::{POLL_EVERY, TimedOut, eventually, eventually_blocking, poll, poll_blocking};

@@ -422,12 +422,7 @@ mod tests {
     use crate::testing::{LeafOptions, TestCa};
 
     fn trust(cas: &[&TestCa], crls: &[String]) -> ClientTrust {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
         let ders: Vec<CertificateDer<'static>> = cas.iter().map(|c| c.cert_der().clone()).collect();
-        let infos: Vec<CertInfo> = ders
-            .iter()
-            .map(|d| CertInfo::from_der(d).unwrap())
-            .collect();
         let crls: Vec<CertificateRevocationListDer<'static>> = crls
             .iter()
             .map(|pem| {
@@ -435,21 +430,35 @@ mod tests {
                 CertificateRevocationListDer::from_pem_slice(pem.as_bytes()).unwrap()
             })
             .collect();
+        trust_of(&ders, &crls)
+    }
+
+    /// The trust of the CA certificates `ders` and the CRLs `crls`, client
+    /// certificates required.
+    fn trust_of(
+        ders: &[CertificateDer<'static>],
+        crls: &[CertificateRevocationListDer<'static>],
+    ) -> ClientTrust {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let infos: Vec<CertInfo> = ders
+            .iter()
+            .map(|d| CertInfo::from_der(d).unwrap())
+            .collect();
         let mut roots = RootCertStore::empty();
-        for der in &ders {
+        for der in ders {
             roots.add(der.clone()).unwrap();
         }
         let verifier =
             WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-                .with_crls(crls.clone())
+                .with_crls(crls.to_vec())
                 .build()
                 .unwrap();
         ClientTrust::new(
             ClientAuth::Required,
             verifier,
-            &ders,
+            ders,
             &infos,
-            &crls,
+            crls,
             &provider,
         )
     }
@@ -507,28 +516,8 @@ mod tests {
             (cert.der().clone(), Issuer::new(params, key))
         };
         let (old, new) = (ca(), ca());
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
         let ders = [old.0.clone(), new.0.clone()];
-        let infos: Vec<CertInfo> = ders
-            .iter()
-            .map(|d| CertInfo::from_der(d).unwrap())
-            .collect();
-        let mut roots = RootCertStore::empty();
-        for der in &ders {
-            roots.add(der.clone()).unwrap();
-        }
-        let verifier =
-            WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-                .build()
-                .unwrap();
-        let trust = ClientTrust::new(
-            ClientAuth::Required,
-            verifier,
-            &ders,
-            &infos,
-            &[],
-            &provider,
-        );
+        let trust = trust_of(&ders, &[]);
         for (i, (_, issuer)) in [&old, &new].into_iter().enumerate() {
             let mut params = CertificateParams::new(vec!["client".to_owned()]).unwrap();
             params.use_authority_key_identifier_extension = false;
@@ -540,7 +529,7 @@ mod tests {
             let found = trust.issuer_of(&chain).unwrap();
             assert_eq!(
                 found.cert().fingerprint_sha256,
-                infos[i].fingerprint_sha256,
+                Fingerprint::of(&ders[i]),
                 "leaf of CA {i}"
             );
         }
@@ -592,30 +581,18 @@ mod tests {
         assert!(trust.lists_as_revoked(std::slice::from_ref(&bad.cert_der)));
         assert!(!trust.lists_as_revoked(std::slice::from_ref(&good.cert_der)));
         let now = SystemTime::now();
-        assert!(
-            trust
-                .verify(std::slice::from_ref(&good.cert_der), now)
-                .is_ok()
-        );
-        assert!(
-            trust
-                .verify(std::slice::from_ref(&bad.cert_der), now)
-                .is_err()
-        );
+        // Whether the one-certificate chain `leaf` verifies at `at`.
+        let verifies = |leaf: &CertificateDer<'static>, at| {
+            trust.verify(std::slice::from_ref(leaf), at).is_ok()
+        };
+        assert!(verifies(&good.cert_der, now));
+        assert!(!verifies(&bad.cert_der, now));
         let short = a.issue(
             &LeafOptions::client("short")
                 .valid(now - Duration::from_secs(60), now + Duration::from_secs(60)),
         );
-        assert!(
-            trust
-                .verify(std::slice::from_ref(&short.cert_der), now)
-                .is_ok()
-        );
-        assert!(
-            trust
-                .verify(&[short.cert_der], now + Duration::from_secs(120))
-                .is_err()
-        );
+        assert!(verifies(&short.cert_der, now));
+        assert!(!verifies(&short.cert_der, now + Duration::from_secs(120)));
     }
 
     #[tokio::test]

@@ -6,61 +6,33 @@
 
 mod common;
 
-use std::collections::HashSet;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
 use rustls::HandshakeKind;
 use rustls_pki_types::ServerName;
-use tls_reload::testing::eventually;
+use tls_reload::testing::{RotationLoops, eventually, serve_with};
 use tls_reload::{
-    ClientFiles, ConnectorBuilder, Error, Fingerprint, ReloadEvent, ReloadOutcome,
-    ReloadableAcceptor, ReloadableConnector, Trigger,
+    ClientFiles, Error, Fingerprint, ReloadEvent, ReloadOutcome, ReloadableAcceptor,
+    ReloadableConnector, Trigger,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
-
-/// Short debounce and backoff; a poll too slow to mask missing events.
-fn fast(builder: ConnectorBuilder) -> ConnectorBuilder {
-    builder
-        .debounce(Duration::from_millis(50))
-        .max_delay(Duration::from_millis(500))
-        .poll_interval(Duration::from_secs(60))
-        .retry_backoff(Duration::from_millis(50))
-}
 
 /// Serves `acceptor` on loopback: each connection is answered with the
 /// fingerprint of the client certificate its handshake verified (`none`
 /// without one) and closed.
 async fn echo_client_cert(acceptor: ReloadableAcceptor) -> (SocketAddr, JoinHandle<()>) {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter("tls_reload=debug")
-        .with_test_writer()
-        .try_init();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let task = tokio::spawn(async move {
-        loop {
-            let Ok((tcp, _)) = listener.accept().await else {
-                continue;
-            };
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                if let Ok(mut tls) = acceptor.accept(tcp).await {
-                    let seen = tls.get_ref().1.peer_certificates().and_then(|c| c.first());
-                    let reply = seen.map_or("none".to_owned(), |c| Fingerprint::of(c).to_string());
-                    let _ = tls.write_all(reply.as_bytes()).await;
-                    let _ = tls.shutdown().await;
-                }
-            });
-        }
-    });
-    (addr, task)
+    init_logs();
+    serve_with(acceptor, |mut tls| async move {
+        let reply = client_cert_of(tls.get_ref().1);
+        let _ = tls.write_all(reply.as_bytes()).await;
+        let _ = tls.shutdown().await;
+    })
+    .await
 }
 
 /// What one connection through the connector saw.
@@ -96,13 +68,57 @@ async fn presented(connector: &ReloadableConnector, addr: SocketAddr) -> String 
     connect(connector, addr).await.unwrap().client_cert
 }
 
+/// Waits until a fresh connection presents the client certificate
+/// `fingerprint`; every connection on the way must succeed.
+async fn wait_presented(
+    connector: &ReloadableConnector,
+    addr: SocketAddr,
+    fingerprint: &str,
+    what: &str,
+) {
+    eventually(SOON, what, || async {
+        let got = presented(connector, addr).await;
+        if got == fingerprint { Ok(()) } else { Err(got) }
+    })
+    .await;
+}
+
+/// Two volumes under two server CAs, and a server on each (`a` on the
+/// first, `b` on the second), without client certificates.
+async fn two_servers() -> (Fixture, Fixture, [(SocketAddr, JoinHandle<()>); 2]) {
+    let (fx, other) = (Fixture::new(), Fixture::new());
+    let a = echo_client_cert(fx.builder().build().unwrap()).await;
+    let b = echo_client_cert(other.builder().build().unwrap()).await;
+    (fx, other, [a, b])
+}
+
+/// The leaf of each server at `addrs`, connecting to each in turn; every
+/// connection must succeed.
+async fn server_certs<const N: usize>(
+    connector: &ReloadableConnector,
+    addrs: [SocketAddr; N],
+) -> Vec<String> {
+    let mut certs = Vec::new();
+    for addr in addrs {
+        certs.push(connect(connector, addr).await.unwrap().server_cert);
+    }
+    certs
+}
+
+/// Connects to `addr`, whose certificate the connector must refuse.
+async fn assert_refused(connector: &ReloadableConnector, addr: SocketAddr) {
+    let refused = connect(connector, addr).await.unwrap_err();
+    assert!(
+        refused.to_string().contains("invalid peer certificate"),
+        "{refused}"
+    );
+}
+
 #[tokio::test]
 async fn a_rotated_client_certificate_is_presented_on_the_next_connection() {
     let fx = Fixture::new();
     let (addr, _server) = echo_client_cert(fx.mtls_builder().build().unwrap()).await;
-    let (connector, _watcher) = fast(ReloadableConnector::builder(fx.client_files()))
-        .start()
-        .unwrap();
+    let (connector, _watcher) = fx.connector_builder().start().unwrap();
     assert_eq!(presented(&connector, addr).await, fx.client.fingerprint);
     let status = connector.status();
     assert_eq!(status.generation, 1);
@@ -118,14 +134,12 @@ async fn a_rotated_client_certificate_is_presented_on_the_next_connection() {
     // Kubelet swaps the client's Secret volume; only the watcher sees it.
     let renewed = fx.client_ca.client("client");
     fx.publish_client(&renewed, fx.server_ca.cert_pem());
-    eventually(SOON, "the renewed client certificate presented", || async {
-        let got = presented(&connector, addr).await;
-        if got == renewed.fingerprint {
-            Ok(())
-        } else {
-            Err(got)
-        }
-    })
+    wait_presented(
+        &connector,
+        addr,
+        &renewed.fingerprint,
+        "the renewed client certificate presented",
+    )
     .await;
     let status = connector.status();
     assert_eq!(status.generation, 2);
@@ -136,9 +150,7 @@ async fn a_rotated_client_certificate_is_presented_on_the_next_connection() {
 #[tokio::test]
 async fn a_change_is_announced_to_watchers_of_changes_and_to_subscribers() {
     let fx = Fixture::new();
-    let (connector, _watcher) = fast(ReloadableConnector::builder(fx.client_files()))
-        .start()
-        .unwrap();
+    let (connector, _watcher) = fx.connector_builder().start().unwrap();
     let mut changes = connector.changes();
     assert_eq!(*changes.borrow_and_update(), 1);
     let mut events = connector.subscribe();
@@ -177,21 +189,14 @@ async fn a_change_is_announced_to_watchers_of_changes_and_to_subscribers() {
 
 #[tokio::test]
 async fn a_trust_change_refuses_servers_of_the_removed_ca_and_accepts_the_added_one() {
-    let fx = Fixture::new();
-    let other = Fixture::new(); // a server under another CA
-    let (a, _a) = echo_client_cert(fx.builder().build().unwrap()).await;
-    let (b, _b) = echo_client_cert(other.builder().build().unwrap()).await;
+    let (fx, other, [(a, _a), (b, _b)]) = two_servers().await;
     // A client without a certificate: only a trust bundle.
     let connector = ReloadableConnector::builder(ClientFiles::new(fx.client_volume.path("ca.crt")))
         .build()
         .unwrap();
     assert!(connector.status().identity.is_none());
     assert_eq!(connect(&connector, a).await.unwrap().client_cert, "none");
-    let refused = connect(&connector, b).await.unwrap_err();
-    assert!(
-        refused.to_string().contains("invalid peer certificate"),
-        "{refused}"
-    );
+    assert_refused(&connector, b).await;
 
     fx.publish_client(&fx.client, other.server_ca.cert_pem());
     match connector.reload_now(Trigger::Api).await.unwrap() {
@@ -205,14 +210,10 @@ async fn a_trust_change_refuses_servers_of_the_removed_ca_and_accepts_the_added_
         }
         other => panic!("{other:?}"),
     }
-    let refused = connect(&connector, a).await.unwrap_err();
-    assert!(
-        refused.to_string().contains("invalid peer certificate"),
-        "{refused}"
-    );
+    assert_refused(&connector, a).await;
     assert_eq!(
-        connect(&connector, b).await.unwrap().server_cert,
-        other.leaf.fingerprint
+        server_certs(&connector, [b]).await,
+        [other.leaf.fingerprint.as_str()]
     );
 
     // Both CAs in one bundle: both servers pass.
@@ -221,21 +222,14 @@ async fn a_trust_change_refuses_servers_of_the_removed_ca_and_accepts_the_added_
     connector.reload_now(Trigger::Api).await.unwrap();
     assert_eq!(connector.status().trusted.len(), 2);
     assert_eq!(
-        connect(&connector, a).await.unwrap().server_cert,
-        fx.leaf.fingerprint
-    );
-    assert_eq!(
-        connect(&connector, b).await.unwrap().server_cert,
-        other.leaf.fingerprint
+        server_certs(&connector, [a, b]).await,
+        [fx.leaf.fingerprint.as_str(), &other.leaf.fingerprint]
     );
 }
 
 #[tokio::test]
 async fn several_trust_bundle_files_are_trusted_together() {
-    let fx = Fixture::new();
-    let other = Fixture::new();
-    let (a, _a) = echo_client_cert(fx.builder().build().unwrap()).await;
-    let (b, _b) = echo_client_cert(other.builder().build().unwrap()).await;
+    let (fx, other, [(a, _a), (b, _b)]) = two_servers().await;
     let connector = ReloadableConnector::builder(
         ClientFiles::new(fx.client_volume.path("ca.crt")).ca(other.server.path("ca.crt")),
     )
@@ -243,12 +237,8 @@ async fn several_trust_bundle_files_are_trusted_together() {
     .unwrap();
     assert_eq!(connector.files().paths().count(), 2);
     assert_eq!(
-        connect(&connector, a).await.unwrap().server_cert,
-        fx.leaf.fingerprint
-    );
-    assert_eq!(
-        connect(&connector, b).await.unwrap().server_cert,
-        other.leaf.fingerprint
+        server_certs(&connector, [a, b]).await,
+        [fx.leaf.fingerprint.as_str(), &other.leaf.fingerprint]
     );
 }
 
@@ -256,9 +246,7 @@ async fn several_trust_bundle_files_are_trusted_together() {
 async fn no_session_resumes_across_an_identity_or_trust_change() {
     let fx = Fixture::new();
     let (addr, _server) = echo_client_cert(fx.mtls_builder().build().unwrap()).await;
-    let connector = ReloadableConnector::builder(fx.client_files())
-        .build()
-        .unwrap();
+    let connector = fx.connector();
     let first = connect(&connector, addr).await.unwrap();
     assert_eq!(first.kind, Some(HandshakeKind::Full));
     let second = connect(&connector, addr).await.unwrap();
@@ -291,9 +279,7 @@ async fn no_session_resumes_across_an_identity_or_trust_change() {
 async fn a_torn_or_mismatched_client_pair_is_never_presented() {
     let fx = Fixture::new();
     let (addr, _server) = echo_client_cert(fx.mtls_builder().build().unwrap()).await;
-    let (connector, _watcher) = fast(ReloadableConnector::builder(fx.client_files()))
-        .start()
-        .unwrap();
+    let (connector, _watcher) = fx.connector_builder().start().unwrap();
     let mut events = connector.subscribe();
 
     // cert-manager writing the certificate a step before its key: the new
@@ -323,14 +309,12 @@ async fn a_torn_or_mismatched_client_pair_is_never_presented() {
 
     // The key lands: the new pair is used.
     fx.publish_client(&renewed, fx.server_ca.cert_pem());
-    eventually(SOON, "the renewed pair presented", || async {
-        let got = presented(&connector, addr).await;
-        if got == renewed.fingerprint {
-            Ok(())
-        } else {
-            Err(got)
-        }
-    })
+    wait_presented(
+        &connector,
+        addr,
+        &renewed.fingerprint,
+        "the renewed pair presented",
+    )
     .await;
 }
 
@@ -362,53 +346,23 @@ async fn two_hundred_client_rotations_under_sixteen_connect_loops_fail_no_connec
     let fx = Fixture::new();
     let (addr, _server) = echo_client_cert(fx.mtls_builder().build().unwrap()).await;
     // The watcher runs too, so its reloads race with the manual ones.
-    let (connector, _watcher) = fast(ReloadableConnector::builder(fx.client_files()))
-        .start()
-        .unwrap();
-    let published = Arc::new(Mutex::new(HashSet::from([fx.client.fingerprint.clone()])));
-    let stop = Arc::new(AtomicBool::new(false));
-
-    let loops: Vec<_> = (0..LOOPS)
-        .map(|_| {
-            let (connector, stop, published) = (connector.clone(), stop.clone(), published.clone());
-            tokio::spawn(async move {
-                let (mut ok, mut failed, mut unknown) = (0u64, 0u64, 0u64);
-                while !stop.load(Ordering::Relaxed) {
-                    match connect(&connector, addr).await {
-                        // The server verified the client's signature with
-                        // the presented leaf: the pair matched.
-                        Ok(seen) => {
-                            ok += 1;
-                            if !published.lock().unwrap().contains(&seen.client_cert) {
-                                unknown += 1;
-                            }
-                        }
-                        Err(_) => failed += 1,
-                    }
-                }
-                (ok, failed, unknown)
-            })
-        })
-        .collect();
+    let (connector, _watcher) = fx.connector_builder().start().unwrap();
+    let connector_for_loops = connector.clone();
+    let loops = RotationLoops::start(LOOPS, &fx.client.fingerprint, move || {
+        let connector = connector_for_loops.clone();
+        // The server verified the client's signature with the presented
+        // leaf: the pair matched.
+        async move { Ok(connect(&connector, addr).await?.client_cert) }
+    });
 
     for _ in 0..ROTATIONS {
         let leaf = fx.client_ca.client("client");
-        published.lock().unwrap().insert(leaf.fingerprint.clone());
+        loops.publish(&leaf.fingerprint);
         fx.publish_client(&leaf, fx.server_ca.cert_pem());
         connector.reload_now(Trigger::Manual).await.unwrap();
         tokio::task::yield_now().await;
     }
-    stop.store(true, Ordering::Relaxed);
-    let (mut ok, mut failed, mut unknown) = (0, 0, 0);
-    for l in loops {
-        let (o, f, u) = l.await.unwrap();
-        ok += o;
-        failed += f;
-        unknown += u;
-    }
-    assert_eq!(failed, 0, "failed connections ({ok} succeeded)");
-    assert_eq!(unknown, 0, "client certificates never published");
-    assert!(ok >= LOOPS as u64, "only {ok} connections");
+    loops.stop().await.assert_clean(LOOPS);
     // Each rotation was published once, by whichever reload saw it first.
     assert_eq!(connector.generation(), ROTATIONS as u64 + 1);
 }
@@ -416,7 +370,8 @@ async fn two_hundred_client_rotations_under_sixteen_connect_loops_fail_no_connec
 #[tokio::test]
 async fn without_file_system_events_the_connector_polls_and_says_so_once() {
     let fx = Fixture::new();
-    let (connector, _watcher) = fast(ReloadableConnector::builder(fx.client_files()))
+    let (connector, _watcher) = fx
+        .connector_builder()
         .poll_interval(Duration::from_millis(100))
         .fail_event_watcher()
         .start()
@@ -443,9 +398,7 @@ async fn an_expired_or_not_yet_valid_replacement_keeps_the_client_certificate_in
 
     let fx = Fixture::new();
     let (addr, _server) = echo_client_cert(fx.mtls_builder().build().unwrap()).await;
-    let connector = ReloadableConnector::builder(fx.client_files())
-        .build()
-        .unwrap();
+    let connector = fx.connector();
     let day = Duration::from_secs(86_400);
     let now = SystemTime::now();
     let expired = fx

@@ -20,11 +20,11 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use rustls_pki_types::ServerName;
+use tls_reload::testing::serve_with;
 use tls_reload::{
     Fingerprint, HttpsConnectError, HttpsConnector, ReloadableAcceptor, ReloadableConnector,
     Trigger,
 };
-use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -34,31 +34,24 @@ use tower::ServiceExt;
 /// Serves HTTP/1.1 and HTTP/2 on `acceptor`: every request is answered
 /// with the fingerprint of the client certificate of its connection.
 async fn http_server(acceptor: ReloadableAcceptor) -> (SocketAddr, JoinHandle<()>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let task = tokio::spawn(async move {
-        loop {
-            let Ok((tcp, _)) = listener.accept().await else {
-                continue;
-            };
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                let Ok(tls) = acceptor.accept(tcp).await else {
-                    return;
-                };
-                let seen = tls.get_ref().1.peer_certificates().and_then(|c| c.first());
-                let client = seen.map_or("none".to_owned(), |c| Fingerprint::of(c).to_string());
-                let service = service_fn(move |_req: Request<Incoming>| {
-                    let body = Full::new(Bytes::from(client.clone()));
-                    async move { Ok::<_, Infallible>(Response::new(body)) }
-                });
-                let _ = auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(tls), service)
-                    .await;
-            });
-        }
-    });
-    (addr, task)
+    serve_with(acceptor, |tls| async move {
+        let client = client_cert_of(tls.get_ref().1);
+        let service = service_fn(move |_req: Request<Incoming>| {
+            let body = Full::new(Bytes::from(client.clone()));
+            async move { Ok::<_, Infallible>(Response::new(body)) }
+        });
+        let _ = auto::Builder::new(TokioExecutor::new())
+            .serve_connection(TokioIo::new(tls), service)
+            .await;
+    })
+    .await
+}
+
+/// The URL of the server at `addr`, by IP address.
+fn url(addr: SocketAddr) -> http::Uri {
+    format!("https://127.0.0.1:{}/", addr.port())
+        .parse()
+        .unwrap()
 }
 
 fn localhost() -> ServerName<'static> {
@@ -68,14 +61,7 @@ fn localhost() -> ServerName<'static> {
 /// One GET through a fresh client: the HTTP version and the body.
 async fn get(connector: HttpsConnector, addr: SocketAddr) -> (http::Version, String) {
     let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build(connector);
-    let response = client
-        .get(
-            format!("https://127.0.0.1:{}/", addr.port())
-                .parse()
-                .unwrap(),
-        )
-        .await
-        .unwrap();
+    let response = client.get(url(addr)).await.unwrap();
     assert_eq!(response.status(), 200);
     let version = response.version();
     let body = response.into_body().collect().await.unwrap().to_bytes();
@@ -116,13 +102,9 @@ async fn hyper_util_client_speaks_h2_or_http1_as_negotiated_and_presents_the_rot
 async fn a_connection_tells_its_server_certificate_and_generation() {
     let fx = Fixture::new();
     let (addr, _server) = http_server(fx.mtls_builder().build().unwrap()).await;
-    let connector = ReloadableConnector::builder(fx.client_files())
-        .build()
-        .unwrap();
+    let connector = fx.connector();
     // The URI's host, an IP address, is verified against the leaf's SANs.
-    let uri: http::Uri = format!("https://127.0.0.1:{}/", addr.port())
-        .parse()
-        .unwrap();
+    let uri = url(addr);
     let https = HttpsConnector::new(connector.clone());
     let conn = https.clone().oneshot(uri.clone()).await.unwrap();
     assert_eq!(conn.generation(), 1);
@@ -143,14 +125,7 @@ async fn a_connection_tells_its_server_certificate_and_generation() {
     // the host.
     let wrong = HttpsConnector::new(connector)
         .server_name(ServerName::try_from("elsewhere.example").unwrap());
-    let err = wrong
-        .oneshot(
-            format!("https://127.0.0.1:{}/", addr.port())
-                .parse()
-                .unwrap(),
-        )
-        .await
-        .unwrap_err();
+    let err = wrong.oneshot(url(addr)).await.unwrap_err();
     assert!(matches!(err, HttpsConnectError::Handshake { .. }), "{err}");
     assert!(err.to_string().contains("127.0.0.1"), "{err}");
 }
@@ -161,24 +136,15 @@ async fn tonic_channel_calls_a_tonic_server_on_a_reloadable_acceptor() {
     let acceptor = fx.mtls_builder().alpn(["h2"]).build().unwrap();
     let (_reporter, health) = tonic_health::server::health_reporter();
     let routes = tonic::service::Routes::new(health).prepare();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let _server = tokio::spawn(async move {
-        loop {
-            let Ok((tcp, _)) = listener.accept().await else {
-                continue;
-            };
-            let (acceptor, routes) = (acceptor.clone(), routes.clone());
-            tokio::spawn(async move {
-                let Ok(tls) = acceptor.accept(tcp).await else {
-                    return;
-                };
-                let _ = auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(tls), TowerToHyperService::new(routes))
-                    .await;
-            });
+    let (addr, _server) = serve_with(acceptor, move |tls| {
+        let routes = routes.clone();
+        async move {
+            let _ = auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(tls), TowerToHyperService::new(routes))
+                .await;
         }
-    });
+    })
+    .await;
 
     let connector = ReloadableConnector::builder(fx.client_files())
         .alpn(["h2"])
@@ -205,9 +171,7 @@ async fn tonic_channel_calls_a_tonic_server_on_a_reloadable_acceptor() {
 #[tokio::test]
 async fn a_uri_without_a_host_is_a_typed_error() {
     let fx = Fixture::new();
-    let connector = ReloadableConnector::builder(fx.client_files())
-        .build()
-        .unwrap();
+    let connector = fx.connector();
     let err = HttpsConnector::new(connector)
         .oneshot(http::Uri::from_static("/relative"))
         .await

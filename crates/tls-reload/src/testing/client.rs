@@ -1,5 +1,6 @@
 //! A rustls client and a minimal TLS server for loopback tests.
 
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,6 +17,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
+use tokio_rustls::server::TlsStream as ServerTlsStream;
 
 use super::Leaf;
 use crate::Fingerprint;
@@ -220,20 +222,61 @@ fn leaf_fingerprint(conn: &ClientConnection) -> io::Result<String> {
 /// handshaken, answered with `ok\n` and closed. Failed handshakes cost only
 /// their connection. Abort the returned task to stop.
 pub async fn serve(acceptor: ReloadableAcceptor) -> (SocketAddr, JoinHandle<()>) {
+    serve_with(acceptor, |mut tls| async move {
+        let _ = tls.write_all(b"ok\n").await;
+        let _ = tls.shutdown().await;
+    })
+    .await
+}
+
+/// Serves `acceptor` on an ephemeral loopback port, each connection on a
+/// task of its own: `handler` gets every connection whose handshake
+/// succeeded. Failed handshakes cost only their connection. Abort the
+/// returned task to stop.
+///
+/// # Example
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use tls_reload::ReloadableAcceptor;
+/// use tls_reload::testing::{SecretVolumes, client_config, handshake, serve_with};
+/// use tokio::io::AsyncWriteExt;
+///
+/// let volumes = SecretVolumes::new();
+/// let acceptor = ReloadableAcceptor::builder(volumes.files()).build()?;
+/// let (addr, _server) = serve_with(acceptor, |mut tls| async move {
+///     let _ = tls.write_all(b"hello").await;
+///     let _ = tls.shutdown().await;
+/// })
+/// .await;
+/// let seen = handshake(addr, client_config(volumes.server_ca.cert_pem(), None)).await?;
+/// assert_eq!(seen.reply, b"hello");
+/// # Ok(())
+/// # }
+/// ```
+pub async fn serve_with<H, Fut>(
+    acceptor: ReloadableAcceptor,
+    handler: H,
+) -> (SocketAddr, JoinHandle<()>)
+where
+    H: Fn(ServerTlsStream<TcpStream>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind loopback");
     let addr = listener.local_addr().expect("local addr");
+    let handler = Arc::new(handler);
     let task = tokio::spawn(async move {
         loop {
             let Ok((tcp, _)) = listener.accept().await else {
                 continue;
             };
-            let acceptor = acceptor.clone();
+            let (acceptor, handler) = (acceptor.clone(), handler.clone());
             tokio::spawn(async move {
-                if let Ok(mut tls) = acceptor.accept(tcp).await {
-                    let _ = tls.write_all(b"ok\n").await;
-                    let _ = tls.shutdown().await;
+                if let Ok(tls) = acceptor.accept(tcp).await {
+                    handler(tls).await;
                 }
             });
         }

@@ -12,7 +12,8 @@ use rustls::ClientConfig;
 pub use tls_reload::testing::SecretVolumes as Fixture;
 use tls_reload::testing::{client_config, eventually, handshake, serve};
 use tls_reload::{
-    Builder, ClientAuth, ReloadEvent, ReloadFailure, ReloadableAcceptor, Reloaded, Subscription,
+    Builder, ClientAuth, ConnectorBuilder, Fingerprint, ReloadEvent, ReloadFailure,
+    ReloadableAcceptor, ReloadableConnector, Reloaded, Subscription,
 };
 
 /// Generous bound for anything that should happen "soon": the suite runs
@@ -28,6 +29,11 @@ pub trait FixtureExt {
     fn mtls_builder(&self) -> Builder;
     /// A client trusting the server CA, without a certificate.
     fn client(&self) -> Arc<ClientConfig>;
+    /// A builder for the client volume with [`fast`] timings.
+    fn connector_builder(&self) -> ConnectorBuilder;
+    /// A connector for the client volume with the default settings, without
+    /// a watcher.
+    fn connector(&self) -> ReloadableConnector;
 }
 
 impl FixtureExt for Fixture {
@@ -44,10 +50,21 @@ impl FixtureExt for Fixture {
     fn client(&self) -> Arc<ClientConfig> {
         client_config(self.server_ca.cert_pem(), None)
     }
+
+    fn connector_builder(&self) -> ConnectorBuilder {
+        fast(ReloadableConnector::builder(self.client_files()))
+    }
+
+    fn connector(&self) -> ReloadableConnector {
+        ReloadableConnector::builder(self.client_files())
+            .build()
+            .unwrap()
+    }
 }
 
 /// Short debounce and backoff; a poll too slow to mask missing events.
-pub fn fast(builder: Builder) -> Builder {
+/// For an acceptor's builder and a connector's alike.
+pub fn fast<F>(builder: Builder<F>) -> Builder<F> {
     builder
         .debounce(Duration::from_millis(50))
         .max_delay(Duration::from_millis(500))
@@ -58,11 +75,23 @@ pub fn fast(builder: Builder) -> Builder {
 /// Serves `acceptor` on loopback, with the library's logs in the output of
 /// a failed test.
 pub async fn listen(acceptor: &ReloadableAcceptor) -> SocketAddr {
+    init_logs();
+    serve(acceptor.clone()).await.0
+}
+
+/// Puts the library's logs in the output of a failed test.
+pub fn init_logs() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter("tls_reload=debug")
         .with_test_writer()
         .try_init();
-    serve(acceptor.clone()).await.0
+}
+
+/// Fingerprint of the client certificate a server connection verified,
+/// `none` without one.
+pub fn client_cert_of(conn: &rustls::ServerConnection) -> String {
+    let seen = conn.peer_certificates().and_then(|c| c.first());
+    seen.map_or("none".to_owned(), |c| Fingerprint::of(c).to_string())
 }
 
 /// Fingerprint of the certificate a fresh client is served.
