@@ -170,6 +170,12 @@
 //!   On the client side, a pooled hyper `Client` or a tonic `Channel` keeps
 //!   its connections too: rebuild it when
 //!   [`ReloadableConnector::changes`] fires.
+//! * A resumed TLS session is authenticated by its first handshake: a
+//!   client that resumes after the server rotated its certificate alone
+//!   (the acceptor keeps resumption across such a rotation) still reports
+//!   the old server certificate as the peer's. A client that must see the
+//!   server's current certificate on every new connection turns resumption
+//!   off with a session cache size of 0.
 //! * A client that sends no SNI (most clients connecting by IP address)
 //!   always gets the default identity; so does one asking for a name no
 //!   identity has. A client may resume a session made under another
