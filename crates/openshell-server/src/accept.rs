@@ -135,6 +135,15 @@ pub(crate) async fn serve_main(
                         }),
                         registration,
                     };
+                    // Refused already: its chain fails the trust published
+                    // during its handshake, or its certificate has expired
+                    // (a resumed session is not verified again). Not one
+                    // request is served.
+                    if let Some(reason) = lifetime.refused() {
+                        state.metrics.connection_ended(reason);
+                        tracing::debug!(reason = reason.label(), "ending the connection before its first request");
+                        return;
+                    }
                     serve_http(tls, state, Some(grpc), http, peer, lifetime, limits, stop).await;
                 }
                 None => {
@@ -282,11 +291,40 @@ fn jittered(max_age: Duration) -> Duration {
 
 /// What may end a connection besides its max age and the drain.
 #[derive(Default)]
-struct Lifetime {
+pub(crate) struct Lifetime {
     /// Time left until the client's leaf expires, when it presented one.
     cert_expires_in: Option<Duration>,
     /// Its place among the connections a change of client trust checks.
     registration: Option<trust::Registration>,
+}
+
+impl Lifetime {
+    /// A lifetime as a connection's admission would make it.
+    #[cfg(test)]
+    pub(crate) fn for_tests(
+        registration: Option<trust::Registration>,
+        cert_expires_in: Option<Duration>,
+    ) -> Self {
+        Self {
+            cert_expires_in,
+            registration,
+        }
+    }
+
+    /// Why the connection must end before its first request, if it must.
+    pub(crate) fn refused(&self) -> Option<Ended> {
+        if self
+            .registration
+            .as_ref()
+            .is_some_and(|r| r.ended().is_cancelled())
+        {
+            Some(Ended::TrustChanged)
+        } else if self.cert_expires_in == Some(Duration::ZERO) {
+            Some(Ended::ClientCertExpired)
+        } else {
+            None
+        }
+    }
 }
 
 #[allow(clippy::too_many_arguments)]

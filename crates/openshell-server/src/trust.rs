@@ -64,8 +64,15 @@ struct Entry {
     /// The chain it presented; `None` for a client without a certificate
     /// (registered in `optional` mode only).
     chain: Option<Arc<[CertificateDer<'static>]>>,
-    /// The trusted CA its chain was attributed to at its handshake.
+    /// The trusted CA its chain was attributed to, under `valid_under`.
     ca: Option<Fingerprint>,
+    /// A client trust its chain is known to verify under: the trust of
+    /// its handshake, then the trust of each check it passed; `None`
+    /// until its admission knows it (such a connection is always checked).
+    /// A later trust is compared with this one, not with the trust the
+    /// last check saw: reloads that come faster than the checks (A, then
+    /// A+B, then A again) cannot hide a connection admitted in between.
+    valid_under: Option<Arc<ClientTrust>>,
     /// Cancelled to end it.
     end: CancellationToken,
 }
@@ -105,6 +112,13 @@ impl Drop for Registration {
     }
 }
 
+/// A connection a check verifies again: its id, chain and end signal.
+type Suspect = (
+    u64,
+    Option<Arc<[CertificateDer<'static>]>>,
+    CancellationToken,
+);
+
 /// What one check of the open connections did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct Recheck {
@@ -127,11 +141,13 @@ impl Connections {
     }
 
     /// Registers a connection that presented `chain` (attributed to the
-    /// CA `ca`), or none.
+    /// CA `ca`), or none, known to verify under `valid_under` (`None`:
+    /// not known yet).
     pub(crate) fn register(
         self: &Arc<Self>,
         chain: Option<Arc<[CertificateDer<'static>]>>,
         ca: Option<Fingerprint>,
+        valid_under: Option<Arc<ClientTrust>>,
     ) -> Registration {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let end = CancellationToken::new();
@@ -140,6 +156,7 @@ impl Connections {
             Entry {
                 chain,
                 ca,
+                valid_under,
                 end: end.clone(),
             },
         );
@@ -150,38 +167,60 @@ impl Connections {
         }
     }
 
-    /// Checks the registered connections against `trust`, which differs
-    /// from the trust before as `diff` says, at `now`; signals each that
-    /// no longer verifies. CPU-bound: call it on a blocking thread.
-    pub(crate) fn recheck(
-        &self,
-        trust: &ClientTrust,
-        diff: &TrustDiff,
-        now: SystemTime,
-    ) -> Recheck {
+    /// Checks the registered connections against `trust` at `now`;
+    /// signals each that no longer verifies. Each connection is compared
+    /// with the trust it is known to verify under: only CAs added, or a
+    /// CA removed that its chain does not end at, cannot make it fail, so
+    /// it is not verified again. CPU-bound: call it on a blocking thread.
+    pub(crate) fn recheck(&self, trust: &Arc<ClientTrust>, now: SystemTime) -> Recheck {
         let mut outcome = Recheck::default();
-        if !diff.may_invalidate() {
-            return outcome;
-        }
-        // Only CAs were removed: chains attributed to a CA that stays
-        // still verify.
-        let all = diff.crls_changed || diff.mode_changed;
-        let removed: Vec<&Fingerprint> =
-            diff.removed.iter().map(|c| &c.fingerprint_sha256).collect();
-        let suspects: Vec<(Option<Arc<[CertificateDer<'static>]>>, CancellationToken)> = self
-            .lock()
-            .values()
-            .filter(|e| {
-                all || e.chain.is_none() || e.ca.as_ref().is_none_or(|ca| removed.contains(&ca))
-            })
-            .map(|e| (e.chain.clone(), e.end.clone()))
-            .collect();
+        // The few distinct trusts connections were admitted or last
+        // checked under, each compared with `trust` once.
+        let mut diffs: Vec<(Arc<ClientTrust>, TrustDiff)> = Vec::new();
+        let mut crls_changed = false;
+        let mut ids = Vec::new();
+        let suspects: Vec<Suspect> = {
+            let open = self.lock();
+            let mut suspects = Vec::new();
+            for (&id, e) in open.iter() {
+                if e.end.is_cancelled() {
+                    // Ending already.
+                    continue;
+                }
+                ids.push(id);
+                let suspect = match &e.valid_under {
+                    None => true,
+                    Some(valid_under) => {
+                        let diff = match diffs.iter().position(|(t, _)| Arc::ptr_eq(t, valid_under))
+                        {
+                            Some(i) => &diffs[i].1,
+                            None => {
+                                diffs.push((valid_under.clone(), trust.diff(valid_under)));
+                                &diffs[diffs.len() - 1].1
+                            }
+                        };
+                        crls_changed |= diff.crls_changed;
+                        diff.may_invalidate()
+                            && (diff.crls_changed
+                                || diff.mode_changed
+                                || e.chain.is_none()
+                                || e.ca.as_ref().is_none_or(|ca| {
+                                    diff.removed.iter().any(|r| r.fingerprint_sha256 == *ca)
+                                }))
+                    }
+                };
+                if suspect {
+                    suspects.push((id, e.chain.clone(), e.end.clone()));
+                }
+            }
+            suspects
+        };
         // Each distinct chain once, however many connections presented it.
         let mut index: HashMap<&[CertificateDer<'static>], usize> = HashMap::new();
         let mut distinct: Vec<&[CertificateDer<'static>]> = Vec::new();
         let slots: Vec<Option<usize>> = suspects
             .iter()
-            .map(|(chain, _)| {
+            .map(|(_, chain, _)| {
                 chain.as_deref().map(|chain| {
                     *index.entry(chain).or_insert_with(|| {
                         distinct.push(chain);
@@ -196,7 +235,7 @@ impl Connections {
         // ended) first; the rest after, for what a listing does not show.
         let listed: Vec<bool> = distinct
             .iter()
-            .map(|chain| diff.crls_changed && trust.lists_as_revoked(chain))
+            .map(|chain| crls_changed && trust.lists_as_revoked(chain))
             .collect();
         let mut valid = vec![true; distinct.len()];
         for pass in [true, false] {
@@ -208,7 +247,7 @@ impl Connections {
             {
                 valid[i] = ok;
             }
-            for ((_, end), slot) in suspects.iter().zip(&slots) {
+            for ((_, _, end), slot) in suspects.iter().zip(&slots) {
                 let ok = match *slot {
                     // Connections without a certificate, once.
                     None if pass => trust.mode() != ClientAuth::Required,
@@ -221,7 +260,45 @@ impl Connections {
                 }
             }
         }
+        // Every connection looked at and not ended now verifies under
+        // `trust`: those verified again are attributed afresh (a chain may
+        // end at another CA of the same key), the others keep their CA,
+        // which `trust` still holds.
+        let mut open = self.lock();
+        let verified: HashMap<u64, Option<Fingerprint>> = suspects
+            .iter()
+            .filter(|(_, _, end)| !end.is_cancelled())
+            .map(|(id, chain, _)| {
+                let ca = chain
+                    .as_deref()
+                    .and_then(|c| trust.issuer_of(c))
+                    .map(|ca| ca.cert().fingerprint_sha256.clone());
+                (*id, ca)
+            })
+            .collect();
+        for id in ids {
+            let Some(entry) = open.get_mut(&id) else {
+                continue;
+            };
+            if entry.end.is_cancelled() {
+                continue;
+            }
+            // A suspect that did not pass was cancelled above.
+            if let Some(ca) = verified.get(&id) {
+                entry.ca = ca.clone();
+            }
+            entry.valid_under = Some(trust.clone());
+        }
         outcome
+    }
+
+    /// Records that connection `id` verifies under `trust`, with its chain
+    /// attributed to `ca`.
+    fn passed(&self, id: u64, trust: Arc<ClientTrust>, ca: Option<Fingerprint>) {
+        if let Some(entry) = self.lock().get_mut(&id) {
+            entry.valid_under = Some(trust);
+            entry.ca = ca;
+        }
     }
 }
 
@@ -305,13 +382,10 @@ pub(crate) async fn watch(
         let diff = trust.diff(&served);
         let started = Instant::now();
         let recheck = {
-            let (connections, trust, diff) =
-                (state.connections.clone(), trust.clone(), diff.clone());
-            tokio::task::spawn_blocking(move || {
-                connections.recheck(&trust, &diff, SystemTime::now())
-            })
-            .await
-            .unwrap_or_default()
+            let (connections, trust) = (state.connections.clone(), trust.clone());
+            tokio::task::spawn_blocking(move || connections.recheck(&trust, SystemTime::now()))
+                .await
+                .unwrap_or_default()
         };
         let took = started.elapsed();
         state.metrics.trust_rechecked(took);
@@ -353,21 +427,29 @@ pub(crate) fn admit(
     if chain.is_none() && before.mode() != ClientAuth::Optional {
         return (None, None);
     }
-    let ca = chain
-        .and_then(|c| before.record_handshake(c))
-        .map(|ca| ca.cert().fingerprint_sha256.clone());
-    let registration = connections.register(chain.cloned(), ca.clone());
-    if let Some(now) = acceptor.client_trust()
-        && !Arc::ptr_eq(&now, &before)
-    {
+    // Registered before the trust is read again, so that a check of the
+    // connections that starts meanwhile sees it (and, not knowing yet
+    // which trust it verifies under, checks it).
+    let registration = connections.register(chain.cloned(), None, None);
+    let fingerprint =
+        |ca: Option<&tls_reload::TrustedCa>| ca.map(|ca| ca.cert().fingerprint_sha256.clone());
+    let now = acceptor.client_trust().unwrap_or_else(|| before.clone());
+    let ca = if Arc::ptr_eq(&now, &before) {
+        // No trust was published since the handshake started: the
+        // handshake verified the chain under `before`.
+        fingerprint(chain.and_then(|c| before.record_handshake(c)))
+    } else {
         let valid = match chain {
             Some(chain) => now.verify(chain, SystemTime::now()).is_ok(),
             None => now.mode() != ClientAuth::Required,
         };
         if !valid {
             registration.end.cancel();
+            return (Some(registration), None);
         }
-    }
+        fingerprint(chain.and_then(|c| now.record_handshake(c)))
+    };
+    connections.passed(registration.id, now, ca.clone());
     (Some(registration), ca)
 }
 
@@ -415,8 +497,7 @@ mod tests {
         volumes.publish_client_ca(format!("{}{}", a.cert_pem(), b.cert_pem()));
         reload(&acceptor).await;
         let both = acceptor.client_trust().unwrap();
-        let diff = both.diff(before.as_ref().unwrap());
-        let outcome = registry.recheck(&both, &diff, SystemTime::now());
+        let outcome = registry.recheck(&both, SystemTime::now());
         assert_eq!(outcome, Recheck::default());
         let (reg_b, _) = admit(
             &acceptor,
@@ -430,7 +511,7 @@ mod tests {
         volumes.publish_client_ca(b.cert_pem());
         reload(&acceptor).await;
         let only_b = acceptor.client_trust().unwrap();
-        let outcome = registry.recheck(&only_b, &only_b.diff(&both), SystemTime::now());
+        let outcome = registry.recheck(&only_b, SystemTime::now());
         assert_eq!(
             (outcome.checked, outcome.ended),
             (1, 1),
@@ -452,6 +533,64 @@ mod tests {
         reload(&acceptor).await;
         let (reg, _) = admit(&acceptor, &registry, before, Some(&chain(&volumes.client)));
         assert!(reg.unwrap().ended().is_cancelled());
+    }
+
+    #[tokio::test]
+    async fn a_connection_admitted_under_a_trust_no_check_saw_is_checked_against_that_trust() {
+        // A, then A+B (a client of B connects), then A again, faster than
+        // the checks: the only check compares A with the connection's
+        // A+B, not with the A it saw last, and ends it.
+        let (volumes, acceptor) = mtls();
+        let registry = Arc::new(Connections::default());
+        let a = volumes.client_ca.cert_pem().to_owned();
+        let b = TestCa::new("b");
+        volumes.publish_client_ca(format!("{a}{}", b.cert_pem()));
+        reload(&acceptor).await;
+        let both = acceptor.client_trust();
+        let (reg_b, ca_b) = admit(&acceptor, &registry, both, Some(&chain(&b.client("bob"))));
+        let reg_b = reg_b.unwrap();
+        assert_eq!(ca_b, Some(Fingerprint::of(b.cert_der())));
+        let (reg_a, _) = admit(
+            &acceptor,
+            &registry,
+            acceptor.client_trust(),
+            Some(&chain(&volumes.client)),
+        );
+        let reg_a = reg_a.unwrap();
+        volumes.publish_client_ca(&a);
+        reload(&acceptor).await;
+        let only_a = acceptor.client_trust().unwrap();
+        let outcome = registry.recheck(&only_a, SystemTime::now());
+        assert_eq!(
+            (outcome.checked, outcome.ended),
+            (1, 1),
+            "B's, and only B's"
+        );
+        assert!(reg_b.ended().is_cancelled());
+        assert!(!reg_a.ended().is_cancelled());
+        // A's connection now counts as checked under A alone: the next
+        // change compares with that.
+        let again = registry.recheck(&only_a, SystemTime::now());
+        assert_eq!(again, Recheck::default());
+    }
+
+    #[tokio::test]
+    async fn a_connection_refused_at_admission_or_with_an_expired_certificate_serves_nothing() {
+        let (volumes, acceptor) = mtls();
+        let registry = Arc::new(Connections::default());
+        let before = acceptor.client_trust();
+        volumes.publish_client_ca(TestCa::new("other").cert_pem());
+        reload(&acceptor).await;
+        let (registration, _) = admit(&acceptor, &registry, before, Some(&chain(&volumes.client)));
+        let refused = crate::accept::Lifetime::for_tests(registration, None).refused();
+        assert_eq!(refused, Some(Ended::TrustChanged));
+        let expired =
+            crate::accept::Lifetime::for_tests(None, Some(std::time::Duration::ZERO)).refused();
+        assert_eq!(expired, Some(Ended::ClientCertExpired));
+        let fine =
+            crate::accept::Lifetime::for_tests(None, Some(std::time::Duration::from_secs(1)))
+                .refused();
+        assert_eq!(fine, None);
     }
 
     /// `n` connections of distinct clients of the volumes' client CA
@@ -480,7 +619,11 @@ mod tests {
         for leaf in &leaves {
             let chain = chain(leaf);
             for _ in 0..if shared { 2 } else { 1 } {
-                registrations.push(registry.register(Some(chain.clone()), None));
+                registrations.push(registry.register(
+                    Some(chain.clone()),
+                    None,
+                    Some(before.clone()),
+                ));
             }
         }
         volumes.write_client_ca(&[&leaves[0]]);
@@ -499,7 +642,7 @@ mod tests {
                 }
                 started.elapsed()
             });
-            let outcome = registry.recheck(&after, &diff, SystemTime::now());
+            let outcome = registry.recheck(&after, SystemTime::now());
             let took = started.elapsed();
             (outcome, took, watch.join().unwrap())
         });
@@ -590,14 +733,14 @@ mod tests {
             .map(|i| {
                 let options = tls_reload::testing::LeafOptions::client(&format!("client-{i}"));
                 let leaf = volumes.client_ca.issue_with_key(&options, &key);
-                registry.register(Some(chain(&leaf)), ca.clone())
+                registry.register(Some(chain(&leaf)), ca.clone(), Some(before.clone()))
             })
             .collect();
         volumes.publish_client_ca(TestCa::new("next").cert_pem());
         reload(&acceptor).await;
         let after = acceptor.client_trust().unwrap();
         let started = Instant::now();
-        let outcome = registry.recheck(&after, &after.diff(&before), SystemTime::now());
+        let outcome = registry.recheck(&after, SystemTime::now());
         let took = started.elapsed();
         assert_eq!(outcome.ended, 10_000);
         assert!(registrations.iter().all(|r| r.ended().is_cancelled()));
