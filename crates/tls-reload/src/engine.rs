@@ -224,6 +224,9 @@ impl<S: Side> Engine<S> {
     pub(crate) fn subscribe(&self) -> Subscription {
         let (tx, rx) = mpsc::unbounded_channel();
         let mut subscribers = lock(&self.subscribers);
+        // Subscriptions dropped since the last event leave now, so that
+        // subscribing often while nothing changes does not grow the list.
+        subscribers.retain(|tx| !tx.is_closed());
         if let Some(degraded) = lock(&self.degraded).clone() {
             let _ = tx.send(ReloadEvent::Degraded(degraded));
         }

@@ -148,9 +148,13 @@ impl ClientTrust {
         crls: &[CertificateRevocationListDer<'static>],
         provider: &Arc<CryptoProvider>,
     ) -> Self {
+        // A CA listed twice (bundles concatenated during a rollover) is
+        // one CA, counted once.
+        let mut seen = HashSet::new();
         let cas = cas
             .iter()
             .zip(infos)
+            .filter(|(_, info)| seen.insert(info.fingerprint_sha256.clone()))
             .map(|(der, info)| TrustedCa::new(der.clone(), info.clone(), provider))
             .collect();
         let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
@@ -482,6 +486,15 @@ mod tests {
         assert!(trust.verify(&stranger, SystemTime::now()).is_err());
         assert!(trust.verify(&client, SystemTime::now()).is_ok());
         assert!(trust.verify(&[], SystemTime::now()).is_err());
+    }
+
+    #[test]
+    fn a_ca_listed_twice_is_one_ca_counted_once() {
+        let a = TestCa::new("ca a");
+        let trust = trust(&[&a, &a], &[]);
+        assert_eq!(trust.cas().len(), 1);
+        trust.record_handshake(&[a.client("alice").cert_der]);
+        assert_eq!(trust.cas()[0].handshakes(), 1);
     }
 
     #[test]
