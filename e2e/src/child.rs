@@ -76,7 +76,9 @@ pub(crate) fn binary(package: &'static str, target: Target, env_var: &str) -> Re
     }
     let what = match target {
         Target::Bin(name) => format!("cargo build -p {package} --bin {name}"),
-        Target::Example(name) => format!("cargo build -p {package} --example {name}"),
+        Target::Example(name) => {
+            format!("cargo build -p {package} --workspace --example {name}")
+        }
     };
     type Built = Arc<OnceLock<Result<PathBuf, String>>>;
     static BUILT: OnceLock<Mutex<HashMap<String, Built>>> = OnceLock::new();
@@ -99,7 +101,10 @@ fn build(package: &str, target: Target) -> Result<PathBuf, String> {
         .package(package);
     let mut build = match target {
         Target::Bin(name) => build.bin(name),
-        Target::Example(name) => build.example(name),
+        // Examples build with dev-dependencies: resolved over the whole
+        // workspace, their features are those `cargo test --workspace`
+        // built, so nothing is compiled a second time.
+        Target::Example(name) => build.example(name).arg("--workspace"),
     }
     .current_release();
     // `cargo test` gives the test process the variables of the package
