@@ -5,8 +5,10 @@
 //! A connection registers after its handshake (one short lock) and leaves
 //! when it closes. Requests never touch the registry. When the acceptor
 //! reports a reload that changed the client trust, [`watch`] compares the
-//! new trust with the one before and checks again, on a blocking thread,
-//! the chains that could have stopped verifying: every chain when the
+//! new trust with the one each connection is known to verify under (its
+//! handshake's, or that of the last check it passed) and checks again, on
+//! a blocking thread, the chains that could have stopped verifying: every
+//! chain when the
 //! CRLs or the mode changed, else only those attributed to a removed CA
 //! (adding a CA never invalidates a chain). A chain is verified once
 //! however many connections presented it. Each connection that no longer
