@@ -341,9 +341,15 @@ pub(crate) async fn run(
     while let Ok(reload) = manual.try_recv() {
         ctx.manual(reload);
     }
-    while let Ok(change) = trust_changes.try_recv() {
-        ctx.trust_changed(&change);
-    }
+    // A check of the open connections still running when the stop came
+    // reports when it is done: wait for it (the trust watch ends at the
+    // stop too, closing the channel), within the flush bound.
+    let _ = tokio::time::timeout(AUDIT_FLUSH_BOUND, async {
+        while let Some(change) = trust_changes.recv().await {
+            ctx.trust_changed(&change);
+        }
+    })
+    .await;
     ctx.audit.finish(AUDIT_FLUSH_BOUND).await;
 }
 
@@ -467,5 +473,59 @@ impl Context {
                 self.warned_for.insert(fingerprint);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::trust::Recheck;
+    use tls_reload::ClientAuth;
+    use tls_reload::testing::SecretVolumes;
+
+    #[tokio::test]
+    async fn a_trust_change_reported_after_the_stop_is_still_audited() {
+        let volumes = SecretVolumes::new();
+        let acceptor = ReloadableAcceptor::builder(volumes.mtls_files(ClientAuth::Required))
+            .build()
+            .unwrap();
+        let log = volumes.dir().join("audit.jsonl");
+        let sink = Arc::new(OcsfSink::file(&log).unwrap());
+        let (_manual_tx, manual_rx) = mpsc::unbounded_channel();
+        let (trust_tx, trust_rx) = mpsc::unbounded_channel();
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(run(
+            acceptor.clone(),
+            Vec::new(),
+            acceptor.subscribe(),
+            manual_rx,
+            trust_rx,
+            Audit::start(sink).unwrap(),
+            stop.clone(),
+        ));
+        // The stop comes while a check of the connections still runs; it
+        // reports afterwards.
+        stop.cancel();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let trust = acceptor.client_trust().unwrap();
+        let recheck = Recheck {
+            checked: 3,
+            verified: 1,
+            ended: 1,
+        };
+        trust_tx
+            .send(TrustChange {
+                generation: 2,
+                diff: trust.diff(&trust),
+                recheck,
+            })
+            .unwrap();
+        drop(trust_tx);
+        task.await.unwrap();
+        let written = std::fs::read_to_string(&log).unwrap();
+        assert!(
+            written.contains("tls_client_trust_changed"),
+            "the late trust change is on record:\n{written}"
+        );
     }
 }
