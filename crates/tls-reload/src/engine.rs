@@ -148,7 +148,6 @@ pub(crate) struct Engine<S: Side> {
     failed: AtomicU64,
     /// `[succeeded, failed]` per trigger, indexed by `Trigger::index`.
     by_trigger: [[AtomicU64; 2]; Trigger::ALL.len()],
-    last_attempt: Mutex<Option<LastAttempt>>,
     /// One per unit.
     records: Mutex<Vec<UnitRecord>>,
     /// The current degradation, replayed to new subscribers.
@@ -203,7 +202,6 @@ impl<S: Side> Engine<S> {
             succeeded: AtomicU64::new(0),
             failed: AtomicU64::new(0),
             by_trigger: Default::default(),
-            last_attempt: Mutex::new(None),
             records: Mutex::new(vec![UnitRecord::default(); count]),
             degraded: Mutex::new(None),
             watcher_mode: AtomicU8::new(WatcherMode::Off.to_u8()),
@@ -234,9 +232,14 @@ impl<S: Side> Engine<S> {
         Subscription { rx }
     }
 
-    /// The last attempt that swapped or failed, of any unit.
+    /// The last attempt that swapped or failed, of any unit: the latest
+    /// of the units' own.
     pub(crate) fn last_attempt(&self) -> Option<LastAttempt> {
-        lock(&self.last_attempt).clone()
+        lock(&self.records)
+            .iter()
+            .filter_map(|r| r.last_attempt.as_ref())
+            .max_by_key(|a| a.at)
+            .cloned()
     }
 
     /// Per unit, its last attempt that swapped or failed.
@@ -406,8 +409,7 @@ impl<S: Side> Engine<S> {
     }
 
     fn record(&self, i: usize, attempt: LastAttempt) {
-        lock(&self.records)[i].last_attempt = Some(attempt.clone());
-        *lock(&self.last_attempt) = Some(attempt);
+        lock(&self.records)[i].last_attempt = Some(attempt);
     }
 
     /// Reports, once per certificate, every leaf in use past its renewal
