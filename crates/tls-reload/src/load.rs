@@ -619,6 +619,7 @@ fn client_verifier(
 
     let roots = Arc::new(roots);
     let mut crls = Vec::new();
+    let mut revoked = crate::trust::Revoked::default();
     for (path, bytes) in files.crls.iter().zip(&inputs.crls) {
         let found: Vec<_> = pem_sections(FileRole::Crl, path, bytes)?
             .into_iter()
@@ -629,14 +630,16 @@ fn client_verifier(
         }
         for (index, (_, der)) in found.into_iter().enumerate() {
             use x509_parser::prelude::FromDer as _;
-            x509_parser::revocation_list::CertificateRevocationList::from_der(&der).map_err(
-                |e| Error::InvalidCertificate {
-                    role: FileRole::Crl,
-                    path: path.clone(),
-                    index,
-                    cause: CertError::MalformedCrl(e.to_string()),
-                },
-            )?;
+            let (_, parsed) = x509_parser::revocation_list::CertificateRevocationList::from_der(
+                &der,
+            )
+            .map_err(|e| Error::InvalidCertificate {
+                role: FileRole::Crl,
+                path: path.clone(),
+                index,
+                cause: CertError::MalformedCrl(e.to_string()),
+            })?;
+            revoked.add(&parsed);
             let crl = CertificateRevocationListDer::from(der.to_vec());
             // rustls parses CRLs more strictly than x509-parser (trailing
             // data, CRL number, matching signature algorithms): check each
@@ -671,6 +674,7 @@ fn client_verifier(
         &ca_ders,
         &infos,
         &crl_ders,
+        revoked,
         provider,
     );
     Ok((infos, trust))

@@ -137,15 +137,32 @@ impl TrustDiff {
     }
 }
 
+/// The certificates CRLs list as revoked, by issuer name and serial.
+#[derive(Default)]
+pub(crate) struct Revoked(HashSet<(Vec<u8>, Vec<u8>)>);
+
+impl Revoked {
+    /// Adds the entries of one CRL.
+    pub(crate) fn add(&mut self, crl: &CertificateRevocationList<'_>) {
+        let issuer = crl.issuer().as_raw();
+        for entry in crl.iter_revoked_certificates() {
+            self.0
+                .insert((issuer.to_vec(), entry.raw_serial().to_vec()));
+        }
+    }
+}
+
 impl ClientTrust {
     /// The trust of a config built from these parts: `verifier` was built
-    /// from `cas` (parsed as `infos`, in the same order) and `crls`.
+    /// from `cas` (parsed as `infos`, in the same order) and `crls` (which
+    /// list `revoked`).
     pub(crate) fn new(
         mode: ClientAuth,
         verifier: Arc<dyn ClientCertVerifier>,
         cas: &[CertificateDer<'static>],
         infos: &[CertInfo],
         crls: &[CertificateRevocationListDer<'static>],
+        revoked: Revoked,
         provider: &Arc<CryptoProvider>,
     ) -> Self {
         // A CA listed twice (bundles concatenated during a rollover) is
@@ -164,24 +181,13 @@ impl ClientTrust {
         }
         let mut digest = [0u8; 32];
         digest.copy_from_slice(ctx.finish().as_ref());
-        let mut revoked = HashSet::new();
-        for crl in crls {
-            // Parsed before, for the verifier: one that does not parse
-            // here only lists nothing for `lists_as_revoked`.
-            if let Ok((_, crl)) = CertificateRevocationList::from_der(crl) {
-                let issuer = crl.issuer().as_raw();
-                for entry in crl.iter_revoked_certificates() {
-                    revoked.insert((issuer.to_vec(), entry.raw_serial().to_vec()));
-                }
-            }
-        }
         Self {
             mode,
             verifier,
             cas,
             crls: Fingerprint::from_bytes(digest),
             crl_count: crls.len(),
-            revoked,
+            revoked: revoked.0,
         }
     }
 
@@ -457,12 +463,17 @@ mod tests {
                 .with_crls(crls.to_vec())
                 .build()
                 .unwrap();
+        let mut revoked = Revoked::default();
+        for crl in crls {
+            revoked.add(&CertificateRevocationList::from_der(crl).unwrap().1);
+        }
         ClientTrust::new(
             ClientAuth::Required,
             verifier,
             ders,
             &infos,
             crls,
+            revoked,
             &provider,
         )
     }
