@@ -640,33 +640,43 @@ fn client_verifier(
                 cause: CertError::MalformedCrl(e.to_string()),
             })?;
             revoked.add(&parsed);
-            let crl = CertificateRevocationListDer::from(der.to_vec());
-            // rustls parses CRLs more strictly than x509-parser (trailing
-            // data, CRL number, matching signature algorithms): check each
-            // one the way the verifier will, so that the error names this
-            // file rather than the client CA bundle.
-            WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone())
-                .with_crls([crl.clone()])
-                .build()
-                .map_err(|e| Error::InvalidCertificate {
-                    role: FileRole::Crl,
-                    path: path.clone(),
-                    index,
-                    cause: CertError::RejectedCrl(e),
-                })?;
-            crls.push(crl);
+            crls.push((
+                path,
+                index,
+                CertificateRevocationListDer::from(der.to_vec()),
+            ));
         }
     }
 
-    let crl_ders = crls.clone();
-    let mut builder =
-        WebPkiClientVerifier::builder_with_provider(roots, provider.clone()).with_crls(crls);
-    if files.client_auth == ClientAuth::Optional {
-        builder = builder.allow_unauthenticated();
-    }
-    let verifier = builder.build().map_err(|e| Error::ClientVerifier {
-        path: ca_path.to_owned(),
-        cause: e,
+    let crl_ders: Vec<_> = crls.iter().map(|(_, _, crl)| crl.clone()).collect();
+    let build = |crls: Vec<CertificateRevocationListDer<'static>>| {
+        let builder = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone())
+            .with_crls(crls);
+        if files.client_auth == ClientAuth::Optional {
+            builder.allow_unauthenticated().build()
+        } else {
+            builder.build()
+        }
+    };
+    let verifier = build(crl_ders.clone()).map_err(|cause| {
+        // rustls parses CRLs more strictly than x509-parser (trailing
+        // data, CRL number, matching signature algorithms): when it refuses
+        // the set, the CRL it refuses alone is named rather than the client
+        // CA bundle.
+        let rejected = crls.iter().find_map(|(path, index, crl)| {
+            build(vec![crl.clone()])
+                .err()
+                .map(|e| Error::InvalidCertificate {
+                    role: FileRole::Crl,
+                    path: (*path).clone(),
+                    index: *index,
+                    cause: CertError::RejectedCrl(e),
+                })
+        });
+        rejected.unwrap_or_else(|| Error::ClientVerifier {
+            path: ca_path.to_owned(),
+            cause,
+        })
     })?;
     let trust = crate::trust::ClientTrust::new(
         files.client_auth,
