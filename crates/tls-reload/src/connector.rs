@@ -187,7 +187,7 @@ impl ReloadableConnector {
     pub fn status(&self) -> ClientStatus {
         let served = self.engine.served();
         let pair = &served.pairs[0];
-        let (reloads_succeeded, reloads_failed) = self.engine.totals();
+        let history = self.engine.history();
         ClientStatus {
             generation: served.generation,
             identity: pair.identity.as_ref().map(|i| i.cert.clone()),
@@ -201,11 +201,11 @@ impl ReloadableConnector {
                 .identity
                 .as_ref()
                 .is_some_and(|i| SystemTime::now() >= i.cert.renewal_due()),
-            last_attempt: self.engine.last_attempt(),
-            reloads_succeeded,
-            reloads_failed,
-            watcher: self.engine.watcher_mode(),
-            by_trigger: self.engine.by_trigger(),
+            last_attempt: history.last_attempt,
+            reloads_succeeded: history.reloads_succeeded,
+            reloads_failed: history.reloads_failed,
+            watcher: history.watcher,
+            by_trigger: history.by_trigger,
         }
     }
 

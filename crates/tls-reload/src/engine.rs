@@ -130,6 +130,19 @@ struct Attempt<S: Side> {
     failures: Vec<(usize, Failed)>,
 }
 
+/// How reloading has gone: what a server's and a client's status share.
+pub(crate) struct History {
+    /// The last attempt that swapped or failed, of any unit.
+    pub(crate) last_attempt: Option<LastAttempt>,
+    /// Per unit, its last attempt that swapped or failed.
+    pub(crate) units: Vec<Option<LastAttempt>>,
+    pub(crate) reloads_succeeded: u64,
+    pub(crate) reloads_failed: u64,
+    pub(crate) watcher: WatcherMode,
+    /// Swaps and failures by trigger, in [`Trigger::ALL`] order.
+    pub(crate) by_trigger: Vec<ReloadCount>,
+}
+
 /// State shared by every clone of an acceptor or a connector and its
 /// watcher.
 pub(crate) struct Engine<S: Side> {
@@ -232,45 +245,31 @@ impl<S: Side> Engine<S> {
         Subscription { rx }
     }
 
-    /// The last attempt that swapped or failed, of any unit: the latest
-    /// of the units' own.
-    pub(crate) fn last_attempt(&self) -> Option<LastAttempt> {
-        lock(&self.records)
-            .iter()
-            .filter_map(|r| r.last_attempt.as_ref())
-            .max_by_key(|a| a.at)
-            .cloned()
-    }
-
-    /// Per unit, its last attempt that swapped or failed.
-    pub(crate) fn unit_attempts(&self) -> Vec<Option<LastAttempt>> {
-        lock(&self.records)
+    /// How reloading has gone, from one look at the records.
+    pub(crate) fn history(&self) -> History {
+        let units: Vec<_> = lock(&self.records)
             .iter()
             .map(|r| r.last_attempt.clone())
-            .collect()
-    }
-
-    /// Swaps and failures since start.
-    pub(crate) fn totals(&self) -> (u64, u64) {
-        (
-            self.succeeded.load(Ordering::Relaxed),
-            self.failed.load(Ordering::Relaxed),
-        )
-    }
-
-    /// Swaps and failures by trigger, in [`Trigger::ALL`] order.
-    pub(crate) fn by_trigger(&self) -> Vec<ReloadCount> {
-        Trigger::ALL
-            .iter()
-            .map(|&trigger| {
-                let [ok, failed] = &self.by_trigger[trigger.index()];
-                ReloadCount {
-                    trigger,
-                    succeeded: ok.load(Ordering::Relaxed),
-                    failed: failed.load(Ordering::Relaxed),
-                }
-            })
-            .collect()
+            .collect();
+        History {
+            // The last attempt of any unit is the latest of the units' own.
+            last_attempt: units.iter().flatten().max_by_key(|a| a.at).cloned(),
+            units,
+            reloads_succeeded: self.succeeded.load(Ordering::Relaxed),
+            reloads_failed: self.failed.load(Ordering::Relaxed),
+            watcher: self.watcher_mode(),
+            by_trigger: Trigger::ALL
+                .iter()
+                .map(|&trigger| {
+                    let [ok, failed] = &self.by_trigger[trigger.index()];
+                    ReloadCount {
+                        trigger,
+                        succeeded: ok.load(Ordering::Relaxed),
+                        failed: failed.load(Ordering::Relaxed),
+                    }
+                })
+                .collect(),
+        }
     }
 
     /// One reload attempt over every unit. Each unit that changed is

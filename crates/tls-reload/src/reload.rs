@@ -268,7 +268,7 @@ impl Shared {
         let served = self.served();
         let default = &served.pairs[0];
         let now = SystemTime::now();
-        let (reloads_succeeded, reloads_failed) = self.totals();
+        let history = self.history();
         TlsStatus {
             generation: served.generation,
             cert: default.cert.clone(),
@@ -276,17 +276,17 @@ impl Shared {
             client_ca: served.trust.client_ca.clone(),
             client_auth: self.side.files.client_auth,
             loaded_at: default.loaded_at,
-            last_attempt: self.last_attempt(),
-            reloads_succeeded,
-            reloads_failed,
-            watcher: self.watcher_mode(),
-            by_trigger: self.by_trigger(),
+            last_attempt: history.last_attempt,
+            reloads_succeeded: history.reloads_succeeded,
+            reloads_failed: history.reloads_failed,
+            watcher: history.watcher,
+            by_trigger: history.by_trigger,
             identities: self
                 .side
                 .specs
                 .iter()
                 .zip(&served.pairs)
-                .zip(self.unit_attempts())
+                .zip(history.units)
                 .map(|((spec, pair), last_attempt)| IdentityStatus {
                     label: spec.label.clone(),
                     names: spec.names.clone(),
