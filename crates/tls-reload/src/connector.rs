@@ -100,7 +100,7 @@ impl ReloadableConnector {
     }
 
     /// The config in use right now and its generation, from one load.
-    #[cfg_attr(not(feature = "tower"), allow(dead_code))]
+    #[cfg(feature = "tower")]
     pub(crate) fn snapshot(&self) -> (Arc<ClientConfig>, u64) {
         let served = self.engine.served();
         (served.config.clone(), served.generation)
