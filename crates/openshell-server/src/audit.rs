@@ -358,8 +358,8 @@ struct Context {
     source: EventSource,
     acceptor: ReloadableAcceptor,
     sni: Vec<SniIdentity>,
-    /// Fingerprints of the certificates already reported as close to
-    /// expiry.
+    /// Fingerprints of the served certificates already reported as close
+    /// to expiry.
     warned_for: std::collections::HashSet<String>,
     /// The failures the library published lately: a manual failure that is
     /// one of them (the same `Arc`) is on record already. Concurrent manual
@@ -453,6 +453,13 @@ impl Context {
     /// Reports each served certificate once when it is close to expiry.
     fn check_expiry(&mut self) {
         let status = self.acceptor.status();
+        // Only what is served now is remembered: the set stays bounded.
+        let served: Vec<String> = status
+            .identities
+            .iter()
+            .map(|i| i.cert.fingerprint_sha256.to_string())
+            .collect();
+        self.warned_for.retain(|f| served.contains(f));
         for identity in &status.identities {
             let remaining = identity.cert.remaining_at(SystemTime::now());
             let fingerprint = identity.cert.fingerprint_sha256.to_string();
