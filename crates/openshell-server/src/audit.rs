@@ -288,7 +288,6 @@ pub(crate) async fn run(
     let mut ctx = Context {
         audit,
         source: source(),
-        files: acceptor.files().clone(),
         acceptor,
         sni,
         warned_for: std::collections::HashSet::new(),
@@ -358,11 +357,9 @@ struct Context {
     audit: Audit,
     source: EventSource,
     acceptor: ReloadableAcceptor,
-    /// The default identity's files.
-    files: TlsFiles,
     sni: Vec<SniIdentity>,
-    /// Fingerprints of the certificates already reported as close to
-    /// expiry.
+    /// Fingerprints of the served certificates already reported as close
+    /// to expiry.
     warned_for: std::collections::HashSet<String>,
     /// The failures the library published lately: a manual failure that is
     /// one of them (the same `Arc`) is on record already. Concurrent manual
@@ -374,7 +371,8 @@ impl Context {
     /// The files of an identity; the default identity's for a label not
     /// configured (a failure of a whole attempt is reported as `default`).
     fn files_of(&self, label: &str) -> &TlsFiles {
-        crate::state::identity_files(&self.acceptor, &self.sni, label).unwrap_or(&self.files)
+        crate::state::identity_files(&self.acceptor, &self.sni, label)
+            .unwrap_or(self.acceptor.files())
     }
 
     /// The certificate an identity serves now.
@@ -388,7 +386,7 @@ impl Context {
     }
 
     fn trust_changed(&mut self, change: &TrustChange) {
-        let event = trust_changed_event(&self.source, change, &self.files);
+        let event = trust_changed_event(&self.source, change, self.acceptor.files());
         self.audit.publish(&event);
     }
 
@@ -440,7 +438,7 @@ impl Context {
                     &self.source,
                     reload.trigger,
                     &status,
-                    &self.files,
+                    self.acceptor.files(),
                 ));
             }
             Err(f) => {
@@ -455,6 +453,13 @@ impl Context {
     /// Reports each served certificate once when it is close to expiry.
     fn check_expiry(&mut self) {
         let status = self.acceptor.status();
+        // Only what is served now is remembered: the set stays bounded.
+        let served: Vec<String> = status
+            .identities
+            .iter()
+            .map(|i| i.cert.fingerprint_sha256.to_string())
+            .collect();
+        self.warned_for.retain(|f| served.contains(f));
         for identity in &status.identities {
             let remaining = identity.cert.remaining_at(SystemTime::now());
             let fingerprint = identity.cert.fingerprint_sha256.to_string();

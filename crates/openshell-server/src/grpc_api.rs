@@ -54,6 +54,27 @@ impl PeerIdentity {
         let chain = self.client_chain.as_deref()?;
         CertInfo::from_der(chain.first()?).ok()
     }
+
+    /// What the handshake verified of the caller, as `WhoAmI` and
+    /// `/v1/tls/peer` both report it.
+    pub(crate) fn view(&self) -> PeerView {
+        PeerView {
+            client_leaf: self.client_leaf(),
+            chain_length: self.client_chain.as_ref().map_or(0, |c| c.len()),
+            client_ca: self.client_ca.as_ref().map(ToString::to_string),
+        }
+    }
+}
+
+/// A connection's peer as the APIs report it; see [`PeerIdentity::view`].
+#[derive(Debug, Default)]
+pub(crate) struct PeerView {
+    /// The client's leaf; `None` for an unauthenticated caller.
+    pub(crate) client_leaf: Option<CertInfo>,
+    /// How many certificates the client presented.
+    pub(crate) chain_length: usize,
+    /// The fingerprint of the trusted CA the chain ends at.
+    pub(crate) client_ca: Option<String>,
 }
 
 pub(crate) struct GatewayApi {
@@ -158,18 +179,16 @@ impl pb::gateway_server::Gateway for GatewayApi {
         &self,
         request: Request<pb::WhoAmIRequest>,
     ) -> Result<Response<pb::WhoAmIResponse>, Status> {
-        let peer = request.extensions().get::<PeerIdentity>();
-        let leaf = peer.and_then(PeerIdentity::client_leaf);
+        let peer = request
+            .extensions()
+            .get::<PeerIdentity>()
+            .map(PeerIdentity::view)
+            .unwrap_or_default();
         Ok(Response::new(pb::WhoAmIResponse {
-            authenticated: leaf.is_some(),
-            client_certificate: leaf.as_ref().map(cert),
-            chain_length: peer
-                .and_then(|p| p.client_chain.as_ref())
-                .map_or(0, |c| u32::try_from(c.len()).unwrap_or(u32::MAX)),
-            client_ca_fingerprint_sha256: peer
-                .and_then(|p| p.client_ca.as_ref())
-                .map(ToString::to_string)
-                .unwrap_or_default(),
+            authenticated: peer.client_leaf.is_some(),
+            client_certificate: peer.client_leaf.as_ref().map(cert),
+            chain_length: u32::try_from(peer.chain_length).unwrap_or(u32::MAX),
+            client_ca_fingerprint_sha256: peer.client_ca.unwrap_or_default(),
         }))
     }
 }

@@ -99,12 +99,12 @@ async fn tls(Shared(state): Shared<Arc<State>>) -> Response<Full<Bytes>> {
 /// `/v1/tls/peer`: what the handshake of this connection verified of the
 /// caller (as the gRPC `WhoAmI`).
 async fn peer(Extension(peer): Extension<PeerIdentity>) -> Response<Full<Bytes>> {
-    let leaf = peer.client_leaf();
+    let peer = peer.view();
     let body = json!({
-        "authenticated": leaf.is_some(),
-        "client_certificate": leaf.as_ref().map(cert_json),
-        "chain_length": peer.client_chain.as_ref().map_or(0, |c| c.len()),
-        "client_ca_fingerprint_sha256": peer.client_ca.as_ref().map(ToString::to_string),
+        "authenticated": peer.client_leaf.is_some(),
+        "client_certificate": peer.client_leaf.as_ref().map(cert_json),
+        "chain_length": peer.chain_length,
+        "client_ca_fingerprint_sha256": peer.client_ca,
     });
     respond(StatusCode::OK, "application/json", body.to_string() + "\n")
 }
